@@ -1,0 +1,1 @@
+"""`dime-offline data ...` commands (inspect, convert)."""

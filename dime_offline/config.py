@@ -1,0 +1,143 @@
+"""Typed configs: dataclass <-> dict/JSON/YAML, dotted overrides, saving beside checkpoints.
+
+Each component defines its own frozen dataclass next to the code it configures, with one
+docstring per field. This module only knows how to move any such dataclass to and from disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from dime_offline.errors import ConfigError
+from dime_offline.io import atomic_write_text
+
+C = TypeVar("C")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, JSON-ready dict of a (nested) config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value, _prefix=where + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0] if errors else ConfigError(f"field '{where}': cannot be {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"field '{where}': expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"field '{where}': expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"field '{where}': expected true/false, got {value!r}")
+    if tp in (int, float, str):
+        if tp is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+            return value
+        if isinstance(value, str):
+            try:
+                return tp(float(value)) if tp is int and "e" in value.lower() else tp(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"field '{where}': expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[C], data: dict[str, Any], *, _prefix: str = "") -> C:
+    """Build ``cls`` from a dict, checking field names and types; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping for '{_prefix.rstrip('.') or cls.__name__}', got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown field '{_prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})"
+        )
+    kwargs = {k: _coerce(hints[k], v, _prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
+    """Apply ``section.field=value`` overrides (values parsed as YAML scalars)."""
+    data = to_dict(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like field=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a config section")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"override '{item}': unknown field '{key}'")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return from_dict(type(cfg), data)
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Defaults of ``cls``, updated from a YAML/JSON file, then from dotted overrides."""
+    cfg = cls()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from None
+        merged = to_dict(cfg)
+        _deep_update(merged, data, str(path))
+        cfg = from_dict(cls, merged)
+    return apply_overrides(cfg, overrides)
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any], where: str) -> None:
+    if not isinstance(new, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value, where)
+        else:
+            base[key] = value
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as JSON (atomically)."""
+    atomic_write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")

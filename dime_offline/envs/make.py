@@ -1,0 +1,210 @@
+"""Build gymnasium environments in the agent's conventions and check them against artefacts.
+
+``make_env`` accepts any registered gymnasium id whose action space is a finite Box (MuJoCo v4/v5,
+classic control, our process twin, which ``dime_offline/envs/__init__.py`` registers when this
+package is imported). It returns an env whose action space is [-1, 1]^A (see
+:class:`~dime_offline.envs.wrappers.UnitBoxAction`) and whose observations are flat float vectors
+in raw units.
+
+:class:`SpaceSpec` is the shape-and-bounds fingerprint that checkpoints and datasets carry, and
+:func:`check_spaces_match` refuses, with one line, an environment that does not fit them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from dime_offline.data.schema import DatasetMetadata
+from dime_offline.envs.wrappers import UnitBoxAction
+from dime_offline.errors import ConfigError, EnvironmentMismatchError
+
+BOUNDS_RTOL = 1e-5
+"""Relative tolerance when comparing bounds (they round-trip through float32 and JSON)."""
+BOUNDS_ATOL = 1e-6
+"""Absolute tolerance when comparing bounds."""
+
+
+def make_env(
+    env_id: str,
+    seed: int | None = None,
+    *,
+    max_episode_steps: int | None = None,
+    **env_kwargs: Any,
+) -> gym.Env[np.ndarray, np.ndarray]:
+    """A seeded env with actions in [-1, 1]^A and flat observations.
+
+    Args:
+        env_id: a registered gymnasium id, e.g. ``"HalfCheetah-v4"`` or ``"Pendulum-v1"``.
+        seed: seeds the env's RNG (through one ``reset(seed=...)``) and its action space, so the
+            caller's later ``reset()`` calls without a seed continue a reproducible stream.
+        max_episode_steps: overrides the registered time limit (truncation, never termination).
+        env_kwargs: passed to ``gym.make``.
+
+    Raises:
+        ConfigError: the id is not registered or needs a missing dependency.
+        EnvironmentMismatchError: the action space is not a finite Box, or the observation space
+            cannot be flattened into a float vector.
+    """
+    env = _gym_make(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
+    try:
+        env = _flatten_observations(env, env_id)
+        env = UnitBoxAction(env)
+    except EnvironmentMismatchError as err:
+        env.close()
+        raise EnvironmentMismatchError(f"environment '{env_id}': {err.message}") from None
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def _gym_make(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
+    if not env_id:
+        raise ConfigError("no environment id given (e.g. --env HalfCheetah-v4)")
+    try:
+        return gym.make(env_id, **{k: v for k, v in kwargs.items() if v is not None})
+    except gym.error.DependencyNotInstalled as exc:
+        raise ConfigError(f"environment '{env_id}' needs a dependency that is not installed: {exc}") from None
+    except gym.error.Error as exc:
+        # NameNotFound / VersionNotFound / NamespaceNotFound / DeprecatedEnv carry gymnasium's
+        # own "did you mean" hint; keep it.
+        raise ConfigError(f"unknown environment id '{env_id}': {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"environment '{env_id}' rejected its arguments: {exc}") from None
+
+
+def _flatten_observations(env: gym.Env[Any, Any], env_id: str) -> gym.Env[Any, Any]:
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return env
+    if isinstance(space, (gym.spaces.Box, gym.spaces.Dict, gym.spaces.Tuple)) and _all_boxes(space):
+        return gym.wrappers.FlattenObservation(env)
+    raise EnvironmentMismatchError(
+        f"observation space is {space}; dime-offline needs Box observations (or a Dict/Tuple of Boxes)"
+    )
+
+
+def _all_boxes(space: gym.Space[Any]) -> bool:
+    if isinstance(space, gym.spaces.Box):
+        return True
+    if isinstance(space, gym.spaces.Dict):
+        return all(_all_boxes(s) for s in space.spaces.values())
+    if isinstance(space, gym.spaces.Tuple):
+        return all(_all_boxes(s) for s in space.spaces)
+    return False
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """Observation/action shapes and bounds, as stored in checkpoints and dataset metadata.
+
+    Bounds are in environment units. Unbounded observation spaces (MuJoCo) have ``obs_low`` and
+    ``obs_high`` set to None.
+    """
+
+    obs_dim: int
+    """Width O of the flat observation vector."""
+    action_dim: int
+    """Width A of the action vector."""
+    action_low: tuple[float, ...]
+    """(A,) lower action bounds in env units."""
+    action_high: tuple[float, ...]
+    """(A,) upper action bounds in env units."""
+    obs_low: tuple[float, ...] | None = None
+    """(O,) lower observation bounds when every bound is finite, else None."""
+    obs_high: tuple[float, ...] | None = None
+    """(O,) upper observation bounds when every bound is finite, else None."""
+
+    @classmethod
+    def from_env(cls, env: gym.Env[Any, Any]) -> SpaceSpec:
+        """The spec of an env built by :func:`make_env` (bounds before the [-1, 1] rescale)."""
+        low = env.get_wrapper_attr("env_low")
+        high = env.get_wrapper_attr("env_high")
+        obs_space = env.observation_space
+        obs_low = obs_high = None
+        if isinstance(obs_space, gym.spaces.Box) and obs_space.is_bounded("both"):
+            obs_low = tuple(float(x) for x in np.asarray(obs_space.low).reshape(-1))
+            obs_high = tuple(float(x) for x in np.asarray(obs_space.high).reshape(-1))
+        return cls(
+            obs_dim=int(gym.spaces.flatdim(obs_space)),
+            action_dim=int(len(low)),
+            action_low=tuple(float(x) for x in low),
+            action_high=tuple(float(x) for x in high),
+            obs_low=obs_low,
+            obs_high=obs_high,
+        )
+
+    @classmethod
+    def from_metadata(cls, metadata: DatasetMetadata, obs_dim: int, action_dim: int) -> SpaceSpec | None:
+        """The spec a dataset declares, or None when it does not declare action bounds."""
+        if metadata.action_low is None or metadata.action_high is None:
+            return None
+        return cls(
+            obs_dim=int(obs_dim),
+            action_dim=int(action_dim),
+            action_low=tuple(float(x) for x in metadata.action_low),
+            action_high=tuple(float(x) for x in metadata.action_high),
+            obs_low=None if metadata.obs_low is None else tuple(float(x) for x in metadata.obs_low),
+            obs_high=None if metadata.obs_high is None else tuple(float(x) for x in metadata.obs_high),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpaceSpec:
+        """Inverse of :meth:`to_dict`; raises KeyError/TypeError on malformed input."""
+
+        def vec(key: str) -> tuple[float, ...] | None:
+            value = data.get(key)
+            return None if value is None else tuple(float(x) for x in value)
+
+        return cls(
+            obs_dim=int(data["obs_dim"]),
+            action_dim=int(data["action_dim"]),
+            action_low=vec("action_low") or (),
+            action_high=vec("action_high") or (),
+            obs_low=vec("obs_low"),
+            obs_high=vec("obs_high"),
+        )
+
+
+def check_spaces_match(expected: SpaceSpec, actual: SpaceSpec, *, expected_from: str, actual_from: str) -> None:
+    """Raise :class:`EnvironmentMismatchError` (one line) if ``actual`` does not fit ``expected``.
+
+    Shapes must be equal and action bounds equal within float32 round-off. Observation bounds
+    are compared only when both sides declare them.
+
+    Args:
+        expected: what the artefact (checkpoint, dataset) was made with.
+        actual: what the environment offers.
+        expected_from: how to name the artefact in the message, e.g. ``"checkpoint runs/pre"``.
+        actual_from: how to name the environment, e.g. ``"environment 'Hopper-v4'"``.
+    """
+    problem = _first_mismatch(expected, actual)
+    if problem is not None:
+        raise EnvironmentMismatchError(f"{actual_from} does not match {expected_from}: {problem}")
+
+
+def _first_mismatch(expected: SpaceSpec, actual: SpaceSpec) -> str | None:
+    if expected.obs_dim != actual.obs_dim:
+        return f"observation dim {actual.obs_dim}, expected {expected.obs_dim}"
+    if expected.action_dim != actual.action_dim:
+        return f"action dim {actual.action_dim}, expected {expected.action_dim}"
+    for name in ("action_low", "action_high", "obs_low", "obs_high"):
+        want, got = getattr(expected, name), getattr(actual, name)
+        if want is None or got is None:
+            continue
+        if not np.allclose(np.asarray(got), np.asarray(want), rtol=BOUNDS_RTOL, atol=BOUNDS_ATOL):
+            label = name.replace("_", " ").replace("obs", "observation")
+            return f"{label} {_fmt(got)}, expected {_fmt(want)}"
+    return None
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"

@@ -1,0 +1,255 @@
+"""Metric sinks, the progress display and the learning-curve plot.
+
+Metric keys are namespaced ``<namespace>/<name>`` with the namespace one of :data:`NAMESPACES`:
+``train/`` (agent updates and training episodes), ``eval/`` (evaluation rollouts), ``offline/``
+(the offline-pretraining stage), ``online/`` (online-phase bookkeeping such as the offline
+fraction in the batch). Every run writes a CSV; TensorBoard is used when it is installed.
+
+The CSV is in long ("tidy") form, one row per (step, key): keys may appear at different cadences
+(the actor updates every third critic step, evaluations every N env steps) without empty cells
+or a header that has to change mid-run. ``pandas.read_csv(...).pivot_table(index="step",
+columns="key", values="value")`` gives the wide table.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+
+from dime_offline.io import atomic_path
+
+NAMESPACES = ("train", "eval", "offline", "online")
+"""Allowed first components of a metric key."""
+
+CSV_HEADER = ("step", "wall_seconds", "key", "value")
+TENSORBOARD_HINT = (
+    "TensorBoard is not installed, so metrics go to the CSV only; "
+    "install the extra with: pip install 'dime-offline[tensorboard]'"
+)
+
+
+class MetricSink(Protocol):
+    """Receives namespaced scalar metrics at integer steps."""
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record ``metrics`` (key -> value) at ``step``."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        ...
+
+
+class CSVSink:
+    """Appends rows ``step, wall_seconds, key, value`` to a CSV file, flushing after each write."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._start = time.monotonic()
+        self._file: IO[str] = self.path.open("w", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(CSV_HEADER)
+        self._file.flush()
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        elapsed = round(time.monotonic() - self._start, 3)
+        for key in sorted(metrics):
+            self._writer.writerow((int(step), elapsed, key, repr(float(metrics[key]))))
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class TensorBoardSink:
+    """Writes scalars with ``torch.utils.tensorboard`` (needs the ``tensorboard`` package)."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # lazy: optional extra
+
+        self._writer = SummaryWriter(log_dir=str(log_dir))
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self._writer.add_scalar(key, float(value), global_step=int(step))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def open_sinks(out_dir: str | Path, *, tensorboard: bool = True) -> tuple[list[MetricSink], list[str]]:
+    """The sinks for a run directory: ``metrics.csv`` always, ``tb/`` when requested and installed.
+
+    Returns the sinks and a list of one-line notices for the user (the TensorBoard install hint).
+    """
+    out = Path(out_dir)
+    sinks: list[MetricSink] = [CSVSink(out / "metrics.csv")]
+    notices: list[str] = []
+    if tensorboard:
+        try:
+            sinks.append(TensorBoardSink(out / "tb"))
+        except ImportError:
+            notices.append(TENSORBOARD_HINT)
+    return sinks, notices
+
+
+class Tracker:
+    """Fans namespaced metrics out to every sink; checks the namespace of each key."""
+
+    def __init__(self, sinks: list[MetricSink]) -> None:
+        self.sinks = sinks
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record ``metrics`` at ``step``; keys must be ``<namespace>/<name>``."""
+        for key in metrics:
+            namespace, sep, name = key.partition("/")
+            if not sep or not name or namespace not in NAMESPACES:
+                raise ValueError(f"metric key {key!r} must look like '<{'|'.join(NAMESPACES)}>/<name>'")
+        for sink in self.sinks:
+            sink.write(step, metrics)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_metrics_csv(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read a metrics CSV back as ``key -> (steps (K,) int64, values (K,) float64)``."""
+    columns: dict[str, tuple[list[int], list[float]]] = {}
+    with Path(path).open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if tuple(header or ()) != CSV_HEADER:
+            raise ValueError(f"{path}: not a dime-offline metrics CSV (header {header})")
+        for step, _, key, value in reader:
+            steps, values = columns.setdefault(key, ([], []))
+            steps.append(int(step))
+            values.append(float(value))
+    return {k: (np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64)) for k, (s, v) in columns.items()}
+
+
+class ProgressDisplay:
+    """A rich progress bar on stderr: steps, updates/s, last eval return, alpha, entropy bound.
+
+    Disabled (every method a no-op) when ``enabled`` is False (``--json``) or stderr is not a
+    terminal, so logs and pipes stay clean.
+    """
+
+    def __init__(self, total: int, *, description: str, enabled: bool = True, unit: str = "env steps") -> None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        self.enabled = enabled and console.is_terminal
+        self._progress: Any = None
+        self._task: Any = None
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total, status="")
+
+    def update(
+        self,
+        completed: int,
+        *,
+        updates_per_second: float | None = None,
+        eval_return: float | None = None,
+        alpha: float | None = None,
+        entropy_bound: float | None = None,
+    ) -> None:
+        """Move the bar to ``completed`` steps and refresh the status fields that are known."""
+        if not self.enabled:
+            return
+        parts = []
+        if updates_per_second is not None:
+            parts.append(f"{updates_per_second:.1f} upd/s")
+        if eval_return is not None:
+            parts.append(f"eval {eval_return:.1f}")
+        if alpha is not None and math.isfinite(alpha):
+            parts.append(f"α {alpha:.3g}")
+        if entropy_bound is not None and math.isfinite(entropy_bound):
+            parts.append(f"H≥ {entropy_bound:.2f}")
+        self._progress.update(self._task, completed=completed, status=" | ".join(parts))
+
+    def notice(self, message: str) -> None:
+        """Print one line on stderr above the bar (always shown, even when the bar is off)."""
+        if self.enabled:
+            self._progress.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.enabled and self._progress is not None:
+            self._progress.stop()
+            self.enabled = False
+
+
+def plot_learning_curve(
+    metrics_csv: str | Path,
+    png_path: str | Path,
+    *,
+    title: str,
+    x_label: str = "env steps",
+) -> Path | None:
+    """Draw evaluation return (mean ± std) and training-episode returns against steps.
+
+    Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch). Returns the PNG
+    path, or None when the CSV holds no return to plot.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = read_metrics_csv(metrics_csv)
+    eval_mean = metrics.get("eval/return_mean")
+    train_return = metrics.get("train/episode_return")
+    if eval_mean is None and train_return is None:
+        return None
+    figure = Figure(figsize=(7.0, 4.0), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    if train_return is not None:
+        axes.plot(train_return[0], train_return[1], color="0.7", linewidth=0.8, label="training episodes")
+    if eval_mean is not None:
+        steps, mean = eval_mean
+        axes.plot(steps, mean, marker="o", markersize=3, color="C0", label="evaluation (mean)")
+        eval_std = metrics.get("eval/return_std")
+        if eval_std is not None and len(eval_std[1]) == len(mean):
+            axes.fill_between(steps, mean - eval_std[1], mean + eval_std[1], color="C0", alpha=0.2, label="± std")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("return")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    png_path = Path(png_path)
+    with atomic_path(png_path) as tmp:
+        figure.savefig(tmp, format="png")
+    return png_path

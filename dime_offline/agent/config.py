@@ -1,0 +1,157 @@
+"""DIME hyperparameters: one frozen dataclass, one docstring per field, and named presets.
+
+Defaults are the authors' values (Celik et al. 2025, official code commit 9f6a044; docs/algorithm.md lists
+the sources), with the gym-MuJoCo support range +-1600. ``DIMEConfig.preset("cpu")`` keeps the algorithm
+and shrinks the networks for 2-core machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dime_offline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DIMEConfig:
+    """Every hyperparameter of the DIME agent and of its online training cadence."""
+
+    # --- RL and training cadence -------------------------------------------------------------------
+    gamma: float = 0.99
+    """Discount factor."""
+    batch_size: int = 256
+    """Transitions per critic update (the critic's joint CrossQ pass sees twice as many rows)."""
+    utd: int = 2
+    """Update-to-data ratio: critic updates per environment step (used by the trainers)."""
+    policy_delay: int = 3
+    """The actor and temperature are updated after every ``policy_delay``-th critic update (3, 6, 9, ...)."""
+    learning_starts: int = 5000
+    """Uniform-random environment steps before the first update (online training from scratch)."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions (used by the trainers)."""
+
+    # --- critic ------------------------------------------------------------------------------------
+    critic_hidden: tuple[int, ...] = (2048, 2048)
+    """Hidden widths of each critic (ReLU, batch renorm after each)."""
+    n_critics: int = 2
+    """Number of independent critics; the actor and the target use their mean."""
+    n_atoms: int = 101
+    """Atoms of the categorical (C51) value distribution."""
+    v_min: float = -1600.0
+    """Lowest atom. Authors: -1600 for gym MuJoCo, -200 for DMC. Must cover returns incl. the entropy bonus."""
+    v_max: float = 1600.0
+    """Highest atom. Authors: +1600 for gym MuJoCo, +200 for DMC."""
+    critic_entropy_coef: float = 0.005
+    """Weight of the critic-entropy regulariser +c * sum p log p (rewards a higher output entropy)."""
+    brn_momentum: float = 0.01
+    """Batch-renorm running-statistics momentum, PyTorch convention (flax 0.99)."""
+    brn_warmup_steps: int = 100_000
+    """Training-mode forward passes (critic updates) of plain batch norm before renormalisation starts."""
+    brn_eps: float = 1e-3
+    """Batch-renorm variance epsilon."""
+    brn_r_max: float = 3.0
+    """Batch-renorm clip for the scale correction r."""
+    brn_d_max: float = 5.0
+    """Batch-renorm clip for the shift correction d."""
+
+    # --- optimisers --------------------------------------------------------------------------------
+    critic_lr: float = 3e-4
+    """Critic Adam learning rate."""
+    actor_lr: float = 3e-4
+    """Actor Adam learning rate (score net, step size and friction)."""
+    alpha_lr: float = 1e-3
+    """Temperature Adam learning rate (Adam with default betas 0.9, 0.999)."""
+    adam_beta1: float = 0.5
+    """Adam beta1 for the actor and the critic."""
+    adam_beta2: float = 0.999
+    """Adam beta2 for the actor and the critic."""
+    actor_grad_clip: float = 1.0
+    """Element-wise actor gradient clip: each entry to [-c, c] after NaNs are zeroed (not a norm clip)."""
+
+    # --- temperature -------------------------------------------------------------------------------
+    alpha_init: float = 1.0
+    """Initial temperature alpha (alpha = exp(beta))."""
+    alpha_mode: Literal["auto", "fixed"] = "auto"
+    """'auto' tunes alpha against the entropy target; 'fixed' keeps alpha_init."""
+    temperature_statistic: Literal["running_cost", "full_bound"] = "running_cost"
+    """Entropy estimate the temperature loss uses: 'running_cost' = -R (authors), 'full_bound' = -(R + T)."""
+    target_entropy_per_dim: float | None = None
+    """Target for that estimate, per action dimension. None: -4 for 'running_cost' (authors) or the
+    equivalent -(4 - 0.5 log(2 pi e prior_std^2)) = -1.665 (prior_std 2.5) for 'full_bound'."""
+
+    # --- diffusion policy --------------------------------------------------------------------------
+    diffusion_steps: int = 16
+    """N, denoising steps per action."""
+    prior_std: float = 2.5
+    """Standard deviation of the fixed Gaussian prior N(0, prior_std^2 I)."""
+    dt_init: float = 0.1
+    """Initial global step-size scale softplus(rho); step n uses this times the cosine factor c(n)."""
+    friction_init: float = 1.0
+    """Initial per-dimension friction g (step size eta = delta / g)."""
+    learn_dt: bool = True
+    """Train the global step-size scale."""
+    learn_friction: bool = True
+    """Train the per-dimension friction."""
+    score_hidden: tuple[int, ...] = (256, 256, 256)
+    """Hidden widths of the score net's main MLP (GELU)."""
+    score_frequencies: int = 256
+    """Fourier frequencies of the step-index features (sin and cos each)."""
+    score_time_hidden: int = 256
+    """Width of the time-embedding MLP."""
+    score_output_clip: float = 1e4
+    """The control term u_theta is clipped to +-this."""
+    deterministic_act: Literal["stochastic", "noise_free"] = "stochastic"
+    """What ``act(obs, deterministic=True)`` does: 'stochastic' ignores the flag (authors: evaluation is
+    stochastic); 'noise_free' runs the chain from the prior mean with all injected noise set to zero."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size > 0, "batch_size must be > 0"),
+            (self.utd > 0, "utd must be > 0"),
+            (self.policy_delay > 0, "policy_delay must be > 0"),
+            (self.n_atoms >= 2, "n_atoms must be >= 2"),
+            (self.v_min < self.v_max, "v_min must be < v_max"),
+            (self.diffusion_steps > 0, "diffusion_steps must be > 0"),
+            (self.prior_std > 0, "prior_std must be > 0"),
+            (self.dt_init > 0 and self.friction_init > 0, "dt_init and friction_init must be > 0"),
+            (self.alpha_init > 0, "alpha_init must be > 0"),
+            (0.0 <= self.gamma <= 1.0, "gamma must be in [0, 1]"),
+            (self.n_critics >= 1, "n_critics must be >= 1"),
+            (len(self.score_hidden) >= 1, "score_hidden needs at least one layer"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"DIMEConfig: {message}")
+
+    def target_entropy(self, act_dim: int) -> float:
+        """The temperature target (total over ``act_dim`` dimensions) for ``temperature_statistic``."""
+        if self.target_entropy_per_dim is not None:
+            return self.target_entropy_per_dim * act_dim
+        if self.temperature_statistic == "running_cost":
+            return -4.0 * act_dim
+        prior_entropy_per_dim = 0.5 * math.log(2.0 * math.pi * math.e * self.prior_std**2)
+        return -(4.0 - prior_entropy_per_dim) * act_dim
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DIMEConfig:
+        """A named preset ('paper' or 'cpu'), optionally with field overrides."""
+        try:
+            base = PRESETS[name]
+        except KeyError:
+            raise ConfigError(f"unknown DIME preset '{name}' (known: {', '.join(sorted(PRESETS))})") from None
+        try:
+            return dataclasses.replace(base, **overrides)
+        except TypeError as exc:
+            raise ConfigError(f"DIME preset '{name}': {exc}") from None
+
+
+PRESETS: dict[str, DIMEConfig] = {
+    # The authors' hyperparameters with the gym-MuJoCo support range.
+    "paper": DIMEConfig(),
+    # Same algorithm, smaller networks for 2-core CPUs (widths chosen by benchmarks/update_speed.py;
+    # docs/algorithm.md records the measurement).
+    "cpu": DIMEConfig(critic_hidden=(256, 256), score_hidden=(256, 256, 256)),
+}

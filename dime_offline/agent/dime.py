@@ -1,0 +1,302 @@
+"""DIMEAgent: the diffusion policy, the CrossQ-style distributional critics, the temperature and their
+optimisers, with ``update(batch)`` reading top to bottom like the algorithm.
+
+One ``update`` is one critic update; every ``policy_delay``-th one (3, 6, 9, ...) is followed by an actor
+update and a temperature update on the same minibatch. The trainer calls ``update`` ``utd`` times per
+environment step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from dime_offline.agent import losses
+from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.regularization import (
+    ActorRegularizer,
+    ActorStepContext,
+    CriticRegularizer,
+    CriticStepContext,
+)
+from dime_offline.nets.critic import DistributionalCritic
+from dime_offline.nets.diffusion import ChainSample, DiffusionPolicy
+from dime_offline.types import Batch
+
+# Standard deviations below this are treated as this (constant observation features).
+_MIN_OBS_STD = 1e-6
+
+
+def _normalizer_tensors(normalizer: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean, std) float32 tensors from an object with ``mean``/``std``, a mapping, or a (mean, std) pair."""
+    if normalizer is None:
+        return None
+    if isinstance(normalizer, dict):
+        mean, std = normalizer["mean"], normalizer["std"]
+    elif isinstance(normalizer, (tuple, list)):
+        mean, std = normalizer
+    else:
+        mean, std = normalizer.mean, normalizer.std
+    as_tensor = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float32), device=device)  # noqa: E731
+    return as_tensor(mean), as_tensor(std).clamp_min(_MIN_OBS_STD)
+
+
+class DIMEAgent:
+    """DIME (Celik et al., ICML 2025) in PyTorch.
+
+    Args:
+        obs_dim: observation size O. act_dim: action size d (actions live in [-1, 1]).
+        cfg: hyperparameters (``DIMEConfig.preset("paper")`` by default).
+        obs_normalizer: optional observation statistics applied inside ``act``, ``update`` and
+            ``q_values``: anything with ``mean`` and ``std`` (arrays or tensors of shape (O,)), a
+            ``{"mean", "std"}`` mapping or a ``(mean, std)`` pair. Saved in ``state_dict``.
+        device: torch device.
+        seed: seeds parameter initialisation and the two private noise generators (one for updates,
+            one for acting, so evaluation episodes never shift the training noise).
+        critic_regularizer, actor_regularizer: optional extra loss terms (see ``agent/regularization.py``);
+            public attributes, so trainers can change or replace them between updates.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        cfg: DIMEConfig | None = None,
+        obs_normalizer: Any = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        critic_regularizer: CriticRegularizer | None = None,
+        actor_regularizer: ActorRegularizer | None = None,
+    ) -> None:
+        self.cfg = cfg = cfg if cfg is not None else DIMEConfig()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.device = torch.device(device)
+        self.critic_regularizer = critic_regularizer
+        self.actor_regularizer = actor_regularizer
+        self.obs_normalizer = _normalizer_tensors(obs_normalizer, self.device)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.policy = DiffusionPolicy(
+                obs_dim,
+                act_dim,
+                n_steps=cfg.diffusion_steps,
+                prior_std=cfg.prior_std,
+                dt_init=cfg.dt_init,
+                friction_init=cfg.friction_init,
+                learn_dt=cfg.learn_dt,
+                learn_friction=cfg.learn_friction,
+                score_hidden=cfg.score_hidden,
+                n_frequencies=cfg.score_frequencies,
+                time_hidden=cfg.score_time_hidden,
+                score_output_clip=cfg.score_output_clip,
+            ).to(self.device)
+            self.critic = DistributionalCritic(
+                obs_dim,
+                act_dim,
+                hidden=cfg.critic_hidden,
+                n_atoms=cfg.n_atoms,
+                v_min=cfg.v_min,
+                v_max=cfg.v_max,
+                n_critics=cfg.n_critics,
+                brn_momentum=cfg.brn_momentum,
+                brn_eps=cfg.brn_eps,
+                brn_warmup_steps=cfg.brn_warmup_steps,
+                brn_r_max=cfg.brn_r_max,
+                brn_d_max=cfg.brn_d_max,
+            ).to(self.device)
+        self.log_alpha = torch.tensor(float(np.log(cfg.alpha_init)), device=self.device, requires_grad=True)
+        self.target_entropy = cfg.target_entropy(act_dim)
+
+        betas = (cfg.adam_beta1, cfg.adam_beta2)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=betas)
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.actor_lr, betas=betas)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+
+        self.update_generator = torch.Generator(self.device).manual_seed(seed + 1)
+        self.act_generator = torch.Generator(self.device).manual_seed(seed + 2)
+        self.critic_updates = 0
+        self.actor_updates = 0
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def alpha(self) -> float:
+        """Current temperature."""
+        return float(self.log_alpha.detach().exp())
+
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """Apply the observation normaliser (identity if there is none): (B, O) -> (B, O)."""
+        if self.obs_normalizer is None:
+            return obs
+        mean, std = self.obs_normalizer
+        return (obs - mean) / std
+
+    def _as_obs_tensor(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+
+    def sample_actions(self, obs: torch.Tensor) -> ChainSample:
+        """Policy samples for *normalised* observations (B, O), without gradient (update noise stream)."""
+        with torch.no_grad():
+            return self.policy.sample(obs, generator=self.update_generator)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions in [-1, 1] for raw observations: (O,) -> (d,) or (B, O) -> (B, d).
+
+        Always samples the stochastic chain, as the authors do (their evaluation is stochastic), unless
+        ``cfg.deterministic_act == "noise_free"`` and ``deterministic`` is true: then the chain starts at
+        the prior mean and injects no noise.
+        """
+        x = self._as_obs_tensor(obs)
+        single = x.dim() == 1
+        x = self.normalize_obs(x.unsqueeze(0) if single else x)
+        noise_free = deterministic and self.cfg.deterministic_act == "noise_free"
+        action = self.policy.sample(x, generator=self.act_generator, noise_free=noise_free).action
+        out = action.clamp(-1.0, 1.0).cpu().numpy()
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray | torch.Tensor, action: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Expected Q per critic, (E, B), for raw observations (B, O) and actions (B, d); eval mode."""
+        with self._critic_frozen():
+            return self.critic.expected_q(
+                self.normalize_obs(self._as_obs_tensor(obs)), self._as_obs_tensor(action)
+            )
+
+    @contextlib.contextmanager
+    def _critic_frozen(self) -> Iterator[None]:
+        """Critic in eval mode (BRN running statistics) with no parameter gradients; restored afterwards."""
+        was_training = self.critic.training
+        self.critic.eval()
+        self.critic.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self.critic.requires_grad_(True)
+            self.critic.train(was_training)
+
+    # ----------------------------------------------------------------------------------------------
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One critic update and, on every ``policy_delay``-th call, an actor and a temperature update.
+
+        ``batch`` holds raw observations and [-1, 1] actions; ``terminated`` (never ``truncated``) stops
+        bootstrapping. Returns namespaced float metrics.
+        """
+        cfg = self.cfg
+        obs, next_obs = self.normalize_obs(batch.obs), self.normalize_obs(batch.next_obs)
+        alpha = self.log_alpha.detach().exp()
+        n = obs.shape[0]
+
+        # Critic: one train-mode pass over [(s, a); (s', a')] (CrossQ, no target network). a' comes from the
+        # current policy: the authors' target actor is copied with tau = 1 after every actor step.
+        self.critic.train()
+        next_sample = self.sample_actions(next_obs)
+        logits = self.critic(torch.cat([obs, next_obs]), torch.cat([batch.action, next_sample.action]))
+        logits, next_logits = logits[:, :n], logits[:, n:]
+        target = losses.soft_distributional_target(
+            next_logits.softmax(-1),
+            batch.reward,
+            batch.terminated,
+            next_sample.log_prob_surrogate,
+            alpha,
+            cfg.gamma,
+            self.critic.support,
+        )
+        critic_loss, metrics = losses.critic_loss(logits, target, cfg.critic_entropy_coef)
+        if self.critic_regularizer is not None and self.critic_regularizer.weight != 0:
+            penalty, extra = self.critic_regularizer(
+                CriticStepContext(self.critic, obs, batch, logits, self.sample_actions)
+            )
+            critic_loss = critic_loss + penalty
+            metrics.update(extra)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        self.critic_updates += 1
+        metrics["critic/q_data"] = float((logits.detach().softmax(-1) @ self.critic.support).mean())
+
+        if self.critic_updates % cfg.policy_delay == 0:
+            metrics.update(self._actor_and_temperature_step(obs, batch, alpha))
+        return metrics
+
+    def _actor_and_temperature_step(self, obs: torch.Tensor, batch: Batch, alpha: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        # Actor: pathwise gradient through the whole chain; critics in eval mode and frozen.
+        with self._critic_frozen():
+            sample = self.policy.sample(obs, generator=self.update_generator)
+            q = self.critic.expected_q(obs, sample.action).mean(0)
+            loss, metrics = losses.actor_loss(alpha, sample.log_prob_surrogate, q)
+            if self.actor_regularizer is not None and self.actor_regularizer.weight != 0:
+                penalty, extra = self.actor_regularizer(
+                    ActorStepContext(self.policy, self.critic, obs, batch, sample, q)
+                )
+                loss = loss + penalty
+                metrics.update(extra)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        for p in self.policy.parameters():
+            if p.grad is not None:  # element-wise clip after zeroing NaNs (optax zero_nans + clip)
+                p.grad.nan_to_num_(nan=0.0).clamp_(-cfg.actor_grad_clip, cfg.actor_grad_clip)
+        self.actor_optimizer.step()
+        self.actor_updates += 1
+
+        # Temperature: from the actor pass (pre-update parameters), on the configured statistic.
+        if cfg.temperature_statistic == "running_cost":
+            entropy_estimate = -sample.running_cost
+        else:
+            entropy_estimate = -sample.log_prob_surrogate
+        if cfg.alpha_mode == "auto":
+            alpha_loss, alpha_metrics = losses.temperature_loss(self.log_alpha, entropy_estimate, self.target_entropy)
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+            metrics.update(alpha_metrics)
+        metrics.update(
+            {
+                "actor/running_cost": float(sample.running_cost.detach().mean()),
+                "alpha/value": self.alpha,
+                "policy/dt_scale": float(torch.nn.functional.softplus(self.policy.raw_dt)),
+                "policy/friction_mean": float(torch.nn.functional.softplus(self.policy.raw_friction).mean()),
+            }
+        )
+        return metrics
+
+    # ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: modules, optimisers, temperature, counters, RNG, normaliser, config."""
+        return {
+            "config": dataclasses.asdict(self.cfg),
+            "policy": self.policy.state_dict(),
+            "critic": self.critic.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "critic_updates": self.critic_updates,
+            "actor_updates": self.actor_updates,
+            "update_rng": self.update_generator.get_state(),
+            "act_rng": self.act_generator.get_state(),
+            "obs_normalizer": None
+            if self.obs_normalizer is None
+            else {"mean": self.obs_normalizer[0].clone(), "std": self.obs_normalizer[1].clone()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (the agent must have been built with the same network shapes)."""
+        self.policy.load_state_dict(state["policy"])
+        self.critic.load_state_dict(state["critic"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.critic_updates = int(state["critic_updates"])
+        self.actor_updates = int(state["actor_updates"])
+        self.update_generator.set_state(state["update_rng"])
+        self.act_generator.set_state(state["act_rng"])
+        self.obs_normalizer = _normalizer_tensors(state["obs_normalizer"], self.device)

@@ -1,0 +1,72 @@
+"""How extra loss terms plug into :meth:`DIMEAgent.update` (composition, not subclassing).
+
+A regulariser is any object with a mutable ``weight`` and a call that receives a read-only context and
+returns ``(penalty, metrics)``; the agent adds ``penalty`` to the loss it is about to minimise. The penalty
+must already include ``weight`` (the regulariser owns its scaling); the agent skips the call entirely
+while ``weight == 0``. Trainers switch weights at the offline -> online boundary by assigning
+``agent.critic_regularizer.weight`` (or replace the object, or set it to ``None``).
+
+Observations in the contexts are already normalised with the agent's observation normaliser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from dime_offline.nets.critic import DistributionalCritic
+from dime_offline.nets.diffusion import ChainSample, DiffusionPolicy
+from dime_offline.types import Batch
+
+
+@dataclass(frozen=True)
+class CriticStepContext:
+    """What a critic regulariser sees, after the joint CrossQ pass and before the critic's optimiser step."""
+
+    critic: DistributionalCritic
+    """The critics, in training mode (a forward pass here updates batch-renorm statistics)."""
+    obs: torch.Tensor
+    """(B, O) normalised observations of the batch."""
+    batch: Batch
+    """The raw batch (actions, rewards, flags, Monte-Carlo returns, offline marks)."""
+    logits: torch.Tensor
+    """(E, B, K) critic logits at the batch's (obs, action), with gradient."""
+    sample_actions: Callable[[torch.Tensor], ChainSample]
+    """Draws policy actions for normalised observations (rows, O), without gradient."""
+
+
+@dataclass(frozen=True)
+class ActorStepContext:
+    """What an actor regulariser sees, before the actor's optimiser step."""
+
+    policy: DiffusionPolicy
+    """The policy being trained (e.g. ``policy.path_log_likelihood_bound(obs, batch.action)``)."""
+    critic: DistributionalCritic
+    """The critics, in eval mode with frozen parameters."""
+    obs: torch.Tensor
+    """(B, O) normalised observations of the batch."""
+    batch: Batch
+    """The raw batch."""
+    sample: ChainSample
+    """The policy's sample at ``obs`` used by the actor loss, with gradient."""
+    q: torch.Tensor
+    """(B,) mean expected Q over critics at the sampled actions, with gradient."""
+
+
+class CriticRegularizer(Protocol):
+    """An extra critic loss term (e.g. a conservative penalty)."""
+
+    weight: float
+
+    def __call__(self, ctx: CriticStepContext) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+class ActorRegularizer(Protocol):
+    """An extra actor loss term (e.g. behaviour cloning through the path likelihood bound)."""
+
+    weight: float
+
+    def __call__(self, ctx: ActorStepContext) -> tuple[torch.Tensor, dict[str, float]]: ...

@@ -1,0 +1,93 @@
+"""An ensemble of independent C51 (categorical) critics with batch renormalisation, CrossQ style.
+
+Each member k: concat(obs, action) -> BRN -> [Dense H -> ReLU -> BRN] x L -> Dense K -> softmax over the K
+atoms z = linspace(v_min, v_max, K). Members have separate weights and separate BRN statistics.
+
+All members run as one batched computation: weights are stored stacked, (E, in, out), and every layer is a
+single ``torch.baddbmm`` over the ensemble dimension, so the two critics cost one kernel per layer
+instead of a Python loop over modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dime_offline.nets.batch_renorm import BatchRenorm
+from dime_offline.nets.mlp import lecun_normal_
+
+
+class EnsembleDense(nn.Module):
+    """E independent dense layers: x (E, B, in) -> (E, B, out); LeCun-normal weights, zero bias."""
+
+    def __init__(self, n_members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_members, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(n_members, 1, out_features))
+        for member in self.weight:
+            lecun_normal_(member, fan_in=in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class DistributionalCritic(nn.Module):
+    """E categorical critics over a shared support.
+
+    Args:
+        obs_dim, act_dim: input sizes (observations already normalised; actions in [-1, 1]).
+        hidden: hidden widths per member (authors: 2048, 2048).
+        n_atoms: K (authors: 101).
+        v_min, v_max: support end points (authors: +-200 DMC, +-1600 gym).
+        n_critics: E (authors: 2).
+        brn_momentum, brn_eps, brn_warmup_steps, brn_r_max, brn_d_max: see :class:`BatchRenorm`.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (2048, 2048),
+        n_atoms: int = 101,
+        v_min: float = -1600.0,
+        v_max: float = 1600.0,
+        n_critics: int = 2,
+        brn_momentum: float = 0.01,
+        brn_eps: float = 1e-3,
+        brn_warmup_steps: int = 100_000,
+        brn_r_max: float = 3.0,
+        brn_d_max: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.n_critics = n_critics
+
+        def brn(width: int) -> BatchRenorm:
+            return BatchRenorm(width, (n_critics,), brn_momentum, brn_eps, brn_r_max, brn_d_max, brn_warmup_steps)
+
+        layers: list[nn.Module] = [brn(obs_dim + act_dim)]
+        width = obs_dim + act_dim
+        for h in hidden:
+            layers += [EnsembleDense(n_critics, width, h), nn.ReLU(), brn(h)]
+            width = h
+        layers.append(EnsembleDense(n_critics, width, n_atoms))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("support", torch.linspace(v_min, v_max, n_atoms))
+
+    @property
+    def v_min(self) -> float:
+        return float(self.support[0])
+
+    @property
+    def v_max(self) -> float:
+        return float(self.support[-1])
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Atom logits (E, B, K) for obs (B, O) and action (B, d). BRN statistics update in train mode."""
+        x = torch.cat([obs, action], dim=-1)
+        return self.net(x.unsqueeze(0).expand(self.n_critics, *x.shape))
+
+    def expected_q(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Expected value sum_i p_i z_i per critic, (E, B)."""
+        return self.forward(obs, action).softmax(-1) @ self.support

@@ -1,0 +1,109 @@
+"""The conditional control ("score") network u_theta(x_n, s, n) of the DIME denoising chain.
+
+Architecture as in the authors' conditional PISGRAD net (see docs/algorithm.md, item 1):
+
+* time features: the raw integer step index n (0..N-1, *not* normalised) goes through fixed frequencies
+  w = linspace(0.1, 100, F) with a learnable phase phi (zero init): [sin(w n + phi), cos(w n + phi)],
+  then a time MLP Dense(T) -> GELU -> Dense(T);
+* main MLP on concat(x_n, s, time embedding): L x [Dense(H) -> GELU], then Dense(d) whose weights start at
+  the constant 1e-8 and bias at 0 (so the initial policy is the prior-Langevin chain), output clipped.
+
+GELU is the tanh approximation because that is what flax's ``nn.gelu`` computes.
+
+Speed: the first main layer is linear in its concatenated input, so W [x; s; t] + b is split into
+W_x x + (W_s s + W_t t + b). The bracket does not depend on x_n, so :meth:`ScoreNet.prepare` computes it
+once per chain for all N steps (the time embedding once per chain, not per sample), and each of the N
+sequential steps only pays W_x x_n (a d-column matmul). This is an exact rewrite of the concatenation,
+not an approximation; ``tests/agent/test_nets.py`` checks it against the plain concatenated forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dime_offline.nets.mlp import dense
+
+
+def _gelu() -> nn.Module:
+    return nn.GELU(approximate="tanh")
+
+
+class ScoreNet(nn.Module):
+    """u_theta: (x (..., d), obs (B, O), step n) -> control (..., d).
+
+    Args:
+        x_dim: d, the (pre-tanh) action dimension.
+        obs_dim: O, the observation dimension.
+        hidden: widths of the main MLP's hidden layers (authors: 3 x 256).
+        n_frequencies: F, number of Fourier frequencies (features are 2F: sin and cos).
+        time_hidden: T, width of the time MLP and of the time embedding.
+        output_clip: the control is clipped to [-output_clip, output_clip].
+        last_layer_init: constant value of the last layer's weights at initialisation.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        obs_dim: int,
+        hidden: Sequence[int] = (256, 256, 256),
+        n_frequencies: int = 256,
+        time_hidden: int = 256,
+        output_clip: float = 1e4,
+        last_layer_init: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if len(hidden) < 1:
+            raise ValueError("the score net needs at least one hidden layer")
+        self.x_dim = x_dim
+        self.obs_dim = obs_dim
+        self.output_clip = output_clip
+        self.register_buffer("frequencies", torch.linspace(0.1, 100.0, n_frequencies))
+        self.phase = nn.Parameter(torch.zeros(n_frequencies))
+        self.time_mlp = nn.Sequential(dense(2 * n_frequencies, time_hidden), _gelu(), dense(time_hidden, time_hidden))
+        # One Dense over concat(x, obs, t_emb): a single weight so the init's fan-in is the full width.
+        self.first = dense(x_dim + obs_dim + time_hidden, hidden[0])
+        rest: list[nn.Module] = []
+        for w_in, w_out in zip(hidden[:-1], hidden[1:]):
+            rest += [dense(w_in, w_out), _gelu()]
+        self.hidden_layers = nn.Sequential(*rest)
+        self.out = dense(hidden[-1], x_dim)
+        with torch.no_grad():
+            self.out.weight.fill_(last_layer_init)
+        self.act = _gelu()
+
+    def time_embedding(self, steps: torch.Tensor) -> torch.Tensor:
+        """Time embedding (N, T) of raw step indices ``steps`` (N,) (floats 0., 1., ..., N-1)."""
+        angles = steps[:, None] * self.frequencies + self.phase
+        return self.time_mlp(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1))
+
+    def prepare(self, obs: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Per-step conditioning (N, B, H): the first layer's obs and time parts plus its bias.
+
+        ``obs`` (B, O); ``steps`` (N,) raw step indices. Feed ``cond[n]`` to :meth:`control` at step n.
+        """
+        d, o = self.x_dim, self.obs_dim
+        w = self.first.weight
+        obs_part = F.linear(obs, w[:, d : d + o])  # (B, H)
+        time_part = F.linear(self.time_embedding(steps), w[:, d + o :], self.first.bias)  # (N, H)
+        return obs_part.unsqueeze(0) + time_part.unsqueeze(1)
+
+    def control(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """u_theta for states ``x`` (..., d) given conditioning ``cond`` (..., H) from :meth:`prepare`."""
+        w_x = self.first.weight[:, : self.x_dim]
+        if x.dim() == 2:
+            h = torch.addmm(cond, x, w_x.t())
+        else:
+            h = cond + F.linear(x, w_x)
+        h = self.hidden_layers(self.act(h))
+        return self.out(h).clamp(-self.output_clip, self.output_clip)
+
+    def forward(self, x: torch.Tensor, obs: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """Reference forward on the literal concatenation: x (B, d), obs (B, O), step (B,) -> (B, d)."""
+        t_emb = self.time_embedding(step)
+        h = self.act(self.first(torch.cat([x, obs, t_emb], dim=-1)))
+        h = self.hidden_layers(h)
+        return self.out(h).clamp(-self.output_clip, self.output_clip)

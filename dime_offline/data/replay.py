@@ -1,0 +1,541 @@
+"""The replay store: logged (offline) transitions plus a FIFO ring of online ones, in preallocated tensors.
+
+Layout
+------
+Every field is one contiguous tensor of ``offline_size + online_capacity`` rows:
+
+    rows [0, offline_size)                               offline part, filled once from a dataset
+    rows [offline_size, offline_size + online_capacity)  online ring, written by :meth:`ReplayStore.add`
+
+The online ring only ever writes rows at or after ``offline_size`` (slot ``i`` of the ring is row
+``offline_size + i``), so online data cannot overwrite or leak into the offline part however often
+the ring wraps. Ring slots fill from 0 upwards; once full, the oldest slot is overwritten next.
+
+Per row the store keeps ``obs`` and ``next_obs`` (O float32 each), ``action`` (A float32, scaled to
+[-1, 1]), ``reward`` and ``mc_return`` (float32) and ``terminated``/``truncated`` (bool): 4 bytes
+more than the raw transition (the Monte-Carlo return), nothing else. Loading streams record
+batches straight into these tensors; only the (N,) episode ids and steps are held temporarily to
+check episode structure and compute returns-to-go.
+
+Sampling
+--------
+:meth:`ReplayStore.sample` draws indices with ``torch.randint`` and gathers rows with
+``index_select``: its cost grows with the batch size, not with the store size. With an
+``offline_fraction`` f the batch holds exactly ``floor(B * f + 0.5)`` offline rows (the nearest
+integer, halves rounded up) followed by the online rows; ``Batch.is_offline`` marks them. If the
+part asked for is empty the rows come from the other part (so pretraining with f = 0.5 before any
+online data exists, or fine-tuning without a dataset, just works); both empty is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dime_offline.data.actions import action_bounds, to_unit_box
+from dime_offline.data.normalization import (
+    REWARD_SCALINGS,
+    NormalizationStats,
+    RewardScaling,
+    RunningMoments,
+)
+from dime_offline.data.returns import (
+    TRUNCATION_TAILS,
+    TruncationTail,
+    discounted_returns_to_go,
+    episode_ends_from_ids,
+)
+from dime_offline.data.schema import DatasetMetadata, TransitionData
+from dime_offline.errors import CheckpointError, SchemaError
+from dime_offline.io import atomic_path
+from dime_offline.types import Batch
+
+PathLike = str | os.PathLike[str]
+
+STORE_FORMAT_VERSION = 1
+"""Version of the on-disk layout written by :meth:`ReplayStore.save`."""
+
+_FLOAT_FIELDS = ("obs", "action", "reward", "next_obs", "mc_return")
+_BOOL_FIELDS = ("terminated", "truncated")
+FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "mc_return")
+"""Tensor fields of the store, in the order they are saved."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How a :class:`ReplayStore` is built and sampled."""
+
+    online_capacity: int = 1_000_000
+    """Rows in the online FIFO ring (0: no online part)."""
+    gamma: float = 0.99
+    """Discount of the Monte-Carlo returns-to-go computed for the offline part."""
+    truncation: TruncationTail = "zero"
+    """Tail value of truncated episodes in the returns-to-go: "zero" (the cut ends the episode,
+    as in the Cal-QL reference code) or "repeat_last_reward" (the last reward continues for ever)."""
+    offline_fraction: float | None = None
+    """Default share of offline rows per batch; None samples uniformly over all stored rows."""
+    std_floor: float = 1e-3
+    """Smallest observation standard deviation in the normalisation statistics."""
+    reward_scaling: RewardScaling = "none"
+    """Rule for the saved reward scale: "none", "std" or "return_range" (see NormalizationStats)."""
+    chunk_rows: int = 65536
+    """Rows per record batch when streaming a Parquet dataset into the store."""
+
+    def __post_init__(self) -> None:
+        if self.online_capacity < 0:
+            raise ValueError(f"online_capacity must be >= 0, got {self.online_capacity}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if self.truncation not in TRUNCATION_TAILS:
+            raise ValueError(f"truncation must be one of {TRUNCATION_TAILS}, got {self.truncation!r}")
+        if self.offline_fraction is not None:
+            _check_fraction(self.offline_fraction)
+        if self.reward_scaling not in REWARD_SCALINGS:
+            raise ValueError(f"reward_scaling must be one of {REWARD_SCALINGS}, got {self.reward_scaling!r}")
+        if self.chunk_rows <= 0:
+            raise ValueError(f"chunk_rows must be positive, got {self.chunk_rows}")
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"offline_fraction must lie in [0, 1], got {fraction}")
+
+
+def offline_rows_in_batch(batch_size: int, offline_fraction: float) -> int:
+    """Offline rows in a batch: ``floor(batch_size * offline_fraction + 0.5)``, halves rounded up."""
+    _check_fraction(offline_fraction)
+    return min(batch_size, math.floor(batch_size * offline_fraction + 0.5))
+
+
+class ReplayStore:
+    """Offline transitions plus an online FIFO ring, sampled into :class:`~dime_offline.types.Batch`.
+
+    Build it with :meth:`from_parquet`, :meth:`from_transitions`, :meth:`empty` or :meth:`load`.
+    Tensors (R = offline_size + online_capacity rows): ``obs`` (R, O), ``action`` (R, A) in
+    [-1, 1], ``reward`` (R,), ``next_obs`` (R, O), ``terminated``/``truncated`` (R,) bool,
+    ``mc_return`` (R,) (NaN for online rows).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        *,
+        offline_size: int = 0,
+        config: ReplayConfig | None = None,
+        metadata: DatasetMetadata | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        """Allocate an empty store; prefer the builders, which also fill the offline part."""
+        if obs_dim <= 0 or action_dim <= 0:
+            raise ValueError(f"obs_dim and action_dim must be positive, got {obs_dim} and {action_dim}")
+        self.config = config or ReplayConfig()
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.metadata = metadata or DatasetMetadata()
+        self.device = torch.device(device)
+        self.normalization: NormalizationStats | None = None
+        """Statistics of the offline observations and rewards (None while there is no offline data)."""
+        self.warnings: list[str] = []
+        """Problems found while loading that were reported rather than fixed (e.g. next_obs gaps)."""
+        self.offline_size = offline_size
+        self.online_size = 0
+        """Filled ring slots (grows to ``online_capacity``, then stays there)."""
+        self.online_cursor = 0
+        """Ring slot the next online transition is written to."""
+        self.online_added = 0
+        """Online transitions ever added (including overwritten ones)."""
+        rows = offline_size + self.config.online_capacity
+        kw: dict[str, Any] = {"device": self.device}
+        self.obs = torch.empty((rows, obs_dim), dtype=torch.float32, **kw)
+        self.action = torch.empty((rows, action_dim), dtype=torch.float32, **kw)
+        self.reward = torch.empty(rows, dtype=torch.float32, **kw)
+        self.next_obs = torch.empty((rows, obs_dim), dtype=torch.float32, **kw)
+        self.terminated = torch.empty(rows, dtype=torch.bool, **kw)
+        self.truncated = torch.empty(rows, dtype=torch.bool, **kw)
+        self.mc_return = torch.empty(rows, dtype=torch.float32, **kw)
+
+    # ----------------------------------------------------------------- builders
+    @classmethod
+    def empty(
+        cls,
+        obs_dim: int,
+        action_dim: int,
+        config: ReplayConfig | None = None,
+        *,
+        metadata: DatasetMetadata | None = None,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> "ReplayStore":
+        """A store with no offline part (online fine-tuning from scratch)."""
+        return cls(obs_dim, action_dim, config=_configure(config, overrides), metadata=metadata, device=device)
+
+    @classmethod
+    def from_transitions(
+        cls,
+        data: TransitionData,
+        config: ReplayConfig | None = None,
+        *,
+        validate: bool = True,
+        file: str | None = None,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> "ReplayStore":
+        """Build a store whose offline part holds ``data`` (actions rescaled to [-1, 1]).
+
+        ``overrides`` are :class:`ReplayConfig` fields, e.g. ``gamma=0.99, online_capacity=10_000``.
+        With ``validate`` the data is checked first (:meth:`TransitionData.validate`, next_obs
+        gaps reported in ``store.warnings``); ``file`` names the source in error messages.
+        """
+        cfg = _configure(config, overrides)
+        warnings = data.validate(file=file, check_continuity=False) if validate else []
+        store = cls(data.obs_dim, data.action_dim, offline_size=len(data), config=cfg, metadata=data.metadata, device=device)
+        filler = _OfflineFiller(store, file=file, validate=False)
+        filler.add(data)
+        filler.finish()
+        store.warnings = warnings
+        return store
+
+    @classmethod
+    def from_parquet(
+        cls,
+        path: PathLike,
+        config: ReplayConfig | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> "ReplayStore":
+        """Stream a canonical Parquet file or directory into a new store, record batch by record batch.
+
+        No pandas and no full intermediate copy: each batch is converted to numpy, written into
+        the preallocated tensors and dropped. The whole offline part is then validated as one
+        dataset (row numbers count from the first row of the dataset), and returns-to-go and
+        normalisation statistics are computed over it, so episodes may span record batches.
+        """
+        from dime_offline.data.parquet import iter_parquet_chunks, read_parquet_metadata
+
+        cfg = _configure(config, overrides)
+        metadata, obs_dim, action_dim, num_rows = read_parquet_metadata(path)
+        store = cls(obs_dim, action_dim, offline_size=num_rows, config=cfg, metadata=metadata, device=device)
+        filler = _OfflineFiller(store, file=str(path), validate=True)
+        for chunk in iter_parquet_chunks(path, batch_rows=cfg.chunk_rows, columns=()):
+            filler.add(chunk)
+        filler.finish()
+        return store
+
+    # ------------------------------------------------------------------- sizes
+    @property
+    def online_capacity(self) -> int:
+        return self.config.online_capacity
+
+    def __len__(self) -> int:
+        """Rows that can be sampled (offline plus filled online slots)."""
+        return self.offline_size + self.online_size
+
+    def nbytes(self) -> int:
+        """Bytes held by the store's tensors (offline part plus the whole preallocated ring)."""
+        return sum(t.element_size() * t.nelement() for t in self._tensors().values())
+
+    def bytes_per_row(self) -> int:
+        """Bytes one row occupies across all tensors."""
+        return sum(t.element_size() * (t[0].nelement() if t.ndim > 1 else 1) for t in self._tensors().values())
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+    # ------------------------------------------------------------------ online
+    def add(
+        self,
+        obs: Any,
+        action: Any,
+        reward: Any,
+        next_obs: Any,
+        terminated: Any,
+        truncated: Any,
+    ) -> None:
+        """Append one transition (obs (O,), scalars) or a vector of them (obs (n, O), (n,) ...) to the ring.
+
+        Actions must already be in [-1, 1]. Inputs may be numpy arrays, tensors or Python numbers.
+        A row flagged both terminated and truncated (gymnasium allows it) is stored as terminated
+        only: a true terminal state never bootstraps. Adding more rows than the capacity keeps the
+        newest ``online_capacity`` of them, exactly as adding them one by one would.
+        """
+        capacity = self.online_capacity
+        if capacity == 0:
+            raise ValueError("this store has no online part (online_capacity=0)")
+        obs_t = self._as_rows(obs, torch.float32, self.obs_dim, "obs")
+        n = obs_t.shape[0]
+        rows = {
+            "obs": obs_t,
+            "action": self._as_rows(action, torch.float32, self.action_dim, "action", n),
+            "reward": self._as_rows(reward, torch.float32, None, "reward", n),
+            "next_obs": self._as_rows(next_obs, torch.float32, self.obs_dim, "next_obs", n),
+            "terminated": self._as_rows(terminated, torch.bool, None, "terminated", n),
+            "truncated": self._as_rows(truncated, torch.bool, None, "truncated", n),
+        }
+        rows["truncated"] = rows["truncated"] & ~rows["terminated"]
+        rows["mc_return"] = torch.full((n,), float("nan"), dtype=torch.float32, device=self.device)
+        keep = min(n, capacity)
+        start = (self.online_cursor + n - keep) % capacity
+        first = min(keep, capacity - start)  # rows before the ring wraps
+        for name, values in rows.items():
+            target = getattr(self, name)
+            values = values[n - keep :]
+            base = self.offline_size
+            target[base + start : base + start + first] = values[:first]
+            if keep > first:
+                target[base : base + keep - first] = values[first:]
+        self.online_cursor = (self.online_cursor + n) % capacity
+        self.online_size = min(capacity, self.online_size + n)
+        self.online_added += n
+
+    def _as_rows(
+        self, value: Any, dtype: torch.dtype, width: int | None, name: str, n: int | None = None
+    ) -> torch.Tensor:
+        t = torch.as_tensor(value, dtype=dtype, device=self.device)
+        if width is None:
+            t = t.reshape(-1) if t.ndim <= 1 else t
+            expected: tuple[int, ...] = (n if n is not None else t.shape[0],)
+        else:
+            t = t.unsqueeze(0) if t.ndim == 1 else t
+            expected = (n if n is not None else t.shape[0], width)
+        if tuple(t.shape) != expected:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {expected}")
+        return t
+
+    # ---------------------------------------------------------------- sampling
+    def sample(
+        self,
+        batch_size: int,
+        offline_fraction: float | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Batch:
+        """Draw ``batch_size`` rows uniformly with replacement.
+
+        ``offline_fraction`` None uses ``config.offline_fraction``; if that is None too, rows are
+        drawn uniformly over everything stored. Otherwise exactly
+        :func:`offline_rows_in_batch` rows come from the offline part, first, and the rest from
+        the online ring (see the module docstring for what happens when a part is empty).
+        ``generator`` (on the store's device, or CPU for a CPU store) makes the draw reproducible.
+        """
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty replay store")
+        fraction = self.config.offline_fraction if offline_fraction is None else offline_fraction
+        gen_device = generator.device if generator is not None else self.device
+        if fraction is None:
+            # Offline rows and filled ring slots are one contiguous block of rows.
+            index = torch.randint(len(self), (batch_size,), generator=generator, device=gen_device)
+            is_offline = index < self.offline_size
+        else:
+            n_offline = offline_rows_in_batch(batch_size, fraction)
+            if self.online_size == 0:
+                n_offline = batch_size
+            elif self.offline_size == 0:
+                n_offline = 0
+            index = torch.cat(
+                [
+                    torch.randint(max(self.offline_size, 1), (n_offline,), generator=generator, device=gen_device),
+                    torch.randint(max(self.online_size, 1), (batch_size - n_offline,), generator=generator, device=gen_device)
+                    + self.offline_size,
+                ]
+            )
+            is_offline = torch.arange(batch_size, device=gen_device) < n_offline
+        index = index.to(self.device)
+        return Batch(
+            obs=self.obs.index_select(0, index),
+            action=self.action.index_select(0, index),
+            reward=self.reward.index_select(0, index),
+            next_obs=self.next_obs.index_select(0, index),
+            terminated=self.terminated.index_select(0, index).to(torch.float32),
+            truncated=self.truncated.index_select(0, index).to(torch.float32),
+            mc_return=self.mc_return.index_select(0, index),
+            is_offline=is_offline.to(device=self.device, dtype=torch.float32),
+        )
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path: PathLike) -> Path:
+        """Write the store to directory ``path`` atomically, for an exact resume with :meth:`load`.
+
+        Layout: ``replay.json`` (format version, sizes, ring position, config, dataset metadata,
+        normalisation statistics, warnings) and one ``<field>.npy`` per tensor holding the
+        ``len(self)`` stored rows (ring slots in slot order). The unfilled ring is not written.
+        """
+        path = Path(path)
+        rows = len(self)
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            for name, tensor in self._tensors().items():
+                np.save(tmp / f"{name}.npy", tensor[:rows].cpu().numpy(), allow_pickle=False)
+            header = {
+                "format_version": STORE_FORMAT_VERSION,
+                "obs_dim": self.obs_dim,
+                "action_dim": self.action_dim,
+                "offline_size": self.offline_size,
+                "online_size": self.online_size,
+                "online_cursor": self.online_cursor,
+                "online_added": self.online_added,
+                "config": dataclasses.asdict(self.config),
+                "metadata": json.loads(self.metadata.to_json()),
+                "normalization": None if self.normalization is None else self.normalization.to_dict(),
+                "warnings": self.warnings,
+            }
+            (tmp / "replay.json").write_text(json.dumps(header, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: PathLike, *, device: str | torch.device = "cpu") -> "ReplayStore":
+        """Rebuild a store written by :meth:`save`; it samples exactly as the saved one did."""
+        path = Path(path)
+        header_file = path / "replay.json"
+        if not header_file.is_file():
+            raise CheckpointError("not a saved replay store (replay.json is missing)", file=str(path))
+        try:
+            header = json.loads(header_file.read_text())
+            version = header["format_version"]
+            if version != STORE_FORMAT_VERSION:
+                raise CheckpointError(
+                    f"replay store format {version} is not supported (expected {STORE_FORMAT_VERSION})",
+                    file=str(header_file),
+                )
+            config = ReplayConfig(**header["config"])
+            metadata = DatasetMetadata.from_json(json.dumps(header["metadata"]), file=str(header_file))
+            store = cls(
+                int(header["obs_dim"]), int(header["action_dim"]), offline_size=int(header["offline_size"]),
+                config=config, metadata=metadata, device=device,
+            )
+            store.online_size = int(header["online_size"])
+            store.online_cursor = int(header["online_cursor"])
+            store.online_added = int(header["online_added"])
+            stats = header["normalization"]
+            store.normalization = None if stats is None else NormalizationStats.from_dict(stats)
+            store.warnings = list(header["warnings"])
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"replay.json is incomplete or invalid ({exc!r})", file=str(header_file)) from None
+        if not (0 <= store.online_size <= config.online_capacity and 0 <= store.online_cursor < max(config.online_capacity, 1)):
+            raise CheckpointError("ring position or size outside the capacity", file=str(header_file))
+        rows = len(store)
+        for name, tensor in store._tensors().items():
+            file = path / f"{name}.npy"
+            try:
+                array = np.load(file, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"cannot read saved tensor ({exc})", file=str(file)) from None
+            expected = (rows, *tensor.shape[1:])
+            if array.shape != expected or array.dtype != _numpy_dtype(tensor.dtype):
+                raise CheckpointError(
+                    f"holds {array.dtype} {array.shape}, expected {_numpy_dtype(tensor.dtype)} {expected}", file=str(file)
+                )
+            if tensor.device.type == "cpu":
+                np.copyto(tensor[:rows].numpy(), array)
+            else:
+                tensor[:rows].copy_(torch.from_numpy(np.array(array)))
+            del array
+        return store
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return np.dtype(np.bool_) if dtype == torch.bool else np.dtype(np.float32)
+
+
+def _configure(config: ReplayConfig | None, overrides: dict[str, Any]) -> ReplayConfig:
+    known = {f.name for f in dataclasses.fields(ReplayConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown ReplayConfig field(s) {unknown}; known: {sorted(known)}")
+    return dataclasses.replace(config or ReplayConfig(), **overrides)
+
+
+class _OfflineFiller:
+    """Writes dataset chunks into a store's offline rows, then finishes returns and statistics.
+
+    Keeps only (N,) episode ids and steps besides the store itself, freed by :meth:`finish`.
+    """
+
+    def __init__(self, store: ReplayStore, *, file: str | None, validate: bool) -> None:
+        self.store = store
+        self.file = file
+        self.validate = validate
+        self.rows = 0
+        n = store.offline_size
+        self.episode_id = np.empty(n, dtype=np.int64)
+        self.step = np.empty(n, dtype=np.int32)
+        self.bounds = action_bounds(store.metadata, store.action_dim, file=file)
+        self.obs_moments = RunningMoments(store.obs_dim)
+        self.reward_moments = RunningMoments(1)
+        # Numpy views of the CPU tensors the chunks are copied into.
+        self.views = {name: getattr(store, name).numpy() for name in FIELDS} if store.device.type == "cpu" else None
+
+    def add(self, chunk: TransitionData) -> None:
+        store = self.store
+        n = len(chunk)
+        lo, hi = self.rows, self.rows + n
+        if hi > store.offline_size:
+            raise SchemaError(
+                f"holds more rows than its metadata declares ({store.offline_size})", file=self.file
+            )
+        if chunk.obs_dim != store.obs_dim or chunk.action_dim != store.action_dim:
+            raise SchemaError(
+                f"chunk at row {lo} has widths obs {chunk.obs_dim}/action {chunk.action_dim},"
+                f" expected {store.obs_dim}/{store.action_dim}", file=self.file, row=lo,
+            )
+        self.episode_id[lo:hi] = chunk.episode_id
+        self.step[lo:hi] = chunk.step
+        scaled = to_unit_box(chunk.action, self.bounds, file=self.file, first_row=lo)
+        values = {
+            "obs": chunk.obs, "action": scaled, "reward": chunk.reward, "next_obs": chunk.next_obs,
+            "terminated": chunk.terminated, "truncated": chunk.truncated,
+        }
+        for name, array in values.items():
+            if self.views is not None:
+                np.copyto(self.views[name][lo:hi], array, casting="same_kind")
+            else:
+                getattr(store, name)[lo:hi].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+        self.obs_moments.update(chunk.obs)
+        self.reward_moments.update(chunk.reward)
+        self.rows = hi
+
+    def finish(self) -> None:
+        store = self.store
+        n = store.offline_size
+        if self.rows != n:
+            raise SchemaError(f"holds {self.rows} rows, its metadata declares {n}", file=self.file)
+        if n == 0:
+            return
+        host = self.views or {
+            name: getattr(store, name)[:n].cpu().numpy() for name in ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+        }
+        if self.validate:
+            whole = TransitionData(
+                episode_id=self.episode_id, step=self.step, obs=host["obs"][:n], action=host["action"][:n],
+                reward=host["reward"][:n], next_obs=host["next_obs"][:n], terminated=host["terminated"][:n],
+                truncated=host["truncated"][:n],
+                # Actions were checked against the bounds while scaling; they are in [-1, 1] now.
+                metadata=dataclasses.replace(store.metadata, action_low=None, action_high=None),
+            )
+            store.warnings = whole.validate(file=self.file, check_continuity=False)
+        ends = episode_ends_from_ids(self.episode_id)
+        reward = host["reward"][:n]
+        returns = discounted_returns_to_go(
+            reward, ends, host["terminated"][:n], store.config.gamma, truncation=store.config.truncation
+        )
+        store.mc_return[:n].copy_(torch.from_numpy(returns))
+        starts = np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1])
+        episode_returns = np.add.reduceat(reward, starts, dtype=np.float64)
+        store.normalization = NormalizationStats.from_moments(
+            self.obs_moments, self.reward_moments, episode_returns=episode_returns,
+            std_floor=store.config.std_floor, reward_scaling=store.config.reward_scaling,
+        )
+        del self.episode_id, self.step, self.views

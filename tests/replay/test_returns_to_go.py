@@ -1,0 +1,91 @@
+"""Vectorised returns-to-go against a direct per-episode Python loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dime_offline.data.returns import discounted_returns_to_go, episode_ends_from_ids
+from replay_factories import direct_returns_to_go
+
+
+def _ends(lengths: list[int]) -> np.ndarray:
+    ends = np.zeros(sum(lengths), dtype=bool)
+    ends[np.cumsum(lengths) - 1] = True
+    return ends
+
+
+def _terminated(lengths: list[int], terminal: list[bool]) -> np.ndarray:
+    flags = np.zeros(sum(lengths), dtype=bool)
+    flags[np.cumsum(lengths) - 1] = terminal
+    return flags
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    episodes=st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=12),
+    gamma=st.floats(0.0, 0.999),
+    tail=st.sampled_from(["zero", "repeat_last_reward"]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_direct_computation(episodes: list[tuple[int, bool]], gamma: float, tail: str, seed: int) -> None:
+    lengths = [k for k, _ in episodes]
+    terminal = [t for _, t in episodes]
+    reward = np.random.default_rng(seed).normal(size=sum(lengths)).astype(np.float32)
+    got = discounted_returns_to_go(reward, _ends(lengths), _terminated(lengths, terminal), gamma, truncation=tail)  # type: ignore[arg-type]
+    expected = direct_returns_to_go(reward, lengths, terminal, gamma, tail)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_one_step_episodes_are_their_reward() -> None:
+    reward = np.array([1.0, -2.0, 3.0], dtype=np.float32)
+    ends = np.ones(3, dtype=bool)
+    terminated = np.array([True, False, True])
+    np.testing.assert_array_equal(discounted_returns_to_go(reward, ends, terminated, 0.9), reward)
+    # A truncated one-step episode under repeat_last_reward becomes r / (1 - gamma).
+    got = discounted_returns_to_go(reward, ends, terminated, 0.9, truncation="repeat_last_reward")
+    np.testing.assert_allclose(got, [1.0, -20.0, 3.0])
+
+
+def test_gamma_one_is_the_undiscounted_reward_to_go() -> None:
+    reward = np.array([1, 2, 3, 4, 5], dtype=np.float32)
+    ends = np.array([False, False, True, False, True])
+    got = discounted_returns_to_go(reward, ends, ends, 1.0)
+    np.testing.assert_array_equal(got, [6, 5, 3, 9, 5])
+
+
+def test_nothing_leaks_across_episode_boundaries() -> None:
+    reward = np.array([0.0, 0.0, 100.0], dtype=np.float32)
+    ends = np.array([False, True, True])
+    got = discounted_returns_to_go(reward, ends, np.zeros(3, bool), 0.99)
+    np.testing.assert_array_equal(got[:2], [0.0, 0.0])
+
+
+def test_long_single_episode_stays_accurate() -> None:
+    n = 100_000
+    reward = np.ones(n, dtype=np.float32)
+    ends = np.zeros(n, dtype=bool)
+    ends[-1] = True
+    got = discounted_returns_to_go(reward, ends, ends, 0.99)
+    expected = (1.0 - 0.99 ** np.arange(n, 0, -1)) / (1.0 - 0.99)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_rejects_bad_input() -> None:
+    reward = np.zeros(3, dtype=np.float32)
+    with pytest.raises(ValueError, match="last row"):
+        discounted_returns_to_go(reward, np.array([True, False, False]), np.zeros(3, bool), 0.9)
+    with pytest.raises(ValueError, match="gamma"):
+        discounted_returns_to_go(reward, np.ones(3, bool), np.zeros(3, bool), 1.5)
+    with pytest.raises(ValueError, match="gamma < 1"):
+        discounted_returns_to_go(reward, np.ones(3, bool), np.zeros(3, bool), 1.0, truncation="repeat_last_reward")
+    with pytest.raises(ValueError, match="truncation"):
+        discounted_returns_to_go(reward, np.ones(3, bool), np.zeros(3, bool), 0.9, truncation="bootstrap")  # type: ignore[arg-type]
+
+
+def test_episode_ends_from_ids() -> None:
+    ids = np.array([4, 4, 7, 9, 9, 9], dtype=np.int64)
+    np.testing.assert_array_equal(episode_ends_from_ids(ids), [False, True, True, False, False, True])
+    assert episode_ends_from_ids(np.zeros(0, np.int64)).shape == (0,)

@@ -149,6 +149,8 @@ def _expected_columns() -> str:
 def _list_width(schema: pa.Schema, name: str, first: pa.Table | pa.RecordBatch | None, file: str | None) -> int:
     """Width of a list column: the fixed size, else the length of the first row's list."""
     arrow_type = schema.field(name).type
+    if _is_number(arrow_type):  # a plain numeric column is a width-1 vector
+        return 1
     if pa.types.is_fixed_size_list(arrow_type):
         return int(arrow_type.list_size)
     if not (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)):
@@ -323,6 +325,10 @@ def _scalar(batch: pa.Table | pa.RecordBatch, name: str, file: str | None, row_o
         raise SchemaError(f"expected {dtype.name} values, got Arrow type {col.type}", file=file, column=name) from None
 
 
+def _is_number(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type)
+
+
 def _float_values(col: pa.Array, dtype: np.dtype) -> np.ndarray:
     """Numbers of a flat Arrow array as ``dtype``; nulls become NaN (floats) or False (bools)."""
     if dtype.kind == "b":
@@ -345,16 +351,17 @@ def _vector(
         out = np.empty((n, width), dtype=dtype)
         for j, name in enumerate(layout.vector_columns[fieldname]):
             col = _combine(batch.column(name))
-            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)
-                    or pa.types.is_null(col.type)):
+            if not (_is_number(col.type) or pa.types.is_null(col.type)):
                 raise SchemaError(f"expected numbers, got Arrow type {col.type}", file=file, column=name)
             out[:, j] = _float_values(col, dtype) if not pa.types.is_null(col.type) else (
                 False if dtype.kind == "b" else np.nan
             )
         return out
     col = _combine(batch.column(fieldname))
+    if _is_number(col.type):
+        return _float_values(col, dtype).reshape(n, 1)
     value_type = col.type.value_type
-    if not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type) or pa.types.is_boolean(value_type)):
+    if not _is_number(value_type):
         raise SchemaError(f"expected lists of numbers, got Arrow type {col.type}", file=file, column=fieldname)
     if pa.types.is_fixed_size_list(col.type):
         if col.type.list_size != width:

@@ -131,7 +131,7 @@ class SpaceSpec:
             obs_high = tuple(float(x) for x in np.asarray(obs_space.high).reshape(-1))
         return cls(
             obs_dim=int(gym.spaces.flatdim(obs_space)),
-            action_dim=int(len(low)),
+            action_dim=len(low),
             action_low=tuple(float(x) for x in low),
             action_high=tuple(float(x) for x in high),
             obs_low=obs_low,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import parse_env_id
 
@@ -30,7 +31,7 @@ def env_family(env_id: str) -> str:
     """Lower-case env name without namespace or version: ``"HalfCheetah-v4" -> "halfcheetah"``."""
     try:
         _, name, _ = parse_env_id(env_id)
-    except Exception:  # gymnasium raises its own Error for malformed ids
+    except gym.error.Error:  # malformed id: use it as it is
         return env_id.lower()
     return name.lower()
 

@@ -1,0 +1,135 @@
+"""`dime-offline finetune | evaluate | collect`: build a config, call one library function, report.
+
+With ``--json`` each command prints exactly one JSON object on stdout (progress and notices go to
+stderr); evaluation blocks use the same keys everywhere (``return_mean``, ``return_std``,
+``normalized_score``, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dime_offline.trainers.collect import CollectConfig, collect
+from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
+from dime_offline.trainers.loop import load_run_config
+from dime_offline.trainers.online import FinetuneConfig, finetune
+
+from .common import print_json, user_errors_exit_2
+from .main import app
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout (no progress bar).")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+
+
+@app.command("finetune")
+@user_errors_exit_2
+def finetune_command(
+    env: Annotated[str | None, typer.Option("--env", help="Gymnasium id, e.g. HalfCheetah-v4.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Online environment steps.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Pretrained checkpoint or run directory (omit: train from scratch).")
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Parquet dataset kept in the replay store.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="DIME preset from scratch: cpu or paper.")] = None,
+    seed: SeedOption = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with FinetuneConfig fields.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: key=value, agent.<field>=value (repeatable).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an --out that already holds a run.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Train DIME online: from scratch, or fine-tune a pretrained checkpoint (offline data optional)."""
+    cfg = load_run_config(
+        FinetuneConfig,
+        None if config is None else str(config),
+        overrides,
+        env_id=env,
+        steps=steps,
+        out_dir=_str(out),
+        checkpoint=_str(checkpoint),
+        data=_str(data),
+        preset=preset,
+        seed=seed,
+        overwrite=overwrite or None,
+        quiet=json_output or None,
+    )
+    summary = finetune(cfg).to_dict()
+    if json_output:
+        print_json(summary)
+        return
+    typer.echo(
+        f"finetune {summary['env']}: {summary['steps']} env steps, {summary['updates']} updates"
+        f" in {summary['wall_seconds']:.1f} s ({summary['updates_per_second']:.1f} updates/s)"
+    )
+    typer.echo(f"final evaluation: {_describe(summary['final'])}")
+    typer.echo(f"best evaluation at step {summary['best']['step']}: {_describe(summary['best'])}")
+    typer.echo(f"checkpoint: {summary['checkpoint']} (best: {summary['best_checkpoint']})")
+    if summary["learning_curve"]:
+        typer.echo(f"learning curve: {summary['learning_curve']}")
+
+
+@app.command("evaluate")
+@user_errors_exit_2
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint or run directory.")],
+    env: Annotated[str | None, typer.Option("--env", help="Gymnasium id (default: the checkpoint's).")] = None,
+    episodes: Annotated[int, typer.Option("--episodes", help="Evaluation episodes.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Episode i starts from reset(seed + i).")] = 0,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Deterministic actions (default: stochastic, as the authors).")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Roll out a checkpoint's policy and report return and normalised score."""
+    cfg = EvaluateConfig(
+        checkpoint=str(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic
+    )
+    summary = evaluate_checkpoint(cfg).to_dict()
+    if json_output:
+        print_json(summary)
+        return
+    typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']}: {_describe(summary)}")
+
+
+@app.command("collect")
+@user_errors_exit_2
+def collect_command(
+    env: Annotated[str, typer.Option("--env", help="Gymnasium id, e.g. HalfCheetah-v4.")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    steps: Annotated[int, typer.Option("--steps", help="Transitions to record.")] = 10_000,
+    policy: Annotated[str, typer.Option("--policy", help="'random' or a checkpoint / run directory.")] = "random",
+    noise: Annotated[float, typer.Option("--noise", help="Gaussian action-noise std in [-1, 1] units.")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    json_output: JsonFlag = False,
+) -> None:
+    """Record rollouts of a policy into a canonical Parquet dataset."""
+    cfg = CollectConfig(
+        env_id=env, policy=policy, steps=steps, out=str(out), action_noise=noise, seed=seed, quiet=json_output
+    )
+    summary = collect(cfg).to_dict()
+    if json_output:
+        print_json(summary)
+        return
+    typer.echo(
+        f"collect {summary['env']}: {summary['steps']} transitions in {summary['dataset_episodes']} episodes"
+        f" -> {summary['out']} ({summary['wall_seconds']:.1f} s)"
+    )
+    if summary["completed"] is not None:
+        typer.echo(f"completed episodes: {_describe(summary['completed'])}")
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _describe(block: dict[str, Any]) -> str:
+    """One line for an evaluation block: return mean ± std over N episodes, normalised score if known."""
+    text = f"return {block['return_mean']:.1f} ± {block['return_std']:.1f} over {block['episodes']} episodes"
+    if block.get("normalized_score") is not None:
+        text += f", normalised score {block['normalized_score']:.1f}"
+    return text

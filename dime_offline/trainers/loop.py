@@ -1,0 +1,345 @@
+"""The cadence every training stage shares: seeding, logging, evaluation, checkpoints, budgets.
+
+A stage (online fine-tuning, offline pretraining) supplies one function that advances training by
+one step (an env step with its updates, or one gradient step) and, optionally, an evaluation and a
+checkpoint function. :func:`run_loop` calls them on schedule, averages the step metrics between
+log points, tracks the best evaluation, stops at the step or wall-clock budget and always ends
+with a final evaluation and a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import torch
+import yaml
+
+from dime_offline.config import apply_overrides, from_dict, load_config, to_dict
+from dime_offline.errors import ConfigError
+from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.tracking import ProgressDisplay, Tracker
+
+C = TypeVar("C")
+CheckpointTag = Literal["periodic", "best", "final"]
+
+PROGRESS_ALPHA_KEY = "train/alpha/value"
+"""Metric shown as the temperature in the progress bar."""
+PROGRESS_ENTROPY_KEY = "train/actor/entropy_bound"
+"""Metric shown as the entropy lower bound in the progress bar."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's global and torch's RNGs (components also take explicit seeds)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a loop logs, evaluates, checkpoints and stops. Steps count from 1."""
+
+    total_steps: int
+    """Number of steps to run (env steps online, gradient steps offline)."""
+    eval_every: int = 0
+    """Evaluate every this many steps (0: only at the end)."""
+    checkpoint_every: int = 0
+    """Write a periodic checkpoint every this many steps (0: only the final one)."""
+    log_every: int = 1000
+    """Average step metrics over this many steps before writing them."""
+    max_wall_seconds: float | None = None
+    """Stop (with a final evaluation and checkpoint) once this much wall time has passed."""
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"field '{name}': must be >= 0, got {getattr(self, name)}")
+        if self.max_wall_seconds is not None and self.max_wall_seconds <= 0:
+            raise ConfigError(f"field 'max_wall_seconds': must be positive, got {self.max_wall_seconds}")
+
+
+@dataclass
+class StepReport:
+    """What one step of a stage did."""
+
+    updates: int = 0
+    """Gradient updates performed in this step."""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    """Namespaced metrics of this step (averaged over the log interval by the loop)."""
+    episodes: list[tuple[float, int]] = field(default_factory=list)
+    """(return, length) of each training episode that ended in this step."""
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One evaluation: the step it ran at and its statistics."""
+
+    step: int
+    stats: EpisodeStats
+
+
+@dataclass
+class LoopResult:
+    """What :func:`run_loop` did."""
+
+    steps: int
+    """Steps completed."""
+    updates: int
+    """Gradient updates performed."""
+    wall_seconds: float
+    """Wall time of the whole loop, evaluations included."""
+    eval_seconds: float
+    """Wall time spent in evaluations."""
+    evaluations: list[EvalRecord]
+    """Every evaluation, in order; the last one is the final policy's."""
+    stopped_by_time: bool
+    """True when the wall-clock budget ended the run before ``total_steps``."""
+
+    @property
+    def final(self) -> EvalRecord | None:
+        return self.evaluations[-1] if self.evaluations else None
+
+    @property
+    def best(self) -> EvalRecord | None:
+        """The evaluation with the highest mean return (the earliest on ties)."""
+        if not self.evaluations:
+            return None
+        return max(self.evaluations, key=lambda r: (r.stats.return_mean, -r.step))
+
+    @property
+    def updates_per_second(self) -> float:
+        """Gradient updates per second of training time (evaluation time excluded)."""
+        train_seconds = self.wall_seconds - self.eval_seconds
+        return self.updates / train_seconds if train_seconds > 0 else 0.0
+
+
+class _MeanAccumulator:
+    """Running means of metric dicts between two log points."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop_means(self) -> dict[str, float]:
+        means = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        self.sums.clear()
+        self.counts.clear()
+        return means
+
+
+def run_loop(
+    cadence: Cadence,
+    step: Callable[[int], StepReport],
+    *,
+    tracker: Tracker,
+    progress: ProgressDisplay,
+    evaluate: Callable[[int], EpisodeStats] | None = None,
+    checkpoint: Callable[[int, CheckpointTag], None] | None = None,
+) -> LoopResult:
+    """Call ``step(1..total_steps)`` with logging, evaluation and checkpoints on schedule.
+
+    Args:
+        cadence: the schedule and budgets.
+        step: advances training by one step and reports what it did.
+        tracker: receives ``train/...`` step metrics (means over the log interval, plus
+            ``train/updates_per_second``), ``train/episode_return``/``_length`` per finished
+            training episode and ``eval/...`` per evaluation.
+        progress: the progress display (may be disabled).
+        evaluate: returns evaluation statistics for the current policy; None skips evaluation.
+        checkpoint: saves the current state, told why (``"periodic"``, ``"best"`` after an
+            evaluation that beat every earlier one, ``"final"`` once at the end).
+    """
+    start = time.monotonic()
+    eval_seconds = 0.0
+    updates = 0
+    updates_at_last_log, time_at_last_log = 0, start
+    accumulator = _MeanAccumulator()
+    evaluations: list[EvalRecord] = []
+    latest: dict[str, float] = {}
+    last_eval_return: float | None = None
+    completed = 0
+    stopped_by_time = False
+
+    def log_train(at: int) -> None:
+        nonlocal updates_at_last_log, time_at_last_log, latest
+        now = time.monotonic()
+        means = accumulator.pop_means()
+        means["train/updates_per_second"] = (updates - updates_at_last_log) / max(now - time_at_last_log, 1e-9)
+        updates_at_last_log, time_at_last_log = updates, now
+        latest = means
+        tracker.log(at, means)
+
+    for current in range(1, cadence.total_steps + 1):
+        report = step(current)
+        completed = current
+        updates += report.updates
+        accumulator.add(report.metrics)
+        for episode_return, episode_length in report.episodes:
+            tracker.log(current, {"train/episode_return": episode_return, "train/episode_length": float(episode_length)})
+
+        out_of_time = cadence.max_wall_seconds is not None and time.monotonic() - start >= cadence.max_wall_seconds
+        is_last = current == cadence.total_steps or out_of_time
+        stopped_by_time = out_of_time and current < cadence.total_steps
+
+        if current % cadence.log_every == 0 or is_last:
+            log_train(current)
+        if evaluate is not None and ((cadence.eval_every and current % cadence.eval_every == 0) or is_last):
+            eval_start = time.monotonic()
+            stats = evaluate(current)
+            eval_seconds += time.monotonic() - eval_start
+            is_best = all(stats.return_mean > r.stats.return_mean for r in evaluations)
+            evaluations.append(EvalRecord(current, stats))
+            tracker.log(current, stats.to_metrics("eval"))
+            last_eval_return = stats.return_mean
+            if is_best and checkpoint is not None:
+                checkpoint(current, "best")
+        if checkpoint is not None and cadence.checkpoint_every and current % cadence.checkpoint_every == 0 and not is_last:
+            checkpoint(current, "periodic")
+        progress.update(
+            current,
+            updates_per_second=latest.get("train/updates_per_second"),
+            eval_return=last_eval_return,
+            alpha=latest.get(PROGRESS_ALPHA_KEY),
+            entropy_bound=latest.get(PROGRESS_ENTROPY_KEY),
+        )
+        if is_last:
+            break
+
+    if checkpoint is not None and completed > 0:
+        checkpoint(completed, "final")
+    return LoopResult(
+        steps=completed,
+        updates=updates,
+        wall_seconds=time.monotonic() - start,
+        eval_seconds=eval_seconds,
+        evaluations=evaluations,
+        stopped_by_time=stopped_by_time,
+    )
+
+
+AGENT_OVERRIDE_PREFIX = "agent."
+
+
+def load_run_config(
+    cls: type[C],
+    path: str | None = None,
+    overrides: list[str] | None = None,
+    **fields: Any,
+) -> C:
+    """Defaults < YAML/JSON file < explicit ``fields`` (CLI flags given) < ``key=value`` overrides.
+
+    ``cls`` must have a ``agent: dict`` field of DIME hyperparameter overrides; overrides written
+    ``agent.<field>=<value>`` (dotted further for nested sections) go into it, the rest are
+    applied to ``cls`` itself. Fields given as None are treated as not given.
+    """
+    run_sets, agent_sets = [], []
+    for item in overrides or []:
+        (agent_sets if item.strip().startswith(AGENT_OVERRIDE_PREFIX) else run_sets).append(item)
+    cfg = load_config(cls, path)
+    given = {k: v for k, v in fields.items() if v is not None}
+    if given:
+        cfg = from_dict(cls, {**to_dict(cfg), **given})
+    cfg = apply_overrides(cfg, run_sets)
+    agent: dict[str, Any] = dict(cfg.agent)  # type: ignore[attr-defined]
+    for item in agent_sets:
+        key, sep, raw = item.strip()[len(AGENT_OVERRIDE_PREFIX):].partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' must look like agent.field=value")
+        node = agent
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': 'agent.{part}' is not a config section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return dataclasses.replace(cfg, agent=agent)  # type: ignore[type-var]
+
+
+def resolve_agent_config(agent_cls: type[C], preset: C, overrides: Mapping[str, Any]) -> C:
+    """``preset`` with the (possibly nested) ``overrides`` applied; unknown fields are a ConfigError."""
+    merged = to_dict(preset)
+    _merge(merged, dict(overrides), "agent")
+    return from_dict(agent_cls, merged, _prefix="agent.")
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:
+    for key, value in new.items():
+        if key not in base:
+            raise ConfigError(f"unknown field '{where}.{key}' (known: {', '.join(sorted(base))})")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            _merge(base[key], value, f"{where}.{key}")
+        else:
+            base[key] = value
+
+
+class UniformRandomPolicy:
+    """Actions drawn uniformly from [-1, 1]^A (the warm-up and the ``--policy random`` collector)."""
+
+    def __init__(self, action_dim: int, seed: int) -> None:
+        self.action_dim = action_dim
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """(B, A) float32 uniform actions for (B, O) observations; ``deterministic`` is ignored."""
+        return self._rng.uniform(-1.0, 1.0, size=(obs.shape[0], self.action_dim)).astype(np.float32)
+
+
+@dataclass
+class RunResult:
+    """The summary a training stage returns (and ``--json`` prints): same keys for every stage."""
+
+    command: str
+    """Stage name: "finetune", "pretrain"."""
+    env: str | None
+    """Environment id (None for an offline stage without one)."""
+    loop: LoopResult
+    """Steps, updates, timings and evaluations of the loop."""
+    out_dir: str
+    """Run directory."""
+    checkpoint: str
+    """Latest (final) checkpoint directory."""
+    best_checkpoint: str | None
+    """Checkpoint of the best evaluation, when evaluations ran."""
+    metrics_csv: str
+    """Path of the metrics CSV."""
+    learning_curve: str | None
+    """Path of the learning-curve PNG (None when there was nothing to plot)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary; evaluation blocks use :meth:`EpisodeStats.to_dict` keys."""
+
+        def block(record: EvalRecord | None) -> dict[str, Any] | None:
+            if record is None:
+                return None
+            return {"step": record.step, **record.stats.to_dict()}
+
+        return {
+            "command": self.command,
+            "env": self.env,
+            "steps": self.loop.steps,
+            "updates": self.loop.updates,
+            "wall_seconds": round(self.loop.wall_seconds, 3),
+            "updates_per_second": round(self.loop.updates_per_second, 3),
+            "stopped_by_time": self.loop.stopped_by_time,
+            "final": block(self.loop.final),
+            "best": block(self.loop.best),
+            "out_dir": self.out_dir,
+            "checkpoint": self.checkpoint,
+            "best_checkpoint": self.best_checkpoint,
+            "metrics_csv": self.metrics_csv,
+            "learning_curve": self.learning_curve,
+        }

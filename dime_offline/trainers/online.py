@@ -1,0 +1,313 @@
+"""Online training in a gymnasium env: DIME from scratch, or fine-tuning a pretrained checkpoint.
+
+Two starts, one loop (:func:`finetune`):
+
+* **From scratch** (no checkpoint): plain online DIME as the authors run it. ``learning_starts``
+  uniform-random env steps with no updates, then ``utd`` agent updates per env step. Given
+  ``data``, the logged transitions sit in the replay store beside the online ones and batches mix
+  them at ``offline_fraction`` (RLPD-style, no pretraining).
+* **From a checkpoint**: the pretrained actor, critics, temperature, optimiser states and
+  observation normaliser are loaded; an environment whose shapes or bounds differ is refused
+  with one line. There is no random warm-up: the policy acts from the first step. Offline data,
+  when given, stays in the store and batches keep the configured offline fraction (50/50 by
+  default, optionally annealed linearly).
+
+Updates start once the store holds at least one batch of rows, so a pretrained agent fine-tuned
+without offline data does not fit its critics to a handful of transitions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.checkpoints import (
+    RUN_BEST_SUBDIR,
+    RUN_CHECKPOINT_SUBDIR,
+    check_checkpoint_fits,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dime_offline.config import save_config, to_dict
+from dime_offline.data.normalization import NormalizationStats
+from dime_offline.data.replay import ReplayConfig, ReplayStore
+from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
+from dime_offline.errors import ConfigError
+from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.evaluation.rollout import evaluate
+from dime_offline.tracking import ProgressDisplay, Tracker, open_sinks, plot_learning_curve
+from dime_offline.trainers.loop import (
+    Cadence,
+    CheckpointTag,
+    RunResult,
+    StepReport,
+    UniformRandomPolicy,
+    resolve_agent_config,
+    run_loop,
+    seed_everything,
+)
+
+EVAL_SEED_OFFSET = 1_000_003
+"""Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
+evaluation of a run, and never the training episodes' seeds."""
+CHECKPOINT_TUNABLE_FIELDS = ("utd", "batch_size", "learning_starts", "buffer_size")
+"""DIMEConfig fields that may still be overridden when the agent comes from a checkpoint; they
+steer the trainer, whereas every other field is fixed by the weights and optimiser state."""
+RUN_CONFIG_FILE = "finetune_config.json"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything ``dime-offline finetune`` does. Load with ``load_run_config(FinetuneConfig, ...)``."""
+
+    env_id: str = ""
+    """Gymnasium id of the environment to train in (any registered id with a Box action space)."""
+    steps: int = 100_000
+    """Online environment steps to run."""
+    seed: int = 0
+    """Seeds the env, the agent's initialisation and noise, the warm-up actions and the replay sampling."""
+    out_dir: str = "runs/finetune"
+    """Run directory: metrics.csv, tb/, checkpoint/, best/, learning_curve.png, summary.json, finetune_config.json."""
+    overwrite: bool = False
+    """Allow writing into an ``out_dir`` that already holds a run (its files are replaced)."""
+    checkpoint: str | None = None
+    """Pretrained checkpoint (or run directory) to fine-tune; None trains from scratch."""
+    data: str | None = None
+    """Canonical Parquet dataset kept in the replay store as offline data (optional)."""
+    preset: str = "cpu"
+    """DIME hyperparameter preset when training from scratch: "paper" (authors') or "cpu" (small networks)."""
+    agent: dict[str, Any] = field(default_factory=dict)
+    """DIMEConfig overrides on top of the preset (``--set agent.utd=1``); with a checkpoint only
+    the trainer fields utd, batch_size, learning_starts and buffer_size may change."""
+    offline_fraction: float = 0.5
+    """Share of offline rows in each batch when offline data is given (symmetric sampling by default)."""
+    offline_fraction_final: float | None = None
+    """If set, the offline share moves linearly from ``offline_fraction`` to this value."""
+    offline_anneal_steps: int | None = None
+    """Env steps over which the offline share anneals (None: the whole run)."""
+    normalize_obs: bool = True
+    """From scratch with ``data``: normalise observations with the dataset's statistics. (From a
+    checkpoint its own statistics are always used; from scratch without data observations stay
+    raw, as in the authors' code.)"""
+    eval_every: int = 5000
+    """Evaluate every this many env steps (0: only at the end)."""
+    eval_episodes: int = 5
+    """Episodes per evaluation (authors: 5)."""
+    eval_deterministic: bool = False
+    """Ask the policy for deterministic actions in evaluation (the authors evaluate stochastically)."""
+    checkpoint_every: int = 50_000
+    """Overwrite ``checkpoint/`` every this many env steps (0: only at the end); ``best/`` follows evaluations."""
+    log_every: int = 1000
+    """Average and write training metrics every this many env steps."""
+    max_wall_seconds: float | None = None
+    """Stop early, with a final evaluation and checkpoint, after this much wall time."""
+    max_episode_steps: int | None = None
+    """Override the environment's registered time limit (training and evaluation)."""
+    device: str = "cpu"
+    """Torch device of the agent and the replay store."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files (when the tensorboard package is installed)."""
+    quiet: bool = False
+    """No progress bar (set by ``--json``)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"field 'steps': must be >= 1, got {self.steps}")
+        if self.eval_episodes < 1:
+            raise ConfigError(f"field 'eval_episodes': must be >= 1, got {self.eval_episodes}")
+        for name in ("offline_fraction", "offline_fraction_final"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"field '{name}': must lie in [0, 1], got {value}")
+        if self.offline_anneal_steps is not None and self.offline_anneal_steps < 1:
+            raise ConfigError(f"field 'offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
+
+    def offline_fraction_at(self, step: int) -> float:
+        """Offline share of the batch at env step ``step`` (1-based), linear annealing included."""
+        if self.offline_fraction_final is None:
+            return self.offline_fraction
+        horizon = self.offline_anneal_steps or self.steps
+        progress = min(1.0, max(0, step - 1) / max(horizon - 1, 1))
+        return self.offline_fraction + progress * (self.offline_fraction_final - self.offline_fraction)
+
+
+def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: ReplayStore | None = None) -> RunResult:
+    """Train online in ``cfg.env_id``, from scratch or from ``cfg.checkpoint``; see the module docstring.
+
+    Args:
+        cfg: the run; see :class:`FinetuneConfig`.
+        agent: an agent already in memory (e.g. straight from pretraining); it counts as
+            pretrained (no random warm-up) and ``cfg.checkpoint`` must then be None.
+        offline: a replay store already holding the offline data, used instead of ``cfg.data``
+            (its online ring receives the new transitions).
+
+    Returns:
+        The run summary; ``result.to_dict()`` is what ``--json`` prints.
+    """
+    if not cfg.env_id:
+        raise ConfigError("no environment id given (e.g. --env HalfCheetah-v4)")
+    if agent is not None and cfg.checkpoint is not None:
+        raise ConfigError("pass either an agent or cfg.checkpoint, not both")
+    out = _prepare_out_dir(cfg)
+    seed_everything(cfg.seed)
+    env = make_env(cfg.env_id, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
+    env_spaces = SpaceSpec.from_env(env)
+    env_name = f"environment '{cfg.env_id}'"
+
+    norm_stats: NormalizationStats | None = None
+    if cfg.checkpoint is not None:
+        check_checkpoint_fits(cfg.checkpoint, env_spaces, cfg.env_id)
+        agent, saved_cfg, meta = load_checkpoint(cfg.checkpoint, device=cfg.device)
+        agent_cfg = _checkpoint_agent_config(saved_cfg, cfg.agent)
+        norm_stats = meta.normalization
+    elif agent is not None:
+        agent_cfg = _checkpoint_agent_config(agent.cfg, cfg.agent)
+        if agent.obs_normalizer is not None and offline is not None:
+            # An in-memory pretrained agent normalises with the statistics of its offline data.
+            norm_stats = offline.normalization
+    else:
+        agent_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
+    pretrained = agent is not None
+
+    store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces)
+    if store.offline_size:
+        dataset_spaces = SpaceSpec.from_metadata(store.metadata, store.obs_dim, store.action_dim)
+        if dataset_spaces is not None:
+            check_spaces_match(dataset_spaces, env_spaces, expected_from=f"dataset {cfg.data or 'given'}", actual_from=env_name)
+        elif (store.obs_dim, store.action_dim) != (env_spaces.obs_dim, env_spaces.action_dim):
+            raise ConfigError(
+                f"dataset {cfg.data or 'given'} has obs/action widths {store.obs_dim}/{store.action_dim},"
+                f" {env_name} has {env_spaces.obs_dim}/{env_spaces.action_dim}"
+            )
+    if agent is None:
+        if cfg.normalize_obs and store.normalization is not None:
+            norm_stats = store.normalization
+        normalizer = None if norm_stats is None else (norm_stats.obs_mean, norm_stats.obs_std)
+        agent = DIMEAgent(
+            env_spaces.obs_dim, env_spaces.action_dim, agent_cfg, obs_normalizer=normalizer, device=cfg.device, seed=cfg.seed
+        )
+
+    sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard)
+    tracker = Tracker(sinks)
+    progress = ProgressDisplay(cfg.steps, description=f"finetune {cfg.env_id}", enabled=not cfg.quiet)
+    for notice in notices:
+        progress.notice(notice)
+    save_config(cfg, out / RUN_CONFIG_FILE)
+
+    warmup_steps = 0 if pretrained else agent_cfg.learning_starts
+    warmup_policy = UniformRandomPolicy(env_spaces.action_dim, seed=cfg.seed)
+    sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
+    obs, _ = env.reset()
+    episode = {"return": 0.0, "length": 0}
+
+    def step(current: int) -> StepReport:
+        nonlocal obs
+        policy = warmup_policy if current <= warmup_steps else agent
+        action = policy.act(np.asarray(obs, np.float32)[None])[0]
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        store.add(obs, action, reward, next_obs, terminated, truncated)
+        episode["return"] += float(reward)
+        episode["length"] += 1
+        finished: list[tuple[float, int]] = []
+        if terminated or truncated:
+            finished.append((episode["return"], episode["length"]))
+            episode["return"], episode["length"] = 0.0, 0
+            obs, _ = env.reset()
+        else:
+            obs = next_obs
+        if current <= warmup_steps or len(store) < agent_cfg.batch_size:
+            return StepReport(episodes=finished)
+        fraction = cfg.offline_fraction_at(current)
+        metrics: dict[str, float] = {"online/offline_fraction": fraction if store.offline_size else 0.0}
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for _ in range(agent_cfg.utd):
+            for key, value in agent.update(store.sample(agent_cfg.batch_size, fraction, generator=sample_generator)).items():
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+        metrics.update({f"train/{k}": sums[k] / counts[k] for k in sums})
+        return StepReport(updates=agent_cfg.utd, metrics=metrics, episodes=finished)
+
+    def run_evaluation(current: int) -> EpisodeStats:
+        return evaluate(
+            agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET,
+            deterministic=cfg.eval_deterministic, max_episode_steps=cfg.max_episode_steps,
+            metadata=store.metadata if store.offline_size else None,
+        )
+
+    def write_checkpoint(current: int, tag: CheckpointTag) -> None:
+        target = out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
+        extra = {
+            "stage": "finetune",
+            "env_steps": current,
+            "source_checkpoint": cfg.checkpoint,
+            "data": cfg.data,
+            "run_config": to_dict(cfg),
+        }
+        save_checkpoint(target, agent, agent_cfg, norm_stats, extra, spaces=env_spaces, env_id=cfg.env_id)
+
+    cadence = Cadence(
+        total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
+    )
+    try:
+        loop = run_loop(cadence, step, tracker=tracker, progress=progress, evaluate=run_evaluation, checkpoint=write_checkpoint)
+    finally:
+        progress.close()
+        tracker.close()
+        env.close()
+
+    curve = plot_learning_curve(out / "metrics.csv", out / "learning_curve.png", title=f"DIME fine-tuning on {cfg.env_id}")
+    result = RunResult(
+        command="finetune",
+        env=cfg.env_id,
+        loop=loop,
+        out_dir=str(out),
+        checkpoint=str(out / RUN_CHECKPOINT_SUBDIR),
+        best_checkpoint=str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
+        metrics_csv=str(out / "metrics.csv"),
+        learning_curve=None if curve is None else str(curve),
+    )
+    (out / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _prepare_out_dir(cfg: FinetuneConfig) -> Path:
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path {out} exists and is not a directory")
+    holds_run = any((out / name).exists() for name in ("metrics.csv", RUN_CHECKPOINT_SUBDIR, RUN_CONFIG_FILE))
+    if holds_run and not cfg.overwrite:
+        raise ConfigError(f"{out} already holds a run; choose another output directory or set overwrite")
+    if cfg.checkpoint is not None and Path(cfg.checkpoint).resolve() in (out.resolve(), (out / RUN_CHECKPOINT_SUBDIR).resolve()):
+        raise ConfigError(f"the output directory {out} must differ from the checkpoint being fine-tuned")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _checkpoint_agent_config(saved: DIMEConfig, overrides: dict[str, Any]) -> DIMEConfig:
+    fixed = sorted(set(overrides) - set(CHECKPOINT_TUNABLE_FIELDS))
+    if fixed:
+        raise ConfigError(
+            f"agent.{fixed[0]} is fixed by the pretrained weights; with a checkpoint only"
+            f" {', '.join('agent.' + f for f in CHECKPOINT_TUNABLE_FIELDS)} may be overridden"
+        )
+    return resolve_agent_config(DIMEConfig, saved, overrides)
+
+
+def _build_store(cfg: FinetuneConfig, agent_cfg: DIMEConfig, env_spaces: SpaceSpec) -> ReplayStore:
+    replay_cfg = ReplayConfig(
+        online_capacity=min(agent_cfg.buffer_size, cfg.steps),
+        gamma=agent_cfg.gamma,
+    )
+    if cfg.data is not None:
+        return ReplayStore.from_parquet(cfg.data, replay_cfg, device=cfg.device)
+    return ReplayStore.empty(env_spaces.obs_dim, env_spaces.action_dim, replay_cfg, device=cfg.device)

@@ -48,15 +48,17 @@ class RunningMoments:
         n_b = chunk.shape[0]
         if n_b == 0:
             return
-        centred = chunk.astype(np.float64)
-        mean_b = centred.mean(axis=0)
-        centred -= mean_b
-        m2_b = np.einsum("ij,ij->j", centred, centred)
-        n_a = self.count
-        total = n_a + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / total)
-        self.m2 = self.m2 + m2_b + delta * delta * (n_a * n_b / total)
+        # Non-finite input gives non-finite moments without warnings; callers check the mean.
+        with np.errstate(invalid="ignore", over="ignore"):
+            centred = chunk.astype(np.float64)
+            mean_b = centred.mean(axis=0)
+            centred -= mean_b
+            m2_b = np.einsum("ij,ij->j", centred, centred)
+            n_a = self.count
+            total = n_a + n_b
+            delta = mean_b - self.mean
+            self.mean = self.mean + delta * (n_b / total)
+            self.m2 = self.m2 + m2_b + delta * delta * (n_a * n_b / total)
         self.count = total
 
     @property

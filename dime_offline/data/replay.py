@@ -54,7 +54,7 @@ from dime_offline.data.returns import (
     episode_ends_from_ids,
 )
 from dime_offline.data.schema import DatasetMetadata, TransitionData
-from dime_offline.errors import CheckpointError, SchemaError
+from dime_offline.errors import CheckpointError, NonFiniteError, SchemaError
 from dime_offline.io import atomic_path
 from dime_offline.types import Batch
 
@@ -144,8 +144,6 @@ class ReplayStore:
         self.device = torch.device(device)
         self.normalization: NormalizationStats | None = None
         """Statistics of the offline observations and rewards (None while there is no offline data)."""
-        self.warnings: list[str] = []
-        """Problems found while loading that were reported rather than fixed (e.g. next_obs gaps)."""
         self.offline_size = offline_size
         self.online_size = 0
         """Filled ring slots (grows to ``online_capacity``, then stays there)."""
@@ -184,7 +182,6 @@ class ReplayStore:
         data: TransitionData,
         config: ReplayConfig | None = None,
         *,
-        validate: bool = True,
         file: str | None = None,
         device: str | torch.device = "cpu",
         **overrides: Any,
@@ -192,16 +189,14 @@ class ReplayStore:
         """Build a store whose offline part holds ``data`` (actions rescaled to [-1, 1]).
 
         ``overrides`` are :class:`ReplayConfig` fields, e.g. ``gamma=0.99, online_capacity=10_000``.
-        With ``validate`` the data is checked first (:meth:`TransitionData.validate`, next_obs
-        gaps reported in ``store.warnings``); ``file`` names the source in error messages.
+        The data is checked as described in :class:`_OfflineFiller`; ``file`` names the source
+        in error messages.
         """
         cfg = _configure(config, overrides)
-        warnings = data.validate(file=file, check_continuity=False) if validate else []
         store = cls(data.obs_dim, data.action_dim, offline_size=len(data), config=cfg, metadata=data.metadata, device=device)
-        filler = _OfflineFiller(store, file=file, validate=False)
+        filler = _OfflineFiller(store, file=file)
         filler.add(data)
         filler.finish()
-        store.warnings = warnings
         return store
 
     @classmethod
@@ -215,17 +210,17 @@ class ReplayStore:
     ) -> "ReplayStore":
         """Stream a canonical Parquet file or directory into a new store, record batch by record batch.
 
-        No pandas and no full intermediate copy: each batch is converted to numpy, written into
-        the preallocated tensors and dropped. The whole offline part is then validated as one
-        dataset (row numbers count from the first row of the dataset), and returns-to-go and
-        normalisation statistics are computed over it, so episodes may span record batches.
+        No pandas and no full intermediate copy: each batch is converted to numpy, checked and
+        written into the preallocated tensors, and dropped. Episode structure, returns-to-go and
+        normalisation statistics are then computed over the whole offline part, so episodes may
+        span record batches. Row numbers in errors count from the first row of the dataset.
         """
         from dime_offline.data.parquet import iter_parquet_chunks, read_parquet_metadata
 
         cfg = _configure(config, overrides)
         metadata, obs_dim, action_dim, num_rows = read_parquet_metadata(path)
         store = cls(obs_dim, action_dim, offline_size=num_rows, config=cfg, metadata=metadata, device=device)
-        filler = _OfflineFiller(store, file=str(path), validate=True)
+        filler = _OfflineFiller(store, file=str(path))
         for chunk in iter_parquet_chunks(path, batch_rows=cfg.chunk_rows, columns=()):
             filler.add(chunk)
         filler.finish()
@@ -368,7 +363,7 @@ class ReplayStore:
         """Write the store to directory ``path`` atomically, for an exact resume with :meth:`load`.
 
         Layout: ``replay.json`` (format version, sizes, ring position, config, dataset metadata,
-        normalisation statistics, warnings) and one ``<field>.npy`` per tensor holding the
+        normalisation statistics) and one ``<field>.npy`` per tensor holding the
         ``len(self)`` stored rows (ring slots in slot order). The unfilled ring is not written.
         """
         path = Path(path)
@@ -388,7 +383,6 @@ class ReplayStore:
                 "config": dataclasses.asdict(self.config),
                 "metadata": json.loads(self.metadata.to_json()),
                 "normalization": None if self.normalization is None else self.normalization.to_dict(),
-                "warnings": self.warnings,
             }
             (tmp / "replay.json").write_text(json.dumps(header, indent=1))
         return path
@@ -419,7 +413,6 @@ class ReplayStore:
             store.online_added = int(header["online_added"])
             stats = header["normalization"]
             store.normalization = None if stats is None else NormalizationStats.from_dict(stats)
-            store.warnings = list(header["warnings"])
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, CheckpointError):
                 raise
@@ -461,13 +454,18 @@ def _configure(config: ReplayConfig | None, overrides: dict[str, Any]) -> Replay
 class _OfflineFiller:
     """Writes dataset chunks into a store's offline rows, then finishes returns and statistics.
 
-    Keeps only (N,) episode ids and steps besides the store itself, freed by :meth:`finish`.
+    Checks are fused into the copy so that each value is touched once while it is in cache:
+    non-finite obs/action/reward/next_obs (:class:`NonFiniteError`), actions outside the declared
+    bounds (:class:`BoundsError`), and, once all rows are in, the episode structure (sorted by
+    ``(episode_id, step)``, steps counting from 0, flags only on an episode's last row) with the
+    schema's own validator. Whether ``next_obs`` matches the next row's ``obs`` is not checked
+    here: the store keeps ``next_obs`` as given, and ``dime-offline data inspect`` reports gaps.
+    Besides the store only (N,) episode ids and steps are held, and freed by :meth:`finish`.
     """
 
-    def __init__(self, store: ReplayStore, *, file: str | None, validate: bool) -> None:
+    def __init__(self, store: ReplayStore, *, file: str | None) -> None:
         self.store = store
         self.file = file
-        self.validate = validate
         self.rows = 0
         n = store.offline_size
         self.episode_id = np.empty(n, dtype=np.int64)
@@ -475,17 +473,16 @@ class _OfflineFiller:
         self.bounds = action_bounds(store.metadata, store.action_dim, file=file)
         self.obs_moments = RunningMoments(store.obs_dim)
         self.reward_moments = RunningMoments(1)
-        # Numpy views of the CPU tensors the chunks are copied into.
-        self.views = {name: getattr(store, name).numpy() for name in FIELDS} if store.device.type == "cpu" else None
+        # The chunks are copied into numpy views of the (CPU) tensors, or staged for another device.
+        on_cpu = store.device.type == "cpu"
+        self.views = {name: getattr(store, name).numpy() if on_cpu else None for name in FIELDS}
 
     def add(self, chunk: TransitionData) -> None:
         store = self.store
         n = len(chunk)
         lo, hi = self.rows, self.rows + n
         if hi > store.offline_size:
-            raise SchemaError(
-                f"holds more rows than its metadata declares ({store.offline_size})", file=self.file
-            )
+            raise SchemaError(f"holds more rows than its metadata declares ({store.offline_size})", file=self.file)
         if chunk.obs_dim != store.obs_dim or chunk.action_dim != store.action_dim:
             raise SchemaError(
                 f"chunk at row {lo} has widths obs {chunk.obs_dim}/action {chunk.action_dim},"
@@ -493,19 +490,40 @@ class _OfflineFiller:
             )
         self.episode_id[lo:hi] = chunk.episode_id
         self.step[lo:hi] = chunk.step
-        scaled = to_unit_box(chunk.action, self.bounds, file=self.file, first_row=lo)
+        # The moments double as finiteness checks: a NaN or inf anywhere makes the chunk mean non-finite.
+        self.obs_moments.update(chunk.obs)
+        self._require_finite("obs", chunk.obs, self.obs_moments.mean, lo)
+        self.reward_moments.update(chunk.reward)
+        self._require_finite("reward", chunk.reward, self.reward_moments.mean, lo)
+        self._require_finite("next_obs", chunk.next_obs, chunk.next_obs.sum(dtype=np.float64), lo)
+        self._require_finite("action", chunk.action, chunk.action.sum(dtype=np.float64), lo)
+        action_view = self.views["action"]
+        scaled = to_unit_box(
+            chunk.action, self.bounds, out=None if action_view is None else action_view[lo:hi], file=self.file, first_row=lo
+        )
         values = {
             "obs": chunk.obs, "action": scaled, "reward": chunk.reward, "next_obs": chunk.next_obs,
             "terminated": chunk.terminated, "truncated": chunk.truncated,
         }
         for name, array in values.items():
-            if self.views is not None:
-                np.copyto(self.views[name][lo:hi], array, casting="same_kind")
-            else:
+            view = self.views[name]
+            if view is None:
                 getattr(store, name)[lo:hi].copy_(torch.from_numpy(np.ascontiguousarray(array)))
-        self.obs_moments.update(chunk.obs)
-        self.reward_moments.update(chunk.reward)
+            elif name != "action":  # actions were scaled straight into the store
+                np.copyto(view[lo:hi], array, casting="same_kind")
         self.rows = hi
+
+    def _require_finite(self, name: str, array: np.ndarray, summary: np.ndarray | np.floating, first_row: int) -> None:
+        """Raise NonFiniteError naming the first bad row when ``summary`` (a sum or mean of ``array``) is not finite."""
+        if np.isfinite(summary).all():
+            return
+        bad_rows = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
+        row = first_row + int(bad_rows[0])
+        raise NonFiniteError(
+            f"{len(bad_rows)} row(s) of the record batch starting at row {first_row} hold NaN or inf;"
+            f" first at row {row} (drop or repair them before loading)",
+            file=self.file, column=name, row=row,
+        )
 
     def finish(self) -> None:
         store = self.store
@@ -514,26 +532,24 @@ class _OfflineFiller:
             raise SchemaError(f"holds {self.rows} rows, its metadata declares {n}", file=self.file)
         if n == 0:
             return
-        host = self.views or {
-            name: getattr(store, name)[:n].cpu().numpy() for name in ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+        host = {
+            name: view[:n] if view is not None else getattr(store, name)[:n].cpu().numpy()
+            for name, view in self.views.items() if name in ("reward", "terminated", "truncated")
         }
-        if self.validate:
-            whole = TransitionData(
-                episode_id=self.episode_id, step=self.step, obs=host["obs"][:n], action=host["action"][:n],
-                reward=host["reward"][:n], next_obs=host["next_obs"][:n], terminated=host["terminated"][:n],
-                truncated=host["truncated"][:n],
-                # Actions were checked against the bounds while scaling; they are in [-1, 1] now.
-                metadata=dataclasses.replace(store.metadata, action_low=None, action_high=None),
-            )
-            store.warnings = whole.validate(file=self.file, check_continuity=False)
+        # Episode structure, with the schema's validator run on the scalar columns only.
+        no_features = np.empty((n, 0), dtype=np.float32)
+        TransitionData(
+            episode_id=self.episode_id, step=self.step, obs=no_features, action=no_features,
+            reward=host["reward"], next_obs=no_features, terminated=host["terminated"], truncated=host["truncated"],
+            metadata=DatasetMetadata(),
+        ).validate(file=self.file, check_continuity=False)
         ends = episode_ends_from_ids(self.episode_id)
-        reward = host["reward"][:n]
         returns = discounted_returns_to_go(
-            reward, ends, host["terminated"][:n], store.config.gamma, truncation=store.config.truncation
+            host["reward"], ends, host["terminated"], store.config.gamma, truncation=store.config.truncation
         )
         store.mc_return[:n].copy_(torch.from_numpy(returns))
         starts = np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1])
-        episode_returns = np.add.reduceat(reward, starts, dtype=np.float64)
+        episode_returns = np.add.reduceat(host["reward"], starts, dtype=np.float64)
         store.normalization = NormalizationStats.from_moments(
             self.obs_moments, self.reward_moments, episode_returns=episode_returns,
             std_floor=store.config.std_floor, reward_scaling=store.config.reward_scaling,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dime_offline.data.actions import scale_action
 from dime_offline.data.replay import ReplayConfig, ReplayStore, offline_rows_in_batch
 from dime_offline.data.returns import discounted_returns_to_go, episode_ends_from_ids
-from dime_offline.errors import BoundsError, CheckpointError, SchemaError
+from dime_offline.errors import BoundsError, CheckpointError, NonFiniteError, SchemaError
 from replay_factories import build_transitions, direct_returns_to_go
 
 OBS, ACT = 3, 2
@@ -94,12 +94,21 @@ def test_invalid_data_is_reported_with_its_row() -> None:
     assert info.value.row == 6 and "logs.parquet" in info.value.one_line()
 
 
-def test_next_obs_gaps_are_reported_not_fixed() -> None:
+def test_next_obs_is_kept_as_given_not_inferred_from_the_next_row() -> None:
     data = build_transitions([6])
-    data.next_obs[2, 1] += 5.0
+    data.next_obs[2, 1] += 5.0  # a gap in the chain: inspect reports it, the store must not "fix" it
     store = ReplayStore.from_transitions(data, online_capacity=0)
-    assert len(store.warnings) == 1 and "row 2" in store.warnings[0]
-    np.testing.assert_array_equal(store.next_obs[2].numpy(), data.next_obs[2])
+    np.testing.assert_array_equal(store.next_obs.numpy(), data.next_obs)
+
+
+@pytest.mark.parametrize("column", ["obs", "action", "reward", "next_obs"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_rejected_with_their_row(column: str, bad: float) -> None:
+    data = build_transitions([4, 5])
+    getattr(data, column)[7] = bad
+    with pytest.raises(NonFiniteError) as info:
+        ReplayStore.from_transitions(data, file="logs.parquet")
+    assert (info.value.column, info.value.row) == (column, 7)
 
 
 def test_unknown_config_override_is_rejected() -> None:

@@ -260,8 +260,8 @@ class DIMEAgent:
             {
                 "actor/running_cost": float(sample.running_cost.detach().mean()),
                 "alpha/value": self.alpha,
-                "policy/dt_scale": float(torch.nn.functional.softplus(self.policy.raw_dt)),
-                "policy/friction_mean": float(torch.nn.functional.softplus(self.policy.raw_friction).mean()),
+                "policy/dt_scale": float(torch.nn.functional.softplus(self.policy.raw_dt.detach())),
+                "policy/friction_mean": float(torch.nn.functional.softplus(self.policy.raw_friction.detach()).mean()),
             }
         )
         return metrics

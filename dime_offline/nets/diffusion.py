@@ -155,7 +155,9 @@ class DiffusionPolicy(nn.Module):
         """
         batch, d = obs.shape[0], self.act_dim
         eta, decay, noise_std = self._kernel_coefficients()
-        cond = self.score_net.prepare(obs, self.step_index)  # (N, B, H), once per chain
+        # (N, B, H) once per chain; unbind (not cond[n]) so backward stacks the N slices once instead of
+        # scattering each into a fresh zero tensor of the full size.
+        cond = self.score_net.prepare(obs, self.step_index).unbind(0)
         shape = (self.n_steps, batch, d)
         if noise_free:
             x = obs.new_zeros(batch, d)

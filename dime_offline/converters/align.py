@@ -1,0 +1,269 @@
+"""Put irregular per-tag samples on the control grid, incrementally and without look-ahead.
+
+The grid is ``t_k = origin + k * dt``. A *channel* is one tag aligned one way and evaluated at one
+point of each step:
+
+* ``state`` channels are evaluated at ``t_k`` and use only samples at or before ``t_k``;
+* ``interval`` channels (actions by default) describe what was applied over ``[t_k, t_k + dt)``
+  and are evaluated at ``t_{k+1} - 1 us``.
+
+Alignment methods (``x`` is the evaluation time, ``w = dt``):
+
+* ``stepped``: the last sample at or before ``x``; missing if it is bad or older than ``max_gap``;
+* ``mean``: the time-weighted mean over ``(x - w, x]`` of the sample-and-hold signal (each sample
+  holds until the next one, at most ``max_gap``; bad samples hold "unknown");
+* ``interpolate``: the same mean of the linearly interpolated signal. A segment is sloped only
+  when both of its end samples are at or before ``x``; the stretch after the last sample is held
+  flat, because its slope would need a future sample.
+
+``mean``/``interpolate`` need ``min_coverage * w`` of known signal in the window.
+
+:class:`GridAligner` consumes :class:`~dime_offline.converters.readers.SampleChunk`\\ s in (roughly)
+time order, finalises every grid step whose evaluation times are behind the data's watermark minus
+``lateness``, and keeps per tag only the samples later steps can still need: memory follows the
+chunk size. A sample that arrives for an already finalised time raises :class:`OutOfOrderError`
+(the pipeline then re-reads the source in one in-memory pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dime_offline.converters.readers import SampleChunk
+
+US = 1_000_000
+
+
+class OutOfOrderError(Exception):
+    """A sample arrived for a time the aligner has already finalised (internal signal)."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One aligned series."""
+
+    key: str
+    """Unique key of the channel (e.g. 'obs:TI_101_PV')."""
+    tag: int
+    """Index of the source tag in the registry."""
+    method: str
+    """'stepped', 'mean' or 'interpolate'."""
+    max_gap_us: int
+    """Longest hold of one sample, microseconds."""
+    point: str = "state"
+    """'state' (evaluate at t_k) or 'interval' (evaluate at t_{k+1} - 1 us)."""
+
+
+@dataclass
+class TagGaps:
+    """Inter-sample gap statistics of one tag (for the report)."""
+
+    longest_us: int = 0
+    over_max_gap: int = 0
+
+
+@dataclass
+class AlignedGrid:
+    """Aligned values for grid steps 0..K (K+1 steps)."""
+
+    origin_us: int
+    dt_us: int
+    times: np.ndarray
+    """(K+1,) int64 grid times t_k, microseconds since the epoch (UTC)."""
+    values: dict[str, np.ndarray]
+    """channel key -> (K+1,) float64 (NaN where invalid)."""
+    valid: dict[str, np.ndarray]
+    """channel key -> (K+1,) bool."""
+    gaps: dict[int, TagGaps] = field(default_factory=dict)
+    """tag index -> gap statistics."""
+    in_memory: bool = False
+    """True when the source was not time-ordered and was aligned in one in-memory pass."""
+
+
+class _TagBuffer:
+    """Time-sorted samples of one tag still needed by future grid steps."""
+
+    def __init__(self) -> None:
+        self.ts = np.zeros(0, np.int64)
+        self.val = np.zeros(0, np.float64)
+
+    def add(self, ts: np.ndarray, val: np.ndarray) -> None:
+        if len(ts) > 1 and (np.diff(ts) < 0).any():
+            order = np.argsort(ts, kind="stable")
+            ts, val = ts[order], val[order]
+        if len(self.ts) and len(ts) and ts[0] < self.ts[-1]:
+            ts = np.concatenate([self.ts, ts])
+            val = np.concatenate([self.val, val])
+            order = np.argsort(ts, kind="stable")
+            self.ts, self.val = ts[order], val[order]
+        else:
+            self.ts = np.concatenate([self.ts, ts])
+            self.val = np.concatenate([self.val, val])
+
+    def trim(self, before_us: int) -> None:
+        """Drop samples not needed for windows starting after ``before_us`` (keep the one holding then)."""
+        keep = max(int(np.searchsorted(self.ts, before_us, side="right")) - 1, 0)
+        if keep:
+            self.ts = self.ts[keep:]
+            self.val = self.val[keep:]
+
+
+def evaluate(
+    ts: np.ndarray, val: np.ndarray, x: np.ndarray, method: str, max_gap_us: int, window_us: int,
+    min_coverage: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned values and validity at evaluation times ``x`` from sorted samples (ts, val).
+
+    Shapes: ts, val (n,); x (m,) int64. Returns (m,) float64 values (NaN where invalid), (m,) bool.
+    Only samples with ``ts <= x`` influence the value at ``x``.
+    """
+    m = len(x)
+    if len(ts) == 0 or m == 0:
+        return np.full(m, np.nan), np.zeros(m, bool)
+    k = np.searchsorted(ts, x, side="right") - 1
+    if method == "stepped":
+        kc = np.maximum(k, 0)
+        v = val[kc]
+        ok = (k >= 0) & (x - ts[kc] <= max_gap_us) & np.isfinite(v)
+        return np.where(ok, v, np.nan), ok
+    base = ts[0]
+    t = (ts - base) / US
+    gap = max_gap_us / US
+    w = window_us / US
+    known = np.isfinite(val)
+    vz = np.where(known, val, 0.0)
+    seg = np.minimum(np.diff(t), gap)
+    sloped = np.zeros(len(ts) - 1, bool)
+    if method == "interpolate":
+        sloped = known[:-1] & known[1:] & (np.diff(t) <= gap)
+    seg_int = np.where(sloped, 0.5 * (vz[:-1] + vz[1:]) * seg, vz[:-1] * seg)
+    seg_known = np.where(sloped | known[:-1], seg, 0.0)
+    ci = np.concatenate([[0.0], np.cumsum(seg_int)])
+    ck = np.concatenate([[0.0], np.cumsum(seg_known)])
+    xs = (x - base) / US
+    ys = xs - w
+    j = np.searchsorted(t, ys, side="right") - 1
+
+    def held(idx: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ic = np.maximum(idx, 0)
+        d = np.minimum(at - t[ic], gap)
+        integral = np.where(idx >= 0, ci[ic] + vz[ic] * d, 0.0)
+        cover = np.where(idx >= 0, ck[ic] + known[ic] * d, 0.0)
+        return integral, cover
+
+    end_int, end_cov = held(k, xs)
+    start_int, start_cov = held(j, ys)
+    if method == "interpolate":
+        jc = np.clip(j, 0, len(ts) - 2) if len(ts) > 1 else np.zeros_like(j)
+        closed = (j >= 0) & (j < k) & (len(ts) > 1)
+        if closed.any() and len(ts) > 1:
+            is_sloped = closed & sloped[jc]
+            d = ys - t[jc]
+            length = np.diff(t)[jc]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                part = ci[jc] + vz[jc] * d + (vz[np.minimum(jc + 1, len(ts) - 1)] - vz[jc]) * d * d / (2 * length)
+            start_int = np.where(is_sloped, part, start_int)
+            start_cov = np.where(is_sloped, ck[jc] + d, start_cov)
+    cover = end_cov - start_cov
+    ok = cover >= min_coverage * w - 1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = (end_int - start_int) / cover
+    ok &= np.isfinite(mean)
+    return np.where(ok, mean, np.nan), ok
+
+
+class GridAligner:
+    """Incremental grid alignment of all channels (see the module docstring)."""
+
+    def __init__(
+        self, channels: list[Channel], n_tags: int, dt_us: int, *, lateness_us: int = 0,
+        origin_us: int | None = None, min_coverage: float = 0.5, tag_gap_us: dict[int, int] | None = None,
+    ) -> None:
+        self.channels = channels
+        self.dt_us = int(dt_us)
+        self.lateness_us = int(lateness_us)
+        self.origin_us = origin_us
+        self.min_coverage = min_coverage
+        self.buffers = [_TagBuffer() for _ in range(n_tags)]
+        self.tag_gap_us = tag_gap_us or {}
+        self.gaps = {i: TagGaps() for i in range(n_tags)}
+        self.last_seen = np.full(n_tags, np.iinfo(np.int64).min, np.int64)
+        self.watermark: int | None = None
+        self.next_step = 0
+        self.done_until = np.iinfo(np.int64).min  # latest evaluation time already computed
+        self.has_interval = any(c.point == "interval" for c in channels)
+        self._times: list[np.ndarray] = []
+        self._values: dict[str, list[np.ndarray]] = {c.key: [] for c in channels}
+        self._valid: dict[str, list[np.ndarray]] = {c.key: [] for c in channels}
+
+    # ------------------------------------------------------------------ input
+    def push(self, chunk: SampleChunk) -> None:
+        """Add a chunk of samples and finalise the grid steps it completes."""
+        if len(chunk.ts) == 0:
+            return
+        if self.origin_us is None:
+            first = int(chunk.ts.min())
+            self.origin_us = first - first % self.dt_us
+        if int(chunk.ts.min()) <= self.done_until:
+            raise OutOfOrderError()
+        order = np.argsort(chunk.tag, kind="stable")
+        tags = chunk.tag[order]
+        bounds = np.flatnonzero(np.diff(tags)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(tags)]])
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            idx = order[s:e]
+            tag = int(tags[s])
+            ts, val = chunk.ts[idx], chunk.value[idx]
+            self._gap_stats(tag, ts)
+            self.buffers[tag].add(ts, val)
+        top = int(chunk.ts.max())
+        self.watermark = top if self.watermark is None else max(self.watermark, top)
+        self._finalise(self.watermark - self.lateness_us - 1)
+
+    def _gap_stats(self, tag: int, ts: np.ndarray) -> None:
+        sorted_ts = np.sort(ts) if len(ts) > 1 and (np.diff(ts) < 0).any() else ts
+        prev = self.last_seen[tag]
+        series = sorted_ts if prev == np.iinfo(np.int64).min else np.concatenate([[prev], sorted_ts])
+        if len(series) > 1:
+            d = np.diff(series)
+            g = self.gaps[tag]
+            g.longest_us = max(g.longest_us, int(d.max()))
+            g.over_max_gap += int((d > self.tag_gap_us.get(tag, np.iinfo(np.int64).max)).sum())
+        self.last_seen[tag] = max(prev, int(sorted_ts[-1]))
+
+    # ------------------------------------------------------------------ output
+    def _finalise(self, horizon: int, *, last_step: int | None = None) -> None:
+        """Evaluate all steps whose evaluation times are <= horizon (or up to ``last_step``)."""
+        assert self.origin_us is not None
+        offset = self.dt_us - 1 if self.has_interval else 0
+        if last_step is None:
+            last_step = (horizon - offset - self.origin_us) // self.dt_us
+        if last_step < self.next_step:
+            return
+        steps = np.arange(self.next_step, last_step + 1, dtype=np.int64)
+        times = self.origin_us + steps * self.dt_us
+        self._times.append(times)
+        for ch in self.channels:
+            buf = self.buffers[ch.tag]
+            x = times + (self.dt_us - 1 if ch.point == "interval" else 0)
+            v, ok = evaluate(buf.ts, buf.val, x, ch.method, ch.max_gap_us, self.dt_us, self.min_coverage)
+            self._values[ch.key].append(v)
+            self._valid[ch.key].append(ok)
+        self.next_step = int(last_step) + 1
+        self.done_until = int(times[-1]) + offset
+        for buf in self.buffers:
+            buf.trim(self.done_until - self.dt_us)
+
+    def finish(self) -> AlignedGrid:
+        """Finalise the remaining steps (up to the last sample) and return the grid."""
+        if self.origin_us is None or self.watermark is None:
+            return AlignedGrid(0, self.dt_us, np.zeros(0, np.int64), {}, {}, self.gaps)
+        last = (self.watermark - self.origin_us) // self.dt_us
+        self._finalise(self.watermark, last_step=int(last))
+        times = np.concatenate(self._times) if self._times else np.zeros(0, np.int64)
+        values = {k: np.concatenate(v) if v else np.zeros(0) for k, v in self._values.items()}
+        valid = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in self._valid.items()}
+        return AlignedGrid(self.origin_us, self.dt_us, times, values, valid, self.gaps)

@@ -6,8 +6,8 @@ from typing import Any, Optional
 
 import typer
 
-from dime_offline_cli.common import print_json, user_errors_exit_2
-from dime_offline_cli.main import data_app
+from .common import print_json, user_errors_exit_2
+from .main import data_app
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

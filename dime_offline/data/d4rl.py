@@ -141,6 +141,8 @@ def read_d4rl_hdf5(path: str | os.PathLike[str]) -> tuple[TransitionData, list[s
             if key not in keys:
                 alias = [k for k in sorted(keys) if k.lower() in _KEY_ALIASES[key]]
                 hint = f" (found '{alias[0]}': rename it)" if alias else ""
+                if keys and all(k.startswith("episode_") for k in keys):
+                    hint = " (this looks like a Minari main_data.hdf5: load its dataset folder instead)"
                 raise SchemaError(
                     f"missing dataset '{key}'{hint}; expected {', '.join(REQUIRED_KEYS)} and optionally"
                     f" {', '.join(OPTIONAL_KEYS)}; found {', '.join(sorted(keys)) or 'nothing'}",

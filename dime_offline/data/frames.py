@@ -41,7 +41,7 @@ def from_pandas(df: Any, *, metadata: DatasetMetadata | None = None, name: str =
         table = pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise SchemaError(f"cannot convert the frame to columns of numbers: {' '.join(str(exc).split())}", file=name) from None
-    layout = resolve_layout(table.schema, file=name)
+    layout = resolve_layout(table.schema, file=name, first=table)
     if metadata is not None:
         filled = {
             key: getattr(layout.metadata, key)

@@ -64,7 +64,7 @@ def _layout(pf: pq.ParquetFile, file: Path, columns: Sequence[str] | None) -> Ar
     if needs_peek and pf.metadata.num_rows:
         list_cols = [n for n in ("obs", "action", "next_obs", "obs_valid") if n in schema.names]
         try:
-            first = next(pf.iter_batches(batch_size=1, columns=list_cols))
+            first = next(pf.iter_batches(batch_size=1024, columns=list_cols))
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"cannot read Parquet data (corrupt or truncated?): {_short(exc)}", file=str(file)) from None
     return resolve_layout(schema, file=str(file), first=first, columns=columns)

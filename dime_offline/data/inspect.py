@@ -19,10 +19,6 @@ from dime_offline.data.load import LoadReport, SourceFormat, find_nonfinite, loa
 from dime_offline.data.schema import DatasetMetadata, TransitionData
 from dime_offline.errors import DataError
 
-CONTINUITY_RTOL = 1e-4
-"""Relative tolerance (floor 1 in absolute value) for next_obs vs next row's obs, as in ``validate``."""
-
-
 def _num(value: Any) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
@@ -37,18 +33,6 @@ def _stats(values: np.ndarray) -> dict[str, float | int | None]:
         "count": int(len(values)), "mean": _num(finite.mean()), "std": _num(finite.std()),
         "min": _num(finite.min()), "max": _num(finite.max()),
     }
-
-
-def continuity_breaks(data: TransitionData) -> tuple[np.ndarray, np.ndarray]:
-    """Rows t inside an episode whose ``next_obs`` differs from ``obs[t+1]``, and the max abs difference per row."""
-    n = len(data)
-    if n < 2:
-        return np.zeros(0, np.int64), np.zeros(0)
-    same_episode = np.flatnonzero(data.episode_id[1:] == data.episode_id[:-1])
-    diff = np.abs(data.next_obs[same_episode].astype(np.float64) - data.obs[same_episode + 1])
-    scale = CONTINUITY_RTOL * np.maximum(1.0, np.abs(data.obs[same_episode + 1].astype(np.float64)))
-    rows = (~(diff <= scale)).any(axis=1)  # NaN differences count as broken
-    return same_episode[rows], np.nan_to_num(diff[rows], nan=np.inf).max(axis=1, initial=0.0)
 
 
 def _names(names: list[str] | None, width: int) -> list[str]:
@@ -124,7 +108,7 @@ def inspect_dataset(data: TransitionData, report: LoadReport | None = None) -> d
     returns = data.episode_returns() if n else np.zeros(0)
     lengths = data.episode_lengths() if n else np.zeros(0)
     _, nonfinite = find_nonfinite(data)
-    broken_rows, broken_diff = continuity_breaks(data)
+    broken_rows, broken_diff = data.continuity_breaks()
     normalized = None
     if meta.ref_min_score is not None and meta.ref_max_score is not None and len(returns):
         normalized = _stats(np.asarray([meta.normalized_score(float(r)) for r in returns]))

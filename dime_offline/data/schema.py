@@ -44,6 +44,9 @@ METADATA_KEY = b"dime"
 REQUIRED_COLUMNS = ("episode_id", "step", "obs", "action", "reward", "next_obs", "terminated", "truncated")
 OPTIONAL_COLUMNS = ("timestamp", "obs_valid", "episode_key")
 
+CONTINUITY_RTOL = 1e-4
+"""Relative tolerance (floor 1 in absolute value) when comparing next_obs with the next row's obs."""
+
 
 @dataclass
 class DatasetMetadata:
@@ -235,6 +238,20 @@ class TransitionData:
         return pd.DataFrame(cols)
 
     # -------------------------------------------------------------- validation
+    def continuity_breaks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows t inside an episode whose ``next_obs`` differs from ``obs[t+1]``, and each row's max abs difference.
+
+        Tolerance: ``CONTINUITY_RTOL`` relative, with a floor of 1 in absolute value; NaN differences count as broken.
+        """
+        n = len(self)
+        if n < 2:
+            return np.zeros(0, np.int64), np.zeros(0)
+        same_episode = np.flatnonzero(self.episode_id[1:] == self.episode_id[:-1])
+        diff = np.abs(self.next_obs[same_episode].astype(np.float64) - self.obs[same_episode + 1])
+        scale = CONTINUITY_RTOL * np.maximum(1.0, np.abs(self.obs[same_episode + 1].astype(np.float64)))
+        rows = (~(diff <= scale)).any(axis=1)
+        return same_episode[rows], np.nan_to_num(diff[rows], nan=np.inf).max(axis=1, initial=0.0)
+
     def validate(self, *, file: str | None = None, check_continuity: bool = True) -> list[str]:
         """Check the schema invariants; raise a :class:`DataError` subclass on the first violation.
 
@@ -270,7 +287,7 @@ class TransitionData:
                 rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
                 raise NonFiniteError(
                     f"{int(bad.sum())} non-finite value(s) in {len(rows)} row(s); first at row {rows[0]}"
-                    " (use drop_nonfinite to drop them)",
+                    " (load with nonfinite='drop' or --nonfinite drop to drop them)",
                     file=file, column=name, row=int(rows[0]),
                 )
         order_bad = np.flatnonzero(
@@ -317,19 +334,15 @@ class TransitionData:
                 )
         # Continuity: inside an episode, next_obs[t] should equal obs[t+1].
         warnings: list[str] = []
-        same_ep = np.flatnonzero(~is_end[:-1]) if n > 1 else np.zeros(0, dtype=np.int64)
-        if len(same_ep):
-            diff = np.abs(self.next_obs[same_ep] - self.obs[same_ep + 1])
-            scale = 1e-4 * np.maximum(1.0, np.abs(self.obs[same_ep + 1]))
-            broken = same_ep[(diff > scale).any(axis=1)]
-            if len(broken):
-                msg = (
-                    f"{len(broken)} transition(s) in {len(np.unique(self.episode_id[broken]))} episode(s) have"
-                    f" next_obs different from the next row's obs; first at row {broken[0]}"
-                )
-                if check_continuity:
-                    raise ConsistencyError(msg, file=file, column="next_obs", row=int(broken[0]))
-                warnings.append(msg)
+        broken, _ = self.continuity_breaks()
+        if len(broken):
+            msg = (
+                f"{len(broken)} transition(s) in {len(np.unique(self.episode_id[broken]))} episode(s) have"
+                f" next_obs different from the next row's obs; first at row {broken[0]}"
+            )
+            if check_continuity:
+                raise ConsistencyError(msg, file=file, column="next_obs", row=int(broken[0]))
+            warnings.append(msg)
         return warnings
 
 

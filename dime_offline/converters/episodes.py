@@ -7,13 +7,16 @@ the report's step accounting adds up exactly:
 
 ``grid_steps == transitions + final_states + sum(dropped.values())``
 
-A transition k -> k+1 exists when step k has a usable state and action, is in an allowed mode, is
-not tripped and has a batch id (when batches are used), and either
+A transition k -> k+1 exists when step k has a usable state and action, is not tripped, and its
+interval [t_k, t_{k+1}) has a batch id and an allowed mode (batch and mode are read over the action
+interval, like actions), and either
 
-* step k+1 has a usable state in the same batch and mode and is not tripped (it continues), or
+* step k+1 has a usable state and is not tripped (the transition continues), or
 * a terminal condition becomes true at k+1 (it terminates; the state at k+1 may be incomplete).
 
-Consecutive transitions form one episode unless a fixed window boundary lies between them.
+Consecutive transitions form one episode unless the batch id, the mode or the fixed window changes
+between them; the shared grid step is then the last next_obs of one episode and the first obs of
+the next, so no transition is lost at a boundary.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ class StepMasks:
     trip_name: np.ndarray
     """int: index of the first terminal condition that holds (-1 when none)."""
     batch: np.ndarray | None = None
-    """int batch code (-1: no batch id), or None when the spec has no batch tag."""
+    """int batch code over each step's interval (-1: no batch id), or None without a batch tag."""
     mode: np.ndarray | None = None
-    """int mode code (-1: unknown), or None without a mode tag."""
+    """int mode code over each step's interval (-1: unknown), or None without a mode tag."""
     mode_ok: np.ndarray | None = None
     """bool: the mode is one of the allowed modes."""
     window: np.ndarray | None = None
@@ -80,32 +83,27 @@ def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transition
                            [], disp, 0)
     tripped = masks.tripped
     base = masks.state_ok & masks.action_ok & ~tripped
-    same = np.ones(n - 1, bool)
+    split = np.zeros(n - 1, bool)
     if masks.batch is not None:
         base &= masks.batch >= 0
-        same &= masks.batch[:-1] == masks.batch[1:]
+        split |= masks.batch[1:] != masks.batch[:-1]
     if masks.mode is not None:
         assert masks.mode_ok is not None
         base &= masks.mode_ok
-        same_mode = masks.mode[:-1] == masks.mode[1:]
-    else:
-        same_mode = np.ones(n - 1, bool)
-    cont = base[:-1] & masks.state_ok[1:] & same & same_mode & ~tripped[1:]
-    if masks.mode is not None:
-        cont &= masks.mode_ok[1:]  # type: ignore[index]
-    batch_next_ok = np.ones(n - 1, bool) if masks.batch is None else (same | (masks.batch[1:] < 0))
-    term = base[:-1] & tripped[1:] & batch_next_ok
+        split |= masks.mode[1:] != masks.mode[:-1]
+    if masks.window is not None:
+        split |= masks.window[1:] != masks.window[:-1]
+    cont = base[:-1] & masks.state_ok[1:] & ~tripped[1:]
+    term = base[:-1] & tripped[1:]
     exists = cont | term
 
-    window_cut = np.zeros(n - 1, bool)
-    if masks.window is not None:
-        window_cut = masks.window[1:] != masks.window[:-1]
     # Transition k starts an episode unless transition k-1 exists, continues into it, and no
-    # window boundary separates them.
+    # batch/mode/window change separates them.
+    link = np.zeros(n - 1, bool)  # link[k]: transitions k and k+1 are in one episode
+    link[:-1] = exists[:-1] & exists[1:] & ~term[:-1] & ~split[:-1]
     starts = exists.copy()
-    starts[1:] &= ~(exists[:-1] & ~term[:-1] & ~window_cut[:-1])
-    ends = exists.copy()
-    ends[:-1] &= ~(exists[1:] & ~term[:-1] & ~window_cut[:-1])
+    starts[1:] &= ~link[:-1]
+    ends = exists & ~link
 
     start_idx = np.flatnonzero(starts)
     end_idx = np.flatnonzero(ends)
@@ -125,7 +123,7 @@ def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transition
     step = (rows - np.repeat(start_idx, lengths)).astype(np.int32)
     terminated = term[rows] & np.isin(rows, end_idx)
     truncated = np.isin(rows, end_idx) & ~terminated
-    reasons = [_end_reason(int(k), n, masks, exists, term, window_cut, terminal_names) for k in end_idx.tolist()]
+    reasons = [_end_reason(int(k), n, masks, exists, term, terminal_names) for k in end_idx.tolist()]
 
     is_obs = np.zeros(n, bool)
     is_obs[rows] = True
@@ -137,8 +135,7 @@ def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transition
 
 
 def _end_reason(
-    k: int, n: int, m: StepMasks, exists: np.ndarray, term: np.ndarray, window_cut: np.ndarray,
-    terminal_names: list[str],
+    k: int, n: int, m: StepMasks, exists: np.ndarray, term: np.ndarray, terminal_names: list[str],
 ) -> str:
     nxt = k + 1
     if term[k]:
@@ -146,12 +143,12 @@ def _end_reason(
         return f"terminal:{terminal_names[i]}" if 0 <= i < len(terminal_names) else "terminal"
     if nxt == n - 1:
         return "end_of_data"
+    if m.batch is not None and m.batch[nxt] != m.batch[k]:
+        return "batch_end"
+    if m.mode is not None and m.mode[nxt] != m.mode[k]:
+        return "mode_change"
     if exists[nxt]:
         return "window"
-    if m.batch is not None and (m.batch[nxt] < 0 or m.batch[nxt + 1] != m.batch[nxt]):
-        return "batch_end"
-    if m.mode is not None and m.mode_ok is not None and (not m.mode_ok[nxt] or m.mode[nxt + 1] != m.mode[nxt]):
-        return "mode_change"
     return "gap"
 
 

@@ -73,9 +73,9 @@ class _Plan:
             self.channels.append(Channel("reward", i, rtag.alignment, gap(rtag), "state"))
         ep = spec.episodes
         if ep.batch_tag:
-            self.channels.append(Channel("batch", add(ep.batch_tag, "batch", "text"), "stepped", _FOREVER_US))
+            self.channels.append(Channel("batch", add(ep.batch_tag, "batch", "text"), "stepped", _FOREVER_US, "interval"))
         if ep.mode_tag:
-            self.channels.append(Channel("mode", add(ep.mode_tag, "mode", "text"), "stepped", _FOREVER_US))
+            self.channels.append(Channel("mode", add(ep.mode_tag, "mode", "text"), "stepped", _FOREVER_US, "interval"))
         for k, term in enumerate(spec.terminals):
             i = add(term.tag, "terminal", term.kind)
             self.channels.append(Channel(f"terminal:{k}", i, "stepped", _FOREVER_US))

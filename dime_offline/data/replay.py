@@ -29,13 +29,17 @@ online data exists, or fine-tuning without a dataset, just works); both empty is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -59,6 +63,7 @@ from dime_offline.io import atomic_path
 from dime_offline.types import Batch
 
 PathLike = str | os.PathLike[str]
+T = TypeVar("T")
 
 STORE_FORMAT_VERSION = 1
 """Version of the on-disk layout written by :meth:`ReplayStore.save`."""
@@ -221,8 +226,10 @@ class ReplayStore:
         metadata, obs_dim, action_dim, num_rows = read_parquet_metadata(path)
         store = cls(obs_dim, action_dim, offline_size=num_rows, config=cfg, metadata=metadata, device=device)
         filler = _OfflineFiller(store, file=str(path))
-        for chunk in iter_parquet_chunks(path, batch_rows=cfg.chunk_rows, columns=()):
-            filler.add(chunk)
+        chunks = iter_parquet_chunks(path, batch_rows=cfg.chunk_rows, columns=())
+        with contextlib.closing(_prefetch(chunks, depth=2)) as prefetched:
+            for chunk in prefetched:
+                filler.add(chunk)
         filler.finish()
         return store
 
@@ -437,6 +444,49 @@ class ReplayStore:
                 tensor[:rows].copy_(torch.from_numpy(np.array(array)))
             del array
         return store
+
+
+def _prefetch(items: Iterator[T], *, depth: int) -> Iterator[T]:
+    """Yield ``items`` while a background thread already produces the next ``depth`` of them.
+
+    Parquet decoding and numpy copies release the GIL, so decoding record batch k+1 overlaps with
+    writing batch k into the store. An exception in the producer is re-raised here; closing this
+    generator (or an exception in the consumer) stops and joins the producer.
+    """
+    buffer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put((False, exc))
+
+    thread = threading.Thread(target=produce, name="dime-offline-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            is_item, value = buffer.get()
+            if not is_item:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:

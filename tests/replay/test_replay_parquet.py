@@ -90,3 +90,40 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetNotFoundError):
         ReplayStore.from_parquet(tmp_path / "absent.parquet")
+
+
+def test_prefetch_keeps_order_and_reraises_producer_errors() -> None:
+    from dime_offline.data.replay import _prefetch
+
+    assert list(_prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise SchemaError("broken batch", file="x.parquet", row=9)
+
+    got = []
+    with pytest.raises(SchemaError, match="broken batch"):
+        for item in _prefetch(failing(), depth=2):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops() -> None:
+    import threading
+
+    from dime_offline.data.replay import _prefetch
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = _prefetch(endless(), depth=2)
+    assert next(stream) == 0
+    stream.close()
+    assert not any(t.name == "dime-offline-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 5  # the producer ran at most a bounded distance ahead

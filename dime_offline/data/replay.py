@@ -58,7 +58,7 @@ from dime_offline.data.returns import (
     episode_ends_from_ids,
 )
 from dime_offline.data.schema import DatasetMetadata, TransitionData
-from dime_offline.errors import CheckpointError, NonFiniteError, SchemaError
+from dime_offline.errors import CheckpointError, DataError, NonFiniteError, SchemaError
 from dime_offline.io import atomic_path
 from dime_offline.types import Batch
 
@@ -581,7 +581,9 @@ class _OfflineFiller:
         if self.rows != n:
             raise SchemaError(f"holds {self.rows} rows, its metadata declares {n}", file=self.file)
         if n == 0:
-            return
+            raise DataError(
+                "dataset is empty (0 transitions); use ReplayStore.empty for a store without offline data", file=self.file
+            )
         host = {
             name: view[:n] if view is not None else getattr(store, name)[:n].cpu().numpy()
             for name, view in self.views.items() if name in ("reward", "terminated", "truncated")

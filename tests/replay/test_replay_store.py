@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dime_offline.data.actions import scale_action
 from dime_offline.data.replay import ReplayConfig, ReplayStore, offline_rows_in_batch
 from dime_offline.data.returns import discounted_returns_to_go, episode_ends_from_ids
-from dime_offline.errors import BoundsError, CheckpointError, NonFiniteError, SchemaError
+from dime_offline.errors import BoundsError, CheckpointError, DataError, NonFiniteError, SchemaError
 from replay_factories import build_transitions, direct_returns_to_go
 
 OBS, ACT = 3, 2
@@ -337,6 +337,13 @@ def test_empty_store_round_trip(tmp_path: Path) -> None:
     store = ReplayStore.empty(OBS, ACT, online_capacity=3)
     loaded = ReplayStore.load(store.save(tmp_path / "empty"))
     assert len(loaded) == 0 and loaded.normalization is None and loaded.online_capacity == 3
+
+
+def test_empty_dataset_is_a_data_error() -> None:
+    from dime_offline.data.schema import empty_like_schema
+
+    with pytest.raises(DataError, match="empty"):
+        ReplayStore.from_transitions(empty_like_schema(OBS, ACT), file="none.parquet")
 
 
 def test_episode_structure_errors_name_the_row() -> None:

@@ -298,7 +298,7 @@ def _arrow_batches(part: _Part, spec: TelemetrySpec, registry: TagRegistry) -> t
             types[vcol] = pa.string()
             if qcol is not None:
                 types[qcol] = pa.dictionary(pa.int32(), pa.string())
-    block = int(min(max(chunk * 48, 1 << 20), 1 << 30))
+    block = int(min(max(chunk * 48, 4096), 1 << 30))
     try:
         reader = pa_csv.open_csv(
             pa.input_stream(str(path), compression="detect"),

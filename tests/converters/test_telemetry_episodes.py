@@ -1,0 +1,108 @@
+"""Episode boundaries: gaps, trips, batches, modes, windows, short episodes, step accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import base_spec, long_frame
+
+from dime_offline.converters import telemetry_to_transitions
+
+
+def _plant(seconds: int, *, skip: tuple[float, float] | None = None) -> list[tuple]:
+    """PV every 2 s (value = t), SP 1 s after every 10 s step; PV silent inside ``skip``."""
+    rows = [(t, "PV", float(t)) for t in range(0, seconds + 1, 2) if not (skip and skip[0] <= t < skip[1])]
+    rows += [(t + 1, "SP", 50.0) for t in range(0, seconds, 10)]
+    return rows
+
+
+def _pv_gap(gap: str) -> list[dict]:
+    return [{"tag": "PV", "alignment": "stepped", "max_gap": gap}]
+
+
+def test_a_long_gap_truncates_and_a_new_episode_starts() -> None:
+    spec = base_spec(observations=_pv_gap("5s"))
+    data, report = telemetry_to_transitions(long_frame(_plant(200, skip=(61, 120))), spec)
+    report.check_accounting()
+    assert report.episode_count == 2
+    assert [e.end_reason for e in report.episodes] == ["gap", "end_of_data"]
+    ends = np.flatnonzero(np.r_[data.episode_id[1:] != data.episode_id[:-1], True])
+    assert data.truncated[ends].all() and not data.terminated.any()
+    # No transition spans the gap.
+    assert ((data.next_obs[:, 0] - data.obs[:, 0]) == 10.0).all()
+    assert report.dropped_steps["invalid_state"] == 5
+
+
+def test_short_gaps_are_bridged_by_imputation_not_split() -> None:
+    spec = base_spec(observations=_pv_gap("5s"), impute={"max_steps": 1})
+    _, report = telemetry_to_transitions(long_frame(_plant(200, skip=(59, 72))), spec)
+    assert report.episode_count == 1 and report.imputed_values == 1
+
+
+def test_trip_terminates_and_tripped_steps_are_dropped() -> None:
+    rows = _plant(300) + [(0, "TRIP", 0.0), (95.5, "TRIP", 1.0), (150.5, "TRIP", 0.0)]
+    spec = base_spec(terminals=[{"tag": "TRIP", "above": 0.5}])
+    data, report = telemetry_to_transitions(long_frame(rows), spec)
+    report.check_accounting()
+    assert [e.end_reason for e in report.episodes] == ["terminal:TRIP", "end_of_data"]
+    (term,) = np.flatnonzero(data.terminated)
+    assert data.obs[term, 0] == 90.0 and data.next_obs[term, 0] == 100.0
+    assert not data.truncated[term]
+    assert report.dropped_steps["tripped"] == 5  # grid steps 100..140 s hold the trip
+    assert data.obs[term + 1, 0] == 160.0  # the trip clears at 150.5 s, 160 s is the next clean start
+
+
+def test_text_trip_state() -> None:
+    rows = _plant(200) + [(0, "ESD", "NORMAL"), (95.5, "ESD", "TRIPPED")]
+    spec = base_spec(terminals=[{"tag": "ESD", "kind": "text", "equals": "TRIPPED"}])
+    data, report = telemetry_to_transitions(long_frame(rows), spec)
+    assert data.terminated.sum() == 1 and report.end_reasons == {"terminal:ESD": 1}
+
+
+def test_batch_boundaries_split_without_losing_transitions() -> None:
+    rows = _plant(200) + [(0.5, "BATCH", "B-1"), (100.5, "BATCH", "B-2")]
+    data, report = telemetry_to_transitions(long_frame(rows), base_spec(episodes={"batch_tag": "BATCH"}))
+    report.check_accounting()
+    assert [e.key for e in report.episodes] == ["B-1", "B-2"]
+    assert [e.end_reason for e in report.episodes] == ["batch_end", "end_of_data"]
+    assert report.transitions == 20  # grid 0..200 s: 20 transitions, none lost at the boundary
+    first_end = np.flatnonzero(data.episode_id == 0)[-1]
+    assert data.next_obs[first_end, 0] == 100.0 == data.obs[first_end + 1, 0]
+    assert set(data.episode_key.tolist()) == {"B-1", "B-2"}
+
+
+def test_steps_without_a_batch_id_are_dropped() -> None:
+    rows = _plant(200) + [(0.5, "BATCH", "B-1"), (50.5, "BATCH", ""), (120.5, "BATCH", "B-2")]
+    _, report = telemetry_to_transitions(long_frame(rows), base_spec(episodes={"batch_tag": "BATCH"}))
+    report.check_accounting()
+    assert [e.key for e in report.episodes] == ["B-1", "B-2"]
+    assert report.dropped_steps.get("no_batch", 0) > 0
+
+
+def test_mode_changes_split_and_disallowed_modes_are_dropped() -> None:
+    rows = _plant(300) + [(0.5, "MODE", "AUTO"), (100.5, "MODE", "MAN"), (150.5, "MODE", "CAS"), (200.5, "MODE", "AUTO")]
+    spec = base_spec(episodes={"mode_tag": "MODE", "modes": ["AUTO", "CAS"]})
+    _, report = telemetry_to_transitions(long_frame(rows), spec)
+    report.check_accounting()
+    assert [e.end_reason for e in report.episodes] == ["mode_change", "mode_change", "end_of_data"]
+    assert report.dropped_steps["out_of_mode"] == 4  # the MAN interval steps 110..140 s
+    every_mode = base_spec(episodes={"mode_tag": "MODE"})
+    _, report_all = telemetry_to_transitions(long_frame(rows), every_mode)
+    assert report_all.episode_count == 4 and "out_of_mode" not in report_all.dropped_steps
+
+
+def test_fixed_windows_truncate_and_keep_every_transition() -> None:
+    data, report = telemetry_to_transitions(long_frame(_plant(300)), base_spec(episodes={"window": "1min"}))
+    report.check_accounting()
+    assert report.transitions == 30
+    assert report.end_reasons == {"window": 4, "end_of_data": 1}
+    assert (np.bincount(data.episode_id) == 6).all()
+
+
+def test_short_episodes_are_dropped_and_counted() -> None:
+    rows = _plant(300, skip=(29, 42))
+    spec = base_spec(observations=_pv_gap("5s"), episodes={"min_transitions": 5})
+    _, report = telemetry_to_transitions(long_frame(rows), spec)
+    report.check_accounting()
+    assert report.short_episodes_dropped == 1
+    assert report.dropped_steps["short_episode"] == 4  # 0..30 s: three transitions and their end
+    assert report.episode_count == 1 and report.episodes[0].transitions == 25

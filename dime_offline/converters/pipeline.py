@@ -106,7 +106,7 @@ def _parse_origin(text: str) -> int:
         raise ConfigError(f"field 'grid_origin': not an ISO time: {text!r}") from None
     if stamp.tzinfo is None:
         raise ConfigError(f"field 'grid_origin': give a zone offset (e.g. {text}Z)")
-    return int(stamp.tz_convert("UTC").as_unit("us").value)
+    return int(stamp.tz_convert("UTC").value) // 1000  # Timestamp.value is in ns whatever the unit
 
 
 # --------------------------------------------------------------------------- entry point

@@ -34,7 +34,7 @@ def make_env(
     *,
     max_episode_steps: int | None = None,
     **env_kwargs: Any,
-) -> gym.Env[np.ndarray, np.ndarray]:
+) -> UnitBoxAction:
     """A seeded env with actions in [-1, 1]^A and flat observations.
 
     Args:
@@ -49,12 +49,11 @@ def make_env(
         EnvironmentMismatchError: the action space is not a finite Box, or the observation space
             cannot be flattened into a float vector.
     """
-    env = _gym_make(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
+    base = _gym_make(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
     try:
-        env = _flatten_observations(env, env_id)
-        env = UnitBoxAction(env)
+        env = UnitBoxAction(_flatten_observations(base, env_id))
     except EnvironmentMismatchError as err:
-        env.close()
+        base.close()
         raise EnvironmentMismatchError(f"environment '{env_id}': {err.message}") from None
     if seed is not None:
         env.reset(seed=seed)

@@ -246,7 +246,8 @@ def load_run_config(
     ``agent.<field>=<value>`` (dotted further for nested sections) go into it, the rest are
     applied to ``cls`` itself. Fields given as None are treated as not given.
     """
-    run_sets, agent_sets = [], []
+    run_sets: list[str] = []
+    agent_sets: list[str] = []
     for item in overrides or []:
         (agent_sets if item.strip().startswith(AGENT_OVERRIDE_PREFIX) else run_sets).append(item)
     cfg = load_config(cls, path)
@@ -318,6 +319,8 @@ class RunResult:
     """Path of the metrics CSV."""
     learning_curve: str | None
     """Path of the learning-curve PNG (None when there was nothing to plot)."""
+    agent: Any = field(default=None, repr=False)
+    """The trained agent, as saved in ``checkpoint`` (not part of the JSON summary)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; evaluation blocks use :meth:`EpisodeStats.to_dict` keys."""

@@ -113,6 +113,9 @@ class FinetuneConfig:
     """Override the environment's registered time limit (training and evaluation)."""
     device: str = "cpu"
     """Torch device of the agent and the replay store."""
+    torch_threads: int | None = None
+    """Intra-op CPU threads for torch (process-wide); None keeps torch's default. One thread is
+    often faster for the small "cpu" preset on a busy machine."""
     tensorboard: bool = True
     """Also write TensorBoard event files (when the tensorboard package is installed)."""
     quiet: bool = False
@@ -127,6 +130,8 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ConfigError(f"field '{name}': must lie in [0, 1], got {value}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
         if self.offline_anneal_steps is not None and self.offline_anneal_steps < 1:
             raise ConfigError(f"field 'offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
 
@@ -158,6 +163,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         raise ConfigError("pass either an agent or cfg.checkpoint, not both")
     out = _prepare_out_dir(cfg)
     seed_everything(cfg.seed)
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
     env = make_env(cfg.env_id, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
     env_spaces = SpaceSpec.from_env(env)
     env_name = f"environment '{cfg.env_id}'"
@@ -206,20 +213,20 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     warmup_policy = UniformRandomPolicy(env_spaces.action_dim, seed=cfg.seed)
     sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
     obs, _ = env.reset()
-    episode = {"return": 0.0, "length": 0}
+    episode_return, episode_length = 0.0, 0
 
     def step(current: int) -> StepReport:
-        nonlocal obs
+        nonlocal obs, episode_return, episode_length
         policy = warmup_policy if current <= warmup_steps else agent
         action = policy.act(np.asarray(obs, np.float32)[None])[0]
         next_obs, reward, terminated, truncated, _ = env.step(action)
         store.add(obs, action, reward, next_obs, terminated, truncated)
-        episode["return"] += float(reward)
-        episode["length"] += 1
+        episode_return += float(reward)
+        episode_length += 1
         finished: list[tuple[float, int]] = []
         if terminated or truncated:
-            finished.append((episode["return"], episode["length"]))
-            episode["return"], episode["length"] = 0.0, 0
+            finished.append((episode_return, episode_length))
+            episode_return, episode_length = 0.0, 0
             obs, _ = env.reset()
         else:
             obs = next_obs
@@ -275,6 +282,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         best_checkpoint=str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
         metrics_csv=str(out / "metrics.csv"),
         learning_curve=None if curve is None else str(curve),
+        agent=agent,
     )
     (out / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result
@@ -294,13 +302,17 @@ def _prepare_out_dir(cfg: FinetuneConfig) -> Path:
 
 
 def _checkpoint_agent_config(saved: DIMEConfig, overrides: dict[str, Any]) -> DIMEConfig:
-    fixed = sorted(set(overrides) - set(CHECKPOINT_TUNABLE_FIELDS))
-    if fixed:
-        raise ConfigError(
-            f"agent.{fixed[0]} is fixed by the pretrained weights; with a checkpoint only"
-            f" {', '.join('agent.' + f for f in CHECKPOINT_TUNABLE_FIELDS)} may be overridden"
-        )
-    return resolve_agent_config(DIMEConfig, saved, overrides)
+    """The saved config with trainer-field overrides; overrides that would change anything else
+    are refused (overrides equal to the saved values, e.g. from a reused config file, are fine)."""
+    resolved = resolve_agent_config(DIMEConfig, saved, overrides)
+    saved_values, resolved_values = to_dict(saved), to_dict(resolved)
+    for name in sorted(overrides):
+        if name not in CHECKPOINT_TUNABLE_FIELDS and resolved_values[name] != saved_values[name]:
+            raise ConfigError(
+                f"agent.{name} is fixed by the pretrained weights ({saved_values[name]!r}); with a checkpoint only"
+                f" {', '.join('agent.' + f for f in CHECKPOINT_TUNABLE_FIELDS)} may be changed"
+            )
+    return resolved
 
 
 def _build_store(cfg: FinetuneConfig, agent_cfg: DIMEConfig, env_spaces: SpaceSpec) -> ReplayStore:

@@ -1,0 +1,151 @@
+"""`dime-offline finetune | evaluate | collect` in-process: JSON summaries, artefacts, exit code 2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dime_offline.checkpoints import load_checkpoint
+from dime_offline.data.parquet import read_parquet
+from dime_offline_cli.main import app
+
+TINY = [
+    "agent.critic_hidden=[32, 32]", "agent.score_hidden=[32, 32]", "agent.score_frequencies=8",
+    "agent.score_time_hidden=16", "agent.diffusion_steps=4", "agent.batch_size=32", "agent.learning_starts=50",
+]
+EVAL_KEYS = {"episodes", "return_mean", "return_std", "return_min", "return_max", "length_mean",
+             "terminated_episodes", "normalized_score", "normalized_score_std"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks: one intra-op thread is faster, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout  # exactly one JSON object on stdout
+    return json.loads(lines[0])
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def _finetune(out: Path, *extra: str):
+    sets = [item for s in [*TINY, "max_episode_steps=50", "eval_episodes=1", "eval_every=150", "log_every=50",
+                           "tensorboard=false"] for item in ("--set", s)]
+    return _invoke("finetune", "--env", "Pendulum-v1", "--steps", "300", "--out", out, "--preset", "cpu",
+                   "--seed", "1", *sets, *extra)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    return out, _json(_finetune(out, "--json"))
+
+
+def test_finetune_json_summary_and_artefacts(run_dir: tuple[Path, dict]) -> None:
+    out, summary = run_dir
+    assert summary["command"] == "finetune" and summary["env"] == "Pendulum-v1" and summary["steps"] == 300
+    assert summary["updates"] == 2 * (300 - 50)
+    assert set(summary["final"]) == EVAL_KEYS | {"step"} and summary["final"]["step"] == 300
+    assert set(summary["best"]) == EVAL_KEYS | {"step"}
+    assert summary["wall_seconds"] > 0 and summary["updates_per_second"] > 0
+    assert summary["checkpoint"] == str(out / "checkpoint")
+    for name in ("metrics.csv", "learning_curve.png", "summary.json", "finetune_config.json", "checkpoint/state.pt"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "finetune_config.json").read_text())
+    assert config["preset"] == "cpu" and config["seed"] == 1 and config["agent"]["diffusion_steps"] == 4
+    assert config["quiet"] is True  # --json turns the progress bar off
+
+
+def test_evaluate_uses_the_same_keys_and_the_checkpoint_reloads_identically(run_dir: tuple[Path, dict]) -> None:
+    out, finetune_summary = run_dir
+    first = _json(_invoke("evaluate", "--checkpoint", out, "--episodes", "2", "--seed", "7", "--json"))
+    second = _json(_invoke("evaluate", "--checkpoint", out, "--episodes", "2", "--seed", "7", "--json"))
+    assert first["command"] == "evaluate" and first["env"] == "Pendulum-v1"  # env read from the checkpoint
+    assert EVAL_KEYS <= set(first) and first["episodes"] == 2
+    assert first["return_mean"] == second["return_mean"]  # fixed seed: identical actions after reload
+    assert first["checkpoint"] == finetune_summary["checkpoint"]
+    a, _, _ = load_checkpoint(out)
+    b, _, _ = load_checkpoint(out / "checkpoint")
+    obs = np.zeros((4, 3), np.float32)
+    np.testing.assert_array_equal(a.act(obs), b.act(obs))
+
+
+def test_human_readable_evaluate_output(run_dir: tuple[Path, dict]) -> None:
+    out, _ = run_dir
+    result = _invoke("evaluate", "--checkpoint", out, "--episodes", "1")
+    assert result.exit_code == 0, result.output
+    assert "return" in result.stdout and "over 1 episodes" in result.stdout
+
+
+def test_mismatched_env_is_one_line_and_exit_2(run_dir: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = run_dir
+    line = _error_line(_invoke("evaluate", "--checkpoint", out, "--env", "MountainCarContinuous-v0"))
+    assert "does not match checkpoint" in line and "observation dim 2, expected 3" in line
+    line = _error_line(_invoke("finetune", "--env", "MountainCarContinuous-v0", "--checkpoint", out,
+                               "--out", tmp_path / "ft", "--steps", "10"))
+    assert "does not match checkpoint" in line
+    assert not (tmp_path / "ft" / "checkpoint").exists()
+
+
+def test_user_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:
+    assert "unknown environment id 'Pendulm-v1'" in _error_line(
+        _invoke("finetune", "--env", "Pendulm-v1", "--out", tmp_path / "a", "--steps", "10"))
+    assert "unknown field" in _error_line(
+        _invoke("finetune", "--env", "Pendulum-v1", "--out", tmp_path / "b", "--set", "no_such=1"))
+    assert "unknown DIME preset" in _error_line(
+        _invoke("finetune", "--env", "Pendulum-v1", "--out", tmp_path / "c", "--preset", "gpu"))
+    assert "not found" in _error_line(_invoke("evaluate", "--checkpoint", tmp_path / "missing"))
+    assert "Box" in _error_line(_invoke("collect", "--env", "CartPole-v1", "--out", tmp_path / "d.parquet"))
+
+
+def test_config_file_and_set_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "ft.yaml"
+    config.write_text("env_id: Pendulum-v1\nsteps: 60\neval_every: 0\nmax_episode_steps: 20\neval_episodes: 1\n"
+                      "tensorboard: false\nagent:\n  utd: 1\n")
+    sets = [item for s in TINY for item in ("--set", s)]
+    result = _invoke("finetune", "--config", config, "--out", tmp_path / "run", *sets)
+    assert result.exit_code == 0, result.output
+    assert "final evaluation: return" in result.stdout and "learning curve:" in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 60 and summary["updates"] == 60 - 50  # utd 1 from the file
+
+
+def test_collect_writes_a_valid_dataset_whose_flags_match_the_env(tmp_path: Path) -> None:
+    out = tmp_path / "hopper.parquet"
+    summary = _json(_invoke("collect", "--env", "Hopper-v5", "--steps", "300", "--out", out, "--seed", "2", "--json"))
+    assert summary["command"] == "collect" and summary["steps"] == 300 and summary["out"] == str(out)
+    assert set(summary["completed"]) == EVAL_KEYS
+    assert summary["completed"]["normalized_score"] is not None  # D4RL hopper references
+    data, _ = read_parquet(out)
+    data.validate()
+    assert len(data) == 300 and data.metadata.env_id == "Hopper-v5"
+    # Hopper-v5 episodes that end before the 1000-step limit end because the hopper fell: terminated
+    lengths = data.episode_lengths()
+    ends = np.cumsum(lengths) - 1
+    assert data.terminated[ends[:-1]].all() and not data.truncated[ends[:-1]].any()
+    assert data.truncated[ends[-1]] != data.terminated[ends[-1]]
+    assert summary["completed"]["terminated_episodes"] == summary["completed"]["episodes"] == len(lengths) - int(
+        data.truncated[ends[-1]]
+    )

@@ -1,0 +1,117 @@
+"""The shared training cadence and run-config loading."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from dime_offline.agent.config import DIMEConfig
+from dime_offline.errors import ConfigError
+from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.tracking import CSVSink, ProgressDisplay, Tracker, read_metrics_csv
+from dime_offline.trainers.loop import Cadence, LoopResult, StepReport, load_run_config, resolve_agent_config, run_loop
+from dime_offline.trainers.online import FinetuneConfig
+
+
+def _stats(value: float) -> EpisodeStats:
+    return EpisodeStats(returns=(value, value + 2.0), lengths=(10, 10), terminated=(False, True))
+
+
+def _run(
+    tmp_path: Path, cadence: Cadence, eval_returns: list[float], step_seconds: float = 0.0
+) -> tuple[LoopResult, list[tuple[int, str]], list[int], dict]:
+    checkpoints: list[tuple[int, str]] = []
+    evaluated: list[int] = []
+    returns = iter(eval_returns)
+
+    def step(current: int) -> StepReport:
+        time.sleep(step_seconds)
+        episodes = [(float(current), current)] if current % 4 == 0 else []
+        return StepReport(updates=2, metrics={"train/value": float(current)}, episodes=episodes)
+
+    def evaluate(current: int) -> EpisodeStats:
+        evaluated.append(current)
+        return _stats(next(returns))
+
+    tracker = Tracker([CSVSink(tmp_path / "m.csv")])
+    result = run_loop(
+        cadence, step, tracker=tracker, progress=ProgressDisplay(cadence.total_steps, description="t", enabled=False),
+        evaluate=evaluate, checkpoint=lambda s, tag: checkpoints.append((s, tag)),
+    )
+    tracker.close()
+    return result, checkpoints, evaluated, read_metrics_csv(tmp_path / "m.csv")
+
+
+def test_cadence_of_logs_evaluations_and_checkpoints(tmp_path: Path) -> None:
+    cadence = Cadence(total_steps=10, eval_every=4, checkpoint_every=3, log_every=5)
+    result, checkpoints, evaluated, metrics = _run(tmp_path, cadence, [1.0, 5.0, 3.0])
+    assert evaluated == [4, 8, 10]  # every 4 steps plus the final policy
+    # best after evaluations that improved, periodic every 3 steps, final once at the end
+    assert checkpoints == [(3, "periodic"), (4, "best"), (6, "periodic"), (8, "best"), (9, "periodic"), (10, "final")]
+    assert result.steps == 10 and result.updates == 20 and not result.stopped_by_time
+    assert result.final.step == 10 and result.best.step == 8
+    assert result.best.stats.return_mean == 6.0
+    steps, values = metrics["train/value"]
+    assert steps.tolist() == [5, 10]
+    assert values.tolist() == [3.0, 8.0]  # means of 1..5 and 6..10
+    assert metrics["train/episode_return"][0].tolist() == [4, 8]
+    assert metrics["eval/return_mean"][0].tolist() == [4, 8, 10]
+    assert "train/updates_per_second" in metrics
+
+
+def test_wall_clock_budget_ends_with_a_final_evaluation_and_checkpoint(tmp_path: Path) -> None:
+    cadence = Cadence(total_steps=100_000, eval_every=0, log_every=100, max_wall_seconds=0.2)
+    result, checkpoints, evaluated, _ = _run(tmp_path, cadence, [1.0], step_seconds=0.01)
+    assert result.stopped_by_time and 5 <= result.steps < 100_000
+    assert evaluated == [result.steps]
+    assert checkpoints == [(result.steps, "best"), (result.steps, "final")]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"total_steps": 0}, {"total_steps": 5, "eval_every": -1}, {"total_steps": 5, "max_wall_seconds": 0.0}]
+)
+def test_cadence_rejects_nonsense(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        Cadence(**kwargs)
+
+
+def test_run_config_precedence_file_then_flags_then_overrides(tmp_path: Path) -> None:
+    config_file = tmp_path / "ft.yaml"
+    config_file.write_text("env_id: Hopper-v4\nsteps: 10\nseed: 4\nagent:\n  utd: 3\n  gamma: 0.9\n")
+    cfg = load_run_config(
+        FinetuneConfig, str(config_file), ["seed=7", "agent.utd=1", "agent.critic_hidden=[64, 64]"],
+        steps=20, env_id=None,
+    )
+    assert cfg.env_id == "Hopper-v4"  # from the file; a flag given as None does not override
+    assert cfg.steps == 20  # flag beats the file
+    assert cfg.seed == 7  # --set beats the file
+    assert cfg.agent == {"utd": 1, "gamma": 0.9, "critic_hidden": [64, 64]}
+    resolved = resolve_agent_config(DIMEConfig, DIMEConfig.preset("cpu"), cfg.agent)
+    assert resolved.utd == 1 and resolved.gamma == 0.9 and resolved.critic_hidden == (64, 64)
+
+
+def test_unknown_fields_are_one_line_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown field 'agent.not_a_field'"):
+        resolve_agent_config(DIMEConfig, DIMEConfig.preset("cpu"), {"not_a_field": 1})
+    with pytest.raises(ConfigError, match="unknown field"):
+        load_run_config(FinetuneConfig, None, ["not_a_field=1"])
+    with pytest.raises(ConfigError, match="agent.field=value"):
+        load_run_config(FinetuneConfig, None, ["agent.utd"])
+    with pytest.raises(ConfigError, match="expected int"):
+        resolve_agent_config(DIMEConfig, DIMEConfig.preset("cpu"), {"utd": "many"})
+
+
+def test_offline_fraction_anneals_linearly() -> None:
+    fixed = FinetuneConfig(env_id="x", steps=101)
+    assert fixed.offline_fraction_at(1) == fixed.offline_fraction_at(101) == 0.5
+    annealed = FinetuneConfig(env_id="x", steps=101, offline_fraction=0.5, offline_fraction_final=0.0)
+    assert annealed.offline_fraction_at(1) == 0.5
+    assert annealed.offline_fraction_at(51) == pytest.approx(0.25)
+    assert annealed.offline_fraction_at(101) == 0.0
+    short = FinetuneConfig(env_id="x", steps=101, offline_fraction_final=1.0, offline_anneal_steps=11)
+    assert short.offline_fraction_at(6) == pytest.approx(0.75)
+    assert short.offline_fraction_at(50) == 1.0
+    with pytest.raises(ConfigError, match="offline_fraction"):
+        FinetuneConfig(offline_fraction=1.5)

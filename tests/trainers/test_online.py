@@ -1,0 +1,129 @@
+"""finetune: from scratch with warm-up, from a checkpoint without, with offline data; artefacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trainer_factories as tf
+
+from dime_offline.checkpoints import load_checkpoint, read_checkpoint_meta
+from dime_offline.errors import ConfigError, EnvironmentMismatchError
+from dime_offline.tracking import read_metrics_csv
+from dime_offline.trainers.collect import CollectConfig, collect
+from dime_offline.trainers.online import FinetuneConfig, finetune
+
+EPISODE = 50
+"""Pendulum episodes are cut to this many steps to keep evaluations short."""
+
+
+def _cfg(tmp_path: Path, name: str, **kwargs) -> FinetuneConfig:
+    settings = {
+        "env_id": "Pendulum-v1", "steps": 200, "out_dir": str(tmp_path / name), "agent": dict(tf.TINY_AGENT),
+        "eval_every": 100, "eval_episodes": 1, "log_every": 50, "max_episode_steps": EPISODE, "tensorboard": False,
+        "quiet": True,
+    }
+    settings.update(kwargs)
+    return FinetuneConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def scratch_run(tmp_path_factory: pytest.TempPathFactory):
+    """One short from-scratch run shared by the tests that only read its artefacts."""
+    tmp = tmp_path_factory.mktemp("scratch")
+    return finetune(_cfg(tmp, "run", seed=3))
+
+
+def test_from_scratch_warms_up_with_random_actions_then_updates_utd_times_per_step(scratch_run) -> None:
+    learning_starts, utd = tf.TINY_AGENT["learning_starts"], 2
+    assert scratch_run.loop.steps == 200
+    assert scratch_run.loop.updates == utd * (200 - learning_starts)
+    assert scratch_run.agent.critic_updates == utd * (200 - learning_starts)
+    metrics = read_metrics_csv(Path(scratch_run.out_dir) / "metrics.csv")
+    assert metrics["train/critic/loss"][0].tolist() == [100, 150, 200]  # nothing logged during warm-up
+    assert metrics["eval/return_mean"][0].tolist() == [100, 200]
+    assert metrics["train/episode_length"][1].tolist() == [EPISODE] * 4
+    assert np.all(metrics["online/offline_fraction"][1] == 0.0)  # no offline data
+
+
+def test_run_directory_holds_every_artefact_and_a_summary(scratch_run) -> None:
+    out = Path(scratch_run.out_dir)
+    for name in ("metrics.csv", "learning_curve.png", "summary.json", "finetune_config.json",
+                 "checkpoint/config.json", "checkpoint/state.pt", "checkpoint/meta.json", "best/meta.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(scratch_run.to_dict()))
+    assert summary["env"] == "Pendulum-v1" and summary["steps"] == 200
+    assert summary["final"]["step"] == 200 and summary["final"]["episodes"] == 1
+    assert summary["best"]["return_mean"] >= summary["final"]["return_mean"]
+    assert summary["updates_per_second"] > 0 and summary["checkpoint"] == str(out / "checkpoint")
+    saved = FinetuneConfig(**json.loads((out / "finetune_config.json").read_text()))
+    assert saved.seed == 3 and saved.agent["learning_starts"] == tf.TINY_AGENT["learning_starts"]
+    meta = read_checkpoint_meta(out)
+    assert meta.env_id == "Pendulum-v1" and meta.extra["env_steps"] == 200 and meta.extra["stage"] == "finetune"
+    assert meta.spaces.action_high == (2.0,) and meta.normalization is None  # raw observations from scratch
+
+
+def test_the_final_checkpoint_reloads_to_the_returned_agent(scratch_run) -> None:
+    loaded, cfg, _ = load_checkpoint(scratch_run.out_dir)
+    assert cfg == scratch_run.agent.cfg
+    obs = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.act(obs), scratch_run.agent.act(obs))
+
+
+def test_same_seed_same_run(tmp_path: Path) -> None:
+    def values(name: str) -> dict:
+        result = finetune(_cfg(tmp_path, name, steps=90, eval_every=0, log_every=30))
+        metrics = read_metrics_csv(Path(result.out_dir) / "metrics.csv")
+        return {k: v[1].tolist() for k, v in metrics.items() if "per_second" not in k}
+
+    first, second = values("a"), values("b")
+    assert first == second
+    assert len(first["train/critic/loss"]) == 2
+
+
+def test_fine_tuning_a_checkpoint_skips_the_warm_up_and_continues_its_counters(scratch_run, tmp_path: Path) -> None:
+    result = finetune(_cfg(tmp_path, "ft", checkpoint=scratch_run.out_dir, steps=60, eval_every=0))
+    batch_size = tf.TINY_AGENT["batch_size"]
+    # no random warm-up: updates start as soon as the (online-only) store holds one batch
+    assert result.loop.updates == 2 * (60 - batch_size + 1)
+    assert result.agent.critic_updates == scratch_run.agent.critic_updates + result.loop.updates
+    assert read_checkpoint_meta(result.out_dir).extra["source_checkpoint"] == scratch_run.out_dir
+
+
+def test_a_checkpoint_refuses_another_env_and_architecture_overrides(scratch_run, tmp_path: Path) -> None:
+    with pytest.raises(EnvironmentMismatchError) as info:
+        finetune(_cfg(tmp_path, "x", checkpoint=scratch_run.out_dir, env_id="MountainCarContinuous-v0"))
+    assert info.value.one_line().startswith("environment 'MountainCarContinuous-v0' does not match checkpoint")
+    with pytest.raises(ConfigError, match="agent.critic_hidden is fixed by the pretrained weights"):
+        finetune(_cfg(tmp_path, "y", checkpoint=scratch_run.out_dir, agent={"critic_hidden": [8, 8]}))
+
+
+def test_offline_data_is_mixed_into_batches_and_fits_the_normaliser(tmp_path: Path) -> None:
+    data = tmp_path / "pendulum.parquet"
+    collect(CollectConfig(env_id="Pendulum-v1", steps=150, out=str(data), quiet=True, max_episode_steps=EPISODE))
+    cfg = _cfg(tmp_path, "rlpd", data=str(data), steps=80, eval_every=0, log_every=10, offline_fraction_final=0.0)
+    result = finetune(cfg)
+    metrics = read_metrics_csv(Path(result.out_dir) / "metrics.csv")
+    fractions = metrics["online/offline_fraction"][1]
+    # from the first update (step 51) the share anneals linearly from 0.5 (step 1) to 0 (step 80)
+    np.testing.assert_allclose(fractions, [0.5 * (1 - (s - 1) / 79) for s in (60, 70, 80)], atol=0.04)
+    meta = read_checkpoint_meta(result.out_dir)
+    assert meta.normalization is not None and meta.normalization.count == 150
+    assert meta.extra["data"] == str(data)
+
+    other = tmp_path / "car.parquet"
+    collect(CollectConfig(env_id="MountainCarContinuous-v0", steps=20, out=str(other), quiet=True))
+    with pytest.raises(EnvironmentMismatchError, match=f"does not match dataset {other}"):
+        finetune(_cfg(tmp_path, "bad", data=str(other)))
+
+
+def test_an_output_directory_holding_a_run_is_not_overwritten_by_accident(scratch_run, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="already holds a run"):
+        finetune(_cfg(tmp_path, "z", out_dir=scratch_run.out_dir))
+    with pytest.raises(ConfigError, match="must differ from the checkpoint"):
+        finetune(_cfg(tmp_path, "z", checkpoint=scratch_run.out_dir, out_dir=scratch_run.out_dir, overwrite=True))
+    with pytest.raises(ConfigError, match="no environment id"):
+        finetune(_cfg(tmp_path, "z", env_id=""))

@@ -1,0 +1,88 @@
+"""Metric sinks, the TensorBoard hint, the progress display and the learning-curve plot."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dime_offline.tracking import (
+    TENSORBOARD_HINT,
+    CSVSink,
+    ProgressDisplay,
+    Tracker,
+    open_sinks,
+    plot_learning_curve,
+    read_metrics_csv,
+)
+
+
+def test_csv_sink_round_trips_metrics_logged_at_different_cadences(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    with Tracker([CSVSink(path)]) as tracker:
+        tracker.log(10, {"train/critic/loss": 1.5, "train/alpha/value": 0.25})
+        tracker.log(20, {"train/critic/loss": 0.1 + 0.2})
+        tracker.log(20, {"eval/return_mean": -123.456})
+    metrics = read_metrics_csv(path)
+    assert set(metrics) == {"train/critic/loss", "train/alpha/value", "eval/return_mean"}
+    steps, values = metrics["train/critic/loss"]
+    np.testing.assert_array_equal(steps, [10, 20])
+    assert values[1] == 0.1 + 0.2  # repr() keeps every bit of a float
+    np.testing.assert_array_equal(metrics["eval/return_mean"][0], [20])
+
+
+@pytest.mark.parametrize("key", ["loss", "debug/loss", "train/", "/loss"])
+def test_keys_outside_the_namespaces_are_rejected(tmp_path: Path, key: str) -> None:
+    tracker = Tracker([CSVSink(tmp_path / "m.csv")])
+    with pytest.raises(ValueError, match="must look like"):
+        tracker.log(1, {key: 1.0})
+    tracker.close()
+
+
+def test_missing_tensorboard_gives_a_one_line_hint_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
+    sinks, notices = open_sinks(tmp_path, tensorboard=True)
+    assert [type(s).__name__ for s in sinks] == ["CSVSink"]
+    assert notices == [TENSORBOARD_HINT]
+    assert "\n" not in TENSORBOARD_HINT and "dime-offline[tensorboard]" in TENSORBOARD_HINT
+    for sink in sinks:
+        sink.close()
+    sinks, notices = open_sinks(tmp_path / "b", tensorboard=False)
+    assert notices == [] and len(sinks) == 1
+    sinks[0].close()
+
+
+def test_tensorboard_sink_writes_event_files_when_installed(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    sinks, notices = open_sinks(tmp_path, tensorboard=True)
+    Tracker(sinks).log(1, {"train/x": 1.0})
+    for sink in sinks:
+        sink.close()
+    assert notices == []
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_progress_display_is_off_when_stderr_is_not_a_terminal() -> None:
+    # pytest captures stderr, so it is not a terminal here.
+    display = ProgressDisplay(100, description="x", enabled=True)
+    assert display.enabled is False
+    display.update(5, updates_per_second=1.0, eval_return=2.0, alpha=0.1, entropy_bound=-3.0)
+    display.close()
+
+
+def test_learning_curve_is_a_png_and_needs_something_to_plot(tmp_path: Path) -> None:
+    csv_path = tmp_path / "m.csv"
+    with Tracker([CSVSink(csv_path)]) as tracker:
+        tracker.log(5, {"train/critic/loss": 1.0})
+    assert plot_learning_curve(csv_path, tmp_path / "none.png", title="t") is None
+    assert not (tmp_path / "none.png").exists()
+    with Tracker([CSVSink(csv_path)]) as tracker:
+        for step in (100, 200, 300):
+            tracker.log(step, {"train/episode_return": -step / 10})
+            tracker.log(step, {"eval/return_mean": float(step), "eval/return_std": 5.0})
+    png = plot_learning_curve(csv_path, tmp_path / "curve.png", title="t")
+    assert png == tmp_path / "curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 5000

@@ -49,6 +49,8 @@ class StepMasks:
     """bool: the mode is one of the allowed modes."""
     window: np.ndarray | None = None
     """int fixed-window index, or None without windows."""
+    reward_ok: np.ndarray | None = None
+    """bool: the reward column (read at the step that closes an interval) is valid."""
 
 
 @dataclass
@@ -94,6 +96,8 @@ def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transition
     if masks.window is not None:
         split |= masks.window[1:] != masks.window[:-1]
     cont = base[:-1] & masks.state_ok[1:] & ~tripped[1:]
+    if masks.reward_ok is not None:
+        cont &= masks.reward_ok[1:]
     term = base[:-1] & tripped[1:]
     exists = cont | term
 

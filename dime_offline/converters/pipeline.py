@@ -235,7 +235,8 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
     aux_names = [str(t.name) for t in spec.auxiliary]
     S, Sv = _stack(grid, [f"state:{k}" for k in state_names])
     A, Av = _stack(grid, [f"action:{k}" for k in action_names])
-    X, Xv = _stack(grid, [f"aux:{k}" for k in aux_names] + (["reward"] if "reward" in grid.values else []))
+    X, Xv = _stack(grid, [f"aux:{k}" for k in aux_names])
+    R, Rv = _stack(grid, ["reward"] if "reward" in grid.values else [])
     if spec.previous_action:
         P = np.vstack([np.full((1, A.shape[1]), np.nan), A[:-1]])
         Pv = np.vstack([np.zeros((1, A.shape[1]), bool), Av[:-1]])
@@ -243,6 +244,7 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
     limit = spec.impute.max_steps
     S_f, S_imp = _ffill(S, Sv, limit)
     X_f, X_imp = _ffill(X, Xv, limit)
+    R_f, R_imp = _ffill(R, Rv, limit)
     state_ok = (Sv | S_imp).all(axis=1) & (Xv | X_imp).all(axis=1)
     action_ok = Av.all(axis=1)
 
@@ -252,7 +254,8 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
         cond = _terminal_condition(spec, plan, grid, k)
         tripped |= cond
         trip_name[cond] = k
-    masks = StepMasks(state_ok=state_ok, action_ok=action_ok, tripped=tripped, trip_name=trip_name)
+    masks = StepMasks(state_ok=state_ok, action_ok=action_ok, tripped=tripped, trip_name=trip_name,
+                      reward_ok=(Rv | R_imp).all(axis=1))
     if spec.episodes.batch_tag:
         masks.batch = _codes(grid, "batch")
     if spec.episodes.mode_tag:
@@ -287,6 +290,8 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
     next_S = np.where(np.isfinite(next_S), next_S, S_f[rows])
     next_X = np.where(np.isfinite(next_X), next_X, X_any[nxt])
     next_X = np.where(np.isfinite(next_X), next_X, X_f[rows])
+    next_R = R_f[nxt].copy()
+    next_R = np.where(np.isfinite(next_R), next_R, _ffill(R, Rv, None)[0][nxt])
 
     # Actions: bounds from the spec, else from the data.
     acts = A[rows].copy()
@@ -327,7 +332,7 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
         variables[name] = acts[:, i]
         variables[f"prev_{name}"] = prev_acts[:, i]
         variables[f"delta_{name}"] = acts[:, i] - prev_acts[:, i]
-    reward, description = _rewards(spec, variables, next_X, len(rows))
+    reward, description = _rewards(spec, variables, next_R, len(rows))
     bad = np.flatnonzero(~np.isfinite(reward))
     if len(bad):
         raise DataError(
@@ -423,10 +428,10 @@ def _terminal_condition(spec: TelemetrySpec, plan: _Plan, grid: AlignedGrid, k: 
         return ok & (v == target)
 
 
-def _rewards(spec: TelemetrySpec, variables: dict[str, Any], next_X: np.ndarray, n: int) -> tuple[np.ndarray, str]:
+def _rewards(spec: TelemetrySpec, variables: dict[str, Any], next_R: np.ndarray, n: int) -> tuple[np.ndarray, str]:
     rw = spec.reward
     if rw.column is not None:
-        return next_X[:, -1].astype(np.float64), rw.description or f"value of tag {rw.column} over each interval"
+        return next_R[:, 0].astype(np.float64), rw.description or f"value of tag {rw.column} over each interval"
     if rw.expression is not None:
         evaluator = parse_expression(rw.expression, spec.expression_variables())
         return evaluate_reward(evaluator, variables, n), rw.description or rw.expression

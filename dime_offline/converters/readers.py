@@ -408,34 +408,38 @@ def _from_strings(arr: pa.Array, spec: TelemetrySpec, file: str, column: str, ro
                 file=file, column=column, row=rows.row(first),
             )
         return _from_timestamp(parsed, spec, file, column, rows)
+    aware, naive = pa.timestamp("ns", "UTC"), pa.timestamp("ns")
     try:
-        return _from_timestamp(pc.cast(arr, pa.timestamp("ns", "UTC")), spec, file, column, rows)
-    except pa.ArrowInvalid as exc:
-        message = str(exc)
-    if "expected a zone offset" in message:
-        try:
-            naive = pc.cast(arr, pa.timestamp("ns"))
-        except pa.ArrowInvalid:
-            i = _locate(arr, lambda a: pc.cast(a, pa.timestamp("ns")))
-            bad = arr[i].as_py()
-            hint = " (the file mixes timestamps with and without zone offsets)" if _has_offset(bad) else ""
-            raise DataError(
-                f"cannot parse timestamp {bad!r}{hint}; expected ISO 8601 or columns.timestamp_format",
-                file=file, column=column, row=rows.row(i),
-            ) from None
-        return _from_timestamp(naive, spec, file, column, rows)
-    i = _locate(arr, lambda a: pc.cast(a, pa.timestamp("ns", "UTC")))
-    bad = arr[i].as_py()
-    raise DataError(
-        f"cannot parse timestamp {bad!r}; expected ISO 8601 (e.g. 2024-05-01T12:00:00Z) or set"
-        " columns.timestamp_format",
-        file=file, column=column, row=rows.row(i),
-    )
+        return _from_timestamp(pc.cast(arr, aware), spec, file, column, rows)
+    except pa.ArrowInvalid:
+        pass
+    # Some element has no zone offset, or is not a timestamp at all: look at the first failure.
+    i = _locate(arr, lambda a: pc.cast(a, aware))
+    if not _parses(arr.slice(i, 1), naive):
+        raise DataError(
+            f"cannot parse timestamp {arr[i].as_py()!r}; expected ISO 8601 (e.g. 2024-05-01T12:00:00Z) or set"
+            " columns.timestamp_format",
+            file=file, column=column, row=rows.row(i),
+        )
+    try:
+        local = pc.cast(arr, naive)
+    except pa.ArrowInvalid:
+        j = _locate(arr, lambda a: pc.cast(a, naive))
+        bad = arr[j].as_py()
+        hint = " (the file mixes timestamps with and without zone offsets)" if _parses(arr.slice(j, 1), aware) else ""
+        raise DataError(
+            f"cannot parse timestamp {bad!r}{hint}; expected ISO 8601 or columns.timestamp_format",
+            file=file, column=column, row=rows.row(j),
+        ) from None
+    return _from_timestamp(local, spec, file, column, rows)
 
 
-def _has_offset(text: str) -> bool:
-    text = text.strip()
-    return text.endswith("Z") or (len(text) > 6 and text[-6] in "+-" and text[-3] == ":")
+def _parses(arr: pa.Array, typ: pa.DataType) -> bool:
+    try:
+        pc.cast(arr, typ)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _from_timestamp(arr: pa.Array, spec: TelemetrySpec, file: str, column: str, rows: _Rows) -> np.ndarray:

@@ -9,6 +9,7 @@ environment step.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
@@ -268,12 +269,17 @@ class DIMEAgent:
 
     # ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: modules, optimisers, temperature, counters, RNG, normaliser, config."""
-        return {
+        """Everything needed to resume: modules, optimisers, temperature, counters, RNG, normaliser, config.
+
+        A deep copy: a snapshot that later updates do not change. (Torch's own state dicts hold live
+        tensors, and ``Optimizer.load_state_dict`` keeps same-device tensors as they are, so without the
+        copy an agent loaded in memory would share Adam moments with its source.)
+        """
+        return copy.deepcopy({
             "config": dataclasses.asdict(self.cfg),
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
+            "log_alpha": self.log_alpha.detach(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
@@ -283,8 +289,8 @@ class DIMEAgent:
             "act_rng": self.act_generator.get_state(),
             "obs_normalizer": None
             if self.obs_normalizer is None
-            else {"mean": self.obs_normalizer[0].clone(), "std": self.obs_normalizer[1].clone()},
-        }
+            else {"mean": self.obs_normalizer[0], "std": self.obs_normalizer[1]},
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (the agent must have been built with the same network shapes)."""

@@ -3,7 +3,7 @@
 Semantics follow the flax layer the authors use (see docs/algorithm.md, item 9):
 
 * training mode, warm-up (fewer than ``warmup_steps`` training-mode forward passes so far): plain batch
-  normalisation with the batch mean and the *biased* batch variance;
+  normalisation with the batch mean and the *biased* batch variance, computed as E[x^2] - E[x]^2;
 * training mode after warm-up: renormalised with r = clip(std_B / std_run, 1/r_max, r_max) and
   d = clip((mu_B - mu_run) / std_run, -d_max, d_max), both without gradient, written as normalisation by
   mean mu_B - d sqrt(var_B) / r and variance var_B / r^2 (eps added once, inside the square root);
@@ -56,7 +56,10 @@ class BatchRenorm(nn.Module):
         if not self.training:
             scale = weight * torch.rsqrt(self.running_var.unsqueeze(-2) + self.eps)
             return torch.addcmul(bias - self.running_mean.unsqueeze(-2) * scale, x, scale)
-        var, mean = torch.var_mean(x, dim=-2, correction=0, keepdim=True)
+        # flax's "fast variance" E[x^2] - E[x]^2 (biased), as the authors' layer computes it; also far
+        # faster than torch.var_mean's Welford kernel on CPU.
+        mean = x.mean(dim=-2, keepdim=True)
+        var = ((x * x).mean(dim=-2, keepdim=True) - mean.square()).clamp_min(0.0)
         if int(self.steps) >= self.warmup_steps:
             with torch.no_grad():
                 running_std = torch.sqrt(self.running_var.unsqueeze(-2) + self.eps)

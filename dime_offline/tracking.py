@@ -144,7 +144,8 @@ def read_metrics_csv(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray
 
 
 class ProgressDisplay:
-    """A rich progress bar on stderr: steps, updates/s, last eval return, alpha, entropy bound.
+    """A rich progress bar on stderr with a status line under it: steps, elapsed and remaining
+    time on the bar; updates/s, last evaluation return, alpha and the entropy bound below.
 
     Disabled (every method a no-op) when ``enabled`` is False (``--json``) or stderr is not a
     terminal, so logs and pipes stay clean.
@@ -159,22 +160,38 @@ class ProgressDisplay:
         self._task: Any = None
         if not self.enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
 
-        self._progress = Progress(
+        class ProgressWithStatus(Progress):
+            """The task table, then one status line (kept off the bar so narrow terminals fit both)."""
+
+            status = ""
+
+            def get_renderables(self) -> Any:
+                yield self.make_tasks_table(self.tasks)
+                if self.status:
+                    yield Text(self.status, no_wrap=True, overflow="ellipsis")
+
+        self._progress = ProgressWithStatus(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn(unit),
-            TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            TimeRemainingColumn(compact=True),
             console=console,
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(description, total=total, status="")
+        self._task = self._progress.add_task(description, total=total)
 
     def update(
         self,
@@ -190,14 +207,15 @@ class ProgressDisplay:
             return
         parts = []
         if updates_per_second is not None:
-            parts.append(f"{updates_per_second:.1f} upd/s")
+            parts.append(f"{updates_per_second:.1f} updates/s")
         if eval_return is not None:
-            parts.append(f"eval {eval_return:.1f}")
+            parts.append(f"last eval return {eval_return:.1f}")
         if alpha is not None and math.isfinite(alpha):
-            parts.append(f"α {alpha:.3g}")
+            parts.append(f"alpha {alpha:.3g}")
         if entropy_bound is not None and math.isfinite(entropy_bound):
-            parts.append(f"H≥ {entropy_bound:.2f}")
-        self._progress.update(self._task, completed=completed, status=" | ".join(parts))
+            parts.append(f"entropy bound {entropy_bound:.2f}")
+        self._progress.status = "  ".join(parts)
+        self._progress.update(self._task, completed=completed)
 
     def notice(self, message: str) -> None:
         """Print one line on stderr above the bar (always shown, even when the bar is off)."""

@@ -55,6 +55,9 @@ class Cadence:
     """Average step metrics over this many steps before writing them."""
     max_wall_seconds: float | None = None
     """Stop (with a final evaluation and checkpoint) once this much wall time has passed."""
+    target_return: float | None = None
+    """Stop (with the final checkpoint) after the first evaluation whose mean return reaches this;
+    that evaluation is the run's final one."""
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "log_every"):
@@ -103,6 +106,8 @@ class LoopResult:
     """Every evaluation, in order; the last one is the final policy's."""
     stopped_by_time: bool
     """True when the wall-clock budget ended the run before ``total_steps``."""
+    stopped_by_target: bool = False
+    """True when an evaluation reached ``Cadence.target_return`` before ``total_steps``."""
 
     @property
     def final(self) -> EvalRecord | None:
@@ -173,6 +178,7 @@ def run_loop(
     last_eval_return: float | None = None
     completed = 0
     stopped_by_time = False
+    stopped_by_target = False
 
     def log_train(at: int) -> None:
         nonlocal updates_at_last_log, time_at_last_log, latest
@@ -207,6 +213,10 @@ def run_loop(
             last_eval_return = stats.return_mean
             if is_best and checkpoint is not None:
                 checkpoint(current, "best")
+            if not is_last and cadence.target_return is not None and stats.return_mean >= cadence.target_return:
+                stopped_by_target = is_last = True
+                if current % cadence.log_every:
+                    log_train(current)
         if checkpoint is not None and cadence.checkpoint_every and current % cadence.checkpoint_every == 0 and not is_last:
             checkpoint(current, "periodic")
         progress.update(
@@ -228,6 +238,7 @@ def run_loop(
         eval_seconds=eval_seconds,
         evaluations=evaluations,
         stopped_by_time=stopped_by_time,
+        stopped_by_target=stopped_by_target,
     )
 
 
@@ -338,6 +349,7 @@ class RunResult:
             "wall_seconds": round(self.loop.wall_seconds, 3),
             "updates_per_second": round(self.loop.updates_per_second, 3),
             "stopped_by_time": self.loop.stopped_by_time,
+            "stopped_by_target": self.loop.stopped_by_target,
             "final": block(self.loop.final),
             "best": block(self.loop.best),
             "out_dir": self.out_dir,

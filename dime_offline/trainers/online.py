@@ -53,6 +53,7 @@ from dime_offline.trainers.loop import (
     run_loop,
     seed_everything,
 )
+from dime_offline.trainers.replay_export import write_online_replay
 
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
@@ -109,6 +110,12 @@ class FinetuneConfig:
     """Average and write training metrics every this many env steps."""
     max_wall_seconds: float | None = None
     """Stop early, with a final evaluation and checkpoint, after this much wall time."""
+    target_return: float | None = None
+    """Stop early once an evaluation's mean return reaches this; the final checkpoint is then the
+    policy that reached it (the stop rule of D4RL-style "medium" datasets). Needs ``eval_every``."""
+    save_replay: str | None = None
+    """When the run ends, write its online transitions, in collection order, to this canonical
+    Parquet file (a D4RL-style "replay" dataset; see ``trainers/replay_export.py``)."""
     max_episode_steps: int | None = None
     """Override the environment's registered time limit (training and evaluation)."""
     device: str = "cpu"
@@ -134,6 +141,8 @@ class FinetuneConfig:
             raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
         if self.offline_anneal_steps is not None and self.offline_anneal_steps < 1:
             raise ConfigError(f"field 'offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
+        if self.target_return is not None and self.eval_every < 1:
+            raise ConfigError("field 'target_return': needs periodic evaluations (eval_every >= 1)")
 
     def offline_fraction_at(self, step: int) -> float:
         """Offline share of the batch at env step ``step`` (1-based), linear annealing included."""
@@ -263,7 +272,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
 
     cadence = Cadence(
         total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
+        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds, target_return=cfg.target_return,
     )
     try:
         loop = run_loop(cadence, step, tracker=tracker, progress=progress, evaluate=run_evaluation, checkpoint=write_checkpoint)
@@ -272,6 +281,12 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         tracker.close()
         env.close()
 
+    if cfg.save_replay is not None:
+        write_online_replay(
+            store, env_spaces, cfg.save_replay, env_id=cfg.env_id,
+            source=f"dime-offline finetune: online replay of run {out}",
+            extra={"finetune": to_dict(cfg), "env_steps": loop.steps},
+        )
     curve = plot_learning_curve(out / "metrics.csv", out / "learning_curve.png", title=f"DIME fine-tuning on {cfg.env_id}")
     result = RunResult(
         command="finetune",

@@ -191,6 +191,7 @@ class GridAligner:
         self.gaps = {i: TagGaps() for i in range(n_tags)}
         self.last_seen = np.full(n_tags, np.iinfo(np.int64).min, np.int64)
         self.watermark: int | None = None
+        self.min_seen: int | None = None
         self.next_step = 0
         self.done_until = np.iinfo(np.int64).min  # latest evaluation time already computed
         self.has_interval = any(c.point == "interval" for c in channels)
@@ -203,10 +204,9 @@ class GridAligner:
         """Add a chunk of samples and finalise the grid steps it completes."""
         if len(chunk.ts) == 0:
             return
-        if self.origin_us is None:
-            first = int(chunk.ts.min())
-            self.origin_us = first - first % self.dt_us
-        if int(chunk.ts.min()) <= self.done_until:
+        first = int(chunk.ts.min())
+        self.min_seen = first if self.min_seen is None else min(self.min_seen, first)
+        if first <= self.done_until:
             raise OutOfOrderError()
         order = np.argsort(chunk.tag, kind="stable")
         tags = chunk.tag[order]
@@ -237,12 +237,18 @@ class GridAligner:
     # ------------------------------------------------------------------ output
     def _finalise(self, horizon: int, *, last_step: int | None = None) -> None:
         """Evaluate all steps whose evaluation times are <= horizon (or up to ``last_step``)."""
-        assert self.origin_us is not None
         offset = self.dt_us - 1 if self.has_interval else 0
+        origin = self.origin_us
+        if origin is None:
+            assert self.min_seen is not None
+            origin = self.min_seen - self.min_seen % self.dt_us
         if last_step is None:
-            last_step = (horizon - offset - self.origin_us) // self.dt_us
+            last_step = (horizon - offset - origin) // self.dt_us
         if last_step < self.next_step:
             return
+        # The origin is fixed at the first finalised step, from the earliest sample so far: a later
+        # sample before it is out of order (and triggers the in-memory pass).
+        self.origin_us = origin
         steps = np.arange(self.next_step, last_step + 1, dtype=np.int64)
         times = self.origin_us + steps * self.dt_us
         self._times.append(times)
@@ -259,10 +265,11 @@ class GridAligner:
 
     def finish(self) -> AlignedGrid:
         """Finalise the remaining steps (up to the last sample) and return the grid."""
-        if self.origin_us is None or self.watermark is None:
+        if self.watermark is None:
             return AlignedGrid(0, self.dt_us, np.zeros(0, np.int64), {}, {}, self.gaps)
-        last = (self.watermark - self.origin_us) // self.dt_us
-        self._finalise(self.watermark, last_step=int(last))
+        assert self.min_seen is not None
+        origin = self.origin_us if self.origin_us is not None else self.min_seen - self.min_seen % self.dt_us
+        self._finalise(self.watermark, last_step=int((self.watermark - origin) // self.dt_us))
         times = np.concatenate(self._times) if self._times else np.zeros(0, np.int64)
         values = {k: np.concatenate(v) if v else np.zeros(0) for k, v in self._values.items()}
         valid = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in self._valid.items()}

@@ -10,7 +10,8 @@ then measures in fresh worker processes (so peak-RSS figures are not polluted by
              returns-to-go and normalisation statistics included).
 
 Each worker does one warm-up run (which also gives the peak-RSS growth over the RSS after imports)
-and ``--repeats`` timed runs, and reports the median. Printed: rows/s
+and ``--repeats`` timed runs; with ``--rounds`` the raw and store workers alternate that many times
+and the medians cover all their runs. Printed: rows/s
 of both, the time ratio b/a (goal <= 1.25, i.e. ingest >= 0.8x the raw rate), store bytes per
 transition against the raw bytes (goal <= 1.15x), peak RSS growth of each worker, and the cost of
 sampling batches of 256 from the 1M-row store (goal: well under 1 ms).
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="transitions to generate")
     parser.add_argument("--episode-length", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (after one warm-up)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating raw/store worker rounds (more on a busy machine)")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size for the sampling figures")
     parser.add_argument("--worker", choices=["raw", "store"], help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
@@ -207,8 +209,12 @@ def main() -> None:
         start = time.perf_counter()
         _write_dataset(path, args.rows, args.episode_length)
         write_s = time.perf_counter() - start
-        raw = _run_worker("raw", path, args.repeats, args.batch_size)
-        store = _run_worker("store", path, args.repeats, args.batch_size)
+        # Alternate the workers so that load from other processes hits both methods alike.
+        runs: dict[str, list[dict[str, object]]] = {"raw": [], "store": []}
+        for _ in range(args.rounds):
+            for method in ("raw", "store"):
+                runs[method].append(_run_worker(method, path, args.repeats, args.batch_size))
+        raw, store = _merge_rounds(runs["raw"]), _merge_rounds(runs["store"])
         file_mb = path.stat().st_size / 1e6
 
     rows = int(raw["rows"])  # type: ignore[arg-type]
@@ -220,10 +226,11 @@ def main() -> None:
     print(f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; {os.cpu_count()} logical CPUs;"
           f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"python {platform.python_version()}, torch {torch.__version__} ({raw['torch_threads']} threads),"
-          f" numpy {numpy.__version__}, pyarrow {pyarrow.__version__}")
+          f" numpy {numpy.__version__}, pyarrow {pyarrow.__version__}"
+          f" (memory pool {pyarrow.default_memory_pool().backend_name}, {pyarrow.cpu_count()} CPU threads)")
     print(f"dataset: {rows:,} transitions (obs {OBS_DIM}, action {ACTION_DIM}, episodes of {args.episode_length}),"
           f" {file_mb:.1f} MB zstd Parquet, written in {write_s:.2f} s")
-    print(f"timing: median of {args.repeats} runs after 1 warm-up, each method in a fresh process;"
+    print(f"timing: median of {args.rounds}x{args.repeats} runs, each worker process doing 1 warm-up first;"
           " peak RSS: growth during the warm-up run over the RSS after imports")
     for label, res in (("(a) pyarrow read_table + to_numpy", raw), ("(b) ReplayStore.from_parquet    ", store)):
         wall = float(res["median"])  # type: ignore[arg-type]
@@ -238,6 +245,16 @@ def main() -> None:
         print(f"sample({args.batch_size}, {label:9}) from {rows:,}+100,000 online rows: {seconds * 1e6:7.1f} us/batch"
               f"  {args.batch_size / seconds:12,.0f} samples/s")
     print(f"add(one transition): {sampling['add_one'] * 1e6:.1f} us")
+
+
+def _merge_rounds(results: list[dict[str, object]]) -> dict[str, object]:
+    """One result from several rounds: medians over all timed runs, the largest peak RSS."""
+    merged = dict(results[-1])
+    merged["times"] = [t for r in results for t in r["times"]]  # type: ignore[attr-defined]
+    merged["median"] = statistics.median(merged["times"])  # type: ignore[arg-type]
+    merged["cpu_median"] = statistics.median(float(r["cpu_median"]) for r in results)  # type: ignore[arg-type]
+    merged["peak_rss_delta"] = max(int(r["peak_rss_delta"]) for r in results)  # type: ignore[call-overload]
+    return merged
 
 
 def _fmt(times: object) -> str:

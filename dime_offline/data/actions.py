@@ -97,23 +97,23 @@ def to_unit_box(
     """
     if out is None:
         out = np.empty(action.shape, dtype=np.float32)
-    if bounds is None:
-        np.copyto(out, action, casting="same_kind")
-        slack = BOUND_TOLERANCE
-    else:
+    if bounds is not None and not ((bounds[0] == -1.0).all() and (bounds[1] == 1.0).all()):
         low, high = bounds
         np.multiply(action, (2.0 / (high - low)).astype(np.float32), out=out)
         out += (-2.0 * low / (high - low) - 1.0).astype(np.float32)
         # Relative slack in env units becomes this much in [-1, 1] units.
         slack = float((2.0 * BOUND_TOLERANCE * np.maximum(1.0, high - low) / (high - low)).max())
-    # Float32 rounding of the affine map itself can step just outside [-1, 1].
-    slack += 1e-6
-    outside = np.abs(out) > 1.0 + slack
-    if outside.any():
-        rows = np.flatnonzero(outside.any(axis=1))
+    else:  # nothing to rescale: no bounds declared, or bounds already [-1, 1] (MuJoCo locomotion)
+        np.copyto(out, action, casting="same_kind")
+        slack = BOUND_TOLERANCE
+    # Float32 rounding of the affine map itself can step just outside [-1, 1]. The negated
+    # comparisons also catch NaN, which min/max propagate.
+    limit = 1.0 + slack + 1e-6
+    if out.size and not (out.min() >= -limit and out.max() <= limit):
+        rows = np.flatnonzero((~(np.abs(out) <= limit)).any(axis=1))
         where = "the declared bounds" if bounds is not None else "[-1, 1] (no action bounds declared)"
         raise BoundsError(
-            f"{len(rows)} row(s) have actions outside {where}; first at row {first_row + int(rows[0])}",
+            f"{len(rows)} row(s) have actions outside {where} or not finite; first at row {first_row + int(rows[0])}",
             file=file, column="action", row=first_row + int(rows[0]),
         )
     np.clip(out, -1.0, 1.0, out=out)

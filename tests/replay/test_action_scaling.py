@@ -73,3 +73,17 @@ def test_action_bounds_from_metadata() -> None:
     ):
         with pytest.raises(SchemaError, match=message):
             action_bounds(meta, 2, file="x.parquet")
+
+
+def test_to_unit_box_never_lets_nan_through() -> None:
+    action = np.array([[0.0, 0.5], [np.nan, 0.0]], dtype=np.float32)
+    for bounds in (None, (np.array([-1.0, -1.0]), np.array([1.0, 1.0])), (np.array([0.0, 0.0]), np.array([2.0, 2.0]))):
+        with pytest.raises(BoundsError) as info:
+            to_unit_box(action, bounds)
+        assert info.value.row == 1
+
+
+def test_unit_bounds_copy_the_actions_unchanged() -> None:
+    action = np.random.default_rng(0).uniform(-1, 1, size=(50, 3)).astype(np.float32)
+    bounds = (-np.ones(3), np.ones(3))
+    np.testing.assert_array_equal(to_unit_box(action, bounds), action)

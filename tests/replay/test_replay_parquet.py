@@ -127,3 +127,19 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops() -> None:
     stream.close()
     assert not any(t.name == "dime-offline-prefetch" for t in threading.enumerate())
     assert len(produced) <= 5  # the producer ran at most a bounded distance ahead
+
+
+def test_wide_parquet_from_pandas_loads_the_same_store(tmp_path: Path) -> None:
+    data = build_transitions([9, 4, 11], [False, True, False], action_low=None, action_high=None)
+    path = tmp_path / "wide.parquet"
+    data.to_wide().to_parquet(path)  # an engineer's export: one named column per feature
+    store = ReplayStore.from_parquet(path, online_capacity=0, chunk_rows=5)
+    _assert_same_store(store, ReplayStore.from_transitions(data, online_capacity=0))
+
+
+def test_undeclared_bounds_with_actions_outside_the_unit_box_are_rejected(tmp_path: Path) -> None:
+    data = build_transitions([9, 4])  # actions in [-2, 3]
+    path = tmp_path / "wide.parquet"
+    data.to_wide().to_parquet(path)  # pandas drops the bounds with the metadata
+    with pytest.raises(BoundsError, match="no action bounds declared"):
+        ReplayStore.from_parquet(path)

@@ -13,6 +13,7 @@ from dime_offline.envs.cstr import CSTREnv, CSTRParams, integrate, steady_state
 from dime_offline.envs.pi_controller import PIConfig, PIController
 
 
+@pytest.mark.filterwarnings("ignore:.*symmetric and normalized space:UserWarning")  # engineering units by design
 def test_registered_and_passes_the_gymnasium_checker() -> None:
     env = gym.make(CSTR_ENV_ID)
     check_env(env.unwrapped, skip_render_check=True)

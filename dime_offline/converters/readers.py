@@ -42,6 +42,7 @@ GOOD, UNCERTAIN, BAD = 0, 1, 2
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _NUMERIC_RE = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+_TEXT_START_RE = r"^\s*[^-+.0-9\s]"
 _CANDIDATES = {
     "timestamp": ("timestamp", "time", "_time", "ts", "datetime", "date"),
     "tag": ("tag", "tagname", "tag_name", "name", "point", "_field", "sensor_id", "sensor"),
@@ -141,9 +142,7 @@ class _Part:
 
 def source_parts(source: Any) -> list[_Part]:
     """Files (sorted by name) or the in-memory table behind ``source``."""
-    import pandas as pd
-
-    if isinstance(source, pd.DataFrame):
+    if type(source).__name__ == "DataFrame" and type(source).__module__.startswith("pandas"):
         return [_Part("<DataFrame>", table=_table_from_pandas(source))]
     if isinstance(source, pa.Table):
         return [_Part("<Table>", table=source)]
@@ -287,17 +286,10 @@ def _arrow_batches(part: _Part, spec: TelemetrySpec, registry: TagRegistry) -> t
     types: dict[str, pa.DataType] = {}
     unit = spec.columns.timestamp_unit
     types[layout.timestamp] = pa.string() if unit is None else (pa.float64() if unit == "s" else pa.int64())
-    if layout.form == "long":
-        types[layout.tag] = pa.dictionary(pa.int32(), pa.string())  # type: ignore[index]
-        types[layout.value] = pa.string()  # type: ignore[index]
-        for col in (layout.quality, layout.units):
-            if col is not None:
-                types[col] = pa.dictionary(pa.int32(), pa.string())
-    else:
-        for vcol, qcol in layout.wide_tags.values():
-            types[vcol] = pa.string()
-            if qcol is not None:
-                types[qcol] = pa.dictionary(pa.int32(), pa.string())
+    # Plain strings: the streaming CSV reader is single-threaded and slow at building dictionaries;
+    # the low-cardinality columns are dictionary-encoded afterwards with pyarrow compute.
+    for col in _needed(layout)[1:]:
+        types[col] = pa.string()
     block = int(min(max(chunk * 48, 4096), 1 << 30))
     try:
         reader = pa_csv.open_csv(
@@ -489,11 +481,33 @@ def _numeric_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         values = pc.cast(arr, pa.float64())
         text = np.zeros(n, dtype=bool)
     except pa.ArrowInvalid:
-        numeric = pc.match_substring_regex(arr, _NUMERIC_RE)
-        values = pc.cast(pc.if_else(numeric, arr, pa.scalar(None, pa.string())), pa.float64())
-        text = ~pc.fill_null(numeric, True).to_numpy(zero_copy_only=False)
+        # Digital states start with a letter: a one-character test is cheap; the full number
+        # pattern is the fallback for odd strings ("1.2.3").
+        for pattern, is_text in ((_TEXT_START_RE, True), (_NUMERIC_RE, False)):
+            hit = pc.match_substring_regex(arr, pattern)
+            keep = pc.invert(hit) if is_text else hit
+            try:
+                values = pc.cast(pc.if_else(keep, arr, pa.scalar(None, pa.string())), pa.float64())
+            except pa.ArrowInvalid:
+                continue
+            text = ~_filled(keep, True)
+            break
     out = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     return out, text
+
+
+def _filled(arr: pa.Array, value: Any) -> np.ndarray:
+    """``arr`` as numpy with nulls replaced by ``value`` (pyarrow's fill_null is slow here)."""
+    if arr.null_count == 0:
+        return arr.to_numpy(zero_copy_only=False)
+    out = arr.to_numpy(zero_copy_only=False)
+    mask = arr.is_null().to_numpy(zero_copy_only=False)
+    if out.dtype == object or out.dtype.kind == "f" and not isinstance(value, float):
+        out = np.where(mask, value, out)
+        return out.astype(type(value)) if isinstance(value, (bool, int)) else out
+    out = out.copy()
+    out[mask] = value
+    return out
 
 
 def _strings(arr: pa.Array) -> list[str | None]:
@@ -559,7 +573,7 @@ class QualityMap:
         """(n,) uint8 quality class per row; DataError naming the first unknown code."""
         typ = arr.type
         if pa.types.is_integer(typ):
-            ints = arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            ints = _filled(arr, 0).astype(np.int64)
             uniq, inverse = np.unique(ints, return_inverse=True)
             table = np.array([self._numeric(int(u)) for u in uniq], dtype=np.uint8)
             out = table[inverse]
@@ -584,7 +598,7 @@ class QualityMap:
                     file=file, column=column, row=rows.row(row),
                 )
             table[i] = cls
-        indices = arr.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        indices = _filled(arr.indices, 0)
         out = table[indices] if len(table) else np.zeros(len(arr), np.uint8)
         if arr.null_count:
             out[arr.is_null().to_numpy(zero_copy_only=False)] = GOOD
@@ -642,13 +656,14 @@ class ChunkReader:
             self.stats.tags_seen.update(str(n).strip() for n in names if n is not None)
         mapping = np.array([self.registry.index.get(str(n).strip(), -1) if n is not None else -1 for n in names] + [-1],
                            dtype=np.int16)
-        indices = tag_col.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+        indices = _filled(tag_col.indices, len(names))
         tag_idx = mapping[indices]
-        rows = np.flatnonzero(tag_idx >= 0)
+        known = tag_idx >= 0
+        rows = np.flatnonzero(known)
         if len(rows) == 0:
             return None
         tag_idx = tag_idx[rows]
-        sub = batch if len(rows) == batch.num_rows else batch.take(pa.array(rows))
+        sub = batch if len(rows) == batch.num_rows else batch.filter(pa.array(known))
         where = _Rows(row0, None if sub is batch else rows)
         ts = timestamps_us(sub.column(layout.timestamp), self.spec, file, layout.timestamp, where)
         qual = (self.quality.classes(sub.column(layout.quality), file, layout.quality, where)
@@ -716,10 +731,12 @@ class ChunkReader:
         qual[missing | sentinel | out_of_range | ~np.isfinite(values)] = BAD
         unusable = qual == BAD if self.keep_uncertain else qual != GOOD
         values = np.where(unusable, np.nan, values)
-        counts = [np.bincount(tag_idx, weights=(qual == c), minlength=n_tags) for c in (GOOD, UNCERTAIN, BAD)]
-        sent = np.bincount(tag_idx, weights=sentinel, minlength=n_tags)
-        oor = np.bincount(tag_idx, weights=out_of_range & ~sentinel, minlength=n_tags)
-        for i in np.flatnonzero(np.bincount(tag_idx, minlength=n_tags)):
+        tags = tag_idx.astype(np.int64)
+        counts = np.bincount(tags * 3 + qual, minlength=3 * n_tags).reshape(n_tags, 3).T
+        sent = np.bincount(tags[sentinel], minlength=n_tags) if sentinel.any() else np.zeros(n_tags, np.int64)
+        oor_rows = out_of_range & ~sentinel
+        oor = np.bincount(tags[oor_rows], minlength=n_tags) if oor_rows.any() else np.zeros(n_tags, np.int64)
+        for i in np.flatnonzero(counts.sum(axis=0)):
             st = self.stats.per_tag[self.registry.tags[i].tag]
             st.good += int(counts[0][i])
             st.uncertain += int(counts[1][i])
@@ -748,9 +765,11 @@ class ChunkReader:
         if not pa.types.is_dictionary(arr.type):
             arr = pc.dictionary_encode(arr.cast(pa.string()))
         names = arr.dictionary.to_pylist()
-        codes = arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        keys, counts = np.unique(tags.astype(np.int64) * (len(names) + 1) + codes + 1, return_counts=True)
-        for key, count in zip(keys.tolist(), counts.tolist()):
+        codes = _filled(arr.indices, -1).astype(np.int64)
+        counts = np.bincount(tags.astype(np.int64) * (len(names) + 1) + codes + 1,
+                             minlength=len(self.registry) * (len(names) + 1))
+        for key in np.flatnonzero(counts).tolist():
+            count = counts[key]
             t, code = divmod(key, len(names) + 1)
             if code == 0:
                 continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 import dime_offline
@@ -160,21 +161,9 @@ def collect(cfg: CollectConfig, policy: Policy | None = None) -> CollectResult:
         progress.close()
         env.close()
 
-    references = reference_returns(cfg.env_id)
-    metadata = DatasetMetadata(
-        obs_names=_names(env, "obs_names", obs_dim),
-        action_names=_names(env, "action_names", act_dim),
-        obs_units=_names(env, "obs_units", obs_dim),
-        action_units=_names(env, "action_units", act_dim),
-        action_low=list(spaces.action_low),
-        action_high=list(spaces.action_high),
-        obs_low=None if spaces.obs_low is None else list(spaces.obs_low),
-        obs_high=None if spaces.obs_high is None else list(spaces.obs_high),
-        source=f"dime-offline collect: env {cfg.env_id}, policy {cfg.policy}",
-        env_id=cfg.env_id,
-        ref_min_score=None if references is None else references[0],
-        ref_max_score=None if references is None else references[1],
-        extra={"collect": to_dict(cfg), "package_version": dime_offline.__version__},
+    metadata = env_dataset_metadata(
+        spaces, cfg.env_id, source=f"dime-offline collect: env {cfg.env_id}, policy {cfg.policy}",
+        extra={"collect": to_dict(cfg)}, env=env,
     )
     data = TransitionData(
         episode_id=episode_id, step=step, obs=obs_buf, action=act_buf, reward=reward,
@@ -182,14 +171,55 @@ def collect(cfg: CollectConfig, policy: Policy | None = None) -> CollectResult:
     )
     data.validate(file=cfg.out)
     out = write_parquet(data, cfg.out)
-    completed = (
-        EpisodeStats(tuple(completed_returns), tuple(completed_lengths), tuple(completed_terminal), references)
-        if completed_returns
-        else None
-    )
+    completed = None
+    if completed_returns:
+        completed = EpisodeStats(
+            tuple(completed_returns), tuple(completed_lengths), tuple(completed_terminal),
+            references=reference_returns(cfg.env_id, metadata),
+        )
     return CollectResult(
         cfg=cfg, out=out, transitions=n, episodes=int(episode_id[-1]) + 1, completed=completed,
         wall_seconds=time.monotonic() - started,
+    )
+
+
+def env_dataset_metadata(
+    spaces: SpaceSpec,
+    env_id: str | None,
+    *,
+    source: str | None,
+    extra: dict[str, Any] | None = None,
+    env: gym.Env[Any, Any] | None = None,
+) -> DatasetMetadata:
+    """Metadata for transitions recorded in an env: its bounds (env units), id, D4RL reference
+    returns when known, the package version, and the feature names and units ``env`` publishes
+    (attributes ``obs_names``, ``action_names``, ``obs_units``, ``action_units``; our process twin
+    has them)."""
+    references = reference_returns(env_id) if env_id else None
+
+    def names(attribute: str, width: int) -> list[str] | None:
+        if env is None:
+            return None
+        try:
+            values = [str(v) for v in env.get_wrapper_attr(attribute)]
+        except AttributeError:
+            return None
+        return values if len(values) == width else None
+
+    return DatasetMetadata(
+        obs_names=names("obs_names", spaces.obs_dim),
+        action_names=names("action_names", spaces.action_dim),
+        obs_units=names("obs_units", spaces.obs_dim),
+        action_units=names("action_units", spaces.action_dim),
+        action_low=list(spaces.action_low),
+        action_high=list(spaces.action_high),
+        obs_low=None if spaces.obs_low is None else list(spaces.obs_low),
+        obs_high=None if spaces.obs_high is None else list(spaces.obs_high),
+        source=source,
+        env_id=env_id,
+        ref_min_score=None if references is None else references[0],
+        ref_max_score=None if references is None else references[1],
+        extra={**(extra or {}), "package_version": dime_offline.__version__},
     )
 
 
@@ -199,13 +229,3 @@ def _load_policy(cfg: CollectConfig, spaces: SpaceSpec) -> Policy:
     check_checkpoint_fits(cfg.policy, spaces, cfg.env_id)
     agent, _, _ = load_checkpoint(cfg.policy, device=cfg.device)
     return agent
-
-
-def _names(env: Any, attribute: str, width: int) -> list[str] | None:
-    """Per-feature names or units an env may publish (our process twin does), if their count fits."""
-    try:
-        values = env.get_wrapper_attr(attribute)
-    except AttributeError:
-        return None
-    values = [str(v) for v in values]
-    return values if len(values) == width else None

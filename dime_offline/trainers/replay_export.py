@@ -22,14 +22,13 @@ from typing import Any
 
 import numpy as np
 
-import dime_offline
 from dime_offline.data.actions import unscale_action
 from dime_offline.data.parquet import write_parquet
 from dime_offline.data.replay import ReplayStore
-from dime_offline.data.schema import DatasetMetadata, TransitionData
+from dime_offline.data.schema import TransitionData
 from dime_offline.envs.make import SpaceSpec
 from dime_offline.errors import DataError
-from dime_offline.evaluation.metrics import reference_returns
+from dime_offline.trainers.collect import env_dataset_metadata
 
 
 def online_slots_in_order(store: ReplayStore) -> np.ndarray:
@@ -91,18 +90,7 @@ def online_transitions(
     high = np.asarray(spaces.action_high, dtype=np.float64)
     index = lambda t: t[rows].cpu().numpy()  # noqa: E731
     action = np.clip(unscale_action(index(store.action).astype(np.float64), low, high), low, high).astype(np.float32)
-    references = reference_returns(env_id)
-    metadata = DatasetMetadata(
-        action_low=list(spaces.action_low),
-        action_high=list(spaces.action_high),
-        obs_low=None if spaces.obs_low is None else list(spaces.obs_low),
-        obs_high=None if spaces.obs_high is None else list(spaces.obs_high),
-        source=source,
-        env_id=env_id,
-        ref_min_score=None if references is None else references[0],
-        ref_max_score=None if references is None else references[1],
-        extra={**(extra or {}), "package_version": dime_offline.__version__, "dropped_wrapped_rows": first},
-    )
+    metadata = env_dataset_metadata(spaces, env_id, source=source, extra={**(extra or {}), "dropped_wrapped_rows": first})
     return TransitionData(
         episode_id=episode_id,
         step=step,

@@ -103,3 +103,15 @@ def test_bad_settings_are_config_errors() -> None:
         CollectConfig(env_id="Pendulum-v1", steps=0)
     with pytest.raises(ConfigError, match="action_noise"):
         CollectConfig(env_id="Pendulum-v1", action_noise=-1.0)
+
+
+def test_feature_names_and_units_the_env_publishes_are_kept(tmp_path: Path) -> None:
+    from dime_offline.envs import CSTR_ENV_ID
+    from dime_offline.envs.cstr import ACTION_NAMES, ACTION_UNITS, OBS_NAMES, OBS_UNITS
+
+    _, data = _collect(tmp_path, env_id=CSTR_ENV_ID, steps=20)
+    meta = data.metadata
+    assert meta.obs_names == list(OBS_NAMES) and meta.obs_units == list(OBS_UNITS)
+    assert meta.action_names == list(ACTION_NAMES) and meta.action_units == list(ACTION_UNITS)
+    _, pendulum = _collect(tmp_path / "p", env_id="Pendulum-v1", steps=5)
+    assert pendulum.metadata.obs_names is None  # gymnasium's classic envs publish none

@@ -11,8 +11,8 @@ for the run), then measures each in fresh worker processes:
                quality parsing, no-look-ahead alignment of 8 of the 10 tags on a 10 s grid,
                episodes, rewards, validated TransitionData).
 
-Printed per size: seconds, long rows/s, and the peak-RSS growth of each worker over its RSS after
-imports. Goals: convert >= 1M long rows/s on the large file, and its peak memory set by the chunk
+Printed per size: wall and CPU seconds (CPU time shows the cost when the machine is shared), long
+rows/s, and the peak-RSS growth (VmHWM) of each worker over its RSS after imports. Goals: convert >= 1M long rows/s on the large file, and its peak memory set by the chunk
 size (``reader.chunk_rows``), not the file size: the two sizes should need about the same memory,
 while pandas grows with the file.
 
@@ -105,12 +105,12 @@ def write_export(path: Path, rows: int, seed: int = 0, block: int = 1_000_000) -
 
 def worker(kind: str, path: str, chunk_rows: int) -> dict:
     """Run one measurement in this (fresh) process."""
-    import pandas as pd
+    import pandas as pd  # pyarrow imports pandas on first use anyway: keep imports out of both timings
 
     from dime_offline.converters import telemetry_to_transitions
 
     base = _rss_bytes()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if kind == "pandas":
         frame = pd.read_csv(path)
         rows = len(frame)
@@ -119,8 +119,8 @@ def worker(kind: str, path: str, chunk_rows: int) -> dict:
         data, report = telemetry_to_transitions(path, {**SPEC, "reader": {"chunk_rows": chunk_rows}})
         rows = report.rows_read
         extra = {"transitions": len(data), "episodes": report.episode_count, "in_memory": report.in_memory}
-    seconds = time.perf_counter() - t0
-    return {"kind": kind, "rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"kind": kind, "rows": rows, "seconds": seconds, "cpu_seconds": cpu, "rows_per_s": rows / seconds,
             "peak_growth_mb": (_peak_rss_bytes() - base) / 2**20, **extra}
 
 
@@ -159,7 +159,7 @@ def main() -> None:
                     r = _run_worker(kind, path, args.chunk_rows)
                     r["file_rows"], r["file_mb"] = rows, size_mb
                     results.append(r)
-                    print(f"  {kind:<8} {r['seconds']:7.2f} s  {r['rows_per_s'] / 1e6:6.2f} M rows/s"
+                    print(f"  {kind:<8} {r['seconds']:7.2f} s (cpu {r['cpu_seconds']:.2f} s)  {r['rows_per_s'] / 1e6:6.2f} M rows/s"
                           f"  peak +{r['peak_growth_mb']:7.0f} MiB"
                           + (f"  ({r['transitions']:,} transitions)" if kind == "convert" else ""))
         print("\nsummary (best of repeats)")

@@ -421,8 +421,6 @@ class ReplayStore:
             stats = header["normalization"]
             store.normalization = None if stats is None else NormalizationStats.from_dict(stats)
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, CheckpointError):
-                raise
             raise CheckpointError(f"replay.json is incomplete or invalid ({exc!r})", file=str(header_file)) from None
         if not (0 <= store.online_size <= config.online_capacity and 0 <= store.online_cursor < max(config.online_capacity, 1)):
             raise CheckpointError("ring position or size outside the capacity", file=str(header_file))

@@ -286,33 +286,63 @@ def _arrow_batches(part: _Part, spec: TelemetrySpec, registry: TagRegistry) -> t
     types: dict[str, pa.DataType] = {}
     unit = spec.columns.timestamp_unit
     types[layout.timestamp] = pa.string() if unit is None else (pa.float64() if unit == "s" else pa.int64())
-    # Plain strings: the streaming CSV reader is single-threaded and slow at building dictionaries;
-    # the low-cardinality columns are dictionary-encoded afterwards with pyarrow compute.
+    # Plain strings; the low-cardinality columns are dictionary-encoded afterwards with pyarrow compute.
     for col in _needed(layout)[1:]:
         types[col] = pa.string()
+    convert = pa_csv.ConvertOptions(column_types=types, include_columns=_needed(layout), strings_can_be_null=True)
     block = int(min(max(chunk * 48, 4096), 1 << 30))
-    try:
-        reader = pa_csv.open_csv(
-            pa.input_stream(str(path), compression="detect"),
-            read_options=pa_csv.ReadOptions(block_size=block),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=types, include_columns=_needed(layout), strings_can_be_null=True,
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"cannot read CSV ({_short(exc)})", file=part.name) from None
-    return layout, _guard_csv(reader, part.name)
+    return layout, _csv_tables(path, names, convert, block, part.name)
 
 
-def _guard_csv(reader: Any, name: str) -> Iterator[pa.RecordBatch]:
+def _csv_tables(
+    path: Path, names: list[str], convert: pa_csv.ConvertOptions, block_bytes: int, name: str,
+) -> Iterator[pa.RecordBatch]:
+    """Parse a CSV file block by block: each block is whole lines, parsed with threads.
+
+    pyarrow's streaming CSV reader reads ahead without bound when its consumer is slower than the
+    disk, so memory would follow the file size; cutting line-aligned blocks ourselves keeps one
+    raw block and one parsed table alive at a time. A cut never falls inside a quoted field.
+    """
+    with pa.input_stream(str(path), compression="detect") as stream:
+        carry = b""
+        first = True
+        while True:
+            data = stream.read(block_bytes)
+            eof = not data
+            buf = carry + data if carry else data
+            del data
+            view = memoryview(buf)
+            if eof:
+                block, carry = view, b""
+            else:
+                cut = _line_cut(buf)
+                if cut <= 0:  # a single line longer than the block: read on
+                    carry = buf
+                    continue
+                block, carry = view[:cut], bytes(view[cut:])  # no copy of the block itself
+            if len(block) > 4096 or bytes(block).strip():
+                read = pa_csv.ReadOptions(column_names=names, skip_rows=1 if first else 0, use_threads=True)
+                try:
+                    table = pa_csv.read_csv(pa.py_buffer(block), read_options=read, convert_options=convert)
+                except pa.ArrowInvalid as exc:
+                    raise DataError(f"cannot read CSV ({_short(exc)})", file=name) from None
+                first = False
+                del block, view, buf
+                yield from table.combine_chunks().to_batches()
+            if eof:
+                return
+
+
+def _line_cut(buf: bytes) -> int:
+    """Position just after the last newline of ``buf`` that is outside quotes (0 if none)."""
+    end = len(buf)
     while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"cannot read CSV ({_short(exc)})", file=name) from None
-        yield batch
+        nl = buf.rfind(b"\n", 0, end)
+        if nl < 0:
+            return 0
+        if buf.count(b'"', 0, nl) % 2 == 0:
+            return nl + 1
+        end = nl
 
 
 def _short(exc: BaseException) -> str:

@@ -137,3 +137,28 @@ def test_unit_disagreement_is_a_warning() -> None:
     data, report = telemetry_to_transitions(_long(), spec)
     assert data.metadata.obs_units == ["K"]
     assert any("spec says units 'K', the source says 'degC'" in w for w in report.warnings)
+
+
+def test_csv_blocks_never_split_a_line_or_a_quoted_field(tmp_path: Path) -> None:
+    frame = _iso(_long())
+    frame["value"] = frame["value"].astype(object)
+    frame.loc[frame.index[::17], "value"] = 'Bad, "quoted"\nInput'  # commas, quotes and a newline
+    frame = pd.concat([frame] * 3, ignore_index=True)  # > 4 KB blocks several times over
+    crlf = tmp_path / "crlf.csv"
+    frame.to_csv(crlf, index=False, lineterminator="\r\n")
+    no_newline = tmp_path / "last.csv"
+    no_newline.write_bytes(crlf.read_bytes().rstrip(b"\r\n"))
+    whole, report = telemetry_to_transitions(crlf, base_spec())
+    for path in (crlf, no_newline):
+        small, small_report = telemetry_to_transitions(path, base_spec(reader={"chunk_rows": 1}))  # 4 KB blocks
+        assert small_report.rows_read == len(frame)
+        np.testing.assert_array_equal(small.obs, whole.obs)
+        pv = next(t for t in small_report.tags if t.tag == "PV")
+        odd = (frame["value"] == 'Bad, "quoted"\nInput') & (frame["tag"] == "PV")
+        assert pv.text_states == {'Bad, "quoted"\nInput': int(odd.sum())}
+
+
+def test_header_only_csv_has_no_samples(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_text("timestamp,tag,value\n")
+    with pytest.raises(DataError, match="no samples of the spec's tags"):
+        telemetry_to_transitions(tmp_path / "h.csv", base_spec())

@@ -64,7 +64,7 @@ def test_presets_hold_the_authors_values() -> None:
     assert full.target_entropy(1) == pytest.approx(-1.665, abs=1e-3)
     cpu = DIMEConfig.preset("cpu")
     differing = {f.name for f in dataclasses.fields(DIMEConfig) if getattr(cpu, f.name) != getattr(paper, f.name)}
-    assert differing <= {"critic_hidden", "score_hidden"}
+    assert differing == {"critic_hidden"}
     with pytest.raises(ConfigError, match="unknown DIME preset"):
         DIMEConfig.preset("gpu")
     with pytest.raises(ConfigError):

@@ -115,7 +115,7 @@ def test_higher_temperature_gives_a_wider_trained_policy() -> None:
 
 
 # --- Pendulum through the online trainer ------------------------------------------------------------
-PENDULUM_STEPS = 6000
+PENDULUM_STEPS = 5000
 PENDULUM_THRESHOLD = -400.0
 
 
@@ -124,9 +124,10 @@ PENDULUM_THRESHOLD = -400.0
 def test_pendulum_learns_online_and_fails_when_sabotaged(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str, learns: bool
 ) -> None:
-    """Online DIME (cpu preset, 1000 random steps, UTD 2) on Pendulum-v1 through ``trainers.online.finetune``.
+    """Online DIME on Pendulum-v1 through ``trainers.online.finetune``: cpu preset with 128-wide networks,
+    1000 random steps, then UTD 2 (8000 updates).
 
-    Intact: best evaluation (5 stochastic episodes, every 1000 steps) above -400 within 6000 env steps.
+    Intact: best evaluation (5 stochastic episodes, every 1000 steps) above -400 within 5000 env steps.
     Entropy sign flipped or bootstrapping removed: stays below.
     """
     from dime_offline.trainers.online import FinetuneConfig, finetune
@@ -134,7 +135,8 @@ def test_pendulum_learns_online_and_fails_when_sabotaged(
     sabotage(monkeypatch, kind)
     cfg = FinetuneConfig(
         env_id="Pendulum-v1", steps=PENDULUM_STEPS, seed=0, out_dir=str(tmp_path / "run"), preset="cpu",
-        agent={"learning_starts": 1000, "v_min": -1600.0, "v_max": 200.0},
+        agent={"learning_starts": 1000, "v_min": -1600.0, "v_max": 200.0, "critic_hidden": [128, 128],
+               "score_hidden": [128, 128, 128]},
         eval_every=1000, eval_episodes=5, checkpoint_every=0, log_every=1000, tensorboard=False, quiet=True,
     )
     result = finetune(cfg)

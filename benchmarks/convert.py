@@ -12,7 +12,8 @@ for the run), then measures each in fresh worker processes:
                episodes, rewards, validated TransitionData).
 
 Printed per size: wall and CPU seconds (CPU time shows the cost when the machine is shared), long
-rows/s, and the peak-RSS growth (VmHWM) of each worker over its RSS after imports. Goals: convert >= 1M long rows/s on the large file, and its peak memory set by the chunk
+rows/s, and the peak-RSS growth (VmHWM) of each worker over its RSS after imports. Goals: convert
+>= 1M long rows/s on the large file, and its peak memory set by the chunk
 size (``reader.chunk_rows``), not the file size: the two sizes should need about the same memory,
 while pandas grows with the file.
 
@@ -159,7 +160,8 @@ def main() -> None:
                     r = _run_worker(kind, path, args.chunk_rows)
                     r["file_rows"], r["file_mb"] = rows, size_mb
                     results.append(r)
-                    print(f"  {kind:<8} {r['seconds']:7.2f} s (cpu {r['cpu_seconds']:.2f} s)  {r['rows_per_s'] / 1e6:6.2f} M rows/s"
+                    print(f"  {kind:<8} {r['seconds']:7.2f} s (cpu {r['cpu_seconds']:.2f} s)"
+                          f"  {r['rows_per_s'] / 1e6:6.2f} M rows/s"
                           f"  peak +{r['peak_growth_mb']:7.0f} MiB"
                           + (f"  ({r['transitions']:,} transitions)" if kind == "convert" else ""))
         print("\nsummary (best of repeats)")

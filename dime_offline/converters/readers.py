@@ -411,7 +411,8 @@ def timestamps_us(arr: pa.Array, spec: TelemetrySpec, file: str, column: str, ro
         scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}[unit]
         if pa.types.is_floating(typ):
             values = arr.to_numpy(zero_copy_only=False).astype(np.float64)
-            return np.floor(values * (1e6 if unit == "s" else 1e3 if unit == "ms" else 1.0 if unit == "us" else 1e-3)).astype(np.int64)
+            per_us = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}[unit]
+            return np.floor(values * per_us).astype(np.int64)
         values = arr.to_numpy(zero_copy_only=False).astype(np.int64)
         return values // 1000 if scale is None else values * scale
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):

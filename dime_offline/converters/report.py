@@ -127,7 +127,8 @@ class ConversionReport:
             + ")"
         )
         lines.append("")
-        header = f"{'tag':<24} {'role':<12} {'units':<8} {'samples':>9} {'bad%':>6} {'missing%':>8} {'max gap s':>9}  text states"
+        header = (f"{'tag':<24} {'role':<12} {'units':<8} {'samples':>9} {'bad%':>6} {'missing%':>8}"
+                  f" {'max gap s':>9}  text states")
         lines.append(header)
         lines.append("-" * len(header))
         for t in self.tags:

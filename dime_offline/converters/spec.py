@@ -467,7 +467,8 @@ class TelemetrySpec:
         """JSON-ready dict of the resolved spec (a reward function appears by its qualified name)."""
         data = dataclasses.asdict(self)
         fn = self.reward.function
-        data["reward"]["function"] = None if fn is None else f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        name = None if fn is None else f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        data["reward"]["function"] = name
         return data
 
     def spec_hash(self) -> str:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from conftest import T0_US, base_spec, long_frame, ramp_rows
 
-from dime_offline.converters import telemetry_to_transitions
-from dime_offline.converters import spec_from_dict
+from dime_offline.converters import spec_from_dict, telemetry_to_transitions
 from dime_offline.converters.align import US, evaluate
 from dime_offline.converters.pipeline import _Plan
 from dime_offline.converters.readers import ChunkReader

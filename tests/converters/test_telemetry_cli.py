@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import yaml
+from dime_offline_cli.main import app
 from typer.testing import CliRunner
 
 from dime_offline.data.parquet import read_parquet
-from dime_offline_cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "datasets/samples/cstr-historian-sample.csv"

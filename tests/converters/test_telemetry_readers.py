@@ -84,7 +84,8 @@ def test_influx_and_pi_style_column_names_are_detected() -> None:
     named = _long().rename(columns={"timestamp": "when", "tag": "point_name", "value": "reading"})
     with pytest.raises(SchemaError, match="no timestamp column found"):
         telemetry_to_transitions(named, base_spec())
-    data2, _ = telemetry_to_transitions(named, base_spec(columns={"timestamp": "when", "tag": "point_name", "value": "reading"}))
+    columns = {"timestamp": "when", "tag": "point_name", "value": "reading"}
+    data2, _ = telemetry_to_transitions(named, base_spec(columns=columns))
     np.testing.assert_array_equal(data2.obs, data.obs)
     with pytest.raises(SchemaError, match="column 'stamp' \\(columns.timestamp\\) not found"):
         telemetry_to_transitions(named, base_spec(columns={"timestamp": "stamp"}))

@@ -207,11 +207,15 @@ def test_targets_stop_at_terminations_not_truncations() -> None:
     assert losses[0] != losses[2]
 
 
+@pytest.mark.parametrize("statistic", ["running_cost", "full_bound"])
 @pytest.mark.parametrize(("target_per_dim", "direction"), [(10.0, 1), (-100.0, -1)])
-def test_temperature_moves_toward_its_entropy_target(target_per_dim: float, direction: int) -> None:
-    agent = DIMEAgent(OBS, ACT, dataclasses.replace(SMALL, target_entropy_per_dim=target_per_dim), seed=0)
-    run(agent, 3)
+def test_temperature_moves_toward_its_entropy_target(statistic: str, target_per_dim: float, direction: int) -> None:
+    cfg = dataclasses.replace(SMALL, target_entropy_per_dim=target_per_dim, temperature_statistic=statistic)
+    agent = DIMEAgent(OBS, ACT, cfg, seed=0)
+    metrics = run(agent, 3)
     assert (agent.alpha - 1.0) * direction > 0
+    expected = -metrics[2]["actor/running_cost"] if statistic == "running_cost" else metrics[2]["actor/entropy_bound"]
+    assert metrics[2]["alpha/entropy_estimate"] == pytest.approx(expected, rel=1e-5)
     fixed = DIMEAgent(OBS, ACT, dataclasses.replace(SMALL, alpha_mode="fixed", alpha_init=0.2), seed=0)
     run(fixed, 6)
     assert fixed.alpha == pytest.approx(0.2)

@@ -1,0 +1,68 @@
+"""`dime-offline pretrain`: build a PretrainConfig, call :func:`pretrain`, report.
+
+With ``--json`` it prints exactly one JSON object on stdout (the same keys as ``finetune``'s
+summary, plus ``data``, ``transitions`` and ``regularizers_online``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dime_offline.trainers.loop import load_run_config
+from dime_offline.trainers.offline import PretrainConfig, pretrain
+
+from .common import print_json, user_errors_exit_2
+from .main import app
+from .train import JsonFlag, SeedOption, _describe, _str
+
+
+@app.command("pretrain")
+@user_errors_exit_2
+def pretrain_command(
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset: Parquet file/folder, D4RL HDF5 or local Minari id.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Gradient steps.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="DIME preset: cpu or paper.")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", help="Gymnasium id to evaluate in (default: the dataset's, when registered).")
+    ] = None,
+    seed: SeedOption = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PretrainConfig fields.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a field: key=value, offline.<field>=value, agent.<field>=value (repeatable)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an --out that already holds a run.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Pretrain DIME offline on logged data (conservative critic, behaviour term), ready for finetune."""
+    cfg = load_run_config(
+        PretrainConfig,
+        None if config is None else str(config),
+        overrides,
+        data=_str(data),
+        steps=steps,
+        out_dir=_str(out),
+        preset=preset,
+        env_id=env,
+        seed=seed,
+        overwrite=overwrite or None,
+        quiet=json_output or None,
+    )
+    summary = pretrain(cfg).to_dict()
+    if json_output:
+        print_json(summary)
+        return
+    typer.echo(
+        f"pretrain {summary['data']}: {summary['transitions']} transitions, {summary['updates']} gradient steps"
+        f" in {summary['wall_seconds']:.1f} s ({summary['updates_per_second']:.1f} updates/s)"
+    )
+    if summary["final"] is not None:
+        typer.echo(f"final evaluation on {summary['env']}: {_describe(summary['final'])}")
+        typer.echo(f"best evaluation at step {summary['best']['step']}: {_describe(summary['best'])}")
+    typer.echo(f"checkpoint: {summary['checkpoint']} (fine-tune with: dime-offline finetune --checkpoint {summary['out_dir']})")
+    if summary["learning_curve"]:
+        typer.echo(f"learning curve: {summary['learning_curve']}")

@@ -1,0 +1,193 @@
+"""A conservative critic penalty for DIME's distributional critics: CQL's gap with Cal-QL's calibration.
+
+For each critic k and state s of the batch (Kumar et al. 2020, CQL; Nakamoto et al. 2023, Cal-QL)::
+
+    gap_k(s) = tau * log mean_j exp(Q~_k(s, a_j) / tau) - Q_k(s, a_data)
+    penalty  = weight * sum_k mean_s gap_k(s) / (v_max - v_min)
+
+* Q_k(s, a) = sum_i p_ki(s, a) z_i is the critic's *expected* value: the penalty acts on the
+  categorical probabilities through their mean, so pushing a value down moves probability mass
+  toward lower atoms. It can never leave [v_min, v_max]: the C51 support itself bounds how far
+  any value can be pushed either way.
+* The candidates a_j are ``n_actions`` uniform actions in [-1, 1]^d and ``n_actions`` samples of
+  the diffusion policy at s. ``tau * log mean exp(. / tau)`` is a soft maximum over them (the hard
+  maximum as tau -> 0, the mean as tau -> infinity), so the penalty pushes down whichever candidate
+  currently looks best, which is where an actor that maximises Q would go.
+* **No density correction.** CQL(H)'s importance-sampled form subtracts log pi(a_j|s) (and the
+  uniform log-density) inside the log-sum-exp. The diffusion policy has no tractable density: the
+  chain's R + T is a one-sample estimate whose mean is only an *upper* bound on log pi, and the path
+  bound is a *lower* bound with a gap that grows with the chain's mismatch. Either would weigh the
+  policy samples by a biased, noisy factor exp(-log pi); with a concentrated policy the uniform
+  samples would then dominate and the samples the actor actually proposes would barely be penalised.
+  The uncorrected soft maximum needs no density and keeps the pressure on those samples (see the
+  "Offline stage" section of docs/algorithm.md).
+* **Calibration (Cal-QL)**, when ``lower_bound`` is on: the *policy* candidates' values are raised
+  to at least the data's discounted Monte-Carlo return-to-go, Q~ = max(Q, mc_return), so the penalty
+  never pushes the learned policy's value below the behaviour policy's. Uniform candidates are
+  never raised. Rows without a return (online transitions: NaN) are left uncalibrated.
+* **Units and stability.** The gap is divided by the support's width v_max - v_min, so ``weight``
+  keeps its meaning when the support changes with the domain, and ``weight < 1`` is always stable:
+  at a data action the cross-entropy's gradient on logit i is p_i - m_i and the penalty's is
+  -(weight / width) p_i (z_i - Q), so the stationary distribution is
+  p_i = m_i / (1 - weight (z_i - Q) / width), which is finite and zero wherever the target m is
+  zero exactly when weight < 1 (|z_i - Q| <= width). With a larger weight (or the same weight in
+  units of the atom spacing) atoms far above Q gain mass without bound under Adam and the "pushed
+  up" data values run to v_max. ``temperature`` is in atoms (the critic's resolution).
+* **Batch renorm: one pass.** The candidates join the agent's joint training-mode CrossQ pass
+  (:meth:`ConservativePenalty.extra_rows`), so data, next-state and candidate rows share one batch
+  normalisation and the CE and the penalty act on the same probabilities (which the stability
+  argument needs). Evaluating the candidates (or the data) in a separate eval-mode pass fails: a
+  shift of a feature's mean before a batch-renorm layer changes the eval-mode values but is
+  cancelled by the training-mode batch statistics, so the penalty "moved" the eval-mode values
+  for free while the cross-entropy fit the training-mode ones. Measured on the bandit of
+  tests/offline: eval-mode data values ran to 44 while the training-mode ones stayed near 2 (and,
+  with training-mode data against eval-mode candidates, the opposite split); with one pass both
+  agree within 0.3 (docs/algorithm.md, "Offline stage"). The candidates do enter the batch-renorm
+  statistics, as CrossQ's next-state policy actions already do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from dime_offline.agent.regularization import CriticStepContext
+from dime_offline.nets.diffusion import ChainSample
+from dime_offline.types import Batch
+
+METRIC_PREFIX = "conservative/"
+
+
+@dataclass(frozen=True)
+class CandidateValues:
+    """Expected values of one batch for the gap (E critics, B states, M candidates per kind)."""
+
+    data: torch.Tensor
+    """(E, B) Q at the data actions."""
+    uniform: torch.Tensor
+    """(E, M, B) Q at uniform actions."""
+    policy: torch.Tensor
+    """(E, M, B) Q at policy samples."""
+
+
+def conservative_gap(
+    values: CandidateValues,
+    mc_return: torch.Tensor,
+    *,
+    temperature: float,
+    lower_bound: bool,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The CQL gap with optional Cal-QL calibration, per critic and state (pure function).
+
+    gap = temperature * log mean_j exp(Q~_j / temperature) - Q_data over the 2M candidates (uniform,
+    then policy), where Q~ raises the policy candidates to at least ``mc_return`` when
+    ``lower_bound`` is on (rows whose return is NaN are not raised). All quantities share one unit.
+
+    Args:
+        values: Q at the data actions and at the candidates.
+        mc_return: (B,) Monte-Carlo return-to-go of each state; NaN where unknown.
+        temperature: tau of the soft maximum (> 0), in the values' unit.
+        lower_bound: Cal-QL calibration of the policy candidates.
+
+    Returns:
+        ``(gap, metrics)``: gap (E, B) with gradient; metrics are batch means (``calibrated_fraction``
+        counts raised policy values, ``rows_with_return`` the rows with a finite return).
+    """
+    policy = values.policy
+    has_return = torch.isfinite(mc_return)  # (B,)
+    if lower_bound:
+        floor = torch.where(has_return, mc_return, torch.full_like(mc_return, -math.inf))
+        policy = torch.maximum(policy, floor)
+    candidates = torch.cat([values.uniform, policy], dim=1)  # (E, 2M, B)
+    log_mean_exp = torch.logsumexp(candidates / temperature, dim=1) - math.log(candidates.shape[1])
+    soft_max = temperature * log_mean_exp
+    gap = soft_max - values.data
+    with torch.no_grad():
+        metrics = {
+            "gap": float(gap.mean()),
+            "soft_max_q": float(soft_max.mean()),
+            "q_data": float(values.data.mean()),
+            "q_uniform": float(values.uniform.mean()),
+            "q_policy": float(values.policy.mean()),
+            "q_policy_calibrated": float(policy.mean()),
+            "calibrated_fraction": float((policy > values.policy).float().mean()),
+            "rows_with_return": float(has_return.float().mean()),
+        }
+    return gap, metrics
+
+
+class ConservativePenalty:
+    """The conservative critic regulariser (a :class:`~dime_offline.agent.regularization.CriticRegularizer`).
+
+    Args:
+        weight: multiplies the gap in units of the support width; stable below 1 (module docstring);
+            0 switches the term off (the agent then skips it).
+        n_actions: M, uniform actions and policy samples per state (each).
+        temperature: tau of the soft maximum, in atoms.
+        lower_bound: Cal-QL calibration of the policy candidates by the Monte-Carlo return-to-go.
+        seed: seeds the uniform candidates (the policy samples use the agent's update noise).
+
+    ``weight`` and ``lower_bound`` are public and may be changed between updates (the offline ->
+    online boundary does so).
+    """
+
+    def __init__(
+        self, weight: float, *, n_actions: int = 4, temperature: float = 1.0, lower_bound: bool = True, seed: int = 0
+    ) -> None:
+        if n_actions < 1:
+            raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.weight = weight
+        self.n_actions = n_actions
+        self.temperature = temperature
+        self.lower_bound = lower_bound
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def _uniform(self, rows: int, act_dim: int, like: torch.Tensor) -> torch.Tensor:
+        if self._generator is None or self._generator.device != like.device:
+            self._generator = torch.Generator(like.device).manual_seed(self.seed)
+        u = torch.rand((rows, act_dim), generator=self._generator, device=like.device, dtype=like.dtype)
+        return 2.0 * u - 1.0
+
+    def extra_rows(
+        self, obs: torch.Tensor, batch: Batch, sample_actions: Callable[[torch.Tensor], ChainSample]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The candidates the agent adds to its joint pass: (2 M B, O) states and (2 M B, d) actions.
+
+        Rows [0, M B) hold uniform actions, rows [M B, 2 M B) policy samples; row j B + b of each
+        half belongs to state b.
+        """
+        batch_size, act_dim = batch.action.shape
+        repeated = obs.repeat(self.n_actions, 1)
+        uniform = self._uniform(self.n_actions * batch_size, act_dim, batch.action)
+        policy = sample_actions(repeated).action
+        return repeated.repeat(2, 1), torch.cat([uniform, policy])
+
+    def candidate_values(self, ctx: CriticStepContext) -> CandidateValues:
+        """Expected values at the data actions and at the candidates, all from the joint pass."""
+        if ctx.extra_logits is None:
+            raise ValueError("ConservativePenalty needs the candidate rows in the joint pass (CriticStepContext.extra_logits)")
+        support = ctx.critic.support
+        batch_size = ctx.logits.shape[1]
+        q = ctx.extra_logits.softmax(-1) @ support  # (E, 2 M B)
+        q_uniform, q_policy = q.reshape(q.shape[0], 2, self.n_actions, batch_size).unbind(1)
+        return CandidateValues(data=ctx.logits.softmax(-1) @ support, uniform=q_uniform, policy=q_policy)
+
+    def __call__(self, ctx: CriticStepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """(weight * sum_k mean_s gap_k(s) / width, metrics); every sub-term is logged under ``conservative/``."""
+        support = ctx.critic.support
+        atom, width = float(support[1] - support[0]), float(support[-1] - support[0])
+        gap, terms = conservative_gap(
+            self.candidate_values(ctx), ctx.batch.mc_return, temperature=self.temperature * atom, lower_bound=self.lower_bound
+        )
+        penalty = self.weight / width * gap.mean(-1).sum()
+        metrics = {METRIC_PREFIX + k: v for k, v in terms.items()}
+        metrics[METRIC_PREFIX + "penalty"] = float(penalty.detach())
+        metrics[METRIC_PREFIX + "weight"] = float(self.weight)
+        metrics[METRIC_PREFIX + "lower_bound"] = float(self.lower_bound)
+        return penalty, metrics

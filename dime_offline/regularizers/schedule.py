@@ -1,0 +1,184 @@
+"""What the offline stage changes, what it becomes online, and how checkpoints carry it.
+
+:class:`OfflineConfig` holds every weight of the offline stage and its online counterpart. The
+pretraining trainer builds the regularisers for the offline phase and runs the agent with the
+offline temperature settings; its checkpoint stores the agent's *online* configuration
+(``config.json``) and the regularisers as the online phase will use them
+(``meta.json: extra.regularizers``). Fine-tuning rebuilds them from there with
+:func:`attach_regularizers`, so the switch at the offline -> online boundary needs no extra
+flag, and a fine-tuning checkpoint that stores :func:`describe_regularizers` again carries them on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.errors import CheckpointError, ConfigError
+from dime_offline.regularizers.behaviour import BehaviourLikelihood
+from dime_offline.regularizers.conservative import ConservativePenalty
+
+Phase = Literal["offline", "online"]
+REGULARIZERS_KEY = "regularizers"
+"""Key of the regulariser description in a checkpoint's ``meta.json`` ``extra``."""
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    """Offline-stage regularisation and temperature, and what each weight becomes online.
+
+    Weights are dimensionless: both regularisers measure values in atoms of the critic's support
+    (see :mod:`dime_offline.regularizers.conservative` and ``behaviour``). Defaults were chosen by
+    the measurements in docs/algorithm.md, "Offline stage".
+    """
+
+    conservative_weight: float = 1.0
+    """Weight of the conservative critic penalty (CQL gap, in atoms) during pretraining (0: off)."""
+    conservative_weight_online: float = 1.0
+    """Its weight during online fine-tuning (Cal-QL keeps the calibrated penalty online)."""
+    calibration: bool = True
+    """Cal-QL calibration offline: policy-candidate values are raised to at least the data's
+    Monte-Carlo return-to-go inside the penalty."""
+    calibration_online: bool = True
+    """Calibration online (it acts on offline rows only: online rows carry no return-to-go)."""
+    n_actions: int = 4
+    """Uniform actions and diffusion-policy samples per state in the penalty (each)."""
+    softmax_temperature: float = 1.0
+    """tau of the soft maximum over the candidates' values, in atoms (-> 0: hard maximum)."""
+    behaviour_weight: float = 0.1
+    """Weight of the actor's behaviour term (atoms of Q per nat of the data actions' log-likelihood
+    bound) during pretraining (0: off)."""
+    behaviour_weight_online: float = 0.0
+    """Its weight during online fine-tuning."""
+    behaviour_paths: int = 1
+    """Noising paths averaged per data action in the behaviour term."""
+    alpha_mode: Literal["auto", "fixed"] = "auto"
+    """Temperature during pretraining: "auto" tunes alpha against ``target_entropy_per_dim``,
+    "fixed" holds ``alpha``. Online the agent's own setting (auto by default) applies again."""
+    alpha: float | None = None
+    """Offline alpha: the fixed value, or the initial value under "auto" (None: the agent's alpha_init)."""
+    target_entropy_per_dim: float | None = None
+    """Offline target of the temperature's entropy statistic per action dimension, in the units of
+    the agent's ``temperature_statistic`` (None: the agent's own target)."""
+
+    def __post_init__(self) -> None:
+        for name in ("conservative_weight", "conservative_weight_online", "behaviour_weight", "behaviour_weight_online"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"field 'offline.{name}': must be >= 0, got {getattr(self, name)}")
+        if self.n_actions < 1:
+            raise ConfigError(f"field 'offline.n_actions': must be >= 1, got {self.n_actions}")
+        if self.behaviour_paths < 1:
+            raise ConfigError(f"field 'offline.behaviour_paths': must be >= 1, got {self.behaviour_paths}")
+        if self.softmax_temperature <= 0:
+            raise ConfigError(f"field 'offline.softmax_temperature': must be > 0, got {self.softmax_temperature}")
+        if self.alpha is not None and self.alpha <= 0:
+            raise ConfigError(f"field 'offline.alpha': must be > 0, got {self.alpha}")
+
+    # ------------------------------------------------------------------------------------------
+    def agent_config(self, online: DIMEConfig) -> DIMEConfig:
+        """The agent configuration for pretraining: ``online`` with the offline temperature settings."""
+        changes: dict[str, Any] = {"alpha_mode": self.alpha_mode}
+        if self.alpha is not None:
+            changes["alpha_init"] = self.alpha
+        if self.target_entropy_per_dim is not None:
+            changes["target_entropy_per_dim"] = self.target_entropy_per_dim
+        return dataclasses.replace(online, **changes)
+
+    def critic_regularizer(self, phase: Phase, seed: int = 0) -> ConservativePenalty:
+        """The conservative penalty with the ``phase``'s weight and calibration."""
+        online = phase == "online"
+        return ConservativePenalty(
+            self.conservative_weight_online if online else self.conservative_weight,
+            n_actions=self.n_actions,
+            temperature=self.softmax_temperature,
+            lower_bound=self.calibration_online if online else self.calibration,
+            seed=seed,
+        )
+
+    def actor_regularizer(self, phase: Phase, seed: int = 0) -> BehaviourLikelihood:
+        """The behaviour term with the ``phase``'s weight."""
+        weight = self.behaviour_weight_online if phase == "online" else self.behaviour_weight
+        return BehaviourLikelihood(weight, n_paths=self.behaviour_paths, seed=seed)
+
+    def attach(self, agent: DIMEAgent, phase: Phase, seed: int = 0) -> None:
+        """Give ``agent`` both regularisers as ``phase`` uses them (replacing any it had)."""
+        agent.critic_regularizer = self.critic_regularizer(phase, seed)
+        agent.actor_regularizer = self.actor_regularizer(phase, seed + 1)
+
+    def describe(self, phase: Phase, seed: int = 0) -> dict[str, Any]:
+        """What :func:`describe_regularizers` records for an agent given ``attach(agent, phase, seed)``."""
+        return {"critic": _describe(self.critic_regularizer(phase, seed)), "actor": _describe(self.actor_regularizer(phase, seed + 1))}
+
+
+# ----------------------------------------------------------------------------------------------
+def describe_regularizers(agent: DIMEAgent) -> dict[str, Any]:
+    """A JSON-ready description of the agent's regularisers, for a checkpoint's ``extra``.
+
+    Raises ConfigError for a regulariser of a type this module cannot rebuild (a custom one): a
+    checkpoint that silently dropped it would fine-tune a different algorithm.
+    """
+    return {"critic": _describe(agent.critic_regularizer), "actor": _describe(agent.actor_regularizer)}
+
+
+def _describe(regularizer: object | None) -> dict[str, Any] | None:
+    if regularizer is None:
+        return None
+    if isinstance(regularizer, ConservativePenalty):
+        return {
+            "type": "conservative",
+            "weight": float(regularizer.weight),
+            "n_actions": regularizer.n_actions,
+            "temperature": regularizer.temperature,
+            "lower_bound": bool(regularizer.lower_bound),
+            "seed": regularizer.seed,
+        }
+    if isinstance(regularizer, BehaviourLikelihood):
+        return {"type": "behaviour", "weight": float(regularizer.weight), "n_paths": regularizer.n_paths, "seed": regularizer.seed}
+    raise ConfigError(f"cannot record a regulariser of type {type(regularizer).__name__} in a checkpoint")
+
+
+def attach_regularizers(agent: DIMEAgent, description: dict[str, Any] | None, *, file: str | None = None) -> None:
+    """Rebuild the regularisers of :func:`describe_regularizers` on ``agent`` (None: leave it as it is).
+
+    ``file`` names the checkpoint in the one-line error raised for a malformed description.
+    """
+    if description is None:
+        return
+    try:
+        agent.critic_regularizer = _rebuild(description.get("critic"), "conservative")  # type: ignore[assignment]
+        agent.actor_regularizer = _rebuild(description.get("actor"), "behaviour")  # type: ignore[assignment]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"the regulariser description in meta.json is invalid ({exc!r})", file=file) from None
+
+
+def _rebuild(spec: dict[str, Any] | None, expected: str) -> ConservativePenalty | BehaviourLikelihood | None:
+    if spec is None:
+        return None
+    kind = spec["type"]
+    if kind != expected:
+        raise ValueError(f"expected a '{expected}' regulariser, found '{kind}'")
+    if kind == "conservative":
+        return ConservativePenalty(
+            float(spec["weight"]), n_actions=int(spec["n_actions"]), temperature=float(spec["temperature"]),
+            lower_bound=bool(spec["lower_bound"]), seed=int(spec["seed"]),
+        )
+    return BehaviourLikelihood(float(spec["weight"]), n_paths=int(spec["n_paths"]), seed=int(spec["seed"]))
+
+
+def regularizer_weights(agent: DIMEAgent, prefix: str) -> dict[str, float]:
+    """The current weights (and calibration switch) as metrics, e.g. ``online/conservative_weight``.
+
+    Logged by the trainers on every step so the switch at the boundary shows in the metrics even
+    when a weight becomes 0 (the agent then no longer calls the term, so it logs nothing itself).
+    """
+    critic, actor = agent.critic_regularizer, agent.actor_regularizer
+    metrics = {
+        f"{prefix}conservative_weight": float(getattr(critic, "weight", 0.0)),
+        f"{prefix}behaviour_weight": float(getattr(actor, "weight", 0.0)),
+    }
+    if isinstance(critic, ConservativePenalty):
+        metrics[f"{prefix}calibration"] = float(critic.lower_bound)
+    return metrics

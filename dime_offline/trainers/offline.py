@@ -1,0 +1,280 @@
+"""Offline pretraining: DIME with a conservative critic and a behaviour term, on logged data only.
+
+:func:`pretrain` loads a dataset into a :class:`ReplayStore` (offline part only), fits observation
+statistics on it, and runs gradient steps through the shared loop (:func:`run_loop`): metrics CSV,
+progress, periodic evaluation when an environment is available (``env_id``, or the dataset's own
+when it is registered), checkpoints and a summary.
+
+The checkpoint is written for the online stage (``dime-offline finetune --checkpoint``):
+
+* ``config.json`` holds the agent configuration *online*: the offline temperature settings
+  (:meth:`OfflineConfig.agent_config`) are used while pretraining only, so fine-tuning's
+  temperature auto-tunes again against its entropy target, starting from the pretrained alpha;
+* ``meta.json`` ``extra.regularizers`` describes both regularisers with their *online* weight and
+  calibration, which fine-tuning attaches when it loads the checkpoint (the boundary switch);
+  ``extra.offline`` records the whole :class:`OfflineConfig` and ``extra.run_config`` the run;
+* the normalisation statistics are the dataset's, which fine-tuning applies unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import torch
+
+from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.checkpoints import RUN_BEST_SUBDIR, RUN_CHECKPOINT_SUBDIR, save_checkpoint
+from dime_offline.config import save_config, to_dict
+from dime_offline.data.load import PARQUET_SUFFIXES, load_dataset
+from dime_offline.data.replay import ReplayConfig, ReplayStore
+from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
+from dime_offline.errors import ConfigError
+from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.evaluation.rollout import evaluate
+from dime_offline.regularizers import REGULARIZERS_KEY, OfflineConfig, regularizer_weights
+from dime_offline.tracking import ProgressDisplay, Tracker, open_sinks, plot_learning_curve
+from dime_offline.trainers.loop import (
+    Cadence,
+    CheckpointTag,
+    RunResult,
+    StepReport,
+    resolve_agent_config,
+    run_loop,
+    seed_everything,
+)
+
+RUN_CONFIG_FILE = "pretrain_config.json"
+SUMMARY_FILE = "summary.json"
+EVAL_SEED_OFFSET = 1_000_003
+"""Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i`` (as in fine-tuning)."""
+OFFLINE_METRIC_PREFIX = "offline/"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything ``dime-offline pretrain`` does. Load with ``load_run_config(PretrainConfig, ...)``."""
+
+    data: str = ""
+    """Dataset: a canonical Parquet file or folder (streamed), a D4RL-style HDF5 file or a local
+    Minari dataset id/folder."""
+    steps: int = 100_000
+    """Gradient steps (critic updates; the actor updates on every ``agent.policy_delay``-th)."""
+    seed: int = 0
+    """Seeds the agent's initialisation and noise, the regularisers and the batch sampling."""
+    out_dir: str = "runs/pretrain"
+    """Run directory: metrics.csv, tb/, checkpoint/, best/, learning_curve.png, summary.json, pretrain_config.json."""
+    overwrite: bool = False
+    """Allow writing into an ``out_dir`` that already holds a run (its files are replaced)."""
+    preset: str = "cpu"
+    """DIME hyperparameter preset: "paper" (authors') or "cpu" (small networks)."""
+    agent: dict[str, Any] = field(default_factory=dict)
+    """DIMEConfig overrides on top of the preset (``--set agent.batch_size=512``); these are the
+    agent's *online* settings, which the checkpoint keeps (offline temperature: see ``offline``)."""
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    """Regularisation and temperature of this stage and their online values (``--set offline.conservative_weight=0.3``)."""
+    env_id: str | None = None
+    """Environment for evaluation and for the checkpoint's env id; None: the dataset's ``env_id``,
+    evaluated when it is a registered gymnasium id (a given id must exist)."""
+    eval_every: int = 10_000
+    """Evaluate every this many gradient steps when an environment is available (0: only at the end)."""
+    eval_episodes: int = 5
+    """Episodes per evaluation (authors: 5, stochastic)."""
+    eval_deterministic: bool = False
+    """Ask the policy for deterministic actions in evaluation (the authors evaluate stochastically)."""
+    normalize_obs: bool = True
+    """Normalise observations with the dataset's statistics (stored in the checkpoint, used online)."""
+    nonfinite: Literal["error", "drop"] = "error"
+    """NaN/inf in the data: "error" stops with the first bad row; "drop" cuts the affected episodes
+    before their first non-finite transition (see ``load_dataset``)."""
+    checkpoint_every: int = 50_000
+    """Overwrite ``checkpoint/`` every this many gradient steps (0: only at the end); ``best/`` follows evaluations."""
+    log_every: int = 1000
+    """Average and write training metrics every this many gradient steps."""
+    max_wall_seconds: float | None = None
+    """Stop early, with a final evaluation and checkpoint, after this much wall time."""
+    max_episode_steps: int | None = None
+    """Override the evaluation environment's registered time limit."""
+    device: str = "cpu"
+    """Torch device of the agent and the replay store."""
+    torch_threads: int | None = None
+    """Intra-op CPU threads for torch (process-wide); None keeps torch's default."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files (when the tensorboard package is installed)."""
+    quiet: bool = False
+    """No progress bar (set by ``--json``)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"field 'steps': must be >= 1, got {self.steps}")
+        if self.eval_episodes < 1:
+            raise ConfigError(f"field 'eval_episodes': must be >= 1, got {self.eval_episodes}")
+        if self.eval_every < 0:
+            raise ConfigError(f"field 'eval_every': must be >= 0, got {self.eval_every}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` did: the shared run summary plus the dataset and the regularisers."""
+
+    run: RunResult
+    """Steps, updates, timings, evaluations and artefact paths (the keys every stage shares)."""
+    data: str
+    """The dataset pretrained on."""
+    transitions: int
+    """Transitions in the offline store."""
+    regularizers_online: dict[str, Any]
+    """The regularisers as fine-tuning will attach them (checkpoint ``extra.regularizers``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON summary: :meth:`RunResult.to_dict` keys plus ``data``, ``transitions``, ``regularizers_online``."""
+        return {**self.run.to_dict(), "data": self.data, "transitions": self.transitions,
+                "regularizers_online": self.regularizers_online}
+
+
+def pretrain(cfg: PretrainConfig) -> PretrainResult:
+    """Pretrain DIME offline on ``cfg.data``; see the module docstring for what the checkpoint holds."""
+    if not cfg.data:
+        raise ConfigError("no dataset given (e.g. --data logs.parquet)")
+    out = _prepare_out_dir(cfg)
+    seed_everything(cfg.seed)
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
+    online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
+    offline_cfg = cfg.offline.agent_config(online_cfg)
+    store = _load_store(cfg, online_cfg)
+    env_id, evaluate_in_env = _evaluation_env(cfg, store)
+    spaces = _spaces(store, env_id if evaluate_in_env else None, cfg)
+
+    norm_stats = store.normalization if cfg.normalize_obs else None
+    normalizer = None if norm_stats is None else (norm_stats.obs_mean, norm_stats.obs_std)
+    agent = DIMEAgent(store.obs_dim, store.action_dim, offline_cfg, obs_normalizer=normalizer, device=cfg.device, seed=cfg.seed)
+    cfg.offline.attach(agent, "offline", seed=cfg.seed)
+    online_regularizers = cfg.offline.describe("online", seed=cfg.seed)
+
+    sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard)
+    tracker = Tracker(sinks)
+    progress = ProgressDisplay(cfg.steps, description=f"pretrain {Path(cfg.data).name}", enabled=not cfg.quiet, unit="gradient steps")
+    for notice in notices:
+        progress.notice(notice)
+    if env_id is not None and not evaluate_in_env:
+        progress.notice(f"the dataset's environment '{env_id}' is not registered here: no evaluation rollouts")
+    save_config(cfg, out / RUN_CONFIG_FILE)
+
+    sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
+
+    def step(current: int) -> StepReport:
+        metrics = {f"train/{k}": v for k, v in agent.update(store.sample(offline_cfg.batch_size, generator=sample_generator)).items()}
+        metrics.update(regularizer_weights(agent, OFFLINE_METRIC_PREFIX))
+        return StepReport(updates=1, metrics=metrics)
+
+    def run_evaluation(current: int) -> EpisodeStats:
+        assert env_id is not None
+        return evaluate(
+            agent, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic,
+            max_episode_steps=cfg.max_episode_steps, metadata=store.metadata,
+        )
+
+    def write_checkpoint(current: int, tag: CheckpointTag) -> None:
+        target = out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
+        extra = {
+            "stage": "pretrain",
+            "gradient_steps": current,
+            "env_steps": 0,
+            "data": cfg.data,
+            "transitions": store.offline_size,
+            "offline": to_dict(cfg.offline),
+            "offline_agent_config": to_dict(offline_cfg),
+            REGULARIZERS_KEY: online_regularizers,
+            "run_config": to_dict(cfg),
+        }
+        save_checkpoint(target, agent, online_cfg, norm_stats, extra, spaces=spaces, env_id=env_id)
+
+    cadence = Cadence(
+        total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
+    )
+    try:
+        loop = run_loop(
+            cadence, step, tracker=tracker, progress=progress,
+            evaluate=run_evaluation if evaluate_in_env else None, checkpoint=write_checkpoint,
+        )
+    finally:
+        progress.close()
+        tracker.close()
+
+    curve = plot_learning_curve(
+        out / "metrics.csv", out / "learning_curve.png", title=f"DIME offline pretraining on {Path(cfg.data).name}",
+        x_label="gradient steps",
+    )
+    run = RunResult(
+        command="pretrain",
+        env=env_id,
+        loop=loop,
+        out_dir=str(out),
+        checkpoint=str(out / RUN_CHECKPOINT_SUBDIR),
+        best_checkpoint=str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
+        metrics_csv=str(out / "metrics.csv"),
+        learning_curve=None if curve is None else str(curve),
+        agent=agent,
+    )
+    result = PretrainResult(run=run, data=cfg.data, transitions=store.offline_size, regularizers_online=online_regularizers)
+    (out / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _prepare_out_dir(cfg: PretrainConfig) -> Path:
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path {out} exists and is not a directory")
+    holds_run = any((out / name).exists() for name in ("metrics.csv", RUN_CHECKPOINT_SUBDIR, RUN_CONFIG_FILE))
+    if holds_run and not cfg.overwrite:
+        raise ConfigError(f"{out} already holds a run; choose another output directory or set overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _load_store(cfg: PretrainConfig, agent_cfg: DIMEConfig) -> ReplayStore:
+    """The dataset as an offline-only store; returns-to-go use the agent's discount."""
+    replay_cfg = ReplayConfig(online_capacity=0, gamma=agent_cfg.gamma, offline_fraction=1.0)
+    source = Path(cfg.data)
+    streamable = source.is_dir() or source.suffix.lower() in PARQUET_SUFFIXES
+    if streamable and cfg.nonfinite == "error":
+        return ReplayStore.from_parquet(source, replay_cfg, device=cfg.device)
+    data = load_dataset(cfg.data, nonfinite=cfg.nonfinite, check_continuity=False)
+    return ReplayStore.from_transitions(data, replay_cfg, file=cfg.data, device=cfg.device)
+
+
+def _evaluation_env(cfg: PretrainConfig, store: ReplayStore) -> tuple[str | None, bool]:
+    """(env id for the checkpoint, whether to evaluate in it)."""
+    import dime_offline.envs  # noqa: F401  (registers the process twin)
+
+    if cfg.env_id:
+        return cfg.env_id, True
+    env_id = store.metadata.env_id
+    return env_id, env_id is not None and env_id in gym.registry
+
+
+def _spaces(store: ReplayStore, env_id: str | None, cfg: PretrainConfig) -> SpaceSpec:
+    """The checkpoint's spaces: the dataset's declared bounds (else [-1, 1]), checked against the env."""
+    declared = SpaceSpec.from_metadata(store.metadata, store.obs_dim, store.action_dim)
+    spaces = declared or SpaceSpec(
+        obs_dim=store.obs_dim, action_dim=store.action_dim,
+        action_low=(-1.0,) * store.action_dim, action_high=(1.0,) * store.action_dim,
+    )
+    if env_id is not None:
+        env = make_env(env_id, max_episode_steps=cfg.max_episode_steps)
+        try:
+            env_spaces = SpaceSpec.from_env(env)
+        finally:
+            env.close()
+        check_spaces_match(spaces, env_spaces, expected_from=f"dataset {cfg.data}", actual_from=f"environment '{env_id}'")
+        if declared is None:
+            spaces = env_spaces
+    return spaces

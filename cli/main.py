@@ -26,6 +26,7 @@ def _root() -> None:
 def _register() -> None:
     # Command modules attach their commands to `app` / `data_app` on import.
     from . import data as _data  # noqa: F401
+    from . import pretrain as _pretrain  # noqa: F401
     from . import telemetry as _telemetry  # noqa: F401
     from . import train as _train  # noqa: F401
 

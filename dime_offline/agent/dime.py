@@ -197,8 +197,17 @@ class DIMEAgent:
         # current policy: the authors' target actor is copied with tau = 1 after every actor step.
         self.critic.train()
         next_sample = self.sample_actions(next_obs)
-        logits = self.critic(torch.cat([obs, next_obs]), torch.cat([batch.action, next_sample.action]))
-        logits, next_logits = logits[:, :n], logits[:, n:]
+        regularizer = self.critic_regularizer
+        if regularizer is not None and regularizer.weight == 0:
+            regularizer = None
+        rows_obs, rows_action = [obs, next_obs], [batch.action, next_sample.action]
+        extra_rows = getattr(regularizer, "extra_rows", None)
+        if extra_rows is not None:  # the regulariser's rows join the pass (one batch normalisation)
+            extra_obs, extra_action = extra_rows(obs, batch, self.sample_actions)
+            rows_obs.append(extra_obs)
+            rows_action.append(extra_action)
+        logits = self.critic(torch.cat(rows_obs), torch.cat(rows_action))
+        logits, next_logits, extra_logits = logits[:, :n], logits[:, n : 2 * n], logits[:, 2 * n :]
         target = losses.soft_distributional_target(
             next_logits.softmax(-1),
             batch.reward,
@@ -209,9 +218,11 @@ class DIMEAgent:
             self.critic.support,
         )
         critic_loss, metrics = losses.critic_loss(logits, target, cfg.critic_entropy_coef)
-        if self.critic_regularizer is not None and self.critic_regularizer.weight != 0:
-            penalty, extra = self.critic_regularizer(
-                CriticStepContext(self.critic, obs, batch, logits, self.sample_actions)
+        if regularizer is not None:
+            penalty, extra = regularizer(
+                CriticStepContext(
+                    self.critic, obs, batch, logits, self.sample_actions, extra_logits if extra_rows is not None else None
+                )
             )
             critic_loss = critic_loss + penalty
             metrics.update(extra)

@@ -36,6 +36,9 @@ class CriticStepContext:
     """(E, B, K) critic logits at the batch's (obs, action), with gradient."""
     sample_actions: Callable[[torch.Tensor], ChainSample]
     """Draws policy actions for normalised observations (rows, O), without gradient."""
+    extra_logits: torch.Tensor | None = None
+    """(E, P, K) logits of the rows the regulariser's ``extra_rows`` proposed, with gradient, from the
+    same training-mode pass as ``logits`` (so both share one batch normalisation); None without."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,14 @@ class ActorStepContext:
 
 
 class CriticRegularizer(Protocol):
-    """An extra critic loss term (e.g. a conservative penalty)."""
+    """An extra critic loss term (e.g. a conservative penalty).
+
+    It may also define ``extra_rows(obs, batch, sample_actions) -> (obs_rows (P, O), action_rows (P, A))``:
+    the agent then appends these rows to its joint training-mode pass and hands their logits over as
+    ``CriticStepContext.extra_logits``. Values compared with the batch's must come from that pass: a
+    separate eval-mode pass lets the critic move eval-mode values through feature-mean shifts that the
+    training-mode batch statistics cancel (see dime_offline/regularizers/conservative.py).
+    """
 
     weight: float
 

@@ -42,6 +42,7 @@ from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
+from dime_offline.regularizers import REGULARIZERS_KEY, attach_regularizers, describe_regularizers, regularizer_weights
 from dime_offline.tracking import ProgressDisplay, Tracker, open_sinks, plot_learning_curve
 from dime_offline.trainers.loop import (
     Cadence,
@@ -182,6 +183,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     if cfg.checkpoint is not None:
         check_checkpoint_fits(cfg.checkpoint, env_spaces, cfg.env_id)
         agent, saved_cfg, meta = load_checkpoint(cfg.checkpoint, device=cfg.device)
+        # The regularisers with their online weights (pretraining recorded them for this boundary).
+        attach_regularizers(agent, meta.extra.get(REGULARIZERS_KEY), file=str(cfg.checkpoint))
         agent_cfg = _checkpoint_agent_config(saved_cfg, cfg.agent)
         norm_stats = meta.normalization
     elif agent is not None:
@@ -243,6 +246,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             return StepReport(episodes=finished)
         fraction = cfg.offline_fraction_at(current)
         metrics: dict[str, float] = {"online/offline_fraction": fraction if store.offline_size else 0.0}
+        metrics.update(regularizer_weights(agent, "online/"))
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for _ in range(agent_cfg.utd):
@@ -267,6 +271,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             "source_checkpoint": cfg.checkpoint,
             "data": cfg.data,
             "run_config": to_dict(cfg),
+            REGULARIZERS_KEY: describe_regularizers(agent),
         }
         save_checkpoint(target, agent, agent_cfg, norm_stats, extra, spaces=env_spaces, env_id=cfg.env_id)
 

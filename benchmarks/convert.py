@@ -137,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000_000, help="rows of the large export")
     parser.add_argument("--small", type=int, default=2_000_000, help="rows of the small export")
-    parser.add_argument("--chunk-rows", type=int, default=1_000_000, help="reader.chunk_rows of the converter")
+    parser.add_argument("--chunk-rows", type=int, default=500_000, help="reader.chunk_rows of the converter")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per worker kind and size")
     parser.add_argument("--worker", choices=["pandas", "convert"], help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)

@@ -262,7 +262,7 @@ class ReaderSpec:
     format: str = "auto"
     """'long' (timestamp, tag, value[, quality][, units]), 'wide' (timestamp + one column per tag)
     or 'auto' (long when a tag and a value column exist)."""
-    chunk_rows: int = 1_000_000
+    chunk_rows: int = 500_000
     """Rows per chunk read from Parquet / approximate rows per CSV block: bounds peak memory."""
     lateness: float | str = 60.0
     """Rows may arrive this much out of time order across chunks; more disorder than that switches

@@ -215,8 +215,8 @@ class EpisodeSpec:
     batch id are dropped."""
     mode_tag: str | None = None
     """Tag holding the loop mode (e.g. 'AUTO', 'CAS', 'MAN'); a mode change ends the episode."""
-    modes: list[str] | None = None
-    """Modes in which the logged actions mean what the action tags say; steps in other modes are
+    modes: list[str | float] | None = None
+    """Modes (labels, or numeric codes) in which the logged actions mean what the action tags say; steps in other modes are
     dropped (default: every mode is kept)."""
     window: float | str | None = None
     """Cut continuous operation into fixed windows of this length (truncated at each window end)."""
@@ -346,9 +346,12 @@ class TelemetrySpec:
                 raise ConfigError(f"duplicate feature name '{name}' (set 'name:' on one of the tags)")
             seen.add(name)
         reserved = {"terminated", "dt"}
+        own_prev = {f"prev_{a}" for a in self.action_names} if self.previous_action else set()
         clash = sorted(
             n for n in seen
-            if n in reserved or any(n.startswith(p) and n[len(p):] in seen for p in ("next_", "delta_"))
+            if n in reserved
+            or any(n.startswith(p) and n[len(p):] in seen for p in ("next_", "delta_"))
+            or (n.startswith("prev_") and n[5:] in self.action_names and n not in own_prev)
         )
         if clash:
             raise ConfigError(f"feature name '{clash[0]}' clashes with a reward-expression variable; rename it")

@@ -106,3 +106,9 @@ def test_short_episodes_are_dropped_and_counted() -> None:
     assert report.short_episodes_dropped == 1
     assert report.dropped_steps["short_episode"] == 4  # 0..30 s: three transitions and their end
     assert report.episode_count == 1 and report.episodes[0].transitions == 25
+
+
+def test_numeric_mode_codes_match_labels() -> None:
+    rows = _plant(300) + [(0.5, "MODE", 2.0), (100.5, "MODE", 1.0), (200.5, "MODE", 2.0)]
+    _, report = telemetry_to_transitions(long_frame(rows), base_spec(episodes={"mode_tag": "MODE", "modes": [2]}))
+    assert report.dropped_steps["out_of_mode"] == 10 and report.episode_count == 2

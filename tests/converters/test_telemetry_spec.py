@@ -78,6 +78,13 @@ def test_duplicate_and_clashing_names(tmp_path: Path) -> None:
         _load(tmp_path, BASE + "extra_state: [{tag: B, name: T}, {tag: C, name: next_T}]\n")
 
 
+def test_numeric_mode_codes_and_prev_clash(tmp_path: Path) -> None:
+    spec = _load(tmp_path, BASE + "episodes: {mode_tag: MODE, modes: [1, 2.0, CAS]}\n")
+    assert spec.episodes.modes == ["1", "2", "CAS"]
+    with pytest.raises(ConfigError, match="prev_TIC_101_OP"):
+        _load(tmp_path, BASE + "extra_state: [{tag: X, name: prev_TIC_101_OP}]\n")
+
+
 def test_bare_tag_names_and_defaults(tmp_path: Path) -> None:
     spec = _load(tmp_path, BASE + "extra_state: [TI-100.PV]\n")
     assert spec.obs_names == ["TI_101_PV", "TI_100_PV"]

@@ -111,4 +111,5 @@ def test_short_episodes_are_dropped_and_counted() -> None:
 def test_numeric_mode_codes_match_labels() -> None:
     rows = _plant(300) + [(0.5, "MODE", 2.0), (100.5, "MODE", 1.0), (200.5, "MODE", 2.0)]
     _, report = telemetry_to_transitions(long_frame(rows), base_spec(episodes={"mode_tag": "MODE", "modes": [2]}))
-    assert report.dropped_steps["out_of_mode"] == 10 and report.episode_count == 2
+    # MAN covers the intervals of steps 100..190 s; 100 s is also the first episode's final state.
+    assert report.dropped_steps["out_of_mode"] == 9 and report.episode_count == 2

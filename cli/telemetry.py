@@ -23,20 +23,17 @@ def from_telemetry_command(
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON object instead of text."),
 ) -> None:
     """Convert historian telemetry into canonical transitions (see docs/telemetry.md)."""
-    from dime_offline.converters import load_spec, telemetry_to_transitions
-    from dime_offline.data.parquet import write_parquet
+    from dime_offline.converters import convert_telemetry, load_spec
     from dime_offline.io import atomic_write_text
 
-    telemetry_spec = load_spec(spec)
-    data, report = telemetry_to_transitions(source, telemetry_spec)
-    write_parquet(data, out, rows_per_file=rows_per_file)
+    report = convert_telemetry(source, load_spec(spec), out, rows_per_file=rows_per_file)
     if report_path is not None:
         atomic_write_text(report_path, report.to_json(indent=2) + "\n")
     if json_output:
         print_json({"out": str(out), **report.to_dict()})
     else:
         typer.echo(report.format())
-        typer.echo(f"\nwrote {len(data):,} transitions in {report.episode_count} episodes to {out}")
+        typer.echo(f"\nwrote {report.transitions:,} transitions in {report.episode_count} episodes to {out}")
 
 
 @data_app.command("make-telemetry")

@@ -38,6 +38,9 @@ class DIMEConfig:
     """Hidden widths of each critic (ReLU, batch renorm after each)."""
     n_critics: int = 2
     """Number of independent critics; the actor and the target use their mean."""
+    actor_q_reduction: Literal["mean", "min"] = "mean"
+    """How the actor combines the critics' expected values: 'mean' (authors) or 'min' (pessimistic,
+    an offline option; the target keeps the mean of the projected distributions either way)."""
     n_atoms: int = 101
     """Atoms of the categorical (C51) value distribution."""
     v_min: float = -1600.0

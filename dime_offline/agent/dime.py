@@ -241,7 +241,8 @@ class DIMEAgent:
         # Actor: pathwise gradient through the whole chain; critics in eval mode and frozen.
         with self._critic_frozen():
             sample = self.policy.sample(obs, generator=self.update_generator)
-            q = self.critic.expected_q(obs, sample.action).mean(0)
+            q_per_critic = self.critic.expected_q(obs, sample.action)
+            q = q_per_critic.min(0).values if cfg.actor_q_reduction == "min" else q_per_critic.mean(0)
             loss, metrics = losses.actor_loss(alpha, sample.log_prob_surrogate, q)
             if self.actor_regularizer is not None and self.actor_regularizer.weight != 0:
                 penalty, extra = self.actor_regularizer(

@@ -30,14 +30,16 @@ REGULARIZERS_KEY = "regularizers"
 class OfflineConfig:
     """Offline-stage regularisation and temperature, and what each weight becomes online.
 
-    Weights are dimensionless: both regularisers measure values in atoms of the critic's support
-    (see :mod:`dime_offline.regularizers.conservative` and ``behaviour``). Defaults were chosen by
+    Weights are dimensionless: the conservative penalty measures values in widths of the critic's
+    support, the behaviour term in atoms of it (see :mod:`dime_offline.regularizers.conservative`
+    and ``behaviour``). Defaults were chosen by
     the measurements in docs/algorithm.md, "Offline stage".
     """
 
-    conservative_weight: float = 1.0
-    """Weight of the conservative critic penalty (CQL gap, in atoms) during pretraining (0: off)."""
-    conservative_weight_online: float = 1.0
+    conservative_weight: float = 0.5
+    """Weight of the conservative critic penalty during pretraining, in units of the support width
+    (stable below 1, see ``regularizers/conservative.py``; 0: off)."""
+    conservative_weight_online: float = 0.5
     """Its weight during online fine-tuning (Cal-QL keeps the calibrated penalty online)."""
     calibration: bool = True
     """Cal-QL calibration offline: policy-candidate values are raised to at least the data's
@@ -64,6 +66,9 @@ class OfflineConfig:
     """Offline target of the temperature's entropy statistic per action dimension, in the units of
     the agent's ``temperature_statistic`` (None: the agent's own target)."""
 
+    actor_q_reduction: Literal["mean", "min"] | None = None
+    """Offline combination of the critics for the actor ('mean' or 'min'; None: the agent's own)."""
+
     def __post_init__(self) -> None:
         for name in ("conservative_weight", "conservative_weight_online", "behaviour_weight", "behaviour_weight_online"):
             if getattr(self, name) < 0:
@@ -85,6 +90,8 @@ class OfflineConfig:
             changes["alpha_init"] = self.alpha
         if self.target_entropy_per_dim is not None:
             changes["target_entropy_per_dim"] = self.target_entropy_per_dim
+        if self.actor_q_reduction is not None:
+            changes["actor_q_reduction"] = self.actor_q_reduction
         return dataclasses.replace(online, **changes)
 
     def critic_regularizer(self, phase: Phase, seed: int = 0) -> ConservativePenalty:

@@ -120,21 +120,19 @@ class PretrainConfig:
 
 
 @dataclass
-class PretrainResult:
-    """What :func:`pretrain` did: the shared run summary plus the dataset and the regularisers."""
+class PretrainResult(RunResult):
+    """:class:`RunResult` (every stage's summary) plus the dataset and the regularisers' online settings."""
 
-    run: RunResult
-    """Steps, updates, timings, evaluations and artefact paths (the keys every stage shares)."""
-    data: str
+    data: str = ""
     """The dataset pretrained on."""
-    transitions: int
+    transitions: int = 0
     """Transitions in the offline store."""
-    regularizers_online: dict[str, Any]
+    regularizers_online: dict[str, Any] = field(default_factory=dict)
     """The regularisers as fine-tuning will attach them (checkpoint ``extra.regularizers``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON summary: :meth:`RunResult.to_dict` keys plus ``data``, ``transitions``, ``regularizers_online``."""
-        return {**self.run.to_dict(), "data": self.data, "transitions": self.transitions,
+        return {**super().to_dict(), "data": self.data, "transitions": self.transitions,
                 "regularizers_online": self.regularizers_online}
 
 
@@ -213,7 +211,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         out / "metrics.csv", out / "learning_curve.png", title=f"DIME offline pretraining on {Path(cfg.data).name}",
         x_label="gradient steps",
     )
-    run = RunResult(
+    result = PretrainResult(
         command="pretrain",
         env=env_id,
         loop=loop,
@@ -223,8 +221,10 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         metrics_csv=str(out / "metrics.csv"),
         learning_curve=None if curve is None else str(curve),
         agent=agent,
+        data=cfg.data,
+        transitions=store.offline_size,
+        regularizers_online=online_regularizers,
     )
-    result = PretrainResult(run=run, data=cfg.data, transitions=store.offline_size, regularizers_online=online_regularizers)
     (out / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result
 

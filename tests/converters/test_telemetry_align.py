@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import T0_US, base_spec, long_frame, ramp_rows
+from telemetry_frames import T0_US, base_spec, long_frame, ramp_rows
 
 from dime_offline.converters import spec_from_dict, telemetry_to_transitions
 from dime_offline.converters.align import US, evaluate

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import base_spec, long_frame
+from telemetry_frames import base_spec, long_frame
 
 from dime_offline.converters import telemetry_to_transitions
 

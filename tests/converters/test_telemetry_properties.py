@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import T0
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from telemetry_frames import T0
 
 from dime_offline.converters import telemetry_to_transitions
 from dime_offline.errors import DimeOfflineError

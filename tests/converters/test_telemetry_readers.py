@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import T0, base_spec, long_frame
+from telemetry_frames import T0, base_spec, long_frame
 
 from dime_offline.converters import telemetry_to_transitions
 from dime_offline.errors import DataError, DatasetNotFoundError, SchemaError

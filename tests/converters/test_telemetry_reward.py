@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import T0_US, base_spec, long_frame
+from telemetry_frames import T0_US, base_spec, long_frame
 
 from dime_offline.converters import telemetry_to_transitions
 from dime_offline.converters.reward import parse_expression

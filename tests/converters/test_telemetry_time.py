@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import T0, T0_US, base_spec, long_frame
+from telemetry_frames import T0, T0_US, base_spec, long_frame
 
 from dime_offline.converters import telemetry_to_transitions
 from dime_offline.errors import ConfigError, DataError

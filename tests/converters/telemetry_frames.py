@@ -1,11 +1,13 @@
-"""Helpers for the telemetry converter tests: hand-built historian frames and specs."""
+"""Helpers for the telemetry converter tests: hand-built historian frames and specs.
+
+(A plain module, not conftest.py: test modules import it by a name no other test folder uses.)
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pandas as pd
-import pytest
 
 T0 = pd.Timestamp("2024-01-01T00:00:00Z").as_unit("us")
 """Time origin of the hand-built frames (the grid is aligned to it)."""
@@ -43,8 +45,3 @@ def base_spec(**overrides: Any) -> dict[str, Any]:
 def ramp_rows(seconds: int, every: int = 1, tag: str = "PV", start: float = 0.0, slope: float = 1.0) -> list[tuple[Any, ...]]:
     """A tag reported every ``every`` s with value start + slope * t."""
     return [(t, tag, start + slope * t) for t in range(0, seconds + 1, every)]
-
-
-@pytest.fixture
-def t0() -> pd.Timestamp:
-    return T0

@@ -174,19 +174,22 @@ class D3rlpyPolicy:
         return np.clip(self.algo.predict(np.asarray(obs, np.float32)), -1.0, 1.0)
 
 
-def import_d3rlpy() -> Any:
+def import_d3rlpy() -> Any | None:
+    """d3rlpy with its per-step logging silenced, or None when it is not installed."""
     try:
         import d3rlpy
         import structlog
     except ImportError:
-        sys.exit(D3RLPY_HINT)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # d3rlpy logs every step
+        return None
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     return d3rlpy
 
 
 def train_d3rlpy(method: str, store: ReplayStore, steps: int, batch_size: int, seed: int) -> D3rlpyPolicy:
     """IQL or TD3+BC with d3rlpy's D4RL-reproduction settings on the store's data ([-1, 1] actions)."""
     d3rlpy = import_d3rlpy()
+    if d3rlpy is None:
+        sys.exit(D3RLPY_HINT)
     n = store.offline_size
     terminals = store.terminated[:n].numpy().astype(np.float32)
     timeouts = store.truncated[:n].numpy().astype(np.float32)
@@ -472,9 +475,13 @@ def main(argv: list[str] | None = None) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (out / "setup.json").write_text(json.dumps(asdict(setup), indent=2) + "\n")
 
+    methods = [m for m in METHODS if m in args.methods]
+    if {"iql", "td3bc"} & set(methods) and import_d3rlpy() is None:
+        print(f"[o2o] skipping iql and td3bc: {D3RLPY_HINT}", file=sys.stderr)
+        methods = [m for m in methods if m not in ("iql", "td3bc")]
     if not args.report:
         # Offline methods first: dime-finetune needs the dime-offline checkpoint of its seed.
-        for method in [m for m in METHODS if m in args.methods]:
+        for method in methods:
             for seed in args.seeds:
                 target = results / f"{method}-s{seed}.json"
                 if target.exists() and not args.force and _same_budgets(json.loads(target.read_text())["setup"], setup):

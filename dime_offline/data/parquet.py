@@ -45,7 +45,9 @@ def parquet_files(path: PathLike) -> list[Path]:
 
 def _open(file: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(file)
+        # pre_buffer=False: pyarrow's default pre-buffering keeps the whole compressed file in memory
+        # while streaming record batches; memory-mapping lets the OS page the file instead.
+        return pq.ParquetFile(file, pre_buffer=False, memory_map=True)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"not a readable Parquet file (corrupt or truncated?): {_short(exc)}", file=str(file)) from None
 

@@ -5,7 +5,14 @@ Each command module registers its commands on the apps below; this file only mou
 
 from __future__ import annotations
 
-import typer
+import os
+
+# Before torch is imported: OpenMP threads that spin while waiting make a 2-thread update up to
+# 50x slower when the machine is shared (measured in benchmarks/update_speed.py); sleeping threads
+# cost little on an idle machine. A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import typer  # noqa: E402
 
 app = typer.Typer(
     name="dime-offline",

@@ -34,6 +34,7 @@ def _register() -> None:
     # Command modules attach their commands to `app` / `data_app` on import.
     from . import data as _data  # noqa: F401
     from . import pretrain as _pretrain  # noqa: F401
+    from . import run as _run  # noqa: F401
     from . import telemetry as _telemetry  # noqa: F401
     from . import train as _train  # noqa: F401
 

@@ -1,0 +1,56 @@
+"""`dime-offline run`: the whole offline-to-online path (pretrain -> evaluate -> finetune -> evaluate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dime_offline.trainers.loop import load_run_config
+from dime_offline.trainers.pipeline import PipelineConfig, run_pipeline
+
+from .common import print_json, user_errors_exit_2
+from .main import app
+from .train import JsonFlag, SeedOption, _describe, _str
+
+
+@app.command("run")
+@user_errors_exit_2
+def run_command(
+    data: Annotated[Path, typer.Option("--data", help="Logged dataset: Parquet file/folder, D4RL HDF5 or local Minari id.")],
+    env: Annotated[str | None, typer.Option("--env", help="Gymnasium id (default: the dataset's env_id).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/pipeline).")] = None,
+    pretrain_steps: Annotated[int | None, typer.Option("--pretrain-steps", help="Offline gradient steps.")] = None,
+    finetune_steps: Annotated[int | None, typer.Option("--finetune-steps", help="Online environment steps.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="DIME preset: cpu or paper.")] = None,
+    seed: SeedOption = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PipelineConfig fields.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier run in --out.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Pretrain on logged data, fine-tune online, and compare the two evaluations (a few minutes by default)."""
+    cfg = load_run_config(
+        PipelineConfig,
+        None if config is None else str(config),
+        overrides,
+        data=_str(data),
+        env_id=env,
+        out_dir=_str(out),
+        pretrain_steps=pretrain_steps,
+        finetune_steps=finetune_steps,
+        preset=preset,
+        seed=seed,
+        overwrite=overwrite or None,
+        quiet=json_output or None,
+    )
+    result = run_pipeline(cfg)
+    summary = result.to_dict()
+    if json_output:
+        print_json(summary)
+        return
+    stages = summary["stages"]
+    typer.echo(f"offline (after {stages['pretrain']['updates']} gradient steps): {_describe(stages['offline_eval'])}")
+    typer.echo(f"online  (after {cfg.finetune_steps} env steps):  {_describe(stages['online_eval'])}")
+    typer.echo(f"checkpoint: {summary['checkpoint']}  ({summary['wall_seconds']:.0f} s in all; summary in {cfg.out_dir}/summary.json)")

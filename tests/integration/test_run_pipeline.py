@@ -1,0 +1,39 @@
+"""`dime-offline run`: pretrain -> evaluate -> finetune -> evaluate in one command, on the shipped sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dime_offline.checkpoints import load_checkpoint
+from dime_offline_cli.main import app
+
+SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
+
+
+def test_run_chains_every_stage_and_reports_before_and_after(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["run", "--data", str(SAMPLE), "--out", str(out), "--pretrain-steps", "6", "--finetune-steps", "20",
+            "--set", "eval_episodes=1", "--set", "torch_threads=1", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["command"] == "run" and summary["env"] == "Pendulum-v1"
+    assert summary["stages"]["pretrain"]["updates"] == 6
+    assert summary["stages"]["finetune"]["steps"] == 20
+    for key in ("offline_return_mean", "online_return_mean"):
+        assert -2000.0 < summary[key] <= 0.0  # Pendulum returns are negative and bounded
+    assert json.loads((out / "summary.json").read_text())["online_return_mean"] == summary["online_return_mean"]
+    agent, _, meta = load_checkpoint(summary["checkpoint"])
+    assert meta.env_id == "Pendulum-v1" and agent.critic_updates > 6  # fine-tuning kept updating the pretrained agent
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "already holds a run" in again.stderr
+
+
+def test_run_without_an_environment_is_a_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["run", "--data", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "missing.parquet" in result.stderr

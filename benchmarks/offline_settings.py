@@ -54,6 +54,9 @@ VARIANTS: dict[str, list[str]] = {
     "behaviour-1": ["offline.behaviour_weight=1"],
     "n-actions-1": ["offline.n_actions=1"],
     "n-actions-10": ["offline.n_actions=10"],
+    "fixed-0.1-min": ["offline.alpha_mode=fixed", "offline.alpha=0.1", "offline.actor_q_reduction=min"],
+    "fixed-0.1-min-brn1k": ["offline.alpha_mode=fixed", "offline.alpha=0.1", "offline.actor_q_reduction=min",
+                            "agent.brn_warmup_steps=1000"],
 }
 """Variant name -> ``--set`` overrides on top of the defaults."""
 

@@ -24,7 +24,10 @@ For each critic k and state s of the batch (Kumar et al. 2020, CQL; Nakamoto et 
 * **Calibration (Cal-QL)**, when ``lower_bound`` is on: the *policy* candidates' values are raised
   to at least the data's discounted Monte-Carlo return-to-go, Q~ = max(Q, mc_return), so the penalty
   never pushes the learned policy's value below the behaviour policy's. Uniform candidates are
-  never raised. Rows without a return (online transitions: NaN) are left uncalibrated.
+  never raised. Rows without a return (online transitions: NaN) are left uncalibrated. DIME's
+  values are *soft* (they include alpha times the discounted entropy bound, negative at the
+  authors' target) while the return-to-go counts rewards only, so the bound is slightly generous;
+  with the small offline temperature the difference is a fraction of an atom per step.
 * **Units and stability.** The gap is divided by the support's width v_max - v_min, so ``weight``
   keeps its meaning when the support changes with the domain, and ``weight < 1`` is always stable:
   at a data action the cross-entropy's gradient on logit i is p_i - m_i and the penalty's is

@@ -14,6 +14,9 @@ The checkpoint is written for the online stage (``dime-offline finetune --checkp
   calibration, which fine-tuning attaches when it loads the checkpoint (the boundary switch);
   ``extra.offline`` records the whole :class:`OfflineConfig` and ``extra.run_config`` the run;
 * the normalisation statistics are the dataset's, which fine-tuning applies unchanged.
+
+The returned ``result.agent`` is switched to the online phase too (configuration and regularisers),
+so it equals the final checkpoint and can go straight to ``finetune(cfg, agent=result.agent)``.
 """
 
 from __future__ import annotations
@@ -207,6 +210,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         progress.close()
         tracker.close()
 
+    _enter_online_phase(agent, online_cfg, cfg)
     curve = plot_learning_curve(
         out / "metrics.csv", out / "learning_curve.png", title=f"DIME offline pretraining on {Path(cfg.data).name}",
         x_label="gradient steps",
@@ -278,3 +282,11 @@ def _spaces(store: ReplayStore, env_id: str | None, cfg: PretrainConfig) -> Spac
         if declared is None:
             spaces = env_spaces
     return spaces
+
+
+def _enter_online_phase(agent: DIMEAgent, online_cfg: DIMEConfig, cfg: PretrainConfig) -> None:
+    """Make the in-memory agent what the checkpoint holds: the online configuration (temperature,
+    critic reduction) and the regularisers with their online weights, ready for ``finetune(agent=...)``."""
+    agent.cfg = online_cfg
+    agent.target_entropy = online_cfg.target_entropy(agent.act_dim)
+    cfg.offline.attach(agent, "online", seed=cfg.seed)

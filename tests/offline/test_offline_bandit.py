@@ -77,7 +77,7 @@ def test_plain_overestimation_grows_while_the_conservative_critic_stays_below_th
 
 @pytest.mark.slow
 def test_conservative_dime_with_the_offline_temperature_picks_the_best_logged_mode() -> None:
-    final = _train(_agent(True, seed=0, alpha_mode="fixed", alpha_init=0.05), 1500, 1500, seed=0)[-1]
+    final = _train(_agent(True, seed=0, alpha_mode="fixed", alpha_init=0.01), 1500, 1500, seed=0)[-1]
     assert final["ood_minus_good"] < 0.0
     assert final["near_good"] >= 0.6
     assert final["near_sloped"] <= 0.1

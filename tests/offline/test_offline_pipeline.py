@@ -12,12 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from offline_factories import TINY_AGENT, bandit_dataset
 from typer.testing import CliRunner
 
 from dime_offline.checkpoints import load_checkpoint, read_checkpoint_meta
-from dime_offline.config import load_config
+from dime_offline.config import from_dict, load_config
+from dime_offline.data.parquet import write_parquet
+from dime_offline.regularizers import OfflineConfig, describe_regularizers
 from dime_offline.tracking import read_metrics_csv
-from dime_offline.trainers.offline import PretrainConfig
+from dime_offline.trainers.offline import PretrainConfig, pretrain
 from dime_offline_cli.main import app
 
 TINY = [
@@ -133,3 +136,25 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in result.output, result.output
+
+
+def test_pretrain_without_an_environment_and_the_returned_agent_is_the_online_one(tmp_path: Path) -> None:
+    """A dataset that names no environment: no evaluation, no plot, still a checkpoint; the agent in
+    the result has left the offline phase exactly as the checkpoint records it."""
+    data = tmp_path / "bandit.parquet"
+    write_parquet(bandit_dataset(episodes=4), data)
+    cfg = PretrainConfig(
+        data=str(data), steps=6, out_dir=str(tmp_path / "run"), agent=dict(TINY_AGENT), tensorboard=False, quiet=True,
+        offline=from_dict(OfflineConfig, {"alpha_mode": "fixed", "alpha": 0.2, "conservative_weight_online": 0.1}),
+    )
+    result = pretrain(cfg)
+    summary = result.to_dict()
+    assert summary["env"] is None and summary["final"] is None and summary["learning_curve"] is None
+    assert summary["transitions"] == 80 and summary["updates"] == 6
+    meta = read_checkpoint_meta(result.checkpoint)
+    assert meta.env_id is None and meta.spaces.action_low == (-1.0,)
+    assert describe_regularizers(result.agent) == meta.extra["regularizers"]
+    assert result.agent.critic_regularizer.weight == 0.1
+    assert result.agent.cfg.alpha_mode == "auto" and result.agent.alpha == pytest.approx(0.2)
+    loaded, _, _ = load_checkpoint(result.checkpoint)
+    assert loaded.cfg == result.agent.cfg and loaded.target_entropy == result.agent.target_entropy

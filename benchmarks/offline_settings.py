@@ -37,21 +37,23 @@ from dime_offline.tracking import read_metrics_csv
 from dime_offline.trainers.loop import load_run_config
 from dime_offline.trainers.offline import PretrainConfig, pretrain
 
+AUTO = "offline.alpha_mode=auto"
 VARIANTS: dict[str, list[str]] = {
     "base": [],
-    "plain": ["offline.conservative_weight=0", "offline.behaviour_weight=0"],
+    "auto": [AUTO],
+    "plain": ["offline.conservative_weight=0", "offline.behaviour_weight=0", AUTO],
     "alpha-fixed-1": ["offline.alpha_mode=fixed", "offline.alpha=1.0"],
     "alpha-fixed-0.1": ["offline.alpha_mode=fixed", "offline.alpha=0.1"],
     "alpha-fixed-0.01": ["offline.alpha_mode=fixed", "offline.alpha=0.01"],
-    "target-8": ["offline.target_entropy_per_dim=-8"],
-    "actor-min": ["offline.actor_q_reduction=min"],
-    "brn-warmup-1k": ["agent.brn_warmup_steps=1000"],
+    "target-8": [AUTO, "offline.target_entropy_per_dim=-8"],
+    "actor-min": [AUTO, "offline.actor_q_reduction=min"],
+    "brn-warmup-1k": [AUTO, "agent.brn_warmup_steps=1000"],
     "conservative-0": ["offline.conservative_weight=0"],
-    "conservative-0.1": ["offline.conservative_weight=0.1"],
+    "conservative-0.1": [AUTO, "offline.conservative_weight=0.1"],
     "conservative-0.9": ["offline.conservative_weight=0.9"],
     "calibration-off": ["offline.calibration=false"],
-    "behaviour-0": ["offline.behaviour_weight=0"],
-    "behaviour-1": ["offline.behaviour_weight=1"],
+    "behaviour-0": [AUTO, "offline.behaviour_weight=0"],
+    "behaviour-1": [AUTO, "offline.behaviour_weight=1"],
     "n-actions-1": ["offline.n_actions=1"],
     "n-actions-10": ["offline.n_actions=10"],
     "fixed-0.1-min": ["offline.alpha_mode=fixed", "offline.alpha=0.1", "offline.actor_q_reduction=min"],

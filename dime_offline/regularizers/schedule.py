@@ -57,11 +57,16 @@ class OfflineConfig:
     """Its weight during online fine-tuning."""
     behaviour_paths: int = 1
     """Noising paths averaged per data action in the behaviour term."""
-    alpha_mode: Literal["auto", "fixed"] = "auto"
-    """Temperature during pretraining: "auto" tunes alpha against ``target_entropy_per_dim``,
-    "fixed" holds ``alpha``. Online the agent's own setting (auto by default) applies again."""
+    alpha_mode: Literal["auto", "fixed"] = "fixed"
+    """Temperature during pretraining: "fixed" holds ``alpha``; "auto" tunes it against
+    ``target_entropy_per_dim`` (starting from ``alpha``). Online the agent's own setting (auto by
+    default) applies again, starting from the pretrained value."""
     alpha: float | None = None
-    """Offline alpha: the fixed value, or the initial value under "auto" (None: the agent's alpha_init)."""
+    """Offline alpha. None: under "fixed", ``alpha_per_reward_std`` times the dataset's reward
+    standard deviation; under "auto", the agent's ``alpha_init``."""
+    alpha_per_reward_std: float = 0.1
+    """The fixed offline alpha in units of the dataset's reward standard deviation when ``alpha`` is
+    None (alpha is in reward units per nat, so this follows the reward scale)."""
     target_entropy_per_dim: float | None = None
     """Offline target of the temperature's entropy statistic per action dimension, in the units of
     the agent's ``temperature_statistic`` (None: the agent's own target)."""
@@ -81,13 +86,29 @@ class OfflineConfig:
             raise ConfigError(f"field 'offline.softmax_temperature': must be > 0, got {self.softmax_temperature}")
         if self.alpha is not None and self.alpha <= 0:
             raise ConfigError(f"field 'offline.alpha': must be > 0, got {self.alpha}")
+        if self.alpha_per_reward_std <= 0:
+            raise ConfigError(f"field 'offline.alpha_per_reward_std': must be > 0, got {self.alpha_per_reward_std}")
 
     # ------------------------------------------------------------------------------------------
-    def agent_config(self, online: DIMEConfig) -> DIMEConfig:
-        """The agent configuration for pretraining: ``online`` with the offline temperature settings."""
+    def offline_alpha(self, reward_std: float | None) -> float | None:
+        """The alpha pretraining starts with (None: the agent's ``alpha_init``); see ``alpha``."""
+        if self.alpha is not None or self.alpha_mode == "auto":
+            return self.alpha
+        if reward_std is None or not reward_std > 0:
+            raise ConfigError(
+                "offline.alpha is not set and the dataset's rewards have no spread to derive it from; set offline.alpha"
+            )
+        return self.alpha_per_reward_std * reward_std
+
+    def agent_config(self, online: DIMEConfig, reward_std: float | None = None) -> DIMEConfig:
+        """The agent configuration for pretraining: ``online`` with the offline temperature settings.
+
+        ``reward_std``: the dataset's reward standard deviation (for the default fixed alpha).
+        """
         changes: dict[str, Any] = {"alpha_mode": self.alpha_mode}
-        if self.alpha is not None:
-            changes["alpha_init"] = self.alpha
+        alpha = self.offline_alpha(reward_std)
+        if alpha is not None:
+            changes["alpha_init"] = alpha
         if self.target_entropy_per_dim is not None:
             changes["target_entropy_per_dim"] = self.target_entropy_per_dim
         if self.actor_q_reduction is not None:

@@ -148,8 +148,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
-    offline_cfg = cfg.offline.agent_config(online_cfg)
     store = _load_store(cfg, online_cfg)
+    reward_std = None if store.normalization is None else store.normalization.reward_std
+    offline_cfg = cfg.offline.agent_config(online_cfg, reward_std=reward_std)
     env_id, evaluate_in_env = _evaluation_env(cfg, store)
     spaces = _spaces(store, env_id if evaluate_in_env else None, cfg)
 

@@ -46,9 +46,19 @@ def test_offline_temperature_and_reduction_apply_to_the_pretraining_agent_only()
     offline = OfflineConfig(alpha_mode="fixed", alpha=0.05, actor_q_reduction="min").agent_config(online)
     assert (offline.alpha_mode, offline.alpha_init, offline.actor_q_reduction) == ("fixed", 0.05, "min")
     assert (online.alpha_mode, online.alpha_init, online.actor_q_reduction) == ("auto", 1.0, "mean")
-    lower = OfflineConfig(target_entropy_per_dim=-8.0).agent_config(online)
-    assert lower.alpha_mode == "auto" and lower.target_entropy(2) == -16.0
-    assert OfflineConfig().agent_config(online).alpha_mode == OfflineConfig().alpha_mode
+    lower = OfflineConfig(alpha_mode="auto", target_entropy_per_dim=-8.0).agent_config(online)
+    assert lower.alpha_mode == "auto" and lower.target_entropy(2) == -16.0 and lower.alpha_init == online.alpha_init
+
+
+def test_the_default_offline_temperature_is_fixed_at_a_tenth_of_the_reward_spread() -> None:
+    online = tiny_config()
+    derived = OfflineConfig().agent_config(online, reward_std=4.0)
+    assert (derived.alpha_mode, derived.alpha_init) == ("fixed", pytest.approx(0.4))
+    assert OfflineConfig(alpha_per_reward_std=0.5).agent_config(online, reward_std=4.0).alpha_init == pytest.approx(2.0)
+    assert OfflineConfig(alpha=0.3).agent_config(online, reward_std=4.0).alpha_init == 0.3
+    for missing in (None, 0.0):
+        with pytest.raises(ConfigError, match="offline.alpha"):
+            OfflineConfig().agent_config(online, reward_std=missing)
 
 
 def test_description_round_trips_through_json_onto_a_fresh_agent() -> None:
@@ -97,7 +107,7 @@ def test_a_malformed_description_is_a_one_line_checkpoint_error(description: dic
 @pytest.mark.parametrize(
     ("field", "value"),
     [("conservative_weight", -1.0), ("behaviour_weight_online", -0.1), ("n_actions", 0), ("softmax_temperature", 0.0),
-     ("behaviour_paths", 0), ("alpha", 0.0)],
+     ("behaviour_paths", 0), ("alpha", 0.0), ("alpha_per_reward_std", 0.0)],
 )
 def test_invalid_settings_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"offline.{field}"):

@@ -308,14 +308,18 @@ def run_method(setup: Setup, method: str, seed: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- summary
 def online_scores(curve: list[tuple[int, float]], refs: tuple[float, float] | None, window: int) -> dict[str, float | None]:
-    """Boundary (step 0, if evaluated), minimum over steps in (0, window], and final normalised score."""
+    """Normalised scores of one online run's evaluation curve [(env step, mean return), ...]:
+    the boundary (step 0, if evaluated), the minimum over steps in (0, window], the final one, and
+    the mean over every online evaluation (an area under the curve: sample efficiency)."""
     score = lambda r: normalized_score(r, refs) if refs is not None else r  # noqa: E731
     boundary = [r for s, r in curve if s == 0]
     early = [r for s, r in curve if 0 < s <= window]
+    online = [r for s, r in curve if s > 0]
     return {
         "boundary": score(boundary[0]) if boundary else None,
         "min_first_window": score(min(early)) if early else None,
         "final": score(curve[-1][1]),
+        "mean_online": score(float(np.mean(online))) if online else None,
     }
 
 
@@ -343,7 +347,7 @@ def summarise(setup: Setup, records: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [r for r in records if r["method"] == method]
         if rows:
             per_seed = [online_scores([tuple(p) for p in r["curve"]], refs, setup.dip_window) for r in rows]
-            entry = {key: mean_std([p[key] for p in per_seed]) for key in ("boundary", "min_first_window", "final")}
+            entry = {key: mean_std([p[key] for p in per_seed]) for key in ("boundary", "min_first_window", "final", "mean_online")}
             entry["seeds"] = sorted(r["seed"] for r in rows)
             entry["wall_seconds"] = mean_std([r["wall_seconds"] for r in rows])
             if method == "dime-finetune":
@@ -372,14 +376,15 @@ def format_table(setup: Setup, summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"Online: {setup.online_steps} env steps; {unit}; evaluations every {setup.eval_every} steps on"
-        f" {setup.eval_episodes} episodes; dip = minimum over the first {setup.dip_window} steps",
-        "| method | boundary | dip (min, first window) | final | seeds | wall s |",
-        "|---|---|---|---|---|---|",
+        f" {setup.eval_episodes} episodes; dip = minimum over the first {setup.dip_window} steps;"
+        " mean = mean over all online evaluations",
+        "| method | boundary | dip (min, first window) | final | mean | seeds | wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, entry in summary["online"].items():
         lines.append(
             f"| {method} | {cell(entry['boundary'])} | {cell(entry['min_first_window'])} | {cell(entry['final'])}"
-            f" | {len(entry['seeds'])} | {cell(entry['wall_seconds'])} |"
+            f" | {cell(entry['mean_online'])} | {len(entry['seeds'])} | {cell(entry['wall_seconds'])} |"
         )
     return "\n".join(lines)
 

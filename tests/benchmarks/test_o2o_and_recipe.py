@@ -34,9 +34,10 @@ def test_online_scores_take_the_boundary_the_early_minimum_and_the_last_evaluati
     refs = (-100.0, 100.0)  # return r -> score 100 * (r + 100) / 200
     curve = [(0, 60.0), (5, 20.0), (10, -20.0), (15, 0.0), (40, 100.0)]
     scores = o2o.online_scores(curve, refs, window=10)
-    assert scores == {"boundary": 80.0, "min_first_window": 40.0, "final": 100.0}
+    assert scores == {"boundary": 80.0, "min_first_window": 40.0, "final": 100.0, "mean_online": 62.5}
     # no step-0 evaluation (from-scratch runs): no boundary; raw returns when there are no references
-    assert o2o.online_scores(curve[1:], None, window=12) == {"boundary": None, "min_first_window": -20.0, "final": 100.0}
+    raw = o2o.online_scores(curve[1:], None, window=12)
+    assert raw == {"boundary": None, "min_first_window": -20.0, "final": 100.0, "mean_online": 25.0}
 
 
 def test_summary_keeps_methods_apart_and_reports_the_dip_ratio(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_summary_keeps_methods_apart_and_reports_the_dip_ratio(tmp_path: Path) -
     assert finetuned["boundary"][0] == 75.0 and finetuned["min_first_window"][0] == 70.0 and finetuned["final"][0] == 95.0
     assert finetuned["dip_ratio"][0] == pytest.approx(70.0 / 75.0)
     assert summary["online"]["dime-scratch"]["boundary"] is None
-    assert "| dime-finetune | 75.0 ± 0.0 | 70.0 ± 0.0 | 95.0 ± 0.0 |" in o2o.format_table(setup, summary)
+    assert "| dime-finetune | 75.0 ± 0.0 | 70.0 ± 0.0 | 95.0 ± 0.0 | 82.5 ± 0.0 |" in o2o.format_table(setup, summary)
 
 
 def test_behaviour_cloning_fits_a_state_dependent_expert(tmp_path: Path) -> None:

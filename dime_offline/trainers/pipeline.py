@@ -37,9 +37,9 @@ class PipelineConfig:
     """Run directory; holds ``pretrain/``, ``finetune/`` and ``summary.json``."""
     overwrite: bool = False
     """Allow replacing an earlier run in ``out_dir``."""
-    pretrain_steps: int = 1_000
+    pretrain_steps: int = 500
     """Offline gradient steps (small by default: a few minutes on 2 cores)."""
-    finetune_steps: int = 500
+    finetune_steps: int = 300
     """Online environment steps after pretraining."""
     eval_episodes: int = 5
     """Episodes per evaluation (stochastic, as the authors evaluate)."""

@@ -412,8 +412,12 @@ def plot(setup: Setup, summary: dict[str, Any], records: list[dict[str, Any]], p
             continue
         steps = sorted(set.intersection(*(set(c) for c in curves)))
         values = np.array([[c[s] for s in steps] for c in curves])
-        right.plot(steps, values.mean(0), color=colour, label=f"{method} ({len(curves)} seeds)")
+        right.plot(steps, values.mean(0), color=colour, label=f"{method} (n={len(curves)})")
         right.fill_between(steps, values.mean(0) - values.std(0), values.mean(0) + values.std(0), color=colour, alpha=0.2)
+    baselines = {m: e["score"][0] for m, e in summary["offline"].items() if not m.startswith("dime")}
+    if baselines:  # the best offline baseline, for reference against the online curves
+        best = max(baselines, key=lambda m: baselines[m])
+        right.axhline(baselines[best], color="tab:gray", lw=1, ls="--", label=f"{best} offline")
     if right.lines:
         right.legend(fontsize=8)
     right.axvline(setup.dip_window, color="k", lw=0.5, ls=":")

@@ -6,8 +6,8 @@ true value of an out-of-distribution action is therefore exactly 1 below that of
 
 * Plain DIME (no regulariser) learns a critic that ranks some unlogged action well *above* the good
   mode, and the gap grows as bootstrapping feeds on it.
-* The conservative penalty keeps every unlogged action below the good mode, and with the offline
-  temperature (a small fixed alpha) the policy picks the good mode.
+* The conservative penalty keeps every unlogged action below the good mode, and with a small fixed
+  temperature (the offline setting; here alpha = 0.01) the policy picks the good mode.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_plain_overestimation_grows_while_the_conservative_critic_stays_below_th
 
 
 @pytest.mark.slow
-def test_conservative_dime_with_the_offline_temperature_picks_the_best_logged_mode() -> None:
+def test_conservative_dime_with_a_small_fixed_temperature_picks_the_best_logged_mode() -> None:
     final = _train(_agent(True, seed=0, alpha_mode="fixed", alpha_init=0.01), 1500, 1500, seed=0)[-1]
     assert final["ood_minus_good"] < 0.0
     assert final["near_good"] >= 0.6

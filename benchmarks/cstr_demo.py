@@ -14,9 +14,11 @@ Steps (each one the library function behind a CLI command, see docs/demo-cstr.md
    policy), the pretrained and the fine-tuned policy on the same seeded episodes (the same
    setpoint schedules and feed disturbances), with process metrics next to the return.
 
-Writes ``results.json`` and ``cstr-demo.png`` (learning curves and one episode's temperature and
-jacket setpoint under each controller) into ``--out`` and prints the table. Defaults are sized for
-about 10-15 minutes on two idle CPU cores.
+Writes ``results.json`` and ``cstr-demo.png`` into ``--out`` and prints the table. The plot shows
+the learning curves (noise-free policy, on the training-time evaluation episodes, with the PI
+controller's return on those same episodes) and one comparison episode's reactor temperature and
+jacket setpoint under each controller. Defaults are sized for about 10-15 minutes on two idle CPU
+cores.
 
 Run:  python benchmarks/cstr_demo.py [--out runs/cstr-demo] [--pretrain-steps 3000] [--finetune-steps 2400]
 """
@@ -44,7 +46,7 @@ from dime_offline.envs.telemetry import TelemetryConfig, generate_telemetry, wri
 from dime_offline.io import atomic_path, atomic_write_text
 from dime_offline.trainers.loop import EvalRecord, RunResult
 from dime_offline.trainers.offline import PretrainConfig, pretrain
-from dime_offline.trainers.online import FinetuneConfig, finetune
+from dime_offline.trainers.online import EVAL_SEED_OFFSET, FinetuneConfig, finetune
 from dime_offline.types import Policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,10 +61,23 @@ DEMO_AGENT: dict[str, Any] = {
     # One action dimension needs less than the authors' 3 x 256 score net; 128 wide halves the
     # cost of a regularised update on two CPU cores (docs/algorithm.md, section 6).
     "score_hidden": [128, 128, 128],
+    # Temperature: rewards are about 1 per step here (MuJoCo: 5-10), so start alpha at 0.1, and
+    # ask for a narrower policy than the authors' -4 per dimension: a tracking loop needs the
+    # jacket setpoint to within a fraction of a kelvin (1 K is 0.067 in [-1, 1] units).
+    "alpha_init": 0.1,
+    "target_entropy_per_dim": -8.0,
     # Lets the comparison also report the noise-free chain (act(deterministic=True)).
     "deterministic_act": "noise_free",
 }
 """DIME settings of the demo on top of the ``cpu`` preset (``--agent-set key=value`` adds more)."""
+
+DEMO_OFFLINE: dict[str, Any] = {
+    # A strong behaviour term: within a few thousand gradient steps it is what keeps the offline
+    # policy next to the PI controller's actions (weight 0.1: the policy drifts to a hot jacket
+    # and trips the reactor; 1: no trips but 2.7 K tracking error; 10: 0.7 K, at 1500 steps).
+    "behaviour_weight": 10.0,
+}
+"""OfflineConfig settings of the demo (``--offline-set key=value`` adds more)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,7 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--utd", type=int, default=1, help="Updates per env step while fine-tuning.")
     parser.add_argument("--pretrain-eval-every", type=int, default=500, help="Gradient steps between evaluations.")
     parser.add_argument("--finetune-eval-every", type=int, default=480, help="Env steps between evaluations.")
-    parser.add_argument("--train-eval-episodes", type=int, default=3, help="Episodes per evaluation during training.")
+    parser.add_argument("--train-eval-episodes", type=int, default=5, help="Episodes per evaluation during training.")
     parser.add_argument("--eval-episodes", type=int, default=10, help="Episodes of the final comparison.")
     parser.add_argument("--eval-seed", type=int, default=5000, help="Comparison episode i uses reset(eval_seed + i).")
     parser.add_argument("--seed", type=int, default=0, help="Training seed.")
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pre = pretrain(PretrainConfig(
         data=str(logs), steps=args.pretrain_steps, seed=args.seed, out_dir=str(out / "pretrain"), overwrite=True,
         preset=args.preset, agent=agent_settings, offline=_offline_config(args.offline_set),
-        eval_every=args.pretrain_eval_every, eval_episodes=args.train_eval_episodes,
+        eval_every=args.pretrain_eval_every, eval_episodes=args.train_eval_episodes, eval_deterministic=True,
         checkpoint_every=0, log_every=100, torch_threads=args.torch_threads, tensorboard=False, quiet=True,
     ))
     timings["pretrain"] = pre.loop.wall_seconds
@@ -225,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fine = finetune(FinetuneConfig(
         env_id=CSTR_ENV_ID, steps=args.finetune_steps, seed=args.seed, out_dir=str(out / "finetune"),
         overwrite=True, checkpoint=pre.checkpoint, data=str(logs), agent={"utd": args.utd},
-        eval_every=args.finetune_eval_every, eval_episodes=args.train_eval_episodes,
+        eval_every=args.finetune_eval_every, eval_episodes=args.train_eval_episodes, eval_deterministic=True,
         checkpoint_every=0, log_every=100, torch_threads=args.torch_threads, tensorboard=False, quiet=True,
     ))
     timings["finetune"] = fine.loop.wall_seconds
@@ -249,6 +264,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row, episode = evaluate_controller(name, policy, seeds, deterministic=deterministic)
         rows.append(row)
         trajectories[name] = episode
+    # The PI controller on the episodes the training-time evaluations used, for the learning curves.
+    curve_seeds = [args.seed + EVAL_SEED_OFFSET + i for i in range(args.train_eval_episodes)]
+    curve_references = {
+        name: evaluate_controller(name, policy, curve_seeds, deterministic=deterministic)[0]["return_mean"]
+        for name, policy, deterministic in controllers[:2]
+    }
     timings["comparison"] = time.monotonic() - started
     timings["total"] = sum(timings.values())
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -263,19 +284,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "hours": args.hours, "telemetry_seed": args.telemetry_seed, "pretrain_steps": args.pretrain_steps,
             "finetune_steps": args.finetune_steps, "utd": args.utd, "eval_episodes": args.eval_episodes,
             "eval_seeds": seeds, "seed": args.seed, "preset": args.preset, "agent": agent_settings,
-            "offline": _settings(args.offline_set), "spec": str(args.spec),
+            "offline": {**DEMO_OFFLINE, **_settings(args.offline_set)}, "spec": str(args.spec),
         },
         "dataset": {"path": str(logs), "transitions": report.transitions, "episodes": report.episode_count,
                     "true_trips": int(truth["terminated"].sum())},
         "pretrain": pre.to_dict() | {"curve": _curve(pre.loop.evaluations)},
         "finetune": fine.to_dict() | {"curve": _curve(fine.loop.evaluations)},
+        "curve_seeds": curve_seeds,
+        "curve_references": curve_references,
         "comparison": rows,
         "table": table,
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    plot(out / "cstr-demo.png", pre, fine, rows, trajectories)
+    plot(out / "cstr-demo.png", pre, fine, curve_references, trajectories)
     if args.plot_copy is not None:
-        plot(args.plot_copy, pre, fine, rows, trajectories)
+        plot(args.plot_copy, pre, fine, curve_references, trajectories)
     print(f"\nwrote {out / 'results.json'} and {out / 'cstr-demo.png'} (total {timings['total']:.0f} s)")
     return results
 
@@ -283,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _offline_config(items: list[str]) -> Any:
     from dime_offline.regularizers import OfflineConfig
 
-    return OfflineConfig(**_settings(items))
+    return OfflineConfig(**{**DEMO_OFFLINE, **_settings(items)})
 
 
 def _curve(evaluations: list[EvalRecord]) -> list[dict[str, float]]:
@@ -305,15 +328,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(path: Path, pre: RunResult, fine: RunResult, rows: list[dict[str, Any]], trajectories: dict[str, Episode]) -> None:
-    """Learning curves (top) and one episode's temperature and jacket setpoint per controller (bottom)."""
+def plot(path: Path, pre: RunResult, fine: RunResult, references: dict[str, float], trajectories: dict[str, Episode]) -> None:
+    """Learning curves (top; ``references``: PI returns on the same episodes) and one episode's
+    temperature and jacket setpoint per controller (bottom)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10.0, 6.4), dpi=80)
     FigureCanvasAgg(figure)
     grid = figure.add_gridspec(2, 2)
-    references = {r["controller"]: r["return_mean"] for r in rows if r["controller"].startswith("PI")}
     for col, (result, title, x_label) in enumerate(
         [(pre, "offline pretraining", "gradient steps"), (fine, "online fine-tuning", "env steps")]
     ):
@@ -321,7 +344,7 @@ def plot(path: Path, pre: RunResult, fine: RunResult, rows: list[dict[str, Any]]
         steps = [r.step for r in result.loop.evaluations]
         mean = np.array([r.stats.return_mean for r in result.loop.evaluations])
         std = np.array([r.stats.return_std for r in result.loop.evaluations])
-        axes.plot(steps, mean, marker="o", markersize=3, color="C0", label="DIME (eval mean)")
+        axes.plot(steps, mean, marker="o", markersize=3, color="C0", label="DIME, noise-free (eval mean ± std)")
         axes.fill_between(steps, mean - std, mean + std, color="C0", alpha=0.2)
         for (name, value), style in zip(references.items(), ("--", ":")):
             axes.axhline(value, color="k", linestyle=style, linewidth=1, label=f"{name}")

@@ -8,8 +8,10 @@ benchmarks/cstr_demo.py.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from dime_offline.envs import CSTR_ENV_ID
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline_cli.main import app
 
-SPEC = Path(__file__).resolve().parents[2] / "datasets" / "specs" / "telemetry" / "cstr.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "datasets" / "specs" / "telemetry" / "cstr.yaml"
 TINY_AGENT = [
     "agent.critic_hidden=[32, 32]", "agent.score_hidden=[32, 32]", "agent.score_frequencies=8",
     "agent.score_time_hidden=16", "agent.diffusion_steps=4", "agent.n_atoms=21", "agent.batch_size=32",
@@ -108,3 +111,31 @@ def test_historian_export_to_a_finetuned_policy_for_the_twin(tmp_path: Path) -> 
     evaluated = _json("evaluate", "--checkpoint", tmp_path / "fine", "--episodes", 2, "--seed", 7, "--json")
     assert evaluated["env"] == CSTR_ENV_ID
     _assert_eval_block(evaluated, 2)
+
+
+def test_demo_script_runs_the_whole_path_and_writes_its_table_and_plot(tmp_path: Path) -> None:
+    """benchmarks/cstr_demo.py with tiny budgets: the comparison covers every controller on the
+    same episodes, and the results file and the plot are written."""
+    spec = importlib.util.spec_from_file_location("bench_cstr_demo", ROOT / "benchmarks" / "cstr_demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = demo  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(demo)
+    tiny = [f"--agent-set={item.removeprefix('agent.')}" for item in TINY_AGENT]
+    results = demo.main([
+        "--out", str(tmp_path / "demo"), "--hours", "2", "--pretrain-steps", "6", "--finetune-steps", "12",
+        "--pretrain-eval-every", "3", "--finetune-eval-every", "12", "--train-eval-episodes", "1",
+        "--eval-episodes", "2", *tiny,
+    ])
+    assert (tmp_path / "demo" / "results.json").is_file() and (tmp_path / "demo" / "cstr-demo.png").stat().st_size > 0
+    assert json.loads((tmp_path / "demo" / "results.json").read_text())["table"] == results["table"]
+    rows = {row["controller"]: row for row in results["comparison"]}
+    assert len(rows) == 6 and all(row["episodes"] == 2 for row in rows.values())
+    for row in rows.values():
+        assert all(math.isfinite(row[k]) for k in ("return_mean", "tracking_error_K", "move_K_per_step"))
+        assert 0.0 <= row["trips_per_episode"] <= 1.0
+    # the PI controller on its own twin: no trip, tracking within a kelvin on average
+    pi = rows["PI (deterministic)"]
+    assert pi["trips_per_episode"] == 0.0 and pi["tracking_error_K"] < 1.0 and pi["length_mean"] == 240
+    assert [r["step"] for r in results["pretrain"]["curve"]] == [3, 6]
+    assert set(results["curve_references"]) == {"PI (deterministic)", "PI + operator (behaviour policy)"}

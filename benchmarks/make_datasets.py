@@ -149,7 +149,8 @@ def dataset_stats(data: TransitionData, references: tuple[float, float], time_li
 
 
 def set_references(path: Path, references: tuple[float, float], extra: dict[str, Any]) -> TransitionData:
-    """Rewrite a dataset with ``references`` and ``extra`` in its metadata (for envs D4RL does not cover)."""
+    """Rewrite a dataset with the recipe's reference returns (the only ones for envs D4RL does not
+    cover) and the provenance ``extra`` in its metadata."""
     data, _ = read_parquet(path)
     data.metadata.ref_min_score, data.metadata.ref_max_score = references
     data.metadata.extra.update(extra)

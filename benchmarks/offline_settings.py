@@ -55,6 +55,8 @@ VARIANTS: dict[str, list[str]] = {
     "behaviour-0": [AUTO, "offline.behaviour_weight=0"],
     "behaviour-1": [AUTO, "offline.behaviour_weight=1"],
     "n-actions-1": ["offline.n_actions=1"],
+    "n-actions-2": ["offline.n_actions=2"],
+    "n-actions-4": ["offline.n_actions=4"],
     "n-actions-10": ["offline.n_actions=10"],
     "fixed-0.1-min": ["offline.alpha_mode=fixed", "offline.alpha=0.1", "offline.actor_q_reduction=min"],
     "fixed-0.1-min-brn1k": ["offline.alpha_mode=fixed", "offline.alpha=0.1", "offline.actor_q_reduction=min",

@@ -26,8 +26,8 @@ For each critic k and state s of the batch (Kumar et al. 2020, CQL; Nakamoto et 
   never pushes the learned policy's value below the behaviour policy's. Uniform candidates are
   never raised. Rows without a return (online transitions: NaN) are left uncalibrated. DIME's
   values are *soft* (they include alpha times the discounted entropy bound, negative at the
-  authors' target) while the return-to-go counts rewards only, so the bound is slightly generous;
-  with the small offline temperature the difference is a fraction of an atom per step.
+  authors' target) while the return-to-go counts rewards only; the bound only limits how far the
+  penalty pushes, and the small offline temperature keeps the two close.
 * **Units and stability.** The gap is divided by the support's width v_max - v_min, so ``weight``
   keeps its meaning when the support changes with the domain, and ``weight < 1`` is always stable:
   at a data action the cross-entropy's gradient on logit i is p_i - m_i and the penalty's is
@@ -138,7 +138,7 @@ class ConservativePenalty:
     """
 
     def __init__(
-        self, weight: float, *, n_actions: int = 4, temperature: float = 1.0, lower_bound: bool = True, seed: int = 0
+        self, weight: float, *, n_actions: int = 2, temperature: float = 1.0, lower_bound: bool = True, seed: int = 0
     ) -> None:
         if n_actions < 1:
             raise ValueError(f"n_actions must be >= 1, got {n_actions}")

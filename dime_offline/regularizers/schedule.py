@@ -46,8 +46,9 @@ class OfflineConfig:
     Monte-Carlo return-to-go inside the penalty."""
     calibration_online: bool = True
     """Calibration online (it acts on offline rows only: online rows carry no return-to-go)."""
-    n_actions: int = 4
-    """Uniform actions and diffusion-policy samples per state in the penalty (each)."""
+    n_actions: int = 2
+    """Uniform actions and diffusion-policy samples per state in the penalty (each); the penalty's
+    cost grows with it (the policy samples need M extra chains per state)."""
     softmax_temperature: float = 1.0
     """tau of the soft maximum over the candidates' values, in atoms (-> 0: hard maximum)."""
     behaviour_weight: float = 0.1

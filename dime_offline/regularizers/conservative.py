@@ -19,8 +19,8 @@ For each critic k and state s of the batch (Kumar et al. 2020, CQL; Nakamoto et 
   bound is a *lower* bound with a gap that grows with the chain's mismatch. Either would weigh the
   policy samples by a biased, noisy factor exp(-log pi); with a concentrated policy the uniform
   samples would then dominate and the samples the actor actually proposes would barely be penalised.
-  The uncorrected soft maximum needs no density and keeps the pressure on those samples (see the
-  "Offline stage" section of docs/algorithm.md).
+  The uncorrected soft maximum needs no density and keeps the pressure on those samples
+  (docs/algorithm.md section 8.1).
 * **Calibration (Cal-QL)**, when ``lower_bound`` is on: the *policy* candidates' values are raised
   to at least the data's discounted Monte-Carlo return-to-go, Q~ = max(Q, mc_return), so the penalty
   never pushes the learned policy's value below the behaviour policy's. Uniform candidates are
@@ -42,11 +42,11 @@ For each critic k and state s of the batch (Kumar et al. 2020, CQL; Nakamoto et 
   argument needs). Evaluating the candidates (or the data) in a separate eval-mode pass fails: a
   shift of a feature's mean before a batch-renorm layer changes the eval-mode values but is
   cancelled by the training-mode batch statistics, so the penalty "moved" the eval-mode values
-  for free while the cross-entropy fit the training-mode ones. Measured on the bandit of
-  tests/offline: eval-mode data values ran to 44 while the training-mode ones stayed near 2 (and,
-  with training-mode data against eval-mode candidates, the opposite split); with one pass both
-  agree within 0.3 (docs/algorithm.md, "Offline stage"). The candidates do enter the batch-renorm
-  statistics, as CrossQ's next-state policy actions already do.
+  for free while the cross-entropy fit the training-mode ones. Measured on a bandit: eval-mode data
+  values ran to 44 while the training-mode ones stayed near 2 (and, with training-mode data against
+  eval-mode candidates, the opposite split); with one pass both agree within 0.3 (docs/algorithm.md
+  section 8.1). The candidates do enter the batch-renorm statistics, as CrossQ's next-state policy
+  actions already do.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ class OfflineConfig:
     Weights are dimensionless: the conservative penalty measures values in widths of the critic's
     support, the behaviour term in atoms of it (see :mod:`dime_offline.regularizers.conservative`
     and ``behaviour``). Defaults were chosen by
-    the measurements in docs/algorithm.md, "Offline stage".
+    the measurements in docs/algorithm.md, section 8 ("Offline stage").
     """
 
     conservative_weight: float = 0.5
@@ -53,7 +53,9 @@ class OfflineConfig:
     """tau of the soft maximum over the candidates' values, in atoms (-> 0: hard maximum)."""
     behaviour_weight: float = 0.1
     """Weight of the actor's behaviour term (atoms of Q per nat of the data actions' log-likelihood
-    bound) during pretraining (0: off)."""
+    bound) during pretraining (0: off). Raise it when the logged behaviour is good and leaving it is
+    costly (the CSTR demo uses 10), lower it when the data mixes good and poor actions in the same
+    states (docs/algorithm.md section 8.2)."""
     behaviour_weight_online: float = 0.0
     """Its weight during online fine-tuning."""
     behaviour_paths: int = 1

@@ -41,10 +41,10 @@ from dime_offline.checkpoints import load_checkpoint
 from dime_offline.converters import convert_telemetry, load_spec
 from dime_offline.envs import CSTR_ENV_ID
 from dime_offline.envs.make import make_env
-from dime_offline.envs.pi_controller import SETPOINT_INDEX, T_INDEX, PIController
+from dime_offline.envs.pi_controller import SETPOINT_INDEX, PIController
 from dime_offline.envs.telemetry import TelemetryConfig, generate_telemetry, write_telemetry
 from dime_offline.io import atomic_path, atomic_write_text
-from dime_offline.trainers.loop import EvalRecord, RunResult
+from dime_offline.trainers.loop import EvalRecord
 from dime_offline.trainers.offline import PretrainConfig, pretrain
 from dime_offline.trainers.online import EVAL_SEED_OFFSET, FinetuneConfig, finetune
 from dime_offline.types import Policy
@@ -137,8 +137,10 @@ def run_episode(policy: Policy, seed: int, *, deterministic: bool) -> Episode:
                    np.asarray(setpoints), np.asarray(moves), u_start)
 
 
-def evaluate_controller(name: str, policy: Policy, seeds: list[int], *, deterministic: bool) -> tuple[dict[str, Any], Episode]:
-    """Table row (mean/std over the seeds) and the first episode (for the trajectory plot)."""
+def evaluate_controller(
+    name: str, policy: Policy, seeds: list[int], *, deterministic: bool
+) -> tuple[dict[str, Any], list[Episode]]:
+    """Table row (means over the seeds, per-episode returns and trips) and the episodes."""
     episodes = [run_episode(policy, s, deterministic=deterministic) for s in seeds]
     returns = np.array([e.episode_return for e in episodes])
     row = {
@@ -151,8 +153,9 @@ def evaluate_controller(name: str, policy: Policy, seeds: list[int], *, determin
         "move_K_per_step": float(np.mean([e.mean_move for e in episodes])),
         "length_mean": float(np.mean([len(e.reactor_temp) for e in episodes])),
         "returns": returns.tolist(),
+        "terminated": [e.terminated for e in episodes],
     }
-    return row, episodes[0]
+    return row, episodes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,7 +180,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--offline-set", action="append", default=[], metavar="KEY=VALUE",
                         help="OfflineConfig setting (repeatable), e.g. conservative_weight=0.3.")
     parser.add_argument("--torch-threads", type=int, default=1, help="Torch CPU threads.")
-    parser.add_argument("--plot-copy", type=Path, default=None, help="Also copy the plot here (e.g. docs/img/cstr-demo.png).")
+    parser.add_argument("--plot-episode", type=int, default=None,
+                        help="Comparison episode to plot (index; default: the PI controller's worst).")
+    parser.add_argument("--plot-copy", type=Path, default=None,
+                        help="Also write the plot here (e.g. docs/img/cstr-demo.png).")
     return parser.parse_args(argv)
 
 
@@ -259,11 +265,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("DIME fine-tuned (stochastic)", online_agent, False),
         ("DIME fine-tuned (noise-free)", online_agent, True),
     ]
-    rows, trajectories = [], {}
+    rows, episodes = [], {}
     for name, policy, deterministic in controllers:
-        row, episode = evaluate_controller(name, policy, seeds, deterministic=deterministic)
+        row, episodes[name] = evaluate_controller(name, policy, seeds, deterministic=deterministic)
         rows.append(row)
-        trajectories[name] = episode
+    # Plot the hardest episode (the PI controller's worst): where controllers differ most.
+    plotted = int(np.argmin(rows[0]["returns"])) if args.plot_episode is None else args.plot_episode
+    trajectories = {name: runs[plotted] for name, runs in episodes.items()}
     # The PI controller on the episodes the training-time evaluations used, for the learning curves.
     curve_seeds = [args.seed + EVAL_SEED_OFFSET + i for i in range(args.train_eval_episodes)]
     curve_references = {
@@ -291,14 +299,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pretrain": pre.to_dict() | {"curve": _curve(pre.loop.evaluations)},
         "finetune": fine.to_dict() | {"curve": _curve(fine.loop.evaluations)},
         "curve_seeds": curve_seeds,
+        "plot_episode_seed": seeds[plotted],
         "curve_references": curve_references,
         "comparison": rows,
         "table": table,
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    plot(out / "cstr-demo.png", pre, fine, curve_references, trajectories)
+    curves = (results["pretrain"]["curve"], results["finetune"]["curve"])
+    plot(out / "cstr-demo.png", *curves, curve_references, trajectories)
     if args.plot_copy is not None:
-        plot(args.plot_copy, pre, fine, curve_references, trajectories)
+        plot(args.plot_copy, *curves, curve_references, trajectories)
     print(f"\nwrote {out / 'results.json'} and {out / 'cstr-demo.png'} (total {timings['total']:.0f} s)")
     return results
 
@@ -328,7 +338,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(path: Path, pre: RunResult, fine: RunResult, references: dict[str, float], trajectories: dict[str, Episode]) -> None:
+def plot(
+    path: Path, pre_curve: list[dict[str, float]], fine_curve: list[dict[str, float]], references: dict[str, float],
+    trajectories: dict[str, Episode],
+) -> None:
     """Learning curves (top; ``references``: PI returns on the same episodes) and one episode's
     temperature and jacket setpoint per controller (bottom)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -337,13 +350,13 @@ def plot(path: Path, pre: RunResult, fine: RunResult, references: dict[str, floa
     figure = Figure(figsize=(10.0, 6.4), dpi=80)
     FigureCanvasAgg(figure)
     grid = figure.add_gridspec(2, 2)
-    for col, (result, title, x_label) in enumerate(
-        [(pre, "offline pretraining", "gradient steps"), (fine, "online fine-tuning", "env steps")]
+    for col, (curve, title, x_label) in enumerate(
+        [(pre_curve, "offline pretraining", "gradient steps"), (fine_curve, "online fine-tuning", "env steps")]
     ):
         axes = figure.add_subplot(grid[0, col])
-        steps = [r.step for r in result.loop.evaluations]
-        mean = np.array([r.stats.return_mean for r in result.loop.evaluations])
-        std = np.array([r.stats.return_std for r in result.loop.evaluations])
+        steps = [point["step"] for point in curve]
+        mean = np.array([point["return_mean"] for point in curve])
+        std = np.array([point["return_std"] for point in curve])
         axes.plot(steps, mean, marker="o", markersize=3, color="C0", label="DIME, noise-free (eval mean ± std)")
         axes.fill_between(steps, mean - std, mean + std, color="C0", alpha=0.2)
         for (name, value), style in zip(references.items(), ("--", ":")):
@@ -353,17 +366,22 @@ def plot(path: Path, pre: RunResult, fine: RunResult, references: dict[str, floa
         axes.set_ylabel("episode return")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="x-small", loc="lower right")
-    shown = ["PI (deterministic)", "PI + operator (behaviour policy)", "DIME offline (noise-free)", "DIME fine-tuned (noise-free)"]
+    shown = ["PI (deterministic)", "PI + operator (behaviour policy)", "DIME offline (noise-free)",
+             "DIME fine-tuned (noise-free)"]
     temp_axes = figure.add_subplot(grid[1, 0])
     move_axes = figure.add_subplot(grid[1, 1], sharex=temp_axes)
     first = trajectories[shown[0]]
+    low, high = float(first.setpoint.min()) - 3.0, float(first.setpoint.max()) + 6.0
     temp_axes.step(first.minutes, first.setpoint, where="pre", color="k", linewidth=1, label="setpoint")
     for i, name in enumerate(shown):
         episode = trajectories[name]
         label = name + (" (tripped)" if episode.terminated else "")
         temp_axes.plot(episode.minutes, episode.reactor_temp, color=f"C{i}", linewidth=1, label=label)
         move_axes.plot(episode.minutes, episode.jacket_sp, color=f"C{i}", linewidth=1, label=label)
-    temp_axes.set_title(f"one evaluation episode (seed {first.seed})", fontsize="medium")
+        if episode.terminated:  # the runaway leaves the axis: mark where the interlock tripped
+            temp_axes.plot(episode.minutes[-1], high - 0.5, marker="x", markersize=8, color=f"C{i}")
+    temp_axes.set_ylim(low, high)
+    temp_axes.set_title(f"comparison episode with seed {first.seed} (x: interlock trip)", fontsize="medium")
     temp_axes.set_xlabel("minutes")
     temp_axes.set_ylabel("reactor temperature T, K")
     temp_axes.grid(alpha=0.3)

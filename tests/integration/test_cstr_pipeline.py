@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from dime_offline_cli.main import app
 from typer.testing import CliRunner
 
 from dime_offline.checkpoints import read_checkpoint_meta
 from dime_offline.data.parquet import read_parquet_metadata
 from dime_offline.envs import CSTR_ENV_ID
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
-from dime_offline_cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "datasets" / "specs" / "telemetry" / "cstr.yaml"

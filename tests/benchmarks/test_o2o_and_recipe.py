@@ -52,7 +52,7 @@ def test_summary_keeps_methods_apart_and_reports_the_dip_ratio(tmp_path: Path) -
     assert summary["offline"]["bc"]["score"] == (62.5, 12.5, 2)  # scores 50 and 75
     finetuned = summary["online"]["dime-finetune"]
     assert finetuned["boundary"][0] == 75.0 and finetuned["min_first_window"][0] == 70.0 and finetuned["final"][0] == 95.0
-    assert finetuned["dip_ratio"][0] == pytest.approx(70.0 / 75.0)
+    assert finetuned["dip_ratio"][0] == pytest.approx(70.0 / 75.0) and finetuned["seeds_without_dip"] == 1
     assert summary["online"]["dime-scratch"]["boundary"] is None
     assert "| dime-finetune | 75.0 ± 0.0 | 70.0 ± 0.0 | 95.0 ± 0.0 | 82.5 ± 0.0 |" in o2o.format_table(setup, summary)
 

@@ -106,6 +106,11 @@ class DIMEConfig:
     """Width of the time-embedding MLP."""
     score_output_clip: float = 1e4
     """The control term u_theta is clipped to +-this."""
+    matmul_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype of the score net's and critics' hidden-layer products: 'auto' uses bfloat16
+    where the device has native bfloat16 matrix units (CPUs with AMX or AVX512-BF16, CUDA GPUs
+    with bf16), float32 elsewhere. Costs, logits, the C51 terms, parameters and optimiser state
+    stay float32 (``nets/precision.py``; speed and learning measurements in docs/benchmarks.md)."""
     deterministic_act: Literal["stochastic", "noise_free"] = "stochastic"
     """What ``act(obs, deterministic=True)`` does: 'stochastic' ignores the flag (authors: evaluation is
     stochastic); 'noise_free' runs the chain from the prior mean with all injected noise set to zero."""

@@ -51,7 +51,8 @@ class BatchRenorm(nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise x (*S, B, F) -> (*S, B, F)."""
+        """Normalise x (*S, B, F) -> (*S, B, F), in float32 whatever the input's dtype."""
+        x = x.float()
         weight, bias = self.weight.unsqueeze(-2), self.bias.unsqueeze(-2)
         if not self.training:
             scale = weight * torch.rsqrt(self.running_var.unsqueeze(-2) + self.eps)

@@ -20,7 +20,12 @@ from dime_offline.nets.mlp import lecun_normal_
 
 
 class EnsembleDense(nn.Module):
-    """E independent dense layers: x (E, B, in) -> (E, B, out); LeCun-normal weights, zero bias."""
+    """E independent dense layers: x (E, B, in) -> (E, B, out); LeCun-normal weights, zero bias.
+
+    ``compute_dtype`` (float32 unless the critic sets it) is the dtype the product runs in: weights,
+    bias and input are cast per call and the output stays in that dtype; the parameters and their
+    gradients stay float32.
+    """
 
     def __init__(self, n_members: int, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -28,9 +33,13 @@ class EnsembleDense(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_members, 1, out_features))
         for member in self.weight:
             lecun_normal_(member, fan_in=in_features)
+        self.compute_dtype = torch.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        dtype = self.compute_dtype
+        if dtype == torch.float32:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias.to(dtype), x.to(dtype), self.weight.to(dtype))
 
 
 class DistributionalCritic(nn.Module):
@@ -74,6 +83,14 @@ class DistributionalCritic(nn.Module):
         layers.append(EnsembleDense(n_critics, width, n_atoms))
         self.net = nn.Sequential(*layers)
         self.register_buffer("support", torch.linspace(v_min, v_max, n_atoms))
+
+    def set_matmul_dtype(self, dtype: torch.dtype) -> None:
+        """Run the hidden layers' products in ``dtype`` (``nets/precision.py``). The atoms head stays
+        float32, and batch renormalisation computes its statistics in float32 either way."""
+        *hidden, head = [m for m in self.net if isinstance(m, EnsembleDense)]
+        for layer in hidden:
+            layer.compute_dtype = dtype
+        head.compute_dtype = torch.float32
 
     @property
     def v_min(self) -> float:

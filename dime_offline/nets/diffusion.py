@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dime_offline.nets.precision import low_precision
 from dime_offline.nets.score_net import ScoreNet
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -123,6 +124,9 @@ class DiffusionPolicy(nn.Module):
             self.register_buffer("raw_friction", raw_friction)
         self.register_buffer("schedule", cosine_schedule(n_steps))
         self.register_buffer("step_index", torch.arange(n_steps, dtype=torch.float32))
+        self.matmul_dtype = torch.float32
+        """Compute dtype of the score net's hidden layers (``nets/precision.py``); the chain's state,
+        its costs and the score net's output stay float32 either way."""
 
     # ----------------------------------------------------------------------------------------------
     def step_sizes(self) -> torch.Tensor:
@@ -155,9 +159,6 @@ class DiffusionPolicy(nn.Module):
         """
         batch, d = obs.shape[0], self.act_dim
         eta, decay, noise_std = self._kernel_coefficients()
-        # (N, B, H) once per chain; unbind (not cond[n]) so backward stacks the N slices once instead of
-        # scattering each into a fresh zero tensor of the full size.
-        cond = self.score_net.prepare(obs, self.step_index).unbind(0)
         shape = (self.n_steps, batch, d)
         if noise_free:
             x = obs.new_zeros(batch, d)
@@ -168,10 +169,14 @@ class DiffusionPolicy(nn.Module):
         x0 = x
         noise = noise_std[:, None, :] * eps  # (N, B, d)
         path = [x]
-        for n in range(self.n_steps):
-            u = self.score_net.control(x, cond[n])
-            x = torch.addcmul(torch.addcmul(noise[n], u, eta[n]), x, decay[n])
-            path.append(x)
+        with low_precision(obs.device, self.matmul_dtype):
+            # (N, B, H) once per chain; unbind (not cond[n]) so backward stacks the N slices once instead
+            # of scattering each into a fresh zero tensor of the full size.
+            cond = self.score_net.prepare(obs, self.step_index).unbind(0)
+            for n in range(self.n_steps):
+                u = self.score_net.control(x, cond[n])
+                x = torch.addcmul(torch.addcmul(noise[n], u, eta[n]), x, decay[n])
+                path.append(x)
         states = torch.stack(path)  # (N+1, B, d)
         # log b(x_n | x_{n+1}) - log f(x_{n+1} | x_n) per step. Both kernels have variance 2 eta_n, so their
         # normalisers cancel exactly; the denoising residual at its own sample is eps_n by construction.
@@ -210,8 +215,9 @@ class DiffusionPolicy(nn.Module):
         for n in reversed(range(self.n_steps)):  # noising: x_n = decay_n * x_{n+1} + sqrt(2 eta_n) xi_n
             states.append(torch.addcmul(noise[n], states[-1], decay[n]))
         path = torch.stack(states[::-1])  # (N+1, rows, d), path[n] = x_n
-        cond = self.score_net.prepare(obs, self.step_index)  # (N, rows, H)
-        u = self.score_net.control(path[:-1], cond)  # all N kernels at once: the path is fixed
+        with low_precision(obs.device, self.matmul_dtype):
+            cond = self.score_net.prepare(obs, self.step_index)  # (N, rows, H)
+            u = self.score_net.control(path[:-1], cond)  # all N kernels at once: the path is fixed
         denoising_residual = (path[1:] - path[:-1] * decay[:, None, :] - eta[:, None, :] * u) / noise_std[:, None, :]
         # log f(x_{n+1}|x_n) - log b(x_n|x_{n+1}); equal variances again cancel the normalisers.
         log_ratio = 0.5 * (xi.square() - denoising_residual.square()).sum(dim=(0, 2))

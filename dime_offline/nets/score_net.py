@@ -92,14 +92,21 @@ class ScoreNet(nn.Module):
         return obs_part.unsqueeze(0) + time_part.unsqueeze(1)
 
     def control(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """u_theta for states ``x`` (..., d) given conditioning ``cond`` (..., H) from :meth:`prepare`."""
+        """u_theta for states ``x`` (..., d) given conditioning ``cond`` (..., H) from :meth:`prepare`.
+
+        Under a bfloat16 autocast (see :func:`dime_offline.nets.precision.low_precision`) the hidden
+        layers run in bfloat16; the output layer always runs in float32, so the control term that
+        enters the chain's state and its costs keeps full precision.
+        """
         w_x = self.first.weight[:, : self.x_dim]
         if x.dim() == 2:
             h = torch.addmm(cond, x, w_x.t())
         else:
             h = cond + F.linear(x, w_x)
         h = self.hidden_layers(self.act(h))
-        return self.out(h).clamp(-self.output_clip, self.output_clip)
+        with torch.autocast(h.device.type, enabled=False):
+            u = self.out(h.float())
+        return u.clamp(-self.output_clip, self.output_clip)
 
     def forward(self, x: torch.Tensor, obs: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         """Reference forward on the literal concatenation: x (B, d), obs (B, O), step (B,) -> (B, d)."""

@@ -52,13 +52,11 @@ For each critic k and state s of the batch (Kumar et al. 2020, CQL; Nakamoto et 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from dime_offline.agent.regularization import CriticStepContext
-from dime_offline.nets.diffusion import ChainSample
 from dime_offline.types import Batch
 
 METRIC_PREFIX = "conservative/"
@@ -157,19 +155,20 @@ class ConservativePenalty:
         u = torch.rand((rows, act_dim), generator=self._generator, device=like.device, dtype=like.dtype)
         return 2.0 * u - 1.0
 
-    def extra_rows(
-        self, obs: torch.Tensor, batch: Batch, sample_actions: Callable[[torch.Tensor], ChainSample]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def policy_states(self, obs: torch.Tensor) -> torch.Tensor:
+        """The states the agent samples policy candidates at, in its next-state chain: (M B, O), state b
+        at rows j B + b."""
+        return obs.repeat(self.n_actions, 1)
+
+    def extra_rows(self, obs: torch.Tensor, batch: Batch, policy_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The candidates the agent adds to its joint pass: (2 M B, O) states and (2 M B, d) actions.
 
-        Rows [0, M B) hold uniform actions, rows [M B, 2 M B) policy samples; row j B + b of each
-        half belongs to state b.
+        ``policy_actions`` (M B, d) are the agent's samples at :meth:`policy_states`. Rows [0, M B) hold
+        uniform actions, rows [M B, 2 M B) the policy samples; row j B + b of each half belongs to state b.
         """
         batch_size, act_dim = batch.action.shape
-        repeated = obs.repeat(self.n_actions, 1)
         uniform = self._uniform(self.n_actions * batch_size, act_dim, batch.action)
-        policy = sample_actions(repeated).action
-        return repeated.repeat(2, 1), torch.cat([uniform, policy])
+        return self.policy_states(obs).repeat(2, 1), torch.cat([uniform, policy_actions])
 
     def candidate_values(self, ctx: CriticStepContext) -> CandidateValues:
         """Expected values at the data actions and at the candidates, all from the joint pass."""

@@ -110,14 +110,18 @@ def test_extra_rows_layout_uniform_then_policy_each_state_repeated_per_candidate
     batch = _batch()
     penalty = ConservativePenalty(0.5, n_actions=3, seed=4)
     obs = agent.normalize_obs(batch.obs)
-    rows_obs, rows_action = penalty.extra_rows(obs, batch, agent.sample_actions)
+    policy_states = penalty.policy_states(obs)
+    assert policy_states.shape == (3 * 8, 3)
+    policy_actions = agent.sample_actions(policy_states).action
+    rows_obs, rows_action = penalty.extra_rows(obs, batch, policy_actions)
     assert rows_obs.shape == (2 * 3 * 8, 3) and rows_action.shape == (2 * 3 * 8, 2)
     for j in range(6):  # block j holds every state once, in batch order
         assert torch.equal(rows_obs[j * 8 : (j + 1) * 8], obs)
     uniform = rows_action[: 3 * 8]
     assert uniform.min() >= -1 and uniform.max() <= 1 and uniform.std() > 0.4  # U[-1, 1]: std 0.577
     # The same seed gives the same uniform candidates.
-    again = ConservativePenalty(0.5, n_actions=3, seed=4).extra_rows(obs, batch, agent.sample_actions)[1][: 3 * 8]
+    assert torch.equal(rows_action[3 * 8 :], policy_actions)
+    again = ConservativePenalty(0.5, n_actions=3, seed=4).extra_rows(obs, batch, policy_actions)[1][: 3 * 8]
     assert torch.equal(again, uniform)
 
 

@@ -1,0 +1,47 @@
+"""Where the networks may run their matrix products in bfloat16, and the switch that decides it.
+
+DIME's cost is dominated by dense layers: the score net's three hidden layers, run once per chain
+step, and the critics' hidden layers. On CPUs with native bfloat16 matrix units (Intel AMX or
+AVX512-BF16) a bfloat16 product of these shapes runs 2-6x faster than float32 (docs/benchmarks.md);
+on GPUs with bfloat16 support likewise. Everything that carries the algorithm's numbers stays in
+float32: the chain's state and its running and terminal costs, the score net's output layer, batch
+renormalisation statistics, the critics' atom logits and everything after them (softmax, the C51
+projection, cross-entropy and entropy terms), and all parameters and optimiser state (bfloat16 is a
+compute type only: weights are cast per call, gradients flow back into the float32 parameters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Literal
+
+import torch
+
+MatmulPrecision = Literal["auto", "float32", "bfloat16"]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` has hardware bfloat16 matrix units (where bfloat16 pays)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()))
+    return False
+
+
+def resolve_matmul_dtype(precision: MatmulPrecision, device: torch.device) -> torch.dtype:
+    """The compute dtype of the hidden layers: ``precision`` with "auto" decided by :func:`native_bf16`."""
+    if precision == "bfloat16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return torch.float32
+
+
+def low_precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """An autocast region running matrix products in ``dtype`` (a no-op context for float32).
+
+    One region per chain, so each weight is cast once per chain (autocast caches the casts of
+    parameters within a region), not once per step.
+    """
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

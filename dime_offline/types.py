@@ -1,8 +1,8 @@
-"""Small shared types: the training batch and the policy protocol."""
+"""Small shared types: the training batch and the policy protocols."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,4 +38,18 @@ class Policy(Protocol):
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions (B, A) in [-1, 1] for observations (B, O) in raw units."""
+        ...
+
+
+@runtime_checkable
+class EpisodicPolicy(Policy, Protocol):
+    """A policy that keeps memory per row between calls (e.g. the CSTR twin's PI controller).
+
+    Row ``i`` of consecutive ``act`` calls is one episode, so the memory must be cleared when
+    new episodes start: rollouts that run whole episodes (``evaluation.rollout.evaluate``) call
+    :meth:`reset` before the first step of every batch of episodes.
+    """
+
+    def reset(self) -> None:
+        """Forget every row's memory (new episodes start with the next ``act`` call)."""
         ...

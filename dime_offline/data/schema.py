@@ -203,7 +203,7 @@ class TransitionData:
             if all(a is None for a in arrays):
                 return None
             if any(a is None for a in arrays):
-                raise SchemaError(f"optional column present in some chunks only", column=name)
+                raise SchemaError("optional column present in some chunks only", column=name)
             return np.concatenate(arrays)
 
         return TransitionData(

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dime_offline.nets.precision import low_precision
+from dime_offline.nets.precision import low_precision, score_net_dtype
 from dime_offline.nets.score_net import ScoreNet
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -125,8 +125,9 @@ class DiffusionPolicy(nn.Module):
         self.register_buffer("schedule", cosine_schedule(n_steps))
         self.register_buffer("step_index", torch.arange(n_steps, dtype=torch.float32))
         self.matmul_dtype = torch.float32
-        """Compute dtype of the score net's hidden layers (``nets/precision.py``); the chain's state,
-        its costs and the score net's output stay float32 either way."""
+        """Compute dtype of the score net's hidden layers for passes of at least
+        ``SCORE_NET_BF16_MIN_ROWS`` rows (``nets/precision.py``); the chain's state, its costs and the
+        score net's output stay float32 either way."""
 
     # ----------------------------------------------------------------------------------------------
     def step_sizes(self) -> torch.Tensor:
@@ -169,7 +170,7 @@ class DiffusionPolicy(nn.Module):
         x0 = x
         noise = noise_std[:, None, :] * eps  # (N, B, d)
         path = [x]
-        with low_precision(obs.device, self.matmul_dtype):
+        with low_precision(obs.device, score_net_dtype(self.matmul_dtype, batch, obs.device)):
             # (N, B, H) once per chain; unbind (not cond[n]) so backward stacks the N slices once instead
             # of scattering each into a fresh zero tensor of the full size.
             cond = self.score_net.prepare(obs, self.step_index).unbind(0)
@@ -215,7 +216,7 @@ class DiffusionPolicy(nn.Module):
         for n in reversed(range(self.n_steps)):  # noising: x_n = decay_n * x_{n+1} + sqrt(2 eta_n) xi_n
             states.append(torch.addcmul(noise[n], states[-1], decay[n]))
         path = torch.stack(states[::-1])  # (N+1, rows, d), path[n] = x_n
-        with low_precision(obs.device, self.matmul_dtype):
+        with low_precision(obs.device, score_net_dtype(self.matmul_dtype, self.n_steps * rows, obs.device)):
             cond = self.score_net.prepare(obs, self.step_index)  # (N, rows, H)
             u = self.score_net.control(path[:-1], cond)  # all N kernels at once: the path is fixed
         denoising_residual = (path[1:] - path[:-1] * decay[:, None, :] - eta[:, None, :] * u) / noise_std[:, None, :]

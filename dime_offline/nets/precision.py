@@ -19,6 +19,12 @@ import torch
 
 MatmulPrecision = Literal["auto", "float32", "bfloat16"]
 
+SCORE_NET_BF16_MIN_ROWS = 256
+"""Below this many rows per step a bfloat16 score-net pass is slower than float32 on the CPUs
+measured (casts and bfloat16 elementwise kernels outweigh the faster products): at batch 1 it takes
+twice as long, at 128 rows 10 % longer, at 256 rows the no-gradient chain ties and the gradient
+chain gains (docs/benchmarks.md). So acting and batched evaluation stay float32."""
+
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` has hardware bfloat16 matrix units (where bfloat16 pays)."""
@@ -34,6 +40,14 @@ def resolve_matmul_dtype(precision: MatmulPrecision, device: torch.device) -> to
     if precision == "bfloat16" or (precision == "auto" and native_bf16(device)):
         return torch.bfloat16
     return torch.float32
+
+
+def score_net_dtype(dtype: torch.dtype, rows: int, device: torch.device) -> torch.dtype:
+    """The score net's compute dtype for a pass over ``rows`` rows: ``dtype``, except float32 for
+    small CPU passes (:data:`SCORE_NET_BF16_MIN_ROWS`)."""
+    if device.type == "cpu" and rows < SCORE_NET_BF16_MIN_ROWS:
+        return torch.float32
+    return dtype
 
 
 def low_precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dime_offline.nets.precision import low_precision, score_net_dtype
+from dime_offline.nets.precision import SCORE_NET_BF16_MIN_ROWS, low_precision, score_net_dtype
 from dime_offline.nets.score_net import ScoreNet
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -170,12 +170,15 @@ class DiffusionPolicy(nn.Module):
         x0 = x
         noise = noise_std[:, None, :] * eps  # (N, B, d)
         path = [x]
-        with low_precision(obs.device, score_net_dtype(self.matmul_dtype, batch, obs.device)):
+        dtype = score_net_dtype(self.matmul_dtype, batch, obs.device)
+        # Fused hidden layers pay from a few hundred rows on (at batch 1 they are slower).
+        fused = self.score_net.fused_hidden_layers(dtype) if batch >= SCORE_NET_BF16_MIN_ROWS else None
+        with low_precision(obs.device, dtype):
             # (N, B, H) once per chain; unbind (not cond[n]) so backward stacks the N slices once instead
             # of scattering each into a fresh zero tensor of the full size.
             cond = self.score_net.prepare(obs, self.step_index).unbind(0)
             for n in range(self.n_steps):
-                u = self.score_net.control(x, cond[n])
+                u = self.score_net.control(x, cond[n], fused)
                 x = torch.addcmul(torch.addcmul(noise[n], u, eta[n]), x, decay[n])
                 path.append(x)
         states = torch.stack(path)  # (N+1, B, d)

@@ -19,6 +19,7 @@ not an approximation; ``tests/agent/test_nets.py`` checks it against the plain c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -30,6 +31,24 @@ from dime_offline.nets.mlp import dense
 
 def _gelu() -> nn.Module:
     return nn.GELU(approximate="tanh")
+
+
+@functools.cache
+def _fused_linear_gelu_works() -> bool:
+    """Whether this torch build runs oneDNN's fused Dense + tanh-GELU and matches the eager layers
+    (checked once; a private op, so its absence or a change falls back to the eager layers)."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(shape, generator=gen) for shape in ((4, 8), (5, 8), (5,)))
+        fused = torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "tanh")
+        return bool(torch.allclose(fused, F.gelu(F.linear(x, w, b), approximate="tanh"), atol=1e-5))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def fused_linear_gelu_available(device: torch.device) -> bool:
+    """Whether :meth:`ScoreNet.control` can fuse its hidden layers on ``device`` (CPU with oneDNN)."""
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and _fused_linear_gelu_works()
 
 
 class ScoreNet(nn.Module):
@@ -91,19 +110,40 @@ class ScoreNet(nn.Module):
         time_part = F.linear(self.time_embedding(steps), w[:, d + o :], self.first.bias)  # (N, H)
         return obs_part.unsqueeze(0) + time_part.unsqueeze(1)
 
-    def control(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def fused_hidden_layers(self, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The hidden Dense -> GELU layers' (weight, bias) in ``dtype``, for :meth:`control`'s fused
+        no-gradient path; None where that path does not apply (gradients on, not a CPU, no oneDNN).
+
+        Cast once per chain, not per step. The fused kernel (oneDNN's matmul with a tanh-GELU
+        post-op) computes the same function as Dense then GELU in one pass over the output, and
+        has no backward, hence no-gradient passes only (target actions, penalty candidates, acting).
+        """
+        if torch.is_grad_enabled() or not fused_linear_gelu_available(self.first.weight.device):
+            return None
+        return [(layer.weight.to(dtype), layer.bias.to(dtype)) for layer in self.hidden_layers if isinstance(layer, nn.Linear)]
+
+    def control(
+        self, x: torch.Tensor, cond: torch.Tensor, fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
         """u_theta for states ``x`` (..., d) given conditioning ``cond`` (..., H) from :meth:`prepare`.
 
         Under a bfloat16 autocast (see :func:`dime_offline.nets.precision.low_precision`) the hidden
         layers run in bfloat16; the output layer always runs in float32, so the control term that
-        enters the chain's state and its costs keeps full precision.
+        enters the chain's state and its costs keeps full precision. ``fused``: the hidden layers
+        from :meth:`fused_hidden_layers` (no-gradient passes), run as fused Dense + GELU kernels.
         """
         w_x = self.first.weight[:, : self.x_dim]
         if x.dim() == 2:
             h = torch.addmm(cond, x, w_x.t())
         else:
             h = cond + F.linear(x, w_x)
-        h = self.hidden_layers(self.act(h))
+        h = self.act(h)
+        if fused is None:
+            h = self.hidden_layers(h)
+        else:
+            h = h.to(fused[0][0].dtype)
+            for weight, bias in fused:
+                h = torch.ops.mkldnn._linear_pointwise(h, weight, bias, "gelu", [], "tanh")
         with torch.autocast(h.device.type, enabled=False):
             u = self.out(h.float())
         return u.clamp(-self.output_clip, self.output_clip)

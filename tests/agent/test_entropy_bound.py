@@ -46,7 +46,10 @@ class AffineControl(nn.Module):
         coeffs = torch.stack([self.c, self.k], dim=-1)  # (N, d, 2)
         return coeffs[:, None].expand(len(steps), obs.shape[0], *coeffs.shape[1:])
 
-    def control(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def fused_hidden_layers(self, dtype: torch.dtype) -> None:
+        return None  # nothing to fuse
+
+    def control(self, x: torch.Tensor, cond: torch.Tensor, fused: None = None) -> torch.Tensor:
         return cond[..., 0] * x + cond[..., 1]
 
 

@@ -1,10 +1,13 @@
-"""DIME update and action speed on this CPU, for each preset, against a FLOP lower bound.
+"""DIME update and action speed on this CPU, for each preset and compute precision, against a FLOP bound.
 
-For every preset it measures, in one run:
+For every preset and every ``--precisions`` value (``agent.matmul_precision``: float32 against the
+default ``auto``, i.e. bfloat16 products where the CPU has bf16 units) it measures, in one run, the
+precisions' agents alternating cycle by cycle:
 
 * ms per full agent update: critic update plus the amortised actor and temperature update, i.e. the wall
   time of one ``policy_delay`` cycle (3 ``agent.update`` calls) divided by its length;
 * ms per action at batch 1 (``agent.act``, the 16-step chain);
+* ms of the first update after building the agent (there is no compilation step to wait for);
 * the FLOPs of one update (``torch.utils.flop_counter.FlopCounterMode`` over a whole cycle, divided by
   its length; it counts matmuls, forward and backward);
 * the fp32 matmul rate of this machine for the update's dominant shapes, measured in the same run; the
@@ -14,7 +17,8 @@ For every preset it measures, in one run:
   plus that process's lifetime peak RSS (``resource.getrusage``). Each preset's probe runs in its own
   subprocess. Linux only.
 
-Timings are medians over ``--repeats`` after ``--warmup`` cycles; the thread count is printed.
+Timings are medians over ``--repeats`` after ``--warmup`` cycles; the thread count and load average
+are printed.
 Shapes default to HalfCheetah (obs 17, action 6) at the preset's batch size.
 
     python benchmarks/update_speed.py                  # both presets
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -39,6 +44,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.types import Batch
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def make_batch(obs_dim: int, act_dim: int, batch_size: int, seed: int = 0) -> Batch:
@@ -104,13 +113,13 @@ def _status_mib(field: str) -> float:
     raise KeyError(field)
 
 
-def memory_probe(preset: str, obs_dim: int, act_dim: int) -> dict[str, float]:
+def memory_probe(preset: str, precision: str, obs_dim: int, act_dim: int) -> dict[str, float]:
     """Run in a fresh process: build, then one policy-delay cycle; resident-memory figures in MiB.
 
     The RSS high-water mark is reset after building (Linux: writing 5 to /proc/self/clear_refs), so the
     growth is that of the update cycle alone, not of imports or construction.
     """
-    cfg = DIMEConfig.preset(preset)
+    cfg = DIMEConfig.preset(preset, matmul_precision=precision)
     agent = DIMEAgent(obs_dim, act_dim, cfg, seed=0)
     batch = make_batch(obs_dim, act_dim, cfg.batch_size)
     with open("/proc/self/clear_refs", "w") as f:
@@ -123,47 +132,67 @@ def memory_probe(preset: str, obs_dim: int, act_dim: int) -> dict[str, float]:
             "update_peak_growth_mib": peak - before}
 
 
-def run_memory_probe(preset: str, obs_dim: int, act_dim: int, threads: int) -> dict[str, float]:
+def run_memory_probe(preset: str, precision: str, obs_dim: int, act_dim: int, threads: int) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-probe", preset, "--obs-dim", str(obs_dim),
+        [sys.executable, __file__, "--memory-probe", preset, "--precisions", precision, "--obs-dim", str(obs_dim),
          "--act-dim", str(act_dim), "--threads", str(threads)],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_preset(preset: str, obs_dim: int, act_dim: int, repeats: int, warmup: int, rates: dict[str, float]) -> dict[str, float]:
-    cfg = DIMEConfig.preset(preset)
-    agent = DIMEAgent(obs_dim, act_dim, cfg, seed=0)
-    batch = make_batch(obs_dim, act_dim, cfg.batch_size)
-    cycle = cfg.policy_delay
-
-    def one_cycle() -> None:
-        for _ in range(cycle):
-            agent.update(batch)
-
-    cycle_ms, cycle_min, cycle_max = median_ms(one_cycle, repeats, warmup)
+def bench_preset(
+    preset: str, precisions: list[str], obs_dim: int, act_dim: int, repeats: int, warmup: int, rates: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Per precision: update and act times (the precisions' agents alternate cycle by cycle), the
+    first update's time and the update's FLOP count and bound."""
+    batch = make_batch(obs_dim, act_dim, DIMEConfig.preset(preset).batch_size)
+    agents, first_ms = {}, {}
+    for precision in precisions:
+        agents[precision] = DIMEAgent(obs_dim, act_dim, DIMEConfig.preset(preset, matmul_precision=precision), seed=0)
+        start = time.perf_counter()
+        agents[precision].update(batch)
+        first_ms[precision] = (time.perf_counter() - start) * 1000.0
+    cycle = DIMEConfig.preset(preset).policy_delay
     obs1 = np.zeros(obs_dim, dtype=np.float32)
-    act_ms, _, _ = median_ms(lambda: agent.act(obs1), repeats=repeats, warmup=5, inner=20)
-    flops = update_flops(agent, batch)
-    rate = rates["ceiling"]
-    lower_bound_ms = flops / (rate * 1e9) * 1000.0
-    update_ms = cycle_ms / cycle
-    return {
-        "update_ms": update_ms,
-        "update_ms_min": cycle_min / cycle,
-        "update_ms_max": cycle_max / cycle,
-        "act_ms": act_ms,
-        "update_gflop": flops / 1e9,
-        "lower_bound_ms": lower_bound_ms,
-        "ratio": update_ms / lower_bound_ms,
-        "achieved_gflops": flops / 1e9 / (update_ms / 1000.0),
-    }
+    for agent in agents.values():
+        for _ in range(warmup * cycle):
+            agent.update(batch)
+    cycle_times: dict[str, list[float]] = {p: [] for p in precisions}
+    act_times: dict[str, list[float]] = {p: [] for p in precisions}
+    for _ in range(repeats):
+        for precision, agent in agents.items():
+            start = time.perf_counter()
+            for _ in range(cycle):
+                agent.update(batch)
+            cycle_times[precision].append((time.perf_counter() - start) * 1000.0 / cycle)
+            start = time.perf_counter()
+            for _ in range(20):
+                agent.act(obs1)
+            act_times[precision].append((time.perf_counter() - start) * 1000.0 / 20)
+    flops = update_flops(agents[precisions[0]], batch)  # the same products whatever their dtype
+    lower_bound_ms = flops / (rates["ceiling"] * 1e9) * 1000.0
+    out = {}
+    for precision in precisions:
+        update_ms = statistics.median(cycle_times[precision])
+        out[precision] = {
+            "update_ms": update_ms,
+            "update_ms_min": min(cycle_times[precision]),
+            "update_ms_max": max(cycle_times[precision]),
+            "act_ms": statistics.median(act_times[precision]),
+            "first_update_ms": first_ms[precision],
+            "update_gflop": flops / 1e9,
+            "lower_bound_ms": lower_bound_ms,
+            "ratio": update_ms / lower_bound_ms,
+            "achieved_gflops": flops / 1e9 / (update_ms / 1000.0),
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["paper", "cpu"])
+    parser.add_argument("--precisions", nargs="+", default=["float32", "auto"], help="agent.matmul_precision values")
     parser.add_argument("--obs-dim", type=int, default=17)
     parser.add_argument("--act-dim", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=9, help="timed policy-delay cycles per preset")
@@ -174,11 +203,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     if args.memory_probe:
-        print(json.dumps(memory_probe(args.memory_probe, args.obs_dim, args.act_dim)))
+        print(json.dumps(memory_probe(args.memory_probe, args.precisions[0], args.obs_dim, args.act_dim)))
         return
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, obs {args.obs_dim}, action {args.act_dim}, "
-          f"median of {args.repeats} cycles after {args.warmup} warm-up cycles")
+          f"median of {args.repeats} cycles after {args.warmup} warm-up cycles, load {load_average()}")
     shapes = [(256, 256, 256), (512, 256, 256), (512, 2048, 2048)]
     rates = matmul_gflops(shapes, repeats=5)
     rates["ceiling"] = max(rates.values())
@@ -186,24 +215,26 @@ def main() -> None:
     rows = []
     for preset in args.presets:
         cfg = DIMEConfig.preset(preset)
-        result = bench_preset(preset, args.obs_dim, args.act_dim, args.repeats, args.warmup, rates)
-        result.update(run_memory_probe(preset, args.obs_dim, args.act_dim, args.threads))
-        rows.append((preset, cfg, result))
+        results = bench_preset(preset, args.precisions, args.obs_dim, args.act_dim, args.repeats, args.warmup, rates)
+        for precision, result in results.items():
+            result.update(run_memory_probe(preset, precision, args.obs_dim, args.act_dim, args.threads))
+            rows.append((preset, precision, cfg, result))
 
-    header = (f"{'preset':<7} {'critic':>11} {'score net':>13} {'update ms':>10} {'[min-max]':>13} {'act ms':>7} "
-              f"{'GFLOP/upd':>9} {'bound ms':>8} {'ratio':>6} {'GFLOP/s':>7} {'peak MiB':>8} {'upd +MiB':>8}")
+    header = (f"{'preset':<7} {'critic':>11} {'precision':>9} {'update ms':>10} {'[min-max]':>13} {'act ms':>7} "
+              f"{'1st upd ms':>10} {'GFLOP/upd':>9} {'bound ms':>8} {'ratio':>6} {'GFLOP/s':>7} {'peak MiB':>8} "
+              f"{'upd +MiB':>8}")
     print(header)
     print("-" * len(header))
-    for preset, cfg, r in rows:
+    for preset, precision, cfg, r in rows:
         critic = "x".join(map(str, cfg.critic_hidden))
-        score = "x".join(map(str, cfg.score_hidden))
-        print(f"{preset:<7} {critic:>11} {score:>13} {r['update_ms']:>10.1f} "
+        print(f"{preset:<7} {critic:>11} {precision:>9} {r['update_ms']:>10.1f} "
               f"{'[' + format(r['update_ms_min'], '.1f') + '-' + format(r['update_ms_max'], '.1f') + ']':>13} "
-              f"{r['act_ms']:>7.2f} {r['update_gflop']:>9.2f} {r['lower_bound_ms']:>8.1f} {r['ratio']:>6.2f} "
-              f"{r['achieved_gflops']:>7.0f} {r['peak_rss_mib']:>8.0f} {r['update_peak_growth_mib']:>8.0f}")
-    print("update ms: one critic update + 1/policy_delay of an actor+temperature update; bound ms: update FLOPs "
-          "at the best measured matmul rate; ratio = update ms / bound ms; upd +MiB: peak-RSS growth during the "
-          "first policy-delay cycle of a fresh process (Adam state included).")
+              f"{r['act_ms']:>7.2f} {r['first_update_ms']:>10.0f} {r['update_gflop']:>9.2f} {r['lower_bound_ms']:>8.1f} "
+              f"{r['ratio']:>6.2f} {r['achieved_gflops']:>7.0f} {r['peak_rss_mib']:>8.0f} {r['update_peak_growth_mib']:>8.0f}")
+    print("update ms: one critic update + 1/policy_delay of an actor+temperature update (the precisions' agents "
+          "alternate cycle by cycle); bound ms: update FLOPs at the best fp32 matmul rate measured in this run; "
+          "ratio = update ms / bound ms; 1st upd ms: the first update after building the agent; upd +MiB: peak-RSS "
+          f"growth during the first policy-delay cycle of a fresh process (Adam state included). Load {load_average()}.")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,10 @@ class ScoreNet(nn.Module):
             h = h.to(fused[0][0].dtype)
             for weight, bias in fused:
                 h = torch.ops.mkldnn._linear_pointwise(h, weight, bias, "gelu", [], "tanh")
-        with torch.autocast(h.device.type, enabled=False):
+        if torch.is_autocast_enabled(h.device.type):
+            with torch.autocast(h.device.type, enabled=False):
+                u = self.out(h.float())
+        else:
             u = self.out(h.float())
         return u.clamp(-self.output_clip, self.output_clip)
 

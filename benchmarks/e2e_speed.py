@@ -1,0 +1,160 @@
+"""End-to-end training speed through the CLI, against the fp32 FLOP bound measured in the same run.
+
+Two jobs, each run as a user runs it (``dime-offline ... --json`` in a subprocess), alternating the
+compared settings (``--variants``, default: float32 products vs the default ``auto``) for
+``--repeats`` rounds:
+
+* **online**: ``dime-offline finetune --env HalfCheetah-v4`` from scratch, ``--warmup`` random steps
+  then ``--steps`` steps with ``utd`` updates each; the rate is env steps per second of the
+  logged intervals after the first one with updates (which holds the first update), read from
+  the run's metrics.csv (``train/updates_per_second`` / utd);
+* **pretrain**: ``dime-offline pretrain`` with the default regularisers on a random-policy dataset of
+  ``--pretrain-env`` (Hopper-v4 shapes by default; the update's cost does not depend on the data),
+  gradient steps per second of the logged intervals after the first.
+
+The bound: FLOPs per env step (online) or per gradient step (pretrain), counted with
+``torch.utils.flop_counter`` over one policy-delay cycle of the same agent and regularisers (the
+same count whatever the compute dtype), divided by the fp32 matmul rate of this machine, measured
+before and after the runs (``update_speed.matmul_gflops``; the higher of the two medians). The
+table reports measured rate / bound rate: 1.0 means the job runs as fast as its matrix products
+alone would in fp32 at this machine's best rate. Load averages are printed with every run.
+
+    python benchmarks/e2e_speed.py                              # both jobs, 2 rounds
+    python benchmarks/e2e_speed.py --jobs online --steps 100 --warmup 100 --repeats 1   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.regularizers import OfflineConfig
+from update_speed import make_batch, matmul_gflops
+
+CLI = [str(Path(sys.executable).with_name("dime-offline"))]
+LOG_EVERY = 50
+REFERENCE_GFLOP = {("online", "HalfCheetah-v4"): 8.0, ("pretrain", "Hopper-v4"): 7.6}
+"""FLOPs per step of the authors' formulation, as issue 8 counts them for its targets: the online
+env step of the cpu preset on HalfCheetah (two critic and 2/3 of an actor update; shared/docs
+speed-anchors.md section 1) and the pretraining step with the default regularisers on Hopper. The
+score net here computes its first layer's observation and time parts once per chain instead of
+once per step, so it counts fewer FLOPs (column "GFLOP/step") for the same function."""
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def flops_per_update(obs_dim: int, act_dim: int, offline: bool) -> float:
+    """FLOPs of one gradient step (averaged over a policy-delay cycle) of the cpu preset."""
+    cfg = DIMEConfig.preset("cpu", matmul_precision="float32")
+    agent = DIMEAgent(obs_dim, act_dim, cfg, seed=0)
+    batch = make_batch(obs_dim, act_dim, cfg.batch_size)
+    if offline:
+        OfflineConfig().attach(agent, "offline")
+        batch = batch._replace(mc_return=torch.zeros(cfg.batch_size), is_offline=torch.ones(cfg.batch_size))
+    agent.update(batch)  # lazily built state (optimiser moments) outside the count
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(cfg.policy_delay):
+            agent.update(batch)
+    return counter.get_total_flops() / cfg.policy_delay
+
+
+def steady_rate(metrics_csv: Path) -> float:
+    """Median updates/s over the logged intervals after the first one that holds updates."""
+    with open(metrics_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/updates_per_second")]
+    rates = [float(r["train/updates_per_second"]) for r in rows]
+    with_updates = [i for i, rate in enumerate(rates) if rate > 0]
+    steady = rates[with_updates[0] + 1 :] if with_updates else []
+    if not steady:
+        raise SystemExit(f"{metrics_csv}: no steady interval logged; raise --steps")
+    return statistics.median(steady)
+
+
+def run_cli(args: list[str]) -> dict:
+    out = subprocess.run(CLI + args + ["--json"], check=True, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", nargs="+", default=["online", "pretrain"], choices=["online", "pretrain"])
+    parser.add_argument("--variants", nargs="+", default=["float32", "auto"], help="agent.matmul_precision values")
+    parser.add_argument("--env", default="HalfCheetah-v4")
+    parser.add_argument("--pretrain-env", default="Hopper-v4")
+    parser.add_argument("--warmup", type=int, default=300, help="random env steps before learning (online)")
+    parser.add_argument("--steps", type=int, default=300, help="learning env steps (online) / gradient steps (pretrain)")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {load()}")
+    shapes = [(256, 256, 256), (512, 256, 256), (768, 256, 256)]
+    rates_before = matmul_gflops(shapes, repeats=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results: dict[tuple[str, str], list[float]] = {}
+        if "pretrain" in args.jobs:
+            data = work / "data.parquet"
+            run_cli(["collect", "--env", args.pretrain_env, "--policy", "random", "--steps", "5000", "--out", str(data)])
+        for round_ in range(args.repeats):
+            for job in args.jobs:
+                for variant in args.variants:
+                    out = work / f"{job}-{variant}-{round_}"
+                    common = ["--out", str(out), "--set", f"agent.matmul_precision={variant}", "--set", f"log_every={LOG_EVERY}",
+                              "--set", "tensorboard=false", "--set", "eval_episodes=1", "--set", "checkpoint_every=0"]
+                    if job == "online":
+                        run_cli(["finetune", "--env", args.env, "--steps", str(args.warmup + args.steps),
+                                 "--set", f"agent.learning_starts={args.warmup}", "--set", "eval_every=0",
+                                 "--set", "max_episode_steps=100", *common])
+                        rate = steady_rate(out / "metrics.csv") / DIMEConfig.preset("cpu").utd
+                    else:
+                        run_cli(["pretrain", "--data", str(data), "--steps", str(args.steps), "--set", "eval_every=0",
+                                 "--set", "max_episode_steps=100", *common])
+                        rate = steady_rate(out / "metrics.csv")
+                    results.setdefault((job, variant), []).append(rate)
+                    print(f"round {round_} {job:<8} {variant:<9} {rate:6.2f}/s   load {load()}", flush=True)
+    rates_after = matmul_gflops(shapes, repeats=5)
+    ceiling = max(max(rates_before.values()), max(rates_after.values()))
+    print("fp32 matmul GFLOP/s before: " + ", ".join(f"{k} {v:.0f}" for k, v in rates_before.items())
+          + "; after: " + ", ".join(f"{k} {v:.0f}" for k, v in rates_after.items()))
+
+    env_dims = {"online": args.env, "pretrain": args.pretrain_env}
+    header = (f"{'job':<9} {'variant':<9} {'rate /s':>8} {'[min-max]':>13} {'GFLOP/step':>10} {'bound /s':>8} {'x bound':>7}"
+              f" {'ref GFLOP':>9} {'ref bound':>9} {'x ref':>6}")
+    print(header)
+    print("-" * len(header))
+    import gymnasium as gym
+
+    for job in args.jobs:
+        env = gym.make(env_dims[job])
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        env.close()
+        per_update = flops_per_update(obs_dim, act_dim, offline=job == "pretrain")
+        per_step = per_update * (DIMEConfig.preset("cpu").utd if job == "online" else 1)
+        bound = ceiling * 1e9 / per_step
+        for variant in args.variants:
+            r = results[(job, variant)]
+            med = statistics.median(r)
+            reference = REFERENCE_GFLOP.get((job, env_dims[job]))
+            ref_cols = "" if reference is None else f" {reference:>9.1f} {ceiling / reference:>9.1f} {med / (ceiling / reference):>6.2f}"
+            print(f"{job:<9} {variant:<9} {med:>8.2f} {f'[{min(r):.1f}-{max(r):.1f}]':>13} {per_step / 1e9:>10.2f} "
+                  f"{bound:>8.1f} {med / bound:>7.2f}{ref_cols}")
+    print(f"online: env steps/s (utd {DIMEConfig.preset('cpu').utd}); pretrain: gradient steps/s; bound = {ceiling:.0f} "
+          "GFLOP/s (best fp32 matmul rate measured here) / FLOPs per step; load now " + load())
+
+
+if __name__ == "__main__":
+    main()

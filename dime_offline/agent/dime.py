@@ -48,6 +48,15 @@ def _normalizer_tensors(normalizer: Any, device: torch.device) -> tuple[torch.Te
     return as_tensor(mean), as_tensor(std).clamp_min(_MIN_OBS_STD)
 
 
+def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
+    """Adam with torch's fused kernel (one pass over each parameter instead of a dozen per-op
+    passes): the same update to float32 rounding, and 11x faster on the paper preset's critics
+    (78 -> 7 ms per step on CPU, docs/benchmarks.md). Devices without the kernel get the default."""
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, fused=fused or None, **kwargs)
+
+
 class DIMEAgent:
     """DIME (Celik et al., ICML 2025) in PyTorch.
 
@@ -117,9 +126,9 @@ class DIMEAgent:
         self.target_entropy = cfg.target_entropy(act_dim)
 
         betas = (cfg.adam_beta1, cfg.adam_beta2)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=betas)
-        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.actor_lr, betas=betas)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.critic_optimizer = _adam(self.critic.parameters(), lr=cfg.critic_lr, betas=betas)
+        self.actor_optimizer = _adam(self.policy.parameters(), lr=cfg.actor_lr, betas=betas)
+        self.alpha_optimizer = _adam([self.log_alpha], lr=cfg.alpha_lr)
 
         self.update_generator = torch.Generator(self.device).manual_seed(seed + 1)
         self.act_generator = torch.Generator(self.device).manual_seed(seed + 2)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import os
 
-# Before torch is imported: OpenMP threads that spin while waiting make a 2-thread update up to
-# 50x slower when the machine is shared (measured in benchmarks/update_speed.py); sleeping threads
-# cost little on an idle machine. A user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch is imported (libgomp reads it once): how long idle OpenMP threads spin before they
+# sleep. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) doubled a cpu-preset update on an idle 2-core
+# machine (75 vs 34 ms); libgomp's default spin (300k rounds) is as fast idle but 10x slower when
+# three 2-thread runs share the 2 cores (420 vs 42 ms). A bounded spin keeps the idle speed and
+# halves that worst case (docs/benchmarks.md, "OpenMP waiting"). A user's own setting wins; several
+# runs on one machine should set torch_threads=1 each.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import typer  # noqa: E402
 

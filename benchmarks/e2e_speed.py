@@ -74,9 +74,8 @@ def flops_per_update(obs_dim: int, act_dim: int, offline: bool) -> float:
 
 def steady_rate(metrics_csv: Path) -> float:
     """Median updates/s over the logged intervals after the first one that holds updates."""
-    with open(metrics_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("train/updates_per_second")]
-    rates = [float(r["train/updates_per_second"]) for r in rows]
+    with open(metrics_csv, newline="") as f:  # long format: step, wall_seconds, key, value
+        rates = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "train/updates_per_second"]
     with_updates = [i for i, rate in enumerate(rates) if rate > 0]
     steady = rates[with_updates[0] + 1 :] if with_updates else []
     if not steady:

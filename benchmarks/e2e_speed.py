@@ -36,12 +36,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.regularizers import OfflineConfig
-from update_speed import make_batch, matmul_gflops
+from update_speed import make_batch, matmul_gflops, update_flops
 
 CLI = [str(Path(sys.executable).with_name("dime-offline"))]
 LOG_EVERY = 50
@@ -66,10 +65,7 @@ def flops_per_update(obs_dim: int, act_dim: int, offline: bool) -> float:
         OfflineConfig().attach(agent, "offline")
         batch = batch._replace(mc_return=torch.zeros(cfg.batch_size), is_offline=torch.ones(cfg.batch_size))
     agent.update(batch)  # lazily built state (optimiser moments) outside the count
-    with FlopCounterMode(display=False) as counter:
-        for _ in range(cfg.policy_delay):
-            agent.update(batch)
-    return counter.get_total_flops() / cfg.policy_delay
+    return update_flops(agent, batch)
 
 
 def steady_rate(metrics_csv: Path) -> float:

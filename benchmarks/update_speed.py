@@ -43,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
+from dime_offline.nets import score_net
 from dime_offline.types import Batch
 
 
@@ -96,11 +97,20 @@ def matmul_gflops(shapes: list[tuple[int, int, int]], repeats: int) -> dict[str,
 
 
 def update_flops(agent: DIMEAgent, batch: Batch) -> float:
-    """FLOPs of one update, averaged over a policy-delay cycle."""
+    """FLOPs of one update, averaged over a policy-delay cycle.
+
+    Counted with the score net's fused Dense + GELU kernels switched off: the counter does not
+    see inside oneDNN's fused op, and the products are the same either way.
+    """
     cycle = agent.cfg.policy_delay
-    with FlopCounterMode(display=False) as counter:
-        for _ in range(cycle):
-            agent.update(batch)
+    fused = score_net.fused_linear_gelu_available
+    score_net.fused_linear_gelu_available = lambda device: False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            for _ in range(cycle):
+                agent.update(batch)
+    finally:
+        score_net.fused_linear_gelu_available = fused
     return counter.get_total_flops() / cycle
 
 

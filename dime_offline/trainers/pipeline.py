@@ -1,7 +1,7 @@
 """The whole offline-to-online path in one call: pretrain, evaluate, fine-tune, evaluate.
 
 This is what ``dime-offline run --data logs.parquet`` does. The default budgets are sized so the
-path finishes in a few minutes on a 2-core CPU with the ``cpu`` preset; real runs raise them (or call
+path finishes in about 3 minutes on a 2-core CPU with the ``cpu`` preset; real runs raise them (or call
 :func:`~dime_offline.trainers.offline.pretrain` and :func:`~dime_offline.trainers.online.finetune`
 separately, which is what this function does with the stages' own configs).
 """
@@ -37,10 +37,11 @@ class PipelineConfig:
     """Run directory; holds ``pretrain/``, ``finetune/`` and ``summary.json``."""
     overwrite: bool = False
     """Allow replacing an earlier run in ``out_dir``."""
-    pretrain_steps: int = 500
-    """Offline gradient steps (small by default: a few minutes on 2 cores)."""
-    finetune_steps: int = 300
-    """Online environment steps after pretraining."""
+    pretrain_steps: int = 1500
+    """Offline gradient steps (sized with ``finetune_steps`` for about 3 minutes on 2 idle cores with
+    the cpu preset: ~14 gradient steps/s offline and ~15 updates/s online, docs/benchmarks.md)."""
+    finetune_steps: int = 500
+    """Online environment steps after pretraining (``utd`` updates each)."""
     eval_episodes: int = 5
     """Episodes per evaluation (stochastic, as the authors evaluate)."""
     preset: str = "cpu"

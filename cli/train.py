@@ -33,7 +33,7 @@ def finetune_command(
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Pretrained checkpoint or run directory (omit: train from scratch).")
     ] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Parquet dataset kept in the replay store.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset kept in the replay store (Parquet, HDF5 or Minari).")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="DIME preset from scratch: cpu or paper.")] = None,
     seed: SeedOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with FinetuneConfig fields.")] = None,

@@ -24,7 +24,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -39,6 +39,11 @@ from dime_offline.data.minari import (
 from dime_offline.data.parquet import read_parquet, write_parquet
 from dime_offline.data.schema import TransitionData
 from dime_offline.errors import DataError, DatasetNotFoundError, NonFiniteError, SchemaError
+
+if TYPE_CHECKING:
+    import torch
+
+    from dime_offline.data.replay import ReplayConfig, ReplayStore
 
 SourceFormat = Literal["parquet", "hdf5", "minari", "pandas", "arrays", "canonical"]
 TargetFormat = Literal["parquet", "hdf5", "minari"]
@@ -319,6 +324,29 @@ def load_dataset(
     for note in report.notes:
         warnings.warn(f"{report.source}: {note}", DataNoteWarning, stacklevel=2)
     return data
+
+
+def load_replay_store(
+    source: Any,
+    config: ReplayConfig,
+    *,
+    nonfinite: NonFinitePolicy = "error",
+    device: str | torch.device = "cpu",
+) -> ReplayStore:
+    """Any dataset source as the offline part of a new replay store: the one path every command uses.
+
+    A canonical Parquet file or folder streams straight into the store (no full intermediate copy)
+    when non-finite values are an error; every other source (D4RL-style HDF5, a local Minari id or
+    folder, a DataFrame, arrays), and Parquet with ``nonfinite="drop"``, goes through
+    :func:`load_dataset`. Continuity is not checked (the store computes episode structure itself).
+    """
+    from dime_offline.data.replay import ReplayStore
+
+    name = _source_name(source)
+    if detect_format(source) == "parquet" and nonfinite == "error":
+        return ReplayStore.from_parquet(source, config, device=device)
+    data = load_dataset(source, nonfinite=nonfinite, check_continuity=False)
+    return ReplayStore.from_transitions(data, config, file=name, device=device)
 
 
 def target_format(target: str | os.PathLike[str], format: TargetFormat | None = None) -> TargetFormat:

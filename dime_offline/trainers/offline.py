@@ -33,7 +33,7 @@ from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import RUN_BEST_SUBDIR, RUN_CHECKPOINT_SUBDIR, save_checkpoint
 from dime_offline.config import save_config, to_dict
-from dime_offline.data.load import PARQUET_SUFFIXES, load_dataset
+from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
@@ -248,12 +248,7 @@ def _prepare_out_dir(cfg: PretrainConfig) -> Path:
 def _load_store(cfg: PretrainConfig, agent_cfg: DIMEConfig) -> ReplayStore:
     """The dataset as an offline-only store; returns-to-go use the agent's discount."""
     replay_cfg = ReplayConfig(online_capacity=0, gamma=agent_cfg.gamma, offline_fraction=1.0)
-    source = Path(cfg.data)
-    streamable = source.is_dir() or source.suffix.lower() in PARQUET_SUFFIXES
-    if streamable and cfg.nonfinite == "error":
-        return ReplayStore.from_parquet(source, replay_cfg, device=cfg.device)
-    data = load_dataset(cfg.data, nonfinite=cfg.nonfinite, check_continuity=False)
-    return ReplayStore.from_transitions(data, replay_cfg, file=cfg.data, device=cfg.device)
+    return load_replay_store(cfg.data, replay_cfg, nonfinite=cfg.nonfinite, device=cfg.device)
 
 
 def _evaluation_env(cfg: PretrainConfig, store: ReplayStore) -> tuple[str | None, bool]:

@@ -36,6 +36,7 @@ from dime_offline.checkpoints import (
     save_checkpoint,
 )
 from dime_offline.config import save_config, to_dict
+from dime_offline.data.load import load_replay_store
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
@@ -83,7 +84,8 @@ class FinetuneConfig:
     checkpoint: str | None = None
     """Pretrained checkpoint (or run directory) to fine-tune; None trains from scratch."""
     data: str | None = None
-    """Canonical Parquet dataset kept in the replay store as offline data (optional)."""
+    """Dataset kept in the replay store as offline data (optional): a canonical Parquet file or
+    folder, a D4RL-style HDF5 file or a local Minari dataset id/folder, as for pretraining."""
     preset: str = "cpu"
     """DIME hyperparameter preset when training from scratch: "paper" (authors') or "cpu" (small networks)."""
     agent: dict[str, Any] = field(default_factory=dict)
@@ -341,5 +343,5 @@ def _build_store(cfg: FinetuneConfig, agent_cfg: DIMEConfig, env_spaces: SpaceSp
         gamma=agent_cfg.gamma,
     )
     if cfg.data is not None:
-        return ReplayStore.from_parquet(cfg.data, replay_cfg, device=cfg.device)
+        return load_replay_store(cfg.data, replay_cfg, device=cfg.device)
     return ReplayStore.empty(env_spaces.obs_dim, env_spaces.action_dim, replay_cfg, device=cfg.device)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from dime_offline.checkpoints import load_checkpoint
+from dime_offline.data.load import load_dataset, save_dataset
 from dime_offline_cli.main import app
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
@@ -31,6 +33,22 @@ def test_run_chains_every_stage_and_reports_before_and_after(tmp_path: Path) -> 
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "already holds a run" in again.stderr
+
+
+def test_run_takes_every_dataset_format_through_both_stages(tmp_path: Path) -> None:
+    """The same data as a D4RL-style HDF5 file: pretraining and fine-tuning read it through one path
+    (fine-tuning used to accept Parquet only and failed after pretraining had finished)."""
+    h5 = tmp_path / "pendulum.hdf5"
+    save_dataset(load_dataset(SAMPLE), h5)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--data", str(h5), "--out", str(out), "--pretrain-steps", "4",
+                                      "--finetune-steps", "10", "--set", "eval_episodes=1", "--set", "torch_threads=1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["stages"]["finetune"]["steps"] == 10
+    with open(out / "finetune" / "metrics.csv", newline="") as f:
+        fractions = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "online/offline_fraction"]
+    assert fractions and all(x == 0.5 for x in fractions)  # the HDF5 rows are the offline half of each batch
 
 
 def test_run_without_an_environment_is_a_one_line_error(tmp_path: Path) -> None:

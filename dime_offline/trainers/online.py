@@ -18,11 +18,13 @@ without offline data does not fit its critics to a handful of transitions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -33,6 +35,7 @@ from dime_offline.checkpoints import (
     RUN_CHECKPOINT_SUBDIR,
     check_checkpoint_fits,
     load_checkpoint,
+    read_checkpoint_meta,
     save_checkpoint,
 )
 from dime_offline.config import save_config, to_dict
@@ -169,6 +172,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     Returns:
         The run summary; ``result.to_dict()`` is what ``--json`` prints.
     """
+    if not cfg.env_id and cfg.checkpoint is not None:
+        cfg = dataclasses.replace(cfg, env_id=_checkpoint_env_id(cfg.checkpoint))
     if not cfg.env_id:
         raise ConfigError("no environment id given (e.g. --env HalfCheetah-v4)")
     if agent is not None and cfg.checkpoint is not None:
@@ -321,6 +326,21 @@ def _prepare_out_dir(cfg: FinetuneConfig) -> Path:
         raise ConfigError(f"the output directory {out} must differ from the checkpoint being fine-tuned")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _checkpoint_env_id(checkpoint: str) -> str:
+    """The environment a checkpoint records, when the user named none. Only an id that is already
+    registered is taken: an id of the form ``module:Env-v0`` would make gymnasium import code named
+    by the file, so such a checkpoint needs an explicit ``--env``."""
+    env_id = read_checkpoint_meta(checkpoint).env_id
+    if not env_id:
+        raise ConfigError(f"no environment id given and checkpoint {checkpoint} records none (e.g. --env HalfCheetah-v4)")
+    if env_id not in gym.envs.registry:
+        raise ConfigError(
+            f"checkpoint {checkpoint} records environment '{env_id}', which is not a registered gymnasium id;"
+            " name the environment with --env"
+        )
+    return env_id
 
 
 def _checkpoint_agent_config(saved: DIMEConfig, overrides: dict[str, Any]) -> DIMEConfig:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +109,22 @@ def test_mismatched_env_is_one_line_and_exit_2(run_dir: tuple[Path, dict], tmp_p
                                "--out", tmp_path / "ft", "--steps", "10"))
     assert "does not match checkpoint" in line
     assert not (tmp_path / "ft" / "checkpoint").exists()
+
+
+def test_finetune_from_a_checkpoint_takes_its_recorded_registered_env(run_dir: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = run_dir
+    summary = _json(_invoke("finetune", "--checkpoint", out, "--out", tmp_path / "ft", "--steps", "5",
+                            "--set", "eval_episodes=1", "--set", "tensorboard=false", "--json"))
+    assert summary["env"] == "Pendulum-v1" and summary["steps"] == 5
+    # An id that names a module (gymnasium would import it) is never taken from a file.
+    copy = tmp_path / "untrusted"
+    shutil.copytree(out / "checkpoint", copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["env_id"] = "untrusted_module_xyz:Env-v0"
+    (copy / "meta.json").write_text(json.dumps(meta))
+    line = _error_line(_invoke("finetune", "--checkpoint", copy, "--out", tmp_path / "ft2", "--steps", "5"))
+    assert "not a registered gymnasium id" in line and "--env" in line
+    assert "untrusted_module_xyz" not in sys.modules
 
 
 def test_user_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:

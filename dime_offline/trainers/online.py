@@ -66,6 +66,9 @@ evaluation of a run, and never the training episodes' seeds."""
 CHECKPOINT_TUNABLE_FIELDS = ("utd", "batch_size", "learning_starts", "buffer_size")
 """DIMEConfig fields that may still be overridden when the agent comes from a checkpoint; they
 steer the trainer, whereas every other field is fixed by the weights and optimiser state."""
+MAX_DEFAULT_WARMUP_SHARE = 0.2
+"""From scratch, the preset's ``learning_starts`` is capped at this share of ``steps`` unless the
+user set ``agent.learning_starts`` (the authors' 5,000 random steps assume runs of 10^5+ steps)."""
 RUN_CONFIG_FILE = "finetune_config.json"
 SUMMARY_FILE = "summary.json"
 
@@ -229,6 +232,18 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     save_config(cfg, out / RUN_CONFIG_FILE)
 
     warmup_steps = 0 if pretrained else agent_cfg.learning_starts
+    if not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
+        # The presets' 5,000 random steps are sized for runs of 10^5-10^6 steps; in a short run they
+        # would leave little or no learning (a user-set value is kept as it is).
+        warmup_steps = int(cfg.steps * MAX_DEFAULT_WARMUP_SHARE)
+        progress.notice(
+            f"note: {warmup_steps} uniform-random warm-up steps ({MAX_DEFAULT_WARMUP_SHARE:.0%} of --steps) instead of the"
+            f" preset's {agent_cfg.learning_starts}; set agent.learning_starts to choose"
+        )
+    elif not pretrained and warmup_steps >= cfg.steps:
+        progress.notice(
+            f"note: agent.learning_starts={warmup_steps} >= --steps {cfg.steps}: the run only collects random steps, no update"
+        )
     warmup_policy = UniformRandomPolicy(env_spaces.action_dim, seed=cfg.seed)
     sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
     obs, _ = env.reset()

@@ -48,6 +48,19 @@ def test_from_scratch_warms_up_with_random_actions_then_updates_utd_times_per_st
     assert np.all(metrics["online/offline_fraction"][1] == 0.0)  # no offline data
 
 
+def test_the_presets_warm_up_is_capped_to_a_share_of_a_short_budget_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = {k: v for k, v in tf.TINY_AGENT.items() if k != "learning_starts"}  # the preset's 5,000
+    result = finetune(_cfg(tmp_path, "capped", steps=250, agent=agent, eval_every=0))
+    assert result.loop.updates == 2 * (250 - 50)  # 20 % of the steps at random, then UTD 2
+    assert "50 uniform-random warm-up steps (20% of --steps) instead of the preset's 5000" in capsys.readouterr().err
+    # A value the user set is kept, and a run that cannot reach it says so.
+    result = finetune(_cfg(tmp_path, "kept", steps=100, agent={**agent, "learning_starts": 150}, eval_every=0))
+    assert result.loop.updates == 0
+    assert "agent.learning_starts=150 >= --steps 100" in capsys.readouterr().err
+
+
 def test_run_directory_holds_every_artefact_and_a_summary(scratch_run) -> None:
     out = Path(scratch_run.out_dir)
     for name in ("metrics.csv", "learning_curve.png", "summary.json", "finetune_config.json",

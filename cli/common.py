@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -17,8 +18,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 USER_ERROR_EXIT_CODE = 2
 
 
+FILESYSTEM_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOENT", "ENOTDIR", "EISDIR", "ELOOP",
+                 "ENAMETOOLONG", "EEXIST", "ENOTEMPTY", "EFBIG", "EMLINK")
+    if hasattr(errno, name)
+)
+"""Filesystem faults that are the user's environment, not a bug: a read-only or full disk, missing
+permissions, a path that loops or names a file where a folder is needed."""
+
+
 def user_errors_exit_2(func: F) -> F:
-    """Turn a :class:`DimeOfflineError` into one line on stderr and exit code 2 (no traceback)."""
+    """Turn a :class:`DimeOfflineError`, or a filesystem fault naming a path, into one line on stderr
+    and the error's exit code (2; 130 for an interrupted run), with no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -26,6 +38,11 @@ def user_errors_exit_2(func: F) -> F:
             return func(*args, **kwargs)
         except DimeOfflineError as err:
             typer.echo(f"error: {err.one_line()}", err=True)
+            raise typer.Exit(err.exit_code) from None
+        except OSError as err:
+            if err.errno not in FILESYSTEM_ERRNOS or err.filename is None:
+                raise
+            typer.echo(f"error: {err.filename}: {err.strerror} (check that the path exists, is writable and has space)", err=True)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
 
     return wrapper  # type: ignore[return-value]

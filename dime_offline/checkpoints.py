@@ -151,7 +151,10 @@ def save_checkpoint(
         tmp.mkdir()
         (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
-        torch.save(agent.state_dict(), tmp / STATE_FILE)
+        try:
+            torch.save(agent.state_dict(), tmp / STATE_FILE)
+        except RuntimeError as exc:  # torch's writer reports a full disk or a failed write this way
+            raise CheckpointError(f"cannot write the checkpoint, the previous one is kept ({exc})", file=str(directory)) from None
     return directory
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 class DimeOfflineError(Exception):
     """Base class for errors caused by user input (files, configs, environments)."""
 
+    exit_code = 2
+    """The CLI's exit status for this error."""
+
     def __init__(
         self,
         message: str,
@@ -72,3 +75,13 @@ class EnvironmentMismatchError(DimeOfflineError):
 
 class CheckpointError(DimeOfflineError):
     """A checkpoint directory is missing, incomplete or from an incompatible version."""
+
+
+class TrainingDivergedError(DimeOfflineError):
+    """Training produced non-finite values (typically a learning rate or reward scale far too large)."""
+
+
+class RunInterruptedError(DimeOfflineError):
+    """The user stopped a run (Ctrl-C / SIGINT); a checkpoint of the last completed step was written."""
+
+    exit_code = 130

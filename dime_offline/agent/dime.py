@@ -19,6 +19,7 @@ import torch
 
 from dime_offline.agent import losses
 from dime_offline.agent.config import DIMEConfig
+from dime_offline.errors import TrainingDivergedError
 from dime_offline.agent.regularization import (
     ActorRegularizer,
     ActorStepContext,
@@ -231,6 +232,11 @@ class DIMEAgent:
             rows_obs.append(extra_obs)
             rows_action.append(extra_action)
         logits = self.critic(torch.cat(rows_obs), torch.cat(rows_action))
+        if not bool(torch.isfinite(logits).all() and torch.isfinite(next_log_prob).all()):
+            raise TrainingDivergedError(
+                "training diverged: the critics' logits or the policy's log-probabilities are not finite"
+                " (a learning rate or reward scale far too large?)"
+            )
         logits, next_logits, extra_logits = logits[:, :n], logits[:, n : 2 * n], logits[:, 2 * n :]
         target = losses.soft_distributional_target(
             next_logits.softmax(-1),

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from dime_offline.config import apply_overrides, from_dict, load_config, to_dict
-from dime_offline.errors import ConfigError
+from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.tracking import ProgressDisplay, Tracker
 
@@ -189,45 +189,58 @@ def run_loop(
         latest = means
         tracker.log(at, means)
 
-    for current in range(1, cadence.total_steps + 1):
-        report = step(current)
-        completed = current
-        updates += report.updates
-        accumulator.add(report.metrics)
-        for episode_return, episode_length in report.episodes:
-            tracker.log(current, {"train/episode_return": episode_return, "train/episode_length": float(episode_length)})
+    last_saved: int | None = None  # step of the newest periodic checkpoint
 
-        out_of_time = cadence.max_wall_seconds is not None and time.monotonic() - start >= cadence.max_wall_seconds
-        is_last = current == cadence.total_steps or out_of_time
-        stopped_by_time = out_of_time and current < cadence.total_steps
+    try:
+        for current in range(1, cadence.total_steps + 1):
+            report = step(current)
+            completed = current
+            updates += report.updates
+            accumulator.add(report.metrics)
+            for episode_return, episode_length in report.episodes:
+                tracker.log(current, {"train/episode_return": episode_return, "train/episode_length": float(episode_length)})
 
-        if current % cadence.log_every == 0 or is_last:
-            log_train(current)
-        if evaluate is not None and ((cadence.eval_every and current % cadence.eval_every == 0) or is_last):
-            eval_start = time.monotonic()
-            stats = evaluate(current)
-            eval_seconds += time.monotonic() - eval_start
-            is_best = all(stats.return_mean > r.stats.return_mean for r in evaluations)
-            evaluations.append(EvalRecord(current, stats))
-            tracker.log(current, stats.to_metrics("eval"))
-            last_eval_return = stats.return_mean
-            if is_best and checkpoint is not None:
-                checkpoint(current, "best")
-            if not is_last and cadence.target_return is not None and stats.return_mean >= cadence.target_return:
-                stopped_by_target = is_last = True
-                if current % cadence.log_every:
-                    log_train(current)
-        if checkpoint is not None and cadence.checkpoint_every and current % cadence.checkpoint_every == 0 and not is_last:
-            checkpoint(current, "periodic")
-        progress.update(
-            current,
-            updates_per_second=latest.get("train/updates_per_second"),
-            eval_return=last_eval_return,
-            alpha=latest.get(PROGRESS_ALPHA_KEY),
-            entropy_bound=latest.get(PROGRESS_ENTROPY_KEY),
-        )
-        if is_last:
-            break
+            out_of_time = cadence.max_wall_seconds is not None and time.monotonic() - start >= cadence.max_wall_seconds
+            is_last = current == cadence.total_steps or out_of_time
+            stopped_by_time = out_of_time and current < cadence.total_steps
+
+            if current % cadence.log_every == 0 or is_last:
+                log_train(current)
+            if evaluate is not None and ((cadence.eval_every and current % cadence.eval_every == 0) or is_last):
+                eval_start = time.monotonic()
+                stats = evaluate(current)
+                eval_seconds += time.monotonic() - eval_start
+                is_best = all(stats.return_mean > r.stats.return_mean for r in evaluations)
+                evaluations.append(EvalRecord(current, stats))
+                tracker.log(current, stats.to_metrics("eval"))
+                last_eval_return = stats.return_mean
+                if is_best and checkpoint is not None:
+                    checkpoint(current, "best")
+                if not is_last and cadence.target_return is not None and stats.return_mean >= cadence.target_return:
+                    stopped_by_target = is_last = True
+                    if current % cadence.log_every:
+                        log_train(current)
+            if checkpoint is not None and cadence.checkpoint_every and current % cadence.checkpoint_every == 0 and not is_last:
+                checkpoint(current, "periodic")
+                last_saved = current
+            progress.update(
+                current,
+                updates_per_second=latest.get("train/updates_per_second"),
+                eval_return=last_eval_return,
+                alpha=latest.get(PROGRESS_ALPHA_KEY),
+                entropy_bound=latest.get(PROGRESS_ENTROPY_KEY),
+            )
+            if is_last:
+                break
+    except KeyboardInterrupt:
+        if checkpoint is None or completed == 0:
+            raise RunInterruptedError("interrupted before the first step completed; nothing to save") from None
+        log_train(completed)
+        checkpoint(completed, "final")
+        raise RunInterruptedError(f"interrupted: steps 1-{completed} are saved in the run's checkpoint") from None
+    except TrainingDivergedError as err:
+        kept = f"the last good checkpoint is from step {last_saved}" if last_saved else "no checkpoint had been written"
+        raise TrainingDivergedError(f"{err.message} at step {completed + 1}; {kept}") from None
 
     if checkpoint is not None and completed > 0:
         checkpoint(completed, "final")

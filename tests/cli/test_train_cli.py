@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import sys
@@ -125,6 +126,29 @@ def test_finetune_from_a_checkpoint_takes_its_recorded_registered_env(run_dir: t
     line = _error_line(_invoke("finetune", "--checkpoint", copy, "--out", tmp_path / "ft2", "--steps", "5"))
     assert "not a registered gymnasium id" in line and "--env" in line
     assert "untrusted_module_xyz" not in sys.modules
+
+
+def test_filesystem_faults_are_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only output folder and a disk that fills while the checkpoint is written (simulated:
+    root ignores permissions, and no test may fill the disk)."""
+    read_only = tmp_path / "ro"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args, **kwargs) -> None:
+        if self == read_only / "run":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    line = _error_line(_finetune(read_only / "run"))
+    assert str(read_only / "run") in line and "Read-only file system" in line
+
+    def full_disk(*args, **kwargs) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    line = _error_line(_finetune(tmp_path / "full"))
+    assert "cannot write the checkpoint" in line and str(tmp_path / "full") in line
 
 
 def test_user_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:

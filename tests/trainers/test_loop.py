@@ -6,13 +6,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from dime_offline.agent.config import DIMEConfig
-from dime_offline.errors import ConfigError
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.tracking import CSVSink, ProgressDisplay, Tracker, read_metrics_csv
 from dime_offline.trainers.loop import Cadence, LoopResult, StepReport, load_run_config, resolve_agent_config, run_loop
 from dime_offline.trainers.online import FinetuneConfig
+from dime_offline.types import Batch
 
 
 def _stats(value: float) -> EpisodeStats:
@@ -20,14 +23,17 @@ def _stats(value: float) -> EpisodeStats:
 
 
 def _run(
-    tmp_path: Path, cadence: Cadence, eval_returns: list[float], step_seconds: float = 0.0
+    tmp_path: Path, cadence: Cadence, eval_returns: list[float], step_seconds: float = 0.0,
+    fail_at: tuple[int, BaseException] | None = None, checkpoints: list[tuple[int, str]] | None = None,
 ) -> tuple[LoopResult, list[tuple[int, str]], list[int], dict]:
-    checkpoints: list[tuple[int, str]] = []
+    checkpoints = [] if checkpoints is None else checkpoints
     evaluated: list[int] = []
     returns = iter(eval_returns)
 
     def step(current: int) -> StepReport:
         time.sleep(step_seconds)
+        if fail_at is not None and current == fail_at[0]:
+            raise fail_at[1]
         episodes = [(float(current), current)] if current % 4 == 0 else []
         return StepReport(updates=2, metrics={"train/value": float(current)}, episodes=episodes)
 
@@ -59,6 +65,39 @@ def test_cadence_of_logs_evaluations_and_checkpoints(tmp_path: Path) -> None:
     assert metrics["train/episode_return"][0].tolist() == [4, 8]
     assert metrics["eval/return_mean"][0].tolist() == [4, 8, 10]
     assert "train/updates_per_second" in metrics
+
+
+def test_ctrl_c_saves_the_completed_steps_and_exits_130(tmp_path: Path) -> None:
+    cadence = Cadence(total_steps=10, eval_every=0, checkpoint_every=0, log_every=100)
+    checkpoints: list[tuple[int, str]] = []
+    with pytest.raises(RunInterruptedError, match="steps 1-6 are saved") as caught:
+        _run(tmp_path, cadence, [], fail_at=(7, KeyboardInterrupt()), checkpoints=checkpoints)
+    assert caught.value.exit_code == 130
+    assert checkpoints == [(6, "final")]
+    assert read_metrics_csv(tmp_path / "m.csv")["train/value"][0].tolist() == [6]  # the interval is flushed
+    with pytest.raises(RunInterruptedError, match="nothing to save"):
+        _run(tmp_path / "first", cadence, [], fail_at=(1, KeyboardInterrupt()), checkpoints=(none := []))
+    assert none == []
+
+
+def test_divergence_stops_without_overwriting_the_last_good_checkpoint(tmp_path: Path) -> None:
+    cadence = Cadence(total_steps=10, eval_every=0, checkpoint_every=3, log_every=100)
+    checkpoints: list[tuple[int, str]] = []
+    with pytest.raises(TrainingDivergedError, match="at step 8; the last good checkpoint is from step 6") as caught:
+        _run(tmp_path, cadence, [], fail_at=(8, TrainingDivergedError("training diverged")), checkpoints=checkpoints)
+    assert caught.value.exit_code == 2
+    assert checkpoints == [(3, "periodic"), (6, "periodic")]  # no final checkpoint of the diverged state
+
+
+def test_the_agent_refuses_to_update_on_non_finite_values() -> None:
+    agent = DIMEAgent(3, 1, DIMEConfig.preset("cpu", critic_hidden=(16, 16), score_hidden=(16, 16)), seed=0)
+    batch = Batch(obs=torch.randn(8, 3), action=torch.rand(8, 1) * 2 - 1, reward=torch.randn(8), next_obs=torch.randn(8, 3),
+                  terminated=torch.zeros(8), truncated=torch.zeros(8), mc_return=torch.zeros(8), is_offline=torch.zeros(8))
+    agent.update(batch)
+    with torch.no_grad():
+        next(agent.critic.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match="not finite"):
+        agent.update(batch)
 
 
 def test_wall_clock_budget_ends_with_a_final_evaluation_and_checkpoint(tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ class DIMEAgent:
         single = x.dim() == 1
         x = self.normalize_obs(x.unsqueeze(0) if single else x)
         noise_free = deterministic and self.cfg.deterministic_act == "noise_free"
-        action = self.policy.sample(x, generator=self.act_generator, noise_free=noise_free).action
+        action = self.policy.sample_action(x, generator=self.act_generator, noise_free=noise_free)
         out = action.clamp(-1.0, 1.0).cpu().numpy()
         return out[0] if single else out
 

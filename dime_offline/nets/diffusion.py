@@ -158,17 +158,45 @@ class DiffusionPolicy(nn.Module):
         only the prior sample x_0 has none. ``noise_free`` starts at the prior mean and drops every
         injected noise term (a deterministic "mean path"; its costs are not an entropy estimate).
         """
-        batch, d = obs.shape[0], self.act_dim
         eta, decay, noise_std = self._kernel_coefficients()
+        x0, eps = self._initial_noise(obs, generator, noise_free)
+        path = self._denoise(obs, x0, noise_std[:, None, :] * eps, eta, decay, keep_path=True)
+        x = path[-1]
+        states = torch.stack(path)  # (N+1, B, d)
+        # log b(x_n | x_{n+1}) - log f(x_{n+1} | x_n) per step. Both kernels have variance 2 eta_n, so their
+        # normalisers cancel exactly; the denoising residual at its own sample is eps_n by construction.
+        noising_residual = (states[:-1] - states[1:] * decay[:, None, :]) / noise_std[:, None, :]
+        log_ratio = 0.5 * (eps.square() - noising_residual.square()).sum(dim=(0, 2))
+        running_cost = -log_ratio - tanh_log_abs_det(x)
+        terminal_cost = self.prior_log_prob(x0).detach()
+        return ChainSample(torch.tanh(x), x, running_cost, terminal_cost)
+
+    def sample_action(
+        self, obs: torch.Tensor, generator: torch.Generator | None = None, noise_free: bool = False
+    ) -> torch.Tensor:
+        """The action tanh(x_N) (B, d) of :meth:`sample`, without the costs: the same noise draws and
+        chain, so the same action for the same generator state; for acting, where only it is needed."""
+        eta, decay, noise_std = self._kernel_coefficients()
+        x0, eps = self._initial_noise(obs, generator, noise_free)
+        return torch.tanh(self._denoise(obs, x0, noise_std[:, None, :] * eps, eta, decay, keep_path=False)[-1])
+
+    def _initial_noise(
+        self, obs: torch.Tensor, generator: torch.Generator | None, noise_free: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_0 (B, d) and the per-step standard normal draws eps (N, B, d), in that order from ``generator``."""
+        batch, d = obs.shape[0], self.act_dim
         shape = (self.n_steps, batch, d)
         if noise_free:
-            x = obs.new_zeros(batch, d)
-            eps = obs.new_zeros(shape)
-        else:
-            x = self.prior_std * torch.randn(batch, d, generator=generator, device=obs.device, dtype=obs.dtype)
-            eps = torch.randn(shape, generator=generator, device=obs.device, dtype=obs.dtype)
-        x0 = x
-        noise = noise_std[:, None, :] * eps  # (N, B, d)
+            return obs.new_zeros(batch, d), obs.new_zeros(shape)
+        x0 = self.prior_std * torch.randn(batch, d, generator=generator, device=obs.device, dtype=obs.dtype)
+        return x0, torch.randn(shape, generator=generator, device=obs.device, dtype=obs.dtype)
+
+    def _denoise(
+        self, obs: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, eta: torch.Tensor, decay: torch.Tensor, *, keep_path: bool
+    ) -> list[torch.Tensor]:
+        """The N denoising steps from x_0 = ``x`` with injected ``noise`` (N, B, d): [x_0, ..., x_N], or
+        [x_N] alone when ``keep_path`` is false."""
+        batch = obs.shape[0]
         path = [x]
         dtype = score_net_dtype(self.matmul_dtype, batch, obs.device)
         # Fused hidden layers pay from a few hundred rows on (at batch 1 they are slower).
@@ -180,15 +208,9 @@ class DiffusionPolicy(nn.Module):
             for n in range(self.n_steps):
                 u = self.score_net.control(x, cond[n], fused)
                 x = torch.addcmul(torch.addcmul(noise[n], u, eta[n]), x, decay[n])
-                path.append(x)
-        states = torch.stack(path)  # (N+1, B, d)
-        # log b(x_n | x_{n+1}) - log f(x_{n+1} | x_n) per step. Both kernels have variance 2 eta_n, so their
-        # normalisers cancel exactly; the denoising residual at its own sample is eps_n by construction.
-        noising_residual = (states[:-1] - states[1:] * decay[:, None, :]) / noise_std[:, None, :]
-        log_ratio = 0.5 * (eps.square() - noising_residual.square()).sum(dim=(0, 2))
-        running_cost = -log_ratio - tanh_log_abs_det(x)
-        terminal_cost = self.prior_log_prob(x0).detach()
-        return ChainSample(torch.tanh(x), x, running_cost, terminal_cost)
+                if keep_path:
+                    path.append(x)
+        return path if keep_path else [x]
 
     def path_log_likelihood_bound(
         self,

@@ -122,3 +122,15 @@ def test_critic_ensemble_members_are_independent_and_batched_correctly() -> None
     assert torch.allclose(h @ layers[2].weight[0] + layers[2].bias[0], logits[0], atol=1e-4)
     q = critic.expected_q(obs, act)
     assert q.shape == (2, 8) and (q.abs() <= 5).all()
+
+
+@pytest.mark.parametrize("noise_free", [False, True])
+def test_action_only_chain_gives_the_sampled_action_for_the_same_noise(noise_free: bool) -> None:
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(5, 2)
+    with torch.no_grad():
+        policy.score_net.out.weight.normal_(0.0, 0.1)
+        obs = torch.randn(7, 5)
+        full = policy.sample(obs, generator=torch.Generator().manual_seed(3), noise_free=noise_free).action
+        action = policy.sample_action(obs, generator=torch.Generator().manual_seed(3), noise_free=noise_free)
+    assert torch.equal(action, full)

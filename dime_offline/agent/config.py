@@ -129,6 +129,12 @@ class DIMEConfig:
             (0.0 <= self.gamma <= 1.0, "gamma must be in [0, 1]"),
             (self.n_critics >= 1, "n_critics must be >= 1"),
             (len(self.score_hidden) >= 1, "score_hidden needs at least one layer"),
+            (all(w >= 1 for w in (*self.critic_hidden, *self.score_hidden)), "hidden widths must be >= 1"),
+            (self.score_frequencies >= 1 and self.score_time_hidden >= 1, "score_frequencies and score_time_hidden must be >= 1"),
+            (min(self.critic_lr, self.actor_lr, self.alpha_lr) > 0, "learning rates must be > 0"),
+            (0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0, "adam_beta1 and adam_beta2 must lie in [0, 1)"),
+            (self.actor_grad_clip > 0, "actor_grad_clip must be > 0"),
+            (self.learning_starts >= 0 and self.buffer_size >= 1, "learning_starts must be >= 0 and buffer_size >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -143,11 +143,16 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Pretrain DIME offline on ``cfg.data``; see the module docstring for what the checkpoint holds."""
     if not cfg.data:
         raise ConfigError("no dataset given (e.g. --data logs.parquet)")
+    # Every setting is checked before anything is written.
+    cadence = Cadence(
+        total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
+    )
+    online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
     out = _prepare_out_dir(cfg)
     seed_everything(cfg.seed)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
-    online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
     store = _load_store(cfg, online_cfg)
     reward_std = None if store.normalization is None else store.normalization.reward_std
     offline_cfg = cfg.offline.agent_config(online_cfg, reward_std=reward_std)
@@ -198,10 +203,6 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         }
         save_checkpoint(target, agent, online_cfg, norm_stats, extra, spaces=spaces, env_id=env_id)
 
-    cadence = Cadence(
-        total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
-    )
     try:
         loop = run_loop(
             cadence, step, tracker=tracker, progress=progress,

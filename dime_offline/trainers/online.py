@@ -181,6 +181,13 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         raise ConfigError("no environment id given (e.g. --env HalfCheetah-v4)")
     if agent is not None and cfg.checkpoint is not None:
         raise ConfigError("pass either an agent or cfg.checkpoint, not both")
+    # Every setting is checked before anything is written.
+    cadence = Cadence(
+        total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds, target_return=cfg.target_return,
+    )
+    from_scratch = agent is None and cfg.checkpoint is None
+    scratch_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent) if from_scratch else None
     out = _prepare_out_dir(cfg)
     seed_everything(cfg.seed)
     if cfg.torch_threads is not None:
@@ -203,7 +210,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             # An in-memory pretrained agent normalises with the statistics of its offline data.
             norm_stats = offline.normalization
     else:
-        agent_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
+        agent_cfg = scratch_cfg
     pretrained = agent is not None
 
     store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces)
@@ -297,10 +304,6 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         }
         save_checkpoint(target, agent, agent_cfg, norm_stats, extra, spaces=env_spaces, env_id=cfg.env_id)
 
-    cadence = Cadence(
-        total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds, target_return=cfg.target_return,
-    )
     try:
         loop = run_loop(cadence, step, tracker=tracker, progress=progress, evaluate=run_evaluation, checkpoint=write_checkpoint)
     finally:

@@ -151,6 +151,18 @@ def test_filesystem_faults_are_one_line_exit_2(tmp_path: Path, monkeypatch: pyte
     assert "cannot write the checkpoint" in line and str(tmp_path / "full") in line
 
 
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("log_every=0", "log_every"), ("checkpoint_every=-1", "checkpoint_every"), ("max_wall_seconds=-1", "max_wall_seconds"),
+     ("agent.critic_lr=-1", "learning rates"), ("agent.adam_beta1=2", "adam_beta1"), ("agent.critic_hidden=[0]", "hidden widths")],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path: Path, setting: str, expected: str) -> None:
+    out = tmp_path / "run"
+    line = _error_line(_invoke("finetune", "--env", "Pendulum-v1", "--steps", "10", "--out", out, "--set", setting))
+    assert expected in line
+    assert not out.exists()  # the corrected rerun is not refused as "already holds a run"
+
+
 def test_user_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:
     assert "unknown environment id 'Pendulm-v1'" in _error_line(
         _invoke("finetune", "--env", "Pendulm-v1", "--out", tmp_path / "a", "--steps", "10"))

@@ -26,7 +26,10 @@ def run_command(
     preset: Annotated[str | None, typer.Option("--preset", help="DIME preset: cpu or paper.")] = None,
     seed: SeedOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PipelineConfig fields.")] = None,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (repeatable).")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a field: key=value, offline.<field>=value, agent.<field>=value (repeatable)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier run in --out.")] = False,
     json_output: JsonFlag = False,
 ) -> None:

@@ -29,8 +29,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is dict and not isinstance(value, dict):
+        raise ConfigError(f"field '{where}': expected a section (a mapping of its fields), got {value!r}")
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return from_dict(tp, value, _prefix=where + ".")
+    # A dataclass given something else passes through: its owner may accept a shorthand (a bare tag
+    # name for a telemetry TagSpec) and checks the type itself (see check_section).
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -77,6 +81,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def check_section(name: str, value: Any, section: type) -> None:
+    """A config's nested ``section`` field must have been given as a mapping (not ``offline: x``)."""
+    if not isinstance(value, section):
+        raise ConfigError(f"field '{name}': expected a section (a mapping of its fields), got {value!r}")
+
+
 def from_dict(cls: type[C], data: dict[str, Any], *, _prefix: str = "") -> C:
     """Build ``cls`` from a dict, checking field names and types; unknown keys are an error."""
     if not isinstance(data, dict):
@@ -107,25 +117,49 @@ def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"override '{item}': unknown field '{key}'")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_override_value(key.strip(), raw)
     return from_dict(type(cfg), data)
+
+
+def parse_override_value(field: str, raw: str) -> Any:
+    """The value of a ``field=raw`` override, parsed as YAML (``[64, 64]``, ``true``, ``0.3``)."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"field '{field}': {raw!r} is not a valid YAML value ({problem})") from None
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
     """Defaults of ``cls``, updated from a YAML/JSON file, then from dotted overrides."""
     cfg = cls()
     if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from None
         merged = to_dict(cfg)
-        _deep_update(merged, data, str(path))
-        cfg = from_dict(cls, merged)
+        _deep_update(merged, _read_config_file(Path(path)), str(path))
+        try:
+            cfg = from_dict(cls, merged)
+        except ConfigError as exc:  # name the file the bad value came from
+            raise ConfigError(exc.message, file=str(path)) from None
     return apply_overrides(cfg, overrides)
+
+
+def _read_config_file(path: Path) -> Any:
+    """The parsed content of a YAML/JSON config file (an empty file is an empty mapping)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", file=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, expected a YAML/JSON config file", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not a text YAML/JSON config file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8)",
+            file=str(path),
+        ) from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML/JSON ({exc})", file=str(path)) from None
 
 
 def _deep_update(base: dict[str, Any], new: dict[str, Any], where: str) -> None:

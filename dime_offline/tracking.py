@@ -29,6 +29,10 @@ NAMESPACES = ("train", "eval", "offline", "online")
 """Allowed first components of a metric key."""
 
 CSV_HEADER = ("step", "wall_seconds", "key", "value")
+METRICS_FILE = "metrics.csv"
+"""The metrics CSV of a run directory."""
+TENSORBOARD_SUBDIR = "tb"
+"""The TensorBoard event folder of a run directory."""
 TENSORBOARD_HINT = (
     "TensorBoard is not installed, so metrics go to the CSV only; "
     "install the extra with: pip install 'dime-offline[tensorboard]'"
@@ -92,11 +96,11 @@ def open_sinks(out_dir: str | Path, *, tensorboard: bool = True) -> tuple[list[M
     Returns the sinks and a list of one-line notices for the user (the TensorBoard install hint).
     """
     out = Path(out_dir)
-    sinks: list[MetricSink] = [CSVSink(out / "metrics.csv")]
+    sinks: list[MetricSink] = [CSVSink(out / METRICS_FILE)]
     notices: list[str] = []
     if tensorboard:
         try:
-            sinks.append(TensorBoardSink(out / "tb"))
+            sinks.append(TensorBoardSink(out / TENSORBOARD_SUBDIR))
         except ImportError:
             notices.append(TENSORBOARD_HINT)
     return sinks, notices

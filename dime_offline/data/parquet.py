@@ -25,16 +25,25 @@ from dime_offline.data.arrow import (
 )
 from dime_offline.data.schema import DatasetMetadata, TransitionData, empty_like_schema
 from dime_offline.errors import DataError, DatasetNotFoundError, SchemaError
-from dime_offline.io import atomic_path
+from dime_offline.io import atomic_path, broken_link_reason
 
 PathLike = str | os.PathLike[str]
 
 
 def parquet_files(path: PathLike) -> list[Path]:
-    """The files of a Parquet dataset: the file itself, or a directory's ``*.parquet`` in sorted order."""
+    """The files of a Parquet dataset: the file itself, or a directory's ``*.parquet`` in sorted order.
+
+    A link among a directory's files that leads nowhere is an error, not skipped: skipping it would
+    train on part of the data without a word.
+    """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.parquet") if p.is_file())
+        candidates = sorted(path.glob("*.parquet"))
+        for candidate in candidates:
+            reason = broken_link_reason(candidate)
+            if reason is not None:
+                raise DatasetNotFoundError(f"dataset file {reason}", file=str(candidate))
+        files = [p for p in candidates if p.is_file()]
         if not files:
             raise DatasetNotFoundError("directory holds no *.parquet files", file=str(path))
         return files

@@ -22,6 +22,7 @@ from dime_offline.checkpoints import check_checkpoint_fits, load_checkpoint
 from dime_offline.config import to_dict
 from dime_offline.data.parquet import write_parquet
 from dime_offline.data.schema import DatasetMetadata, TransitionData
+from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats, reference_returns
@@ -67,6 +68,7 @@ class CollectConfig:
             raise ConfigError(f"field 'action_noise': must be >= 0, got {self.action_noise}")
         if not self.out:
             raise ConfigError("field 'out': an output path is required")
+        check_device(self.device)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dime_offline.checkpoints import check_checkpoint_fits, load_checkpoint, read_checkpoint_meta, resolve_checkpoint_dir
+from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
@@ -37,6 +38,7 @@ class EvaluateConfig:
             raise ConfigError("field 'checkpoint': a checkpoint or run directory is required")
         if self.episodes < 1:
             raise ConfigError(f"field 'episodes': must be >= 1, got {self.episodes}")
+        check_device(self.device)
 
 
 @dataclass

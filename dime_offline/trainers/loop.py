@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
-import yaml
 
-from dime_offline.config import apply_overrides, from_dict, load_config, to_dict
+from dime_offline.checkpoints import RUN_BEST_SUBDIR, RUN_CHECKPOINT_SUBDIR
+from dime_offline.config import apply_overrides, from_dict, load_config, parse_override_value, to_dict
 from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
-from dime_offline.tracking import ProgressDisplay, Tracker
+from dime_offline.io import broken_link_reason
+from dime_offline.tracking import METRICS_FILE, TENSORBOARD_SUBDIR, ProgressDisplay, Tracker
 
 C = TypeVar("C")
 CheckpointTag = Literal["periodic", "best", "final"]
@@ -32,6 +35,20 @@ PROGRESS_ALPHA_KEY = "train/alpha/value"
 """Metric shown as the temperature in the progress bar."""
 PROGRESS_ENTROPY_KEY = "train/actor/entropy_bound"
 """Metric shown as the entropy lower bound in the progress bar."""
+LEARNING_CURVE_FILE = "learning_curve.png"
+"""The learning-curve plot of a run directory."""
+SUMMARY_FILE = "summary.json"
+"""The JSON summary of a run directory (what ``--json`` prints)."""
+PRETRAIN_CONFIG_FILE = "pretrain_config.json"
+"""The resolved config of a pretraining run."""
+FINETUNE_CONFIG_FILE = "finetune_config.json"
+"""The resolved config of a fine-tuning run."""
+RUN_ARTEFACTS = (
+    METRICS_FILE, TENSORBOARD_SUBDIR, RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR, LEARNING_CURVE_FILE, SUMMARY_FILE,
+    PRETRAIN_CONFIG_FILE, FINETUNE_CONFIG_FILE,
+)
+"""Everything a training stage writes into its run directory: any of them marks the directory as
+holding a run, and ``overwrite`` removes exactly these (a user's other files stay)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -255,6 +272,37 @@ def run_loop(
     )
 
 
+def check_run_dir(out_dir: str, *, overwrite: bool) -> Path:
+    """The run directory ``out_dir``, checked before anything is loaded or written: not a file, no
+    symbolic link on its way that leads nowhere, and free of an earlier run unless ``overwrite``.
+
+    Nothing is created here; :func:`start_run_dir` does that once the run is about to write, so a
+    run refused later (bad data, a mismatched environment) leaves no folder and keeps an old run.
+    """
+    out = Path(out_dir)
+    for path in (out, *out.parents):
+        reason = broken_link_reason(path)
+        if reason is not None:
+            raise ConfigError(f"output path {path} {reason}; remove it or choose another output directory")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path {out} exists and is not a directory")
+    if not overwrite and any((out / name).exists() for name in RUN_ARTEFACTS):
+        raise ConfigError(f"{out} already holds a run; choose another output directory or set overwrite")
+    return out
+
+
+def start_run_dir(out: Path) -> None:
+    """Create ``out`` and remove what an earlier run wrote there (:data:`RUN_ARTEFACTS` only), so
+    no stale ``best/`` checkpoint, TensorBoard events, plot or summary mix with the new run's."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_ARTEFACTS:
+        path = out / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+
+
 AGENT_OVERRIDE_PREFIX = "agent."
 
 
@@ -290,7 +338,7 @@ def load_run_config(
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': 'agent.{part}' is not a config section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_override_value(AGENT_OVERRIDE_PREFIX + key, raw)
     return dataclasses.replace(cfg, agent=agent)  # type: ignore[type-var]
 
 

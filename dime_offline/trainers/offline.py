@@ -32,27 +32,31 @@ import torch
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import RUN_BEST_SUBDIR, RUN_CHECKPOINT_SUBDIR, save_checkpoint
-from dime_offline.config import save_config, to_dict
+from dime_offline.config import check_section, save_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
+from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
 from dime_offline.regularizers import REGULARIZERS_KEY, OfflineConfig, regularizer_weights
-from dime_offline.tracking import ProgressDisplay, Tracker, open_sinks, plot_learning_curve
+from dime_offline.tracking import METRICS_FILE, ProgressDisplay, Tracker, open_sinks, plot_learning_curve
 from dime_offline.trainers.loop import (
+    LEARNING_CURVE_FILE,
+    PRETRAIN_CONFIG_FILE,
+    SUMMARY_FILE,
     Cadence,
     CheckpointTag,
     RunResult,
     StepReport,
+    check_run_dir,
     resolve_agent_config,
     run_loop,
     seed_everything,
+    start_run_dir,
 )
 
-RUN_CONFIG_FILE = "pretrain_config.json"
-SUMMARY_FILE = "summary.json"
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i`` (as in fine-tuning)."""
 OFFLINE_METRIC_PREFIX = "offline/"
@@ -72,7 +76,8 @@ class PretrainConfig:
     out_dir: str = "runs/pretrain"
     """Run directory: metrics.csv, tb/, checkpoint/, best/, learning_curve.png, summary.json, pretrain_config.json."""
     overwrite: bool = False
-    """Allow writing into an ``out_dir`` that already holds a run (its files are replaced)."""
+    """Allow writing into an ``out_dir`` that already holds a run: the files and folders the earlier run
+    wrote are removed when the new run starts (other files in the folder stay)."""
     preset: str = "cpu"
     """DIME hyperparameter preset: "paper" (authors') or "cpu" (small networks)."""
     agent: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +117,7 @@ class PretrainConfig:
     """No progress bar (set by ``--json``)."""
 
     def __post_init__(self) -> None:
+        check_section("offline", self.offline, OfflineConfig)
         if self.steps < 1:
             raise ConfigError(f"field 'steps': must be >= 1, got {self.steps}")
         if self.eval_episodes < 1:
@@ -120,6 +126,7 @@ class PretrainConfig:
             raise ConfigError(f"field 'eval_every': must be >= 0, got {self.eval_every}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
+        check_device(self.device)
 
 
 @dataclass
@@ -149,7 +156,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
     )
     online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
-    out = _prepare_out_dir(cfg)
+    out = check_run_dir(cfg.out_dir, overwrite=cfg.overwrite)
     seed_everything(cfg.seed)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
@@ -165,6 +172,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     cfg.offline.attach(agent, "offline", seed=cfg.seed)
     online_regularizers = cfg.offline.describe("online", seed=cfg.seed)
 
+    start_run_dir(out)
     sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard)
     tracker = Tracker(sinks)
     progress = ProgressDisplay(cfg.steps, description=f"pretrain {Path(cfg.data).name}", enabled=not cfg.quiet, unit="gradient steps")
@@ -172,7 +180,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         progress.notice(notice)
     if env_id is not None and not evaluate_in_env:
         progress.notice(f"the dataset's environment '{env_id}' is not registered here: no evaluation rollouts")
-    save_config(cfg, out / RUN_CONFIG_FILE)
+    save_config(cfg, out / PRETRAIN_CONFIG_FILE)
 
     sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
 
@@ -214,7 +222,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
 
     _enter_online_phase(agent, online_cfg, cfg)
     curve = plot_learning_curve(
-        out / "metrics.csv", out / "learning_curve.png", title=f"DIME offline pretraining on {Path(cfg.data).name}",
+        out / METRICS_FILE, out / LEARNING_CURVE_FILE, title=f"DIME offline pretraining on {Path(cfg.data).name}",
         x_label="gradient steps",
     )
     result = PretrainResult(
@@ -224,7 +232,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         out_dir=str(out),
         checkpoint=str(out / RUN_CHECKPOINT_SUBDIR),
         best_checkpoint=str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
-        metrics_csv=str(out / "metrics.csv"),
+        metrics_csv=str(out / METRICS_FILE),
         learning_curve=None if curve is None else str(curve),
         agent=agent,
         data=cfg.data,
@@ -233,17 +241,6 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     )
     (out / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result
-
-
-def _prepare_out_dir(cfg: PretrainConfig) -> Path:
-    out = Path(cfg.out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path {out} exists and is not a directory")
-    holds_run = any((out / name).exists() for name in ("metrics.csv", RUN_CHECKPOINT_SUBDIR, RUN_CONFIG_FILE))
-    if holds_run and not cfg.overwrite:
-        raise ConfigError(f"{out} already holds a run; choose another output directory or set overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _load_store(cfg: PretrainConfig, agent_cfg: DIMEConfig) -> ReplayStore:

@@ -42,21 +42,27 @@ from dime_offline.config import save_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
+from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
 from dime_offline.regularizers import REGULARIZERS_KEY, attach_regularizers, describe_regularizers, regularizer_weights
-from dime_offline.tracking import ProgressDisplay, Tracker, open_sinks, plot_learning_curve
+from dime_offline.tracking import METRICS_FILE, ProgressDisplay, Tracker, open_sinks, plot_learning_curve
 from dime_offline.trainers.loop import (
+    FINETUNE_CONFIG_FILE,
+    LEARNING_CURVE_FILE,
+    SUMMARY_FILE,
     Cadence,
     CheckpointTag,
     RunResult,
     StepReport,
     UniformRandomPolicy,
+    check_run_dir,
     resolve_agent_config,
     run_loop,
     seed_everything,
+    start_run_dir,
 )
 from dime_offline.trainers.replay_export import write_online_replay
 
@@ -69,8 +75,6 @@ steer the trainer, whereas every other field is fixed by the weights and optimis
 MAX_DEFAULT_WARMUP_SHARE = 0.2
 """From scratch, the preset's ``learning_starts`` is capped at this share of ``steps`` unless the
 user set ``agent.learning_starts`` (the authors' 5,000 random steps assume runs of 10^5+ steps)."""
-RUN_CONFIG_FILE = "finetune_config.json"
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ class FinetuneConfig:
     out_dir: str = "runs/finetune"
     """Run directory: metrics.csv, tb/, checkpoint/, best/, learning_curve.png, summary.json, finetune_config.json."""
     overwrite: bool = False
-    """Allow writing into an ``out_dir`` that already holds a run (its files are replaced)."""
+    """Allow writing into an ``out_dir`` that already holds a run: the files and folders the earlier run
+    wrote are removed when the new run starts (other files in the folder stay)."""
     checkpoint: str | None = None
     """Pretrained checkpoint (or run directory) to fine-tune; None trains from scratch."""
     data: str | None = None
@@ -152,6 +157,7 @@ class FinetuneConfig:
             raise ConfigError(f"field 'offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
         if self.target_return is not None and self.eval_every < 1:
             raise ConfigError("field 'target_return': needs periodic evaluations (eval_every >= 1)")
+        check_device(self.device)
 
     def offline_fraction_at(self, step: int) -> float:
         """Offline share of the batch at env step ``step`` (1-based), linear annealing included."""
@@ -188,7 +194,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     )
     from_scratch = agent is None and cfg.checkpoint is None
     scratch_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent) if from_scratch else None
-    out = _prepare_out_dir(cfg)
+    out = _check_out_dir(cfg)
     seed_everything(cfg.seed)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
@@ -231,12 +237,13 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             env_spaces.obs_dim, env_spaces.action_dim, agent_cfg, obs_normalizer=normalizer, device=cfg.device, seed=cfg.seed
         )
 
+    start_run_dir(out)
     sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard)
     tracker = Tracker(sinks)
     progress = ProgressDisplay(cfg.steps, description=f"finetune {cfg.env_id}", enabled=not cfg.quiet)
     for notice in notices:
         progress.notice(notice)
-    save_config(cfg, out / RUN_CONFIG_FILE)
+    save_config(cfg, out / FINETUNE_CONFIG_FILE)
 
     warmup_steps = 0 if pretrained else agent_cfg.learning_starts
     if not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
@@ -317,7 +324,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             source=f"dime-offline finetune: online replay of run {out}",
             extra={"finetune": to_dict(cfg), "env_steps": loop.steps},
         )
-    curve = plot_learning_curve(out / "metrics.csv", out / "learning_curve.png", title=f"DIME fine-tuning on {cfg.env_id}")
+    curve = plot_learning_curve(out / METRICS_FILE, out / LEARNING_CURVE_FILE, title=f"DIME fine-tuning on {cfg.env_id}")
     result = RunResult(
         command="finetune",
         env=cfg.env_id,
@@ -325,7 +332,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         out_dir=str(out),
         checkpoint=str(out / RUN_CHECKPOINT_SUBDIR),
         best_checkpoint=str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
-        metrics_csv=str(out / "metrics.csv"),
+        metrics_csv=str(out / METRICS_FILE),
         learning_curve=None if curve is None else str(curve),
         agent=agent,
     )
@@ -333,16 +340,14 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     return result
 
 
-def _prepare_out_dir(cfg: FinetuneConfig) -> Path:
-    out = Path(cfg.out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path {out} exists and is not a directory")
-    holds_run = any((out / name).exists() for name in ("metrics.csv", RUN_CHECKPOINT_SUBDIR, RUN_CONFIG_FILE))
-    if holds_run and not cfg.overwrite:
-        raise ConfigError(f"{out} already holds a run; choose another output directory or set overwrite")
-    if cfg.checkpoint is not None and Path(cfg.checkpoint).resolve() in (out.resolve(), (out / RUN_CHECKPOINT_SUBDIR).resolve()):
-        raise ConfigError(f"the output directory {out} must differ from the checkpoint being fine-tuned")
-    out.mkdir(parents=True, exist_ok=True)
+def _check_out_dir(cfg: FinetuneConfig) -> Path:
+    """The checked run directory; it may not hold the checkpoint being fine-tuned, which
+    ``overwrite`` would otherwise delete (its ``checkpoint/`` or ``best/``)."""
+    out = check_run_dir(cfg.out_dir, overwrite=cfg.overwrite)
+    if cfg.checkpoint is not None:
+        source, target = Path(cfg.checkpoint).resolve(), out.resolve()
+        if source == target or target in source.parents:
+            raise ConfigError(f"the output directory {out} must differ from the checkpoint being fine-tuned (and not contain it)")
     return out
 
 

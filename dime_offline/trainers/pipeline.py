@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dime_offline.devices import check_device
+from dime_offline.config import check_section
 from dime_offline.errors import ConfigError
 from dime_offline.io import atomic_write_text
+from dime_offline.regularizers import OfflineConfig
 from dime_offline.trainers.evaluate import EvaluateConfig, EvaluateResult, evaluate_checkpoint
+from dime_offline.trainers.loop import SUMMARY_FILE, RunResult
 from dime_offline.trainers.offline import PretrainConfig, PretrainResult, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
-from dime_offline.trainers.loop import RunResult
-
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,24 @@ class PipelineConfig:
     """DIME preset: "cpu" (small networks) or "paper" (authors' hyperparameters)."""
     seed: int = 0
     """Seed of every stage."""
+    device: str = "cpu"
+    """Torch device of every stage (pretraining, fine-tuning and both evaluations)."""
     torch_threads: int | None = None
     """Intra-op CPU threads for torch; None keeps torch's default."""
     quiet: bool = False
     """No progress bars (set by ``--json``)."""
     agent: dict[str, Any] = field(default_factory=dict)
     """DIMEConfig overrides for pretraining (kept by the checkpoint for fine-tuning)."""
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    """Pretraining's regularisation and temperature and their online values, which fine-tuning takes
+    from the checkpoint (``--set offline.conservative_weight=0.3``); see ``PretrainConfig.offline``."""
 
     def __post_init__(self) -> None:
+        check_section("offline", self.offline, OfflineConfig)
         for name in ("pretrain_steps", "finetune_steps", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
+        check_device(self.device)
 
 
 @dataclass
@@ -99,17 +107,18 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         raise ConfigError("field 'data': a dataset is required (e.g. --data logs.parquet)")
     start = time.perf_counter()
     out = Path(cfg.out_dir)  # each stage refuses to overwrite its own earlier run unless cfg.overwrite
-    common = dict(seed=cfg.seed, torch_threads=cfg.torch_threads, quiet=cfg.quiet, overwrite=cfg.overwrite)
+    common = dict(seed=cfg.seed, device=cfg.device, torch_threads=cfg.torch_threads, quiet=cfg.quiet, overwrite=cfg.overwrite)
     pre = pretrain(
         PretrainConfig(
             data=cfg.data, env_id=cfg.env_id, steps=cfg.pretrain_steps, out_dir=str(out / "pretrain"),
-            preset=cfg.preset, agent=dict(cfg.agent), eval_every=0, eval_episodes=cfg.eval_episodes, **common,
+            preset=cfg.preset, agent=dict(cfg.agent), offline=cfg.offline, eval_every=0, eval_episodes=cfg.eval_episodes,
+            **common,
         )
     )
     env_id = cfg.env_id or pre.env
     if env_id is None:
         raise ConfigError(f"{cfg.data}: the dataset names no env_id; pass --env for fine-tuning")
-    evaluation = dict(env_id=env_id, episodes=cfg.eval_episodes, seed=cfg.seed)
+    evaluation = dict(env_id=env_id, episodes=cfg.eval_episodes, seed=cfg.seed, device=cfg.device)
     offline_eval = evaluate_checkpoint(EvaluateConfig(checkpoint=pre.checkpoint, **evaluation))
     fine = finetune(
         FinetuneConfig(

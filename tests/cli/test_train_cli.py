@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -15,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from dime_offline.checkpoints import load_checkpoint
+from dime_offline.data.load import load_dataset, save_dataset
 from dime_offline.data.parquet import read_parquet
 from dime_offline_cli.main import app
 
@@ -22,6 +24,7 @@ TINY = [
     "agent.critic_hidden=[32, 32]", "agent.score_hidden=[32, 32]", "agent.score_frequencies=8",
     "agent.score_time_hidden=16", "agent.diffusion_steps=4", "agent.batch_size=32", "agent.learning_starts=50",
 ]
+SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-random-tiny.parquet"
 EVAL_KEYS = {"episodes", "return_mean", "return_std", "return_min", "return_max", "length_mean",
              "terminated_episodes", "normalized_score", "normalized_score_std"}
 
@@ -172,6 +175,75 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path: Path) -> None:
         _invoke("finetune", "--env", "Pendulum-v1", "--out", tmp_path / "c", "--preset", "gpu"))
     assert "not found" in _error_line(_invoke("evaluate", "--checkpoint", tmp_path / "missing"))
     assert "Box" in _error_line(_invoke("collect", "--env", "CartPole-v1", "--out", tmp_path / "d.parquet"))
+
+
+def _start(command: str, out: Path, *extra: str):
+    """``command`` with the least it needs to get going (it is expected to stop before training)."""
+    needs = {"pretrain": ["--data", SAMPLE], "finetune": ["--env", "Pendulum-v1"], "run": ["--data", SAMPLE]}[command]
+    return _invoke(command, *needs, "--out", out, *extra)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "run"])
+def test_an_unavailable_or_unknown_device_is_one_line_before_anything_is_written(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)  # the same on a machine with CUDA
+    line = _error_line(_start(command, tmp_path / "run", "--set", "device=cuda"))
+    assert line == "error: field 'device': 'cuda' is not available (this torch build has no CUDA; use cpu)"
+    line = _error_line(_start(command, tmp_path / "run", "--set", "device=tpu9"))
+    assert "field 'device': 'tpu9' is not a supported torch device" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "run"])
+def test_bad_set_values_and_config_files_are_one_line_before_anything_is_written(command: str, tmp_path: Path) -> None:
+    """Each case in full is in tests/trainers/test_loop.py; here: one line, exit 2, no run directory."""
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)))
+    section = tmp_path / "section.yaml"
+    section.write_text("agent: [1, 2]\n")
+    cases = [
+        (["--set", "agent.critic_hidden=[1, 2"], "field 'agent.critic_hidden': '[1, 2' is not a valid YAML value"),
+        (["--set", "agent=5"], "field 'agent': expected a section"),
+        (["--set", "offline=x"], "field 'offline': expected a section"),
+        (["--config", section], f"{section}: field 'agent': expected a section"),
+        (["--config", binary], f"{binary}: not a text YAML/JSON config file"),
+        (["--config", tmp_path], f"{tmp_path}: is a directory"),
+    ]
+    for args, expected in cases:
+        assert expected in _error_line(_start(command, tmp_path / "run", *args))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_an_out_link_that_leads_nowhere_is_one_line_naming_it(command: str, link: str, tmp_path: Path) -> None:
+    out = tmp_path / link
+    out.symlink_to(out if link == "loop" else tmp_path / "missing")
+    line = _error_line(_start(command, out))
+    reason = "a symbolic link that loops" if link == "loop" else f"a broken symbolic link (its target {tmp_path / 'missing'} does not exist)"
+    assert f"output path {out} is {reason}" in line
+    assert _error_line(_start(command, out / "run")).startswith(f"error: output path {out} is ")  # a link on the way
+
+
+def test_overwrite_removes_everything_the_earlier_run_wrote_and_nothing_else(tmp_path: Path) -> None:
+    """The new run evaluates nowhere (its data names no environment) and writes no TensorBoard events:
+    nothing of the earlier run's best/, curve, events or summary may pass for the new run's."""
+    out = tmp_path / "run"
+    sets = [item for s in [*TINY, "eval_episodes=1", "max_episode_steps=20"] for item in ("--set", s)]
+    _json(_invoke("pretrain", "--data", SAMPLE, "--steps", "2", "--out", out, *sets, "--json"))
+    assert {p.name for p in out.iterdir()} == {"best", "checkpoint", "learning_curve.png", "metrics.csv", "pretrain_config.json",
+                                               "summary.json", "tb"}
+    (out / "notes.txt").write_text("the user's own file")
+    data = load_dataset(SAMPLE)
+    no_env = tmp_path / "no-env.parquet"
+    save_dataset(dataclasses.replace(data, metadata=dataclasses.replace(data.metadata, env_id=None)), no_env)
+    summary = _json(_invoke("pretrain", "--data", no_env, "--steps", "3", "--out", out, "--overwrite", *sets,
+                            "--set", "tensorboard=false", "--json"))
+    assert summary["best"] is None and summary["learning_curve"] is None and summary["steps"] == 3
+    assert {p.name for p in out.iterdir()} == {"checkpoint", "metrics.csv", "notes.txt", "pretrain_config.json", "summary.json"}
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert json.loads((out / "summary.json").read_text()) == summary
 
 
 def test_config_file_and_set_overrides(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,20 @@ def test_empty_directory_and_missing_path_are_not_found(tmp_path: Path) -> None:
         read_parquet(tmp_path / "empty")
     with pytest.raises(DatasetNotFoundError, match="missing.parquet"):
         read_parquet(tmp_path / "missing.parquet")
+
+
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+def test_directory_with_a_link_that_leads_nowhere_names_the_link(tmp_path: Path, link: str) -> None:
+    """Skipping the link would read part of the dataset without a word."""
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    write_parquet(make_data([3]), folder / "a.parquet")
+    bad = folder / "b.parquet"
+    bad.symlink_to(bad if link == "loop" else tmp_path / "moved.parquet")
+    reason = "loops" if link == "loop" else f"is a broken symbolic link (its target {tmp_path / 'moved.parquet'} does not exist)"
+    for read in (read_parquet, read_parquet_metadata):
+        with pytest.raises(DatasetNotFoundError, match=re.escape(f"{bad}: dataset file") + ".*" + re.escape(reason)):
+            read(folder)
 
 
 def test_wide_parquet_from_pandas_reads_with_names(tmp_path: Path) -> None:

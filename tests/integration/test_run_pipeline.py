@@ -18,9 +18,13 @@ SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulu
 def test_run_chains_every_stage_and_reports_before_and_after(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["run", "--data", str(SAMPLE), "--out", str(out), "--pretrain-steps", "6", "--finetune-steps", "20",
-            "--set", "eval_episodes=1", "--set", "torch_threads=1", "--json"]
+            "--set", "eval_episodes=1", "--set", "torch_threads=1", "--json",
+            "--set", "offline.conservative_weight=0.3", "--set", "device=cpu"]  # the README's example settings
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    pretrain_config = json.loads((out / "pretrain" / "pretrain_config.json").read_text())
+    assert pretrain_config["offline"]["conservative_weight"] == 0.3 and pretrain_config["device"] == "cpu"
+    assert json.loads((out / "finetune" / "finetune_config.json").read_text())["device"] == "cpu"
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["command"] == "run" and summary["env"] == "Pendulum-v1"
     assert summary["stages"]["pretrain"]["updates"] == 6

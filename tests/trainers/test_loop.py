@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -13,8 +14,12 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.tracking import CSVSink, ProgressDisplay, Tracker, read_metrics_csv
+from dime_offline.trainers.collect import CollectConfig
+from dime_offline.trainers.evaluate import EvaluateConfig
 from dime_offline.trainers.loop import Cadence, LoopResult, StepReport, load_run_config, resolve_agent_config, run_loop
+from dime_offline.trainers.offline import PretrainConfig
 from dime_offline.trainers.online import FinetuneConfig
+from dime_offline.trainers.pipeline import PipelineConfig
 from dime_offline.types import Batch
 
 
@@ -140,6 +145,51 @@ def test_unknown_fields_are_one_line_config_errors(tmp_path: Path) -> None:
         load_run_config(FinetuneConfig, None, ["agent.utd"])
     with pytest.raises(ConfigError, match="expected int"):
         resolve_agent_config(DIMEConfig, DIMEConfig.preset("cpu"), {"utd": "many"})
+
+
+@pytest.mark.parametrize("cls", [FinetuneConfig, PretrainConfig, PipelineConfig, EvaluateConfig, CollectConfig])
+def test_every_device_field_is_checked_when_the_config_is_built(cls: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch takes "cuda" on a build without CUDA and fails only at the first tensor, mid-run."""
+    required = {"checkpoint": "runs/x"} if cls is EvaluateConfig else {}
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    with pytest.raises(ConfigError, match=r"field 'device': 'cuda' is not available \(this torch build has no CUDA; use cpu\)"):
+        cls(device="cuda", **required)
+    with pytest.raises(ConfigError, match="field 'device': 'tpu9' is not a supported torch device"):
+        cls(device="tpu9", **required)
+    assert cls(device="cpu", **required).device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("agent.critic_hidden=[1, 2", "field 'agent.critic_hidden': '[1, 2' is not a valid YAML value"),
+     ("steps=[1", "field 'steps': '[1' is not a valid YAML value"),
+     ("agent=5", "field 'agent': expected a section"),
+     ("offline=x", "field 'offline': expected a section")],
+)
+def test_malformed_or_misplaced_override_values_name_the_field(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_run_config(PretrainConfig, None, [override])
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(b"agent: [1, 2]\n", "field 'agent': expected a section"), (b'offline: "x"\n', "field 'offline': expected a section"),
+     (b"steps: 0\n", "field 'steps': must be >= 1"), (bytes(range(256)), "not a text YAML/JSON config file"), (None, "is a directory")],
+)
+def test_bad_config_files_are_config_errors_naming_the_file(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    path = tmp_path / "run.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load_run_config(PretrainConfig, str(path))
+    assert raised.value.one_line().startswith(f"{path}: ") and expected in raised.value.one_line()
+
+
+def test_the_pipeline_takes_offline_and_device_settings_for_its_stages() -> None:
+    cfg = load_run_config(PipelineConfig, None, ["offline.conservative_weight=0.3", "device=cpu"])
+    assert cfg.offline.conservative_weight == 0.3 and cfg.device == "cpu"
 
 
 def test_offline_fraction_anneals_linearly() -> None:

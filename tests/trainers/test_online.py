@@ -138,5 +138,8 @@ def test_an_output_directory_holding_a_run_is_not_overwritten_by_accident(scratc
         finetune(_cfg(tmp_path, "z", out_dir=scratch_run.out_dir))
     with pytest.raises(ConfigError, match="must differ from the checkpoint"):
         finetune(_cfg(tmp_path, "z", checkpoint=scratch_run.out_dir, out_dir=scratch_run.out_dir, overwrite=True))
+    best = str(Path(scratch_run.out_dir) / "best")  # overwrite would delete it
+    with pytest.raises(ConfigError, match="must differ from the checkpoint being fine-tuned \\(and not contain it\\)"):
+        finetune(_cfg(tmp_path, "z", checkpoint=best, out_dir=scratch_run.out_dir, overwrite=True))
     with pytest.raises(ConfigError, match="no environment id"):
         finetune(_cfg(tmp_path, "z", env_id=""))

@@ -29,8 +29,18 @@ data_app = typer.Typer(help="Inspect, validate and convert datasets.", no_args_i
 app.add_typer(data_app, name="data")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from dime_offline import __version__  # no torch: the package's __init__ imports nothing heavy
+
+        typer.echo(f"dime-offline {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+) -> None:
     """dime-offline command line."""
 
 

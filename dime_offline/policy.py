@@ -23,6 +23,7 @@ import numpy as np
 
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import load_checkpoint
+from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec
 from dime_offline.errors import ConfigError
 
@@ -73,6 +74,8 @@ def load_policy(path: str | Path, *, deterministic: bool = True, seed: int = 0, 
 
     Raises:
         CheckpointError: ``path`` holds no readable checkpoint.
+        ConfigError: ``device`` is not usable here.
     """
+    check_device(device)
     agent, _, meta = load_checkpoint(path, device=device)
     return DeployedPolicy(agent, meta.spaces, deterministic=deterministic, seed=seed, env_id=meta.env_id)

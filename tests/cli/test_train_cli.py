@@ -275,3 +275,10 @@ def test_collect_writes_a_valid_dataset_whose_flags_match_the_env(tmp_path: Path
     assert summary["completed"]["terminated_episodes"] == summary["completed"]["episodes"] == len(lengths) - int(
         data.truncated[ends[-1]]
     )
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    from dime_offline import __version__
+
+    result = _invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"dime-offline {__version__}"

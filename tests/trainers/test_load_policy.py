@@ -54,3 +54,5 @@ def test_bad_observations_and_paths_are_one_line_errors(run_dir: Path, tmp_path:
         policy(np.array([0.0, np.nan, 1.0], np.float32))
     with pytest.raises(CheckpointError):
         load_policy(tmp_path / "nothing-here")
+    with pytest.raises(ConfigError, match="device"):
+        load_policy(run_dir, device="tpu9")

@@ -11,8 +11,6 @@ from typing import Annotated
 
 import typer
 
-from dime_offline.trainers.loop import load_run_config
-from dime_offline.trainers.offline import PretrainConfig, pretrain
 
 from .common import print_json, user_errors_exit_2
 from .main import app
@@ -39,6 +37,9 @@ def pretrain_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Pretrain DIME offline on logged data (conservative critic, behaviour term), ready for finetune."""
+    from dime_offline.trainers.loop import load_run_config
+    from dime_offline.trainers.offline import PretrainConfig, pretrain
+
     cfg = load_run_config(
         PretrainConfig,
         None if config is None else str(config),

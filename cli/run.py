@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from dime_offline.trainers.loop import load_run_config
-from dime_offline.trainers.pipeline import PipelineConfig, run_pipeline
 
 from .common import print_json, user_errors_exit_2
 from .main import app
@@ -34,6 +32,9 @@ def run_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Pretrain on logged data, fine-tune online, and compare the two evaluations (a few minutes by default)."""
+    from dime_offline.trainers.loop import load_run_config
+    from dime_offline.trainers.pipeline import PipelineConfig, run_pipeline
+
     cfg = load_run_config(
         PipelineConfig,
         None if config is None else str(config),

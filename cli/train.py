@@ -12,10 +12,6 @@ from typing import Annotated, Any
 
 import typer
 
-from dime_offline.trainers.collect import CollectConfig, collect
-from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
-from dime_offline.trainers.loop import load_run_config
-from dime_offline.trainers.online import FinetuneConfig, finetune
 
 from .common import print_json, user_errors_exit_2
 from .main import app
@@ -44,6 +40,9 @@ def finetune_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Train DIME online: from scratch, or fine-tune a pretrained checkpoint (offline data optional)."""
+    from dime_offline.trainers.loop import load_run_config
+    from dime_offline.trainers.online import FinetuneConfig, finetune
+
     cfg = load_run_config(
         FinetuneConfig,
         None if config is None else str(config),
@@ -86,6 +85,8 @@ def evaluate_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Roll out a checkpoint's policy and report return and normalised score."""
+    from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
+
     cfg = EvaluateConfig(
         checkpoint=str(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic
     )
@@ -108,6 +109,8 @@ def collect_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Record rollouts of a policy into a canonical Parquet dataset."""
+    from dime_offline.trainers.collect import CollectConfig, collect
+
     cfg = CollectConfig(
         env_id=env, policy=policy, steps=steps, out=str(out), action_noise=noise, seed=seed, quiet=json_output
     )

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,3 +283,9 @@ def test_version_flag_prints_the_package_version() -> None:
 
     result = _invoke("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"dime-offline {__version__}"
+
+
+def test_help_and_the_command_table_do_not_import_torch() -> None:
+    """`dime-offline --help` must answer at once: torch (1-5 s to import) loads only when a command trains."""
+    probe = "import sys; from dime_offline_cli.main import app; sys.exit(3 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0

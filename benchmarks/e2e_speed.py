@@ -35,6 +35,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import gymnasium as gym
 import torch
 
 from dime_offline.agent.config import DIMEConfig
@@ -131,8 +132,6 @@ def main() -> None:
               f" {'ref GFLOP':>9} {'ref bound':>9} {'x ref':>6}")
     print(header)
     print("-" * len(header))
-    import gymnasium as gym
-
     for job in args.jobs:
         env = gym.make(env_dims[job])
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]

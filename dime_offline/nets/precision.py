@@ -31,7 +31,9 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()))
+        # torch.cpu's feature probes are private: a build without them counts as having no bf16 units.
+        probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+        return torch.backends.mkldnn.is_available() and any(probe is not None and probe() for probe in probes)
     return False
 
 

@@ -31,6 +31,9 @@ class Batch(NamedTuple):
     """(B,) discounted Monte-Carlo return-to-go from obs (NaN where unknown, e.g. online data)."""
     is_offline: torch.Tensor
     """(B,) float 1.0 where the row came from the offline (logged) part of the store."""
+    mc_horizon: torch.Tensor | None = None
+    """(B,) sum_{k>=1} gamma^k over the steps ``mc_return`` counts after obs (infinite after a
+    truncation), NaN where unknown; calibration adds the soft value's entropy term over it. None: unknown."""
 
 
 class Policy(Protocol):

@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "nets": {"nets"},
     "envs": {"envs", "data", "errors", "io", "config", "types"},
     "agent": {"agent", "nets", "types", "config", "errors", "data"},
-    "regularizers": {"regularizers", "agent", "nets", "types", "config", "errors"},
+    "regularizers": {"regularizers", "agent", "nets", "types", "config", "errors", "data"},
     "evaluation": {"evaluation", "envs", "types", "data", "errors"},
 }
 FORBIDDEN_EVERYWHERE = {"typer", "dime_offline_cli", "cli"}

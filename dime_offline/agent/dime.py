@@ -251,7 +251,8 @@ class DIMEAgent:
         if regularizer is not None:
             penalty, extra = regularizer(
                 CriticStepContext(
-                    self.critic, obs, batch, logits, self.sample_actions, extra_logits if extra_rows is not None else None
+                    self.critic, obs, batch, logits, self.sample_actions, extra_logits if extra_rows is not None else None,
+                    soft_step_cost=float(alpha * next_log_prob.mean()),
                 )
             )
             critic_loss = critic_loss + penalty

@@ -39,6 +39,9 @@ class CriticStepContext:
     extra_logits: torch.Tensor | None = None
     """(E, P, K) logits of the rows the regulariser's ``extra_rows`` proposed, with gradient, from the
     same training-mode pass as ``logits`` (so both share one batch normalisation); None without."""
+    soft_step_cost: float = 0.0
+    """alpha times the batch mean of the policy's log-probability surrogate at the next states: what
+    the soft value subtracts per discounted step after the first (0 when unknown)."""
 
 
 @dataclass(frozen=True)

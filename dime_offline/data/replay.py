@@ -12,10 +12,16 @@ The online ring only ever writes rows at or after ``offline_size`` (slot ``i`` o
 the ring wraps. Ring slots fill from 0 upwards; once full, the oldest slot is overwritten next.
 
 Per row the store keeps ``obs`` and ``next_obs`` (O float32 each), ``action`` (A float32, scaled to
-[-1, 1]), ``reward`` and ``mc_return`` (float32) and ``terminated``/``truncated`` (bool): 4 bytes
-more than the raw transition (the Monte-Carlo return), nothing else. Loading streams record
+[-1, 1]), ``reward``, ``mc_return`` and ``mc_horizon`` (float32) and ``terminated``/``truncated``
+(bool): 8 bytes more than the raw transition (the Monte-Carlo return-to-go and its discounted
+horizon, which calibration needs), nothing else. Loading streams record
 batches straight into these tensors; only the (N,) episode ids and steps are held temporarily to
 check episode structure and compute returns-to-go.
+
+Online rows get their return-to-go (and horizon) when their episode ends: :meth:`ReplayStore.add`
+tracks where the running episode started in the ring and fills the episode's rows that are still
+stored once a terminated or truncated row arrives (Cal-QL computes returns for every completed
+online episode too). Rows of the running episode stay NaN until then.
 
 Sampling
 --------
@@ -54,6 +60,7 @@ from dime_offline.data.normalization import (
 from dime_offline.data.returns import (
     TRUNCATION_TAILS,
     TruncationTail,
+    discounted_horizon,
     discounted_returns_to_go,
     episode_ends_from_ids,
 )
@@ -65,12 +72,12 @@ from dime_offline.types import Batch
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
 
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
 """Version of the on-disk layout written by :meth:`ReplayStore.save`."""
 
-_FLOAT_FIELDS = ("obs", "action", "reward", "next_obs", "mc_return")
+_FLOAT_FIELDS = ("obs", "action", "reward", "next_obs", "mc_return", "mc_horizon")
 _BOOL_FIELDS = ("terminated", "truncated")
-FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "mc_return")
+FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "mc_return", "mc_horizon")
 """Tensor fields of the store, in the order they are saved."""
 
 
@@ -82,9 +89,10 @@ class ReplayConfig:
     """Rows in the online FIFO ring (0: no online part)."""
     gamma: float = 0.99
     """Discount of the Monte-Carlo returns-to-go computed for the offline part."""
-    truncation: TruncationTail = "zero"
+    truncation: TruncationTail = "lower"
     """Tail value of truncated episodes in the returns-to-go: "zero" (the cut ends the episode,
-    as in the Cal-QL reference code) or "repeat_last_reward" (the last reward continues for ever)."""
+    as in the Cal-QL reference code), "repeat_last_reward" (the last reward continues for ever) or
+    "lower" (the lower of the two; see ``data/returns.py``)."""
     offline_fraction: float | None = None
     """Default share of offline rows per batch; None samples uniformly over all stored rows."""
     std_floor: float = 1e-3
@@ -126,7 +134,7 @@ class ReplayStore:
     Build it with :meth:`from_parquet`, :meth:`from_transitions`, :meth:`empty` or :meth:`load`.
     Tensors (R = offline_size + online_capacity rows): ``obs`` (R, O), ``action`` (R, A) in
     [-1, 1], ``reward`` (R,), ``next_obs`` (R, O), ``terminated``/``truncated`` (R,) bool,
-    ``mc_return`` (R,) (NaN for online rows).
+    ``mc_return`` (R,) and ``mc_horizon`` (R,) (NaN for online rows until their episode ends).
     """
 
     def __init__(
@@ -156,6 +164,8 @@ class ReplayStore:
         """Ring slot the next online transition is written to."""
         self.online_added = 0
         """Online transitions ever added (including overwritten ones)."""
+        self.online_episode_start = 0
+        """Value of ``online_added`` at the first row of the running online episode."""
         rows = offline_size + self.config.online_capacity
         kw: dict[str, Any] = {"device": self.device}
         self.obs = torch.empty((rows, obs_dim), dtype=torch.float32, **kw)
@@ -165,6 +175,7 @@ class ReplayStore:
         self.terminated = torch.empty(rows, dtype=torch.bool, **kw)
         self.truncated = torch.empty(rows, dtype=torch.bool, **kw)
         self.mc_return = torch.empty(rows, dtype=torch.float32, **kw)
+        self.mc_horizon = torch.empty(rows, dtype=torch.float32, **kw)
 
     # ----------------------------------------------------------------- builders
     @classmethod
@@ -266,9 +277,11 @@ class ReplayStore:
         """Append one transition (obs (O,), scalars) or a vector of them (obs (n, O), (n,) ...) to the ring.
 
         Actions must already be in [-1, 1]. Inputs may be numpy arrays, tensors or Python numbers.
-        A row flagged both terminated and truncated (gymnasium allows it) is stored as terminated
-        only: a true terminal state never bootstraps. Adding more rows than the capacity keeps the
-        newest ``online_capacity`` of them, exactly as adding them one by one would.
+        Rows are one stream in time order (one environment). A row flagged both terminated and
+        truncated (gymnasium allows it) is stored as terminated only: a true terminal state never
+        bootstraps. Adding more rows than the capacity keeps the newest ``online_capacity`` of
+        them, exactly as adding them one by one would. When a row ends an episode, the episode's
+        stored rows get their returns-to-go (module docstring).
         """
         capacity = self.online_capacity
         if capacity == 0:
@@ -285,6 +298,7 @@ class ReplayStore:
         }
         rows["truncated"] = rows["truncated"] & ~rows["terminated"]
         rows["mc_return"] = torch.full((n,), float("nan"), dtype=torch.float32, device=self.device)
+        rows["mc_horizon"] = rows["mc_return"]
         keep = min(n, capacity)
         start = (self.online_cursor + n - keep) % capacity
         first = min(keep, capacity - start)  # rows before the ring wraps
@@ -295,9 +309,32 @@ class ReplayStore:
             target[base + start : base + start + first] = values[:first]
             if keep > first:
                 target[base : base + keep - first] = values[first:]
+        first_added = self.online_added
         self.online_cursor = (self.online_cursor + n) % capacity
         self.online_size = min(capacity, self.online_size + n)
         self.online_added += n
+        ends = torch.nonzero(rows["terminated"] | rows["truncated"]).flatten().tolist()
+        for end in ends:
+            self._fill_online_returns(first_added + end + 1)
+
+    def _fill_online_returns(self, episode_stop: int) -> None:
+        """Returns-to-go for the online episode that ended with added row ``episode_stop - 1``: for
+        its rows still in the ring (the oldest may have been overwritten: their successors' returns
+        are exact all the same, since returns run backwards from the end)."""
+        capacity = self.online_capacity
+        first = max(self.online_episode_start, self.online_added - self.online_size, episode_stop - capacity)
+        self.online_episode_start = episode_stop
+        if first >= episode_stop:
+            return
+        rows = self.offline_size + torch.arange(first, episode_stop, device=self.device) % capacity
+        reward = self.reward.index_select(0, rows).cpu().numpy()
+        terminated = self.terminated.index_select(0, rows).cpu().numpy()
+        ends = np.zeros(rows.shape[0], dtype=bool)
+        ends[-1] = True
+        gamma, tail = self.config.gamma, self.config.truncation
+        returns = discounted_returns_to_go(reward, ends, terminated, gamma, truncation=tail)
+        self.mc_return[rows] = torch.from_numpy(returns).to(self.mc_return)
+        self.mc_horizon[rows] = torch.from_numpy(discounted_horizon(ends, terminated, gamma)).to(self.mc_horizon)
 
     def _as_rows(
         self, value: Any, dtype: torch.dtype, width: int | None, name: str, n: int | None = None
@@ -362,6 +399,7 @@ class ReplayStore:
             terminated=self.terminated.index_select(0, index).to(torch.float32),
             truncated=self.truncated.index_select(0, index).to(torch.float32),
             mc_return=self.mc_return.index_select(0, index),
+            mc_horizon=self.mc_horizon.index_select(0, index),
             is_offline=is_offline.to(device=self.device, dtype=torch.float32),
         )
 
@@ -387,6 +425,7 @@ class ReplayStore:
                 "online_size": self.online_size,
                 "online_cursor": self.online_cursor,
                 "online_added": self.online_added,
+                "online_episode_start": self.online_episode_start,
                 "config": dataclasses.asdict(self.config),
                 "metadata": json.loads(self.metadata.to_json()),
                 "normalization": None if self.normalization is None else self.normalization.to_dict(),
@@ -418,6 +457,7 @@ class ReplayStore:
             store.online_size = int(header["online_size"])
             store.online_cursor = int(header["online_cursor"])
             store.online_added = int(header["online_added"])
+            store.online_episode_start = int(header["online_episode_start"])
             stats = header["normalization"]
             store.normalization = None if stats is None else NormalizationStats.from_dict(stats)
         except (KeyError, TypeError, ValueError) as exc:
@@ -598,6 +638,7 @@ class _OfflineFiller:
             host["reward"], ends, host["terminated"], store.config.gamma, truncation=store.config.truncation
         )
         store.mc_return[:n].copy_(torch.from_numpy(returns))
+        store.mc_horizon[:n].copy_(torch.from_numpy(discounted_horizon(ends, host["terminated"], store.config.gamma)))
         starts = np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1])
         episode_returns = np.add.reduceat(host["reward"], starts, dtype=np.float64)
         store.normalization = NormalizationStats.from_moments(

@@ -21,6 +21,15 @@ Episode ends
   - ``"repeat_last_reward"``: assume the last observed reward continues for ever, tail =
     r_{T-1} / (1 - gamma). Closer to the truth for steady-state processes (a plant running at a
     fixed operating point, locomotion at cruise speed); requires ``gamma < 1``.
+  - ``"lower"``: the lower of the two tails, min(0, r_{T-1} / (1 - gamma)). Calibration needs a
+    *lower* estimate of the behaviour's value, and which of the two is lower depends on the
+    rewards' sign: with positive rewards it is the zero tail (the Cal-QL reference), with negative
+    rewards (costs, Pendulum, most process rewards) the zero tail sits far *above* the truth (on
+    the shipped Pendulum sample by 202 on average, against a mean |return| of 312), so the
+    repeated reward is taken. Requires ``gamma < 1``.
+
+:func:`discounted_horizon` gives, per row, sum_{k>=1} gamma^k over the steps the value still
+counts after it: what a per-step quantity (the soft value's entropy term) adds up to, discounted.
 
 Algorithm
 ---------
@@ -37,8 +46,8 @@ from typing import Literal
 
 import numpy as np
 
-TruncationTail = Literal["zero", "repeat_last_reward"]
-TRUNCATION_TAILS: tuple[str, ...] = ("zero", "repeat_last_reward")
+TruncationTail = Literal["zero", "repeat_last_reward", "lower"]
+TRUNCATION_TAILS: tuple[str, ...] = ("zero", "repeat_last_reward", "lower")
 
 
 def episode_ends_from_ids(episode_id: np.ndarray) -> np.ndarray:
@@ -89,10 +98,12 @@ def discounted_returns_to_go(
         raise ValueError("the last row must end an episode (episode_end[-1] is False)")
 
     value = reward.astype(np.float64)  # always a fresh array: the scan updates it in place
-    if truncation == "repeat_last_reward":
+    if truncation != "zero":
         if gamma >= 1.0:
-            raise ValueError("truncation='repeat_last_reward' needs gamma < 1 (the tail would be infinite)")
+            raise ValueError(f"truncation={truncation!r} needs gamma < 1 (the tail would be infinite)")
         cut = episode_end & ~terminated.astype(bool, copy=False)
+        if truncation == "lower":
+            cut &= value < 0  # a non-negative last reward keeps the zero tail, the lower of the two
         # G_{T-1} = r + gamma * r / (1 - gamma) = r / (1 - gamma)
         value[cut] /= 1.0 - gamma
 
@@ -108,3 +119,37 @@ def discounted_returns_to_go(
         coef[head] *= coef[offset:]
         offset *= 2
     return value
+
+
+def discounted_horizon(episode_end: np.ndarray, terminated: np.ndarray, gamma: float) -> np.ndarray:
+    """Per row t, sum_{k>=1} gamma^k over the steps after t that a soft value still counts.
+
+    In a terminated episode of length T that is sum_{k=1}^{T-1-t} gamma^k (0 on the last row). A
+    truncated episode's value runs on past the cut (a critic bootstraps through truncations), so its
+    rows get the infinite sum gamma / (1 - gamma); with ``gamma == 1`` they get the finite sum
+    instead. A per-step quantity c that is the same at every step then adds c * horizon to a value.
+    """
+    ones = np.ones(episode_end.shape[0], dtype=np.float64)
+    tail = "repeat_last_reward" if gamma < 1.0 else "zero"
+    return discounted_returns_to_go(ones, episode_end, terminated, gamma, truncation=tail) - 1.0
+
+
+def value_support(returns: np.ndarray, reward: np.ndarray, gamma: float, *, margin: float = 0.25) -> tuple[float, float]:
+    """A critic support [v_min, v_max] for values of this data, with a margin.
+
+    The core range covers the returns-to-go and the value of holding the lowest and the highest
+    logged reward for ever, r / (1 - gamma) (the range any policy's value stays in while its rewards
+    stay in the logged range; with ``gamma == 1`` the returns alone). 0 is always inside (a
+    terminal step's value). Each end then moves out by ``margin`` times the core's width: room for
+    policies better or worse than the logged ones and for the soft value's entropy term.
+    """
+    if returns.size == 0 or reward.size == 0:
+        raise ValueError("value_support needs at least one return and one reward")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    low, high = min(float(np.min(returns)), 0.0), max(float(np.max(returns)), 0.0)
+    if gamma < 1.0:
+        low = min(low, float(np.min(reward)) / (1.0 - gamma))
+        high = max(high, float(np.max(reward)) / (1.0 - gamma))
+    width = max(high - low, 1e-6)
+    return low - margin * width, high + margin * width

@@ -9,7 +9,12 @@
 """
 
 from dime_offline.regularizers.behaviour import BehaviourLikelihood, behaviour_penalty
-from dime_offline.regularizers.conservative import CandidateValues, ConservativePenalty, conservative_gap
+from dime_offline.regularizers.conservative import (
+    CandidateValues,
+    ConservativePenalty,
+    conservative_gap,
+    soft_return_floor,
+)
 from dime_offline.regularizers.schedule import (
     REGULARIZERS_KEY,
     OfflineConfig,
@@ -31,4 +36,5 @@ __all__ = [
     "conservative_gap",
     "describe_regularizers",
     "regularizer_weights",
+    "soft_return_floor",
 ]

@@ -22,12 +22,15 @@ For each critic k and state s of the batch (Kumar et al. 2020, CQL; Nakamoto et 
   The uncorrected soft maximum needs no density and keeps the pressure on those samples
   (docs/algorithm.md section 8.1).
 * **Calibration (Cal-QL)**, when ``lower_bound`` is on: the *policy* candidates' values are raised
-  to at least the data's discounted Monte-Carlo return-to-go, Q~ = max(Q, mc_return), so the penalty
-  never pushes the learned policy's value below the behaviour policy's. Uniform candidates are
-  never raised. Rows without a return (online transitions: NaN) are left uncalibrated. DIME's
-  values are *soft* (they include alpha times the discounted entropy bound, negative at the
-  authors' target) while the return-to-go counts rewards only; the bound only limits how far the
-  penalty pushes, and the small offline temperature keeps the two close.
+  to at least a floor, Q~ = max(Q, floor), so the penalty never pushes the learned policy's value
+  below the behaviour policy's. Uniform candidates are never raised. Rows without a return (online
+  rows of a still running episode: NaN) are left uncalibrated. The floor is the *soft* return of
+  the logged rewards: DIME's values include the entropy term, -alpha E[log pi] at every step after
+  the first, so the floor is ``mc_return - soft_step_cost * mc_horizon`` with the batch's current
+  alpha E[log pi] (the agent's ``soft_step_cost``) and the row's discounted horizon (infinite after a
+  truncation, as the critic bootstraps through it). Counting rewards only put the floor off by that
+  term, which at the authors' entropy target is about -16.5 x reward std x |A| (docs/algorithm.md
+  section 8.1). How truncated episodes' returns end is ``ReplayConfig.truncation``.
 * **Units and stability.** The gap is divided by the support's width v_max - v_min, so ``weight``
   keeps its meaning when the support changes with the domain, and ``weight < 1`` is always stable:
   at a data action the cross-entropy's gradient on logit i is p_i - m_i and the penalty's is
@@ -74,9 +77,22 @@ class CandidateValues:
     """(E, M, B) Q at policy samples."""
 
 
+def soft_return_floor(
+    mc_return: torch.Tensor, mc_horizon: torch.Tensor | None, soft_step_cost: float
+) -> torch.Tensor:
+    """The calibration floor in the units of a soft value: ``mc_return - soft_step_cost * mc_horizon``.
+
+    ``mc_horizon`` None (a batch without horizons) or a zero cost leaves the return as it is; NaN
+    returns stay NaN.
+    """
+    if mc_horizon is None or soft_step_cost == 0.0:
+        return mc_return
+    return mc_return - soft_step_cost * mc_horizon
+
+
 def conservative_gap(
     values: CandidateValues,
-    mc_return: torch.Tensor,
+    floor: torch.Tensor,
     *,
     temperature: float,
     lower_bound: bool,
@@ -84,12 +100,12 @@ def conservative_gap(
     """The CQL gap with optional Cal-QL calibration, per critic and state (pure function).
 
     gap = temperature * log mean_j exp(Q~_j / temperature) - Q_data over the 2M candidates (uniform,
-    then policy), where Q~ raises the policy candidates to at least ``mc_return`` when
-    ``lower_bound`` is on (rows whose return is NaN are not raised). All quantities share one unit.
+    then policy), where Q~ raises the policy candidates to at least ``floor`` when
+    ``lower_bound`` is on (rows whose floor is NaN are not raised). All quantities share one unit.
 
     Args:
         values: Q at the data actions and at the candidates.
-        mc_return: (B,) Monte-Carlo return-to-go of each state; NaN where unknown.
+        floor: (B,) calibration floor of each state (:func:`soft_return_floor`); NaN where unknown.
         temperature: tau of the soft maximum (> 0), in the values' unit.
         lower_bound: Cal-QL calibration of the policy candidates.
 
@@ -98,10 +114,9 @@ def conservative_gap(
         counts raised policy values, ``rows_with_return`` the rows with a finite return).
     """
     policy = values.policy
-    has_return = torch.isfinite(mc_return)  # (B,)
+    has_return = torch.isfinite(floor)  # (B,)
     if lower_bound:
-        floor = torch.where(has_return, mc_return, torch.full_like(mc_return, -math.inf))
-        policy = torch.maximum(policy, floor)
+        policy = torch.maximum(policy, torch.where(has_return, floor, torch.full_like(floor, -math.inf)))
     candidates = torch.cat([values.uniform, policy], dim=1)  # (E, 2M, B)
     log_mean_exp = torch.logsumexp(candidates / temperature, dim=1) - math.log(candidates.shape[1])
     soft_max = temperature * log_mean_exp
@@ -116,6 +131,8 @@ def conservative_gap(
             "q_policy_calibrated": float(policy.mean()),
             "calibrated_fraction": float((policy > values.policy).float().mean()),
             "rows_with_return": float(has_return.float().mean()),
+            "floor": float(floor[has_return].mean()) if bool(has_return.any()) else math.nan,
+            "q_data_minus_floor": float((values.data.mean(0) - floor)[has_return].mean()) if bool(has_return.any()) else math.nan,
         }
     return gap, metrics
 
@@ -184,8 +201,9 @@ class ConservativePenalty:
         """(weight * sum_k mean_s gap_k(s) / width, metrics); every sub-term is logged under ``conservative/``."""
         support = ctx.critic.support
         atom, width = float(support[1] - support[0]), float(support[-1] - support[0])
+        floor = soft_return_floor(ctx.batch.mc_return, ctx.batch.mc_horizon, ctx.soft_step_cost)
         gap, terms = conservative_gap(
-            self.candidate_values(ctx), ctx.batch.mc_return, temperature=self.temperature * atom, lower_bound=self.lower_bound
+            self.candidate_values(ctx), floor, temperature=self.temperature * atom, lower_bound=self.lower_bound
         )
         penalty = self.weight / width * gap.mean(-1).sum()
         metrics = {METRIC_PREFIX + k: v for k, v in terms.items()}

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
+from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.regularizers.behaviour import BehaviourLikelihood
 from dime_offline.regularizers.conservative import ConservativePenalty
@@ -45,7 +46,16 @@ class OfflineConfig:
     """Cal-QL calibration offline: policy-candidate values are raised to at least the data's
     Monte-Carlo return-to-go inside the penalty."""
     calibration_online: bool = True
-    """Calibration online (it acts on offline rows only: online rows carry no return-to-go)."""
+    """Calibration online (offline rows, and online rows once their episode has ended)."""
+    return_tail: TruncationTail = "lower"
+    """How the returns-to-go that calibration uses end at a truncation: "zero", "repeat_last_reward"
+    or "lower", the lower of the two (``data/returns.py``; fine-tuning keeps the setting)."""
+    value_support: Literal["data", "preset"] = "data"
+    """The critics' support: "data" fits [v_min, v_max] to the dataset's returns-to-go and reward
+    range with ``value_support_margin`` (``data/returns.py: value_support``); "preset" keeps the
+    preset's. Explicit ``agent.v_min``/``agent.v_max`` always win. The checkpoint keeps the result."""
+    value_support_margin: float = 0.25
+    """Room added at each end of the fitted support, as a share of its width."""
     n_actions: int = 2
     """Uniform actions and diffusion-policy samples per state in the penalty (each); the penalty's
     cost grows with it (the policy samples need M extra chains per state)."""
@@ -89,6 +99,12 @@ class OfflineConfig:
             raise ConfigError(f"field 'offline.softmax_temperature': must be > 0, got {self.softmax_temperature}")
         if self.alpha is not None and self.alpha <= 0:
             raise ConfigError(f"field 'offline.alpha': must be > 0, got {self.alpha}")
+        if self.value_support_margin < 0:
+            raise ConfigError(f"field 'offline.value_support_margin': must be >= 0, got {self.value_support_margin}")
+        if self.return_tail not in TRUNCATION_TAILS:
+            raise ConfigError(f"field 'offline.return_tail': must be one of {', '.join(TRUNCATION_TAILS)}, got {self.return_tail!r}")
+        if self.value_support not in ("data", "preset"):
+            raise ConfigError(f"field 'offline.value_support': must be 'data' or 'preset', got {self.value_support!r}")
         if self.alpha_per_reward_std <= 0:
             raise ConfigError(f"field 'offline.alpha_per_reward_std': must be > 0, got {self.alpha_per_reward_std}")
 

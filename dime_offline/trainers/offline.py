@@ -21,6 +21,7 @@ so it equals the final checkpoint and can go straight to ``finetune(cfg, agent=r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from dime_offline.checkpoints import RUN_BEST_SUBDIR, RUN_CHECKPOINT_SUBDIR, sav
 from dime_offline.config import check_section, save_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
+from dime_offline.data.returns import value_support
 from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
@@ -161,6 +163,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     store = _load_store(cfg, online_cfg)
+    online_cfg = _fit_value_support(online_cfg, store, cfg)
     reward_std = None if store.normalization is None else store.normalization.reward_std
     offline_cfg = cfg.offline.agent_config(online_cfg, reward_std=reward_std)
     env_id, evaluate_in_env = _evaluation_env(cfg, store)
@@ -245,8 +248,23 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
 
 def _load_store(cfg: PretrainConfig, agent_cfg: DIMEConfig) -> ReplayStore:
     """The dataset as an offline-only store; returns-to-go use the agent's discount."""
-    replay_cfg = ReplayConfig(online_capacity=0, gamma=agent_cfg.gamma, offline_fraction=1.0)
+    replay_cfg = ReplayConfig(
+        online_capacity=0, gamma=agent_cfg.gamma, offline_fraction=1.0, truncation=cfg.offline.return_tail
+    )
     return load_replay_store(cfg.data, replay_cfg, nonfinite=cfg.nonfinite, device=cfg.device)
+
+
+def _fit_value_support(agent_cfg: DIMEConfig, store: ReplayStore, cfg: PretrainConfig) -> DIMEConfig:
+    """``agent_cfg`` with the support fitted to the data (``offline.value_support``), unless the user set
+    ``agent.v_min`` or ``agent.v_max``."""
+    if cfg.offline.value_support != "data" or "v_min" in cfg.agent or "v_max" in cfg.agent:
+        return agent_cfg
+    n = store.offline_size
+    v_min, v_max = value_support(
+        store.mc_return[:n].cpu().numpy(), store.reward[:n].cpu().numpy(), agent_cfg.gamma,
+        margin=cfg.offline.value_support_margin,
+    )
+    return dataclasses.replace(agent_cfg, v_min=round(v_min, 3), v_max=round(v_max, 3))
 
 
 def _evaluation_env(cfg: PretrainConfig, store: ReplayStore) -> tuple[str | None, bool]:

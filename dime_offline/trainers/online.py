@@ -42,6 +42,7 @@ from dime_offline.config import save_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
+from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail
 from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
@@ -108,6 +109,10 @@ class FinetuneConfig:
     """If set, the offline share moves linearly from ``offline_fraction`` to this value."""
     offline_anneal_steps: int | None = None
     """Env steps over which the offline share anneals (None: the whole run)."""
+    return_tail: TruncationTail | None = None
+    """How returns-to-go (offline rows, and online episodes once they end) count past a truncation:
+    "zero", "repeat_last_reward" or "lower" (``data/returns.py``). None: the pretraining run's
+    ``offline.return_tail`` recorded in the checkpoint, else "lower"."""
     normalize_obs: bool = True
     """From scratch with ``data``: normalise observations with the dataset's statistics. (From a
     checkpoint its own statistics are always used; from scratch without data observations stay
@@ -153,6 +158,8 @@ class FinetuneConfig:
                 raise ConfigError(f"field '{name}': must lie in [0, 1], got {value}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
+        if self.return_tail is not None and self.return_tail not in TRUNCATION_TAILS:
+            raise ConfigError(f"field 'return_tail': must be one of {', '.join(TRUNCATION_TAILS)}, got {self.return_tail!r}")
         if self.offline_anneal_steps is not None and self.offline_anneal_steps < 1:
             raise ConfigError(f"field 'offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
         if self.target_return is not None and self.eval_every < 1:
@@ -203,6 +210,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     env_name = f"environment '{cfg.env_id}'"
 
     norm_stats: NormalizationStats | None = None
+    return_tail = cfg.return_tail
     if cfg.checkpoint is not None:
         check_checkpoint_fits(cfg.checkpoint, env_spaces, cfg.env_id)
         agent, saved_cfg, meta = load_checkpoint(cfg.checkpoint, device=cfg.device)
@@ -210,6 +218,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         attach_regularizers(agent, meta.extra.get(REGULARIZERS_KEY), file=str(cfg.checkpoint))
         agent_cfg = _checkpoint_agent_config(saved_cfg, cfg.agent)
         norm_stats = meta.normalization
+        if return_tail is None:
+            return_tail = (meta.extra.get("offline") or {}).get("return_tail")
     elif agent is not None:
         agent_cfg = _checkpoint_agent_config(agent.cfg, cfg.agent)
         if agent.obs_normalizer is not None and offline is not None:
@@ -219,7 +229,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         agent_cfg = scratch_cfg
     pretrained = agent is not None
 
-    store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces)
+    store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces, return_tail or ReplayConfig.truncation)
     if store.offline_size:
         dataset_spaces = SpaceSpec.from_metadata(store.metadata, store.obs_dim, store.action_dim)
         if dataset_spaces is not None:
@@ -380,10 +390,11 @@ def _checkpoint_agent_config(saved: DIMEConfig, overrides: dict[str, Any]) -> DI
     return resolved
 
 
-def _build_store(cfg: FinetuneConfig, agent_cfg: DIMEConfig, env_spaces: SpaceSpec) -> ReplayStore:
+def _build_store(cfg: FinetuneConfig, agent_cfg: DIMEConfig, env_spaces: SpaceSpec, return_tail: TruncationTail) -> ReplayStore:
     replay_cfg = ReplayConfig(
         online_capacity=min(agent_cfg.buffer_size, cfg.steps),
         gamma=agent_cfg.gamma,
+        truncation=return_tail,
     )
     if cfg.data is not None:
         return load_replay_store(cfg.data, replay_cfg, device=cfg.device)

@@ -12,7 +12,7 @@ from offline_factories import tiny_config
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.agent.regularization import CriticStepContext
 from dime_offline.data.replay import ReplayStore
-from dime_offline.regularizers import CandidateValues, ConservativePenalty, conservative_gap
+from dime_offline.regularizers import CandidateValues, ConservativePenalty, conservative_gap, soft_return_floor
 from dime_offline.types import Batch
 
 NAN = float("nan")
@@ -88,6 +88,20 @@ def test_without_calibration_the_returns_are_ignored() -> None:
     assert raised.item() == pytest.approx(30.0 - 1e-3 * math.log(2), abs=1e-4)
     assert plain.item() == pytest.approx(1.0 - 1e-3 * math.log(2), abs=1e-4)
     assert metrics["calibrated_fraction"] == 0.0
+
+
+def test_the_floor_is_the_soft_return_of_the_logged_rewards() -> None:
+    mc_return = torch.tensor([10.0, -4.0, NAN])
+    horizon = torch.tensor([0.0, 9.0, 9.0])
+    # alpha E[log pi] = 0.5 per step: the soft value loses 0.5 per discounted step after the first.
+    floor = soft_return_floor(mc_return, horizon, 0.5)
+    assert floor[:2].tolist() == [10.0, -8.5] and bool(floor[2].isnan())
+    assert soft_return_floor(mc_return, None, 0.5) is mc_return  # a batch without horizons keeps the return
+    # The policy candidate is raised to the soft floor, not to the reward-only return.
+    v = values([0.0], uniform=[[-50.0]], policy=[[-20.0]])
+    gap, metrics = conservative_gap(v, soft_return_floor(torch.tensor([-4.0]), torch.tensor([9.0]), 0.5), temperature=1e-3, lower_bound=True)
+    assert gap.item() == pytest.approx(-8.5 - 1e-3 * math.log(2), abs=1e-4)
+    assert metrics["floor"] == -8.5 and metrics["q_data_minus_floor"] == 8.5
 
 
 def _context(agent: DIMEAgent, batch: Batch, extra_logits: torch.Tensor) -> CriticStepContext:

@@ -158,3 +158,25 @@ def test_pretrain_without_an_environment_and_the_returned_agent_is_the_online_on
     assert result.agent.cfg.alpha_mode == "auto" and result.agent.alpha == pytest.approx(0.2)
     loaded, _, _ = load_checkpoint(result.checkpoint)
     assert loaded.cfg == result.agent.cfg and loaded.target_entropy == result.agent.target_entropy
+
+
+def test_the_value_support_is_fitted_to_the_data_unless_the_user_sets_it(tmp_path: Path) -> None:
+    data = tmp_path / "bandit.parquet"
+    logged = bandit_dataset(episodes=4)
+    write_parquet(logged, data)
+
+    def support(name: str, offline: dict, agent: dict) -> tuple[float, float]:
+        cfg = PretrainConfig(
+            data=str(data), steps=2, out_dir=str(tmp_path / name), agent={**TINY_AGENT, **agent}, tensorboard=False,
+            quiet=True, offline=from_dict(OfflineConfig, offline),
+        )
+        saved = load_checkpoint(pretrain(cfg).checkpoint)[1]
+        return saved.v_min, saved.v_max
+
+    gamma = TINY_AGENT.get("gamma", 0.99)
+    v_min, v_max = support("fitted", {"value_support_margin": 0.5}, {})
+    # Rewards in [0, 1] held for ever reach 1 / (1 - gamma); the core [0, that] widened by half its width each side.
+    core_high = max(float(logged.reward.max()) / (1 - gamma), 0.0)
+    assert v_min == pytest.approx(-0.5 * core_high, rel=1e-3) and v_max == pytest.approx(1.5 * core_high, rel=1e-3)
+    assert support("preset", {"value_support": "preset"}, {}) == (-1600.0, 1600.0)
+    assert support("user", {}, {"v_min": -7.0}) == (-7.0, 1600.0)

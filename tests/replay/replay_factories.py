@@ -62,9 +62,11 @@ def direct_returns_to_go(
     start = 0
     for length, is_terminal in zip(lengths, terminated_episodes):
         # Value of what follows the episode's last row: nothing after a terminal state; after a cut,
-        # nothing ("zero") or the last reward for ever ("repeat_last_reward").
+        # nothing ("zero"), the last reward for ever ("repeat_last_reward") or the lower of the two ("lower").
         last = float(reward[start + length - 1])
         following = 0.0 if is_terminal or tail == "zero" else last / (1.0 - gamma)
+        if tail == "lower":
+            following = min(following, 0.0)
         for row in reversed(range(start, start + length)):
             following = float(reward[row]) + gamma * following
             out[row] = following

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dime_offline.data.parquet import write_parquet
-from dime_offline.data.replay import FIELDS, ReplayStore
+from dime_offline.data.replay import FIELDS, ReplayConfig, ReplayStore
 from dime_offline.errors import BoundsError, NonFiniteError, SchemaError
 from replay_factories import build_transitions, direct_returns_to_go
 
@@ -46,7 +46,7 @@ def test_chunked_parquet_matches_in_memory_store(
     assert streamed.metadata.action_low == data.metadata.action_low
     np.testing.assert_allclose(
         streamed.mc_return[: len(data)].numpy(),
-        direct_returns_to_go(data.reward, lengths, terminal, gamma, "zero"),
+        direct_returns_to_go(data.reward, lengths, terminal, gamma, ReplayConfig.truncation),
         rtol=1e-6, atol=1e-5,
     )
 

@@ -60,7 +60,7 @@ def test_from_transitions_holds_the_data_with_scaled_actions_and_returns() -> No
     np.testing.assert_allclose(store.action[:n].numpy(), expected_action, atol=1e-6)
     assert store.action[:n].abs().max() <= 1.0
     np.testing.assert_allclose(
-        store.mc_return[:n].numpy(), direct_returns_to_go(data.reward, lengths, terminal, 0.9, "zero"), rtol=1e-6, atol=1e-6
+        store.mc_return[:n].numpy(), direct_returns_to_go(data.reward, lengths, terminal, 0.9, ReplayConfig.truncation), rtol=1e-6, atol=1e-6
     )
     assert store.normalization is not None and store.normalization.count == n
     np.testing.assert_allclose(store.normalization.obs_mean, data.obs.astype(np.float64).mean(axis=0), rtol=1e-12)
@@ -70,7 +70,7 @@ def test_from_transitions_holds_the_data_with_scaled_actions_and_returns() -> No
 def test_truncation_mode_changes_only_truncated_episodes() -> None:
     lengths, terminal = [4, 6], [True, False]
     data = build_transitions(lengths, terminal)
-    zero = ReplayStore.from_transitions(data, gamma=0.95, online_capacity=0)
+    zero = ReplayStore.from_transitions(data, gamma=0.95, online_capacity=0, truncation="zero")
     repeat = ReplayStore.from_transitions(data, gamma=0.95, online_capacity=0, truncation="repeat_last_reward")
     torch.testing.assert_close(zero.mc_return[:4], repeat.mc_return[:4])
     np.testing.assert_allclose(
@@ -82,7 +82,7 @@ def test_truncation_mode_changes_only_truncated_episodes() -> None:
 def test_memory_is_close_to_the_raw_transition_bytes() -> None:
     store = _offline_store(capacity=0)
     raw = (2 * OBS + ACT + 1) * 4 + 2  # obs, next_obs, action, reward float32 + two bool flags
-    assert store.bytes_per_row() == raw + 4  # + the float32 Monte-Carlo return
+    assert store.bytes_per_row() == raw + 8  # + the float32 Monte-Carlo return and its horizon
     assert store.nbytes() == store.bytes_per_row() * store.offline_size
 
 
@@ -137,7 +137,7 @@ def test_offline_fraction_is_exact(batch_size: int, fraction: float, seed: int) 
     # The flag tells the truth: offline rows carry row indices >= 0, online rows the online mark.
     assert bool((batch.obs[is_offline, 0] >= 0).all())
     assert bool((batch.obs[~is_offline, 0] <= ONLINE_MARK).all())
-    assert bool(batch.mc_return[is_offline].isfinite().all()) and bool(batch.mc_return[~is_offline].isnan().all())
+    assert bool(batch.mc_return[is_offline].isfinite().all())
 
 
 def _make_store_with_both_parts() -> ReplayStore:
@@ -264,13 +264,16 @@ def test_adding_a_big_vector_equals_adding_rows_one_by_one() -> None:
         assert torch.equal(getattr(bulk, name), getattr(single, name)), name
 
 
-def test_add_stores_terminal_over_truncation_and_nan_returns() -> None:
-    store = ReplayStore.empty(OBS, ACT, online_capacity=4)
+def test_add_stores_terminal_over_truncation_and_returns_of_ended_episodes() -> None:
+    store = ReplayStore.empty(OBS, ACT, online_capacity=4, gamma=0.5, truncation="repeat_last_reward")
     store.add(np.zeros(OBS), np.zeros(ACT), 1.0, np.ones(OBS), True, True)
     store.add(torch.zeros(OBS), torch.zeros(ACT), torch.tensor(2.0), torch.ones(OBS), False, True)
-    assert store.terminated[:2].tolist() == [True, False]
-    assert store.truncated[:2].tolist() == [False, True]
-    assert bool(store.mc_return[:2].isnan().all())
+    store.add(np.zeros(OBS), np.zeros(ACT), 3.0, np.ones(OBS), False, False)
+    assert store.terminated[:3].tolist() == [True, False, False]
+    assert store.truncated[:3].tolist() == [False, True, False]
+    # A terminal row's return is its reward; a cut one's repeats it (2 / (1 - 0.5)); the running episode has none.
+    assert store.mc_return[:2].tolist() == [1.0, 4.0]
+    assert bool(store.mc_return[2].isnan())
 
 
 def test_add_rejects_wrong_shapes_and_missing_ring() -> None:
@@ -361,3 +364,52 @@ def test_returns_use_the_store_gamma() -> None:
     np.testing.assert_allclose(
         store.mc_return.numpy(), discounted_returns_to_go(data.reward, ends, data.terminated, 0.5), rtol=1e-6
     )
+
+
+# ------------------------------------------------------------ online returns-to-go
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 15),
+    episodes=st.lists(st.tuples(st.integers(1, 9), st.sampled_from(["terminated", "truncated"])), min_size=1, max_size=6),
+    running=st.integers(0, 5),
+    chunk=st.integers(1, 7),
+    tail=st.sampled_from(["zero", "repeat_last_reward", "lower"]),
+)
+def test_online_rows_get_returns_when_their_episode_ends(
+    capacity: int, episodes: list[tuple[int, str]], running: int, chunk: int, tail: str
+) -> None:
+    """Every stored row of a finished online episode holds the return-to-go of the whole episode (however
+    the rows were added and whatever the ring overwrote); rows of the running episode stay NaN."""
+    gamma = 0.9
+    store = ReplayStore.from_transitions(build_transitions([3]), online_capacity=capacity, gamma=gamma, truncation=tail)
+    lengths = [k for k, _ in episodes] + ([running] if running else [])
+    kinds = [kind for _, kind in episodes] + (["running"] if running else [])
+    n = sum(lengths)
+    reward = np.random.default_rng(n).normal(size=n).astype(np.float32)
+    terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
+    ends = np.cumsum(lengths) - 1
+    for end, kind in zip(ends, kinds):
+        terminated[end], truncated[end] = kind == "terminated", kind == "truncated"
+    obs = np.zeros((n, OBS), np.float32)
+    obs[:, 0] = ONLINE_MARK - np.arange(n)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        store.add(obs[lo:hi], np.zeros((hi - lo, ACT), np.float32), reward[lo:hi], obs[lo:hi], terminated[lo:hi], truncated[lo:hi])
+    finished = [k for k, kind in zip(lengths, kinds) if kind != "running"]
+    expected = np.full(n, np.nan)
+    expected[: sum(finished)] = direct_returns_to_go(
+        reward[: sum(finished)], finished, [kind == "terminated" for kind in kinds[: len(finished)]], gamma, tail
+    )
+    kept = np.arange(max(0, n - capacity), n)  # the ring keeps the newest rows
+    slots = store.offline_size + kept % capacity
+    np.testing.assert_allclose(store.mc_return[slots].numpy(), expected[kept], rtol=1e-5, atol=1e-5)
+    horizon = store.mc_horizon[slots].numpy()
+    assert np.array_equal(np.isnan(horizon), np.isnan(expected[kept]))
+    assert store.mc_return[: store.offline_size].isfinite().all()  # the offline part is untouched
+
+
+def test_horizon_counts_the_discounted_steps_after_each_row() -> None:
+    store = ReplayStore.from_transitions(build_transitions([3, 2], [True, False]), online_capacity=0, gamma=0.5)
+    # Terminated: 0.5 + 0.25 after the first row, 0.5 after the second, nothing after the last;
+    # truncated: the value runs on past the cut, gamma / (1 - gamma) = 1 after every row.
+    np.testing.assert_allclose(store.mc_horizon.numpy(), [0.75, 0.5, 0.0, 1.0, 1.0])

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dime_offline.data.returns import discounted_returns_to_go, episode_ends_from_ids
+from dime_offline.data.returns import discounted_returns_to_go, episode_ends_from_ids, value_support
 from replay_factories import direct_returns_to_go
 
 
@@ -27,7 +27,7 @@ def _terminated(lengths: list[int], terminal: list[bool]) -> np.ndarray:
 @given(
     episodes=st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=12),
     gamma=st.floats(0.0, 0.999),
-    tail=st.sampled_from(["zero", "repeat_last_reward"]),
+    tail=st.sampled_from(["zero", "repeat_last_reward", "lower"]),
     seed=st.integers(0, 2**16),
 )
 def test_matches_direct_computation(episodes: list[tuple[int, bool]], gamma: float, tail: str, seed: int) -> None:
@@ -89,3 +89,25 @@ def test_episode_ends_from_ids() -> None:
     ids = np.array([4, 4, 7, 9, 9, 9], dtype=np.int64)
     np.testing.assert_array_equal(episode_ends_from_ids(ids), [False, True, True, False, False, True])
     assert episode_ends_from_ids(np.zeros(0, np.int64)).shape == (0,)
+
+
+def test_lower_tail_is_the_lower_of_zero_and_the_repeated_reward() -> None:
+    reward = np.array([2.0, -3.0, 5.0, -1.0], dtype=np.float32)
+    ends = np.ones(4, dtype=bool)
+    terminated = np.array([False, False, True, True])
+    got = discounted_returns_to_go(reward, ends, terminated, 0.9, truncation="lower")
+    # Cut with a positive last reward: zero tail; cut with a negative one: r / (1 - gamma); terminal rows: r.
+    np.testing.assert_allclose(got, [2.0, -30.0, 5.0, -1.0])
+
+
+def test_value_support_covers_returns_and_held_rewards_with_a_margin() -> None:
+    returns = np.array([-50.0, -10.0, 20.0])
+    reward = np.array([-2.0, 0.5])
+    low, high = value_support(returns, reward, 0.9, margin=0.25)
+    # Core: [min(-50, -2 / 0.1), max(20, 0.5 / 0.1)] = [-50, 20], width 70, 17.5 added at each end.
+    assert (low, high) == pytest.approx((-67.5, 37.5))
+    # Positive data still keeps 0 (a terminal step's value) inside.
+    low, high = value_support(np.array([5.0, 9.0]), np.array([0.1, 0.2]), 0.5, margin=0.0)
+    assert (low, high) == pytest.approx((0.0, 9.0))
+    with pytest.raises(ValueError, match="margin"):
+        value_support(returns, reward, 0.9, margin=-1.0)

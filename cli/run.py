@@ -1,4 +1,4 @@
-"""`dime-offline run`: the whole offline-to-online path (pretrain -> evaluate -> finetune -> evaluate)."""
+"""`dime-offline run`: the whole offline-to-online path (pretrain, then fine-tune, each evaluated along the way)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,10 @@ def run_command(
         print_json(summary)
         return
     stages = summary["stages"]
-    typer.echo(f"offline (after {stages['pretrain']['updates']} gradient steps): {_describe(stages['offline_eval'])}")
-    typer.echo(f"online  (after {cfg.finetune_steps} env steps):  {_describe(stages['online_eval'])}")
+    if summary["data_return_mean"] is not None:
+        typer.echo(f"logged data: mean episode return {summary['data_return_mean']:.1f}")
+    for name, stage, unit in (("offline", "pretrain", "gradient steps"), ("online ", "finetune", "env steps")):
+        curve = " -> ".join(f"{value:.0f}" for _, value in summary[f"{name.strip()}_curve"])
+        typer.echo(f"{name} (after {stages[stage]['steps']} {unit}): {_describe(stages[stage]['final'])}  [curve: {curve}]")
+    typer.echo(f"figure: {summary['figure']}")
     typer.echo(f"checkpoint: {summary['checkpoint']}  ({summary['wall_seconds']:.0f} s in all; summary in {cfg.out_dir}/summary.json)")

@@ -275,3 +275,77 @@ def plot_learning_curve(
     with atomic_path(png_path) as tmp:
         figure.savefig(tmp, format="png")
     return png_path
+
+
+BOUNDARY_PANELS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Q on data vs return-to-go", (("train/critic/q_data", "Q(s, a_data)"), ("train/critic/mc_return", "Monte-Carlo return"))),
+    ("conservative gap", (("train/conservative/gap", "gap"),)),
+    ("temperature alpha", (("train/alpha/value", "alpha"),)),
+    ("entropy bound", (("train/actor/entropy_bound", "entropy bound"),)),
+)
+"""The boundary diagnostics :func:`plot_offline_to_online` draws under the returns: (title, ((metric, label), ...))."""
+
+
+def plot_offline_to_online(
+    pretrain_csv: str | Path,
+    finetune_csv: str | Path,
+    png_path: str | Path,
+    *,
+    title: str,
+    data_return: float | None = None,
+) -> Path | None:
+    """Offline and online evaluations on one axis with the boundary marked, and the boundary diagnostics.
+
+    The x axis runs over the offline gradient steps, then over the online env steps after them (a
+    dashed line marks the switch). The online curve starts at the last offline evaluation (the
+    boundary policy). ``data_return``: the logged behaviour's mean episode return, drawn as a
+    dotted line. Below: the panels of :data:`BOUNDARY_PANELS` over the same axis. Returns the PNG
+    path, or None when neither stage evaluated.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    offline, online = read_metrics_csv(pretrain_csv), read_metrics_csv(finetune_csv)
+    if "eval/return_mean" not in offline and "eval/return_mean" not in online:
+        return None
+    boundary = int(max((steps.max() for steps, _ in offline.values() if steps.size), default=0))
+    figure = Figure(figsize=(10.0, 7.0), dpi=110)
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(2, len(BOUNDARY_PANELS), height_ratios=(1.6, 1.0))
+    axes = figure.add_subplot(grid[0, :])
+    offline_eval = offline.get("eval/return_mean")
+    if offline_eval is not None:
+        axes.plot(*offline_eval, marker="o", markersize=4, color="C0", label="offline (pretraining)")
+    online_eval = online.get("eval/return_mean")
+    if online_eval is not None:
+        steps, mean = online_eval[0] + boundary, online_eval[1]
+        if offline_eval is not None:  # start the online curve at the boundary policy's score
+            steps, mean = np.concatenate([[boundary], steps]), np.concatenate([[offline_eval[1][-1]], mean])
+        axes.plot(steps, mean, marker="o", markersize=4, color="C1", label="online (fine-tuning)")
+    if data_return is not None:
+        axes.axhline(data_return, color="0.4", linestyle=":", label="logged data (mean episode return)")
+    axes.axvline(boundary, color="k", linestyle="--", linewidth=1.0, label="offline -> online")
+    axes.set_ylabel("evaluation return (mean)")
+    axes.set_xlabel("offline gradient steps, then online env steps")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    for column, (panel_title, series) in enumerate(BOUNDARY_PANELS):
+        ax = figure.add_subplot(grid[1, column])
+        for number, (key, label) in enumerate(series):
+            for metrics, offset, stage in ((offline, 0, "offline"), (online, boundary, "online")):
+                if key in metrics:
+                    steps, values = metrics[key]
+                    ax.plot(steps + offset, values, color=f"C{number}", linewidth=1.0,
+                            linestyle="-" if stage == "offline" else "--", label=label if stage == "offline" else None)
+        ax.axvline(boundary, color="k", linestyle="--", linewidth=0.8)
+        ax.set_title(panel_title, fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize="x-small")
+    figure.tight_layout()
+    png_path = Path(png_path)
+    with atomic_path(png_path) as tmp:
+        figure.savefig(tmp, format="png")
+    return png_path

@@ -261,7 +261,12 @@ class DIMEAgent:
         critic_loss.backward()
         self.critic_optimizer.step()
         self.critic_updates += 1
-        metrics["critic/q_data"] = float((logits.detach().softmax(-1) @ self.critic.support).mean())
+        q_data = logits.detach().softmax(-1) @ self.critic.support  # (E, B)
+        metrics["critic/q_data"] = float(q_data.mean())
+        has_return = torch.isfinite(batch.mc_return)
+        if bool(has_return.any()):  # the boundary diagnostic: learned values against the logged returns
+            metrics["critic/mc_return"] = float(batch.mc_return[has_return].mean())
+            metrics["critic/q_data_minus_return"] = float((q_data.mean(0) - batch.mc_return)[has_return].mean())
 
         if self.critic_updates % cfg.policy_delay == 0:
             metrics.update(self._actor_and_temperature_step(obs, batch, alpha))

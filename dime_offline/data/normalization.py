@@ -95,6 +95,9 @@ class NormalizationStats:
     (1000 / (max - min episode return), the D4RL locomotion convention of IQL and CORL)."""
     reward_scale: float = 1.0
     """Factor applied to rewards by :meth:`scale_reward`."""
+    episode_return_mean: float | None = None
+    """Mean undiscounted episode return in the data: the logged behaviour's score, which a
+    pretrained policy is compared with (None when unknown, e.g. in checkpoints written before it)."""
     _tensor_cache: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -125,6 +128,7 @@ class NormalizationStats:
             episode_return_min=float(np.min(episode_returns)) if has_returns else None,
             episode_return_max=float(np.max(episode_returns)) if has_returns else None,
             count=int(obs.count),
+            episode_return_mean=float(np.mean(episode_returns)) if has_returns else None,
         )
         return stats.with_reward_scaling(reward_scaling)
 
@@ -207,16 +211,17 @@ class NormalizationStats:
             "count": self.count,
             "reward_scaling": self.reward_scaling,
             "reward_scale": self.reward_scale,
+            "episode_return_mean": self.episode_return_mean,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NormalizationStats":
         """Inverse of :meth:`to_dict`; raises ValueError on missing keys or mismatched widths."""
-        names = [f.name for f in dataclasses.fields(cls) if f.init]
-        missing = [n for n in names if n not in data]
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING]
         if missing:
             raise ValueError(f"normalisation statistics lack {missing}")
-        values = {n: data[n] for n in names}
+        values = {f.name: data[f.name] for f in fields if f.name in data}
         values["obs_mean"] = np.asarray(values["obs_mean"], dtype=np.float64)
         values["obs_std"] = np.asarray(values["obs_std"], dtype=np.float64)
         if values["obs_mean"].shape != values["obs_std"].shape or values["obs_mean"].ndim != 1:

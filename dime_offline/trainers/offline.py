@@ -141,11 +141,17 @@ class PretrainResult(RunResult):
     """Transitions in the offline store."""
     regularizers_online: dict[str, Any] = field(default_factory=dict)
     """The regularisers as fine-tuning will attach them (checkpoint ``extra.regularizers``)."""
+    data_return_mean: float | None = None
+    """Mean undiscounted episode return of the data (the logged behaviour's score)."""
+    value_support: tuple[float, float] = (0.0, 0.0)
+    """The critics' support [v_min, v_max] (fitted to the data unless set)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON summary: :meth:`RunResult.to_dict` keys plus ``data``, ``transitions``, ``regularizers_online``."""
+        """JSON summary: :meth:`RunResult.to_dict` keys plus ``data``, ``transitions``, ``regularizers_online``,
+        ``data_return_mean`` and ``value_support``."""
         return {**super().to_dict(), "data": self.data, "transitions": self.transitions,
-                "regularizers_online": self.regularizers_online}
+                "regularizers_online": self.regularizers_online, "data_return_mean": self.data_return_mean,
+                "value_support": list(self.value_support)}
 
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
@@ -241,6 +247,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         data=cfg.data,
         transitions=store.offline_size,
         regularizers_online=online_regularizers,
+        data_return_mean=None if store.normalization is None else store.normalization.episode_return_mean,
+        value_support=(online_cfg.v_min, online_cfg.v_max),
     )
     (out / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result

@@ -1,9 +1,13 @@
-"""The whole offline-to-online path in one call: pretrain, evaluate, fine-tune, evaluate.
+"""The whole offline-to-online path in one call: pretrain, then fine-tune, each evaluated along the way.
 
-This is what ``dime-offline run --data logs.parquet`` does. The default budgets are sized so the
-path finishes in about 3 minutes on a 2-core CPU with the ``cpu`` preset; real runs raise them (or call
-:func:`~dime_offline.trainers.offline.pretrain` and :func:`~dime_offline.trainers.online.finetune`
-separately, which is what this function does with the stages' own configs).
+This is what ``dime-offline run --data logs.parquet`` does. Each stage evaluates ``evaluations`` times,
+evenly spaced, on the same evaluation episodes (seeds); the last evaluation of each stage is *the*
+score of its final checkpoint, reported everywhere (summary, printout, figure): the offline score is
+the boundary's, the online score the fine-tuned policy's. ``offline_to_online.png`` draws both stages
+on one axis with the boundary marked and the data's mean return, over the boundary diagnostics.
+The default budgets are sized so the path finishes in about 4 minutes on a 2-core CPU with the
+``cpu`` preset; real runs raise them (or call :func:`~dime_offline.trainers.offline.pretrain` and
+:func:`~dime_offline.trainers.online.finetune` separately, which is what this function does).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dime_offline.devices import check_device
 from dime_offline.config import check_section
+from dime_offline.devices import check_device
 from dime_offline.errors import ConfigError
+from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import OfflineConfig
-from dime_offline.trainers.evaluate import EvaluateConfig, EvaluateResult, evaluate_checkpoint
+from dime_offline.tracking import plot_offline_to_online
 from dime_offline.trainers.loop import SUMMARY_FILE, RunResult
 from dime_offline.trainers.offline import PretrainConfig, PretrainResult, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
@@ -28,7 +33,7 @@ from dime_offline.trainers.online import FinetuneConfig, finetune
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Everything ``dime-offline run`` does (pretrain -> evaluate -> finetune -> evaluate)."""
+    """Everything ``dime-offline run`` does (pretrain, then fine-tune, each evaluated ``evaluations`` times)."""
 
     data: str = ""
     """Logged dataset (canonical Parquet file/folder, D4RL-style HDF5 or local Minari dataset)."""
@@ -45,6 +50,8 @@ class PipelineConfig:
     """Online environment steps after pretraining (``utd`` updates each)."""
     eval_episodes: int = 5
     """Episodes per evaluation (stochastic, as the authors evaluate)."""
+    evaluations: int = 5
+    """Evaluations per stage, evenly spaced; the last one scores the stage's final policy."""
     preset: str = "cpu"
     """DIME preset: "cpu" (small networks) or "paper" (authors' hyperparameters)."""
     seed: int = 0
@@ -63,7 +70,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         check_section("offline", self.offline, OfflineConfig)
-        for name in ("pretrain_steps", "finetune_steps", "eval_episodes"):
+        for name in ("pretrain_steps", "finetune_steps", "eval_episodes", "evaluations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
         check_device(self.device)
@@ -71,38 +78,52 @@ class PipelineConfig:
 
 @dataclass
 class PipelineResult:
-    """Summaries of every stage and the scores before and after fine-tuning."""
+    """Summaries of both stages and the scores at the boundary and after fine-tuning."""
 
     pretrain: PretrainResult
-    offline_eval: EvaluateResult
     finetune: RunResult
-    online_eval: EvaluateResult
     wall_seconds: float
+    data_return_mean: float | None = None
+    """The logged data's mean episode return (the behaviour's score), when known."""
+    figure: str | None = None
+    """Path of ``offline_to_online.png`` (None when nothing was evaluated)."""
+
+    @property
+    def offline_stats(self) -> EpisodeStats:
+        """The boundary policy's evaluation (pretraining's last)."""
+        assert self.pretrain.loop.final is not None
+        return self.pretrain.loop.final.stats
+
+    @property
+    def online_stats(self) -> EpisodeStats:
+        """The fine-tuned policy's evaluation (fine-tuning's last)."""
+        assert self.finetune.loop.final is not None
+        return self.finetune.loop.final.stats
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON summary: each stage's own summary plus the before/after comparison."""
-        before, after = self.offline_eval.stats, self.online_eval.stats
+        """JSON summary: each stage's own summary plus the boundary/after comparison."""
+        before, after = self.offline_stats, self.online_stats
         return {
             "command": "run",
-            "env": self.online_eval.env_id,
+            "env": self.finetune.env,
+            "data_return_mean": self.data_return_mean,
             "offline_return_mean": before.return_mean,
             "online_return_mean": after.return_mean,
             "offline_normalized_score": before.normalized_score,
             "online_normalized_score": after.normalized_score,
+            "offline_curve": [[r.step, r.stats.return_mean] for r in self.pretrain.loop.evaluations],
+            "online_curve": [[r.step, r.stats.return_mean] for r in self.finetune.loop.evaluations],
             "checkpoint": self.finetune.checkpoint,
+            "figure": self.figure,
             "wall_seconds": round(self.wall_seconds, 3),
-            "stages": {
-                "pretrain": self.pretrain.to_dict(),
-                "offline_eval": self.offline_eval.to_dict(),
-                "finetune": self.finetune.to_dict(),
-                "online_eval": self.online_eval.to_dict(),
-            },
+            "stages": {"pretrain": self.pretrain.to_dict(), "finetune": self.finetune.to_dict()},
         }
 
 
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
-    """Pretrain on ``cfg.data``, evaluate, fine-tune online from that checkpoint with the data kept in
-    the replay store, evaluate again (same evaluation seeds), and write ``summary.json``."""
+    """Pretrain on ``cfg.data`` and fine-tune online from that checkpoint with the data kept in the
+    replay store, both evaluated ``cfg.evaluations`` times on the same episodes; write the figure and
+    ``summary.json``."""
     if not cfg.data:
         raise ConfigError("field 'data': a dataset is required (e.g. --data logs.parquet)")
     start = time.perf_counter()
@@ -111,24 +132,41 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     pre = pretrain(
         PretrainConfig(
             data=cfg.data, env_id=cfg.env_id, steps=cfg.pretrain_steps, out_dir=str(out / "pretrain"),
-            preset=cfg.preset, agent=dict(cfg.agent), offline=cfg.offline, eval_every=0, eval_episodes=cfg.eval_episodes,
+            preset=cfg.preset, agent=dict(cfg.agent), offline=cfg.offline, eval_episodes=cfg.eval_episodes,
+            eval_every=_every(cfg.pretrain_steps, cfg.evaluations), log_every=_every(cfg.pretrain_steps, 4 * cfg.evaluations),
             **common,
         )
     )
     env_id = cfg.env_id or pre.env
     if env_id is None:
         raise ConfigError(f"{cfg.data}: the dataset names no env_id; pass --env for fine-tuning")
-    evaluation = dict(env_id=env_id, episodes=cfg.eval_episodes, seed=cfg.seed, device=cfg.device)
-    offline_eval = evaluate_checkpoint(EvaluateConfig(checkpoint=pre.checkpoint, **evaluation))
+    if pre.loop.final is None:
+        raise ConfigError(f"environment '{env_id}' is not registered here, so the pretrained policy cannot be evaluated")
     fine = finetune(
         FinetuneConfig(
             env_id=env_id, steps=cfg.finetune_steps, out_dir=str(out / "finetune"), checkpoint=pre.checkpoint,
-            data=cfg.data, eval_every=0, eval_episodes=cfg.eval_episodes, **common,
+            data=cfg.data, eval_episodes=cfg.eval_episodes, eval_every=_every(cfg.finetune_steps, cfg.evaluations),
+            log_every=_every(cfg.finetune_steps, 4 * cfg.evaluations), **common,
         )
     )
-    online_eval = evaluate_checkpoint(EvaluateConfig(checkpoint=fine.checkpoint, **evaluation))
-    result = PipelineResult(pre, offline_eval, fine, online_eval, time.perf_counter() - start)
+    data_return = pre.data_return_mean
+    figure = plot_offline_to_online(
+        Path(pre.metrics_csv), Path(fine.metrics_csv), out / FIGURE_FILE,
+        title=f"DIME offline -> online on {Path(cfg.data).name} ({env_id})", data_return=data_return,
+    )
+    result = PipelineResult(
+        pre, fine, time.perf_counter() - start, data_return_mean=data_return, figure=None if figure is None else str(figure)
+    )
     summary = result.to_dict()
     summary["config"] = dataclasses.asdict(cfg)
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return result
+
+
+FIGURE_FILE = "offline_to_online.png"
+"""The combined figure in the run directory."""
+
+
+def _every(steps: int, times: int) -> int:
+    """The interval that gives ``times`` evenly spaced events over ``steps`` (the last at the end)."""
+    return max(1, steps // times)

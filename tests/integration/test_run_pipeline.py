@@ -1,4 +1,4 @@
-"""`dime-offline run`: pretrain -> evaluate -> finetune -> evaluate in one command, on the shipped sample."""
+"""`dime-offline run`: pretrain, then fine-tune, each evaluated along the way, on the shipped sample."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dime_offline.checkpoints import load_checkpoint
@@ -18,7 +19,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulu
 def test_run_chains_every_stage_and_reports_before_and_after(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["run", "--data", str(SAMPLE), "--out", str(out), "--pretrain-steps", "6", "--finetune-steps", "20",
-            "--set", "eval_episodes=1", "--set", "torch_threads=1", "--json",
+            "--set", "eval_episodes=1", "--set", "torch_threads=1", "--set", "evaluations=2", "--json",
             "--set", "offline.conservative_weight=0.3", "--set", "device=cpu"]  # the README's example settings
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -31,6 +32,13 @@ def test_run_chains_every_stage_and_reports_before_and_after(tmp_path: Path) -> 
     assert summary["stages"]["finetune"]["steps"] == 20
     for key in ("offline_return_mean", "online_return_mean"):
         assert -2000.0 < summary[key] <= 0.0  # Pendulum returns are negative and bounded
+    # Two evenly spaced evaluations per stage; the last of each is the one number reported for its checkpoint.
+    assert [step for step, _ in summary["offline_curve"]] == [3, 6]
+    assert [step for step, _ in summary["online_curve"]] == [10, 20]
+    assert summary["offline_return_mean"] == summary["offline_curve"][-1][1] == summary["stages"]["pretrain"]["final"]["return_mean"]
+    assert summary["online_return_mean"] == summary["online_curve"][-1][1] == summary["stages"]["finetune"]["final"]["return_mean"]
+    assert summary["data_return_mean"] == pytest.approx(-1111.3, abs=0.1)  # the card's figure for the sample
+    assert Path(summary["figure"]).is_file() and Path(summary["figure"]).parent == out
     assert json.loads((out / "summary.json").read_text())["online_return_mean"] == summary["online_return_mean"]
     agent, _, meta = load_checkpoint(summary["checkpoint"])
     assert meta.env_id == "Pendulum-v1" and agent.critic_updates > 6  # fine-tuning kept updating the pretrained agent

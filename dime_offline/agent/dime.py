@@ -19,13 +19,13 @@ import torch
 
 from dime_offline.agent import losses
 from dime_offline.agent.config import DIMEConfig
-from dime_offline.errors import TrainingDivergedError
 from dime_offline.agent.regularization import (
     ActorRegularizer,
     ActorStepContext,
     CriticRegularizer,
     CriticStepContext,
 )
+from dime_offline.errors import TrainingDivergedError
 from dime_offline.nets.critic import DistributionalCritic
 from dime_offline.nets.diffusion import ChainSample, DiffusionPolicy
 from dime_offline.nets.precision import MatmulPrecision, resolve_matmul_dtype

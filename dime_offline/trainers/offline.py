@@ -32,7 +32,11 @@ import torch
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
-from dime_offline.checkpoints import RUN_BEST_SUBDIR, RUN_CHECKPOINT_SUBDIR, save_checkpoint
+from dime_offline.checkpoints import (
+    RUN_BEST_SUBDIR,
+    RUN_CHECKPOINT_SUBDIR,
+    save_checkpoint,
+)
 from dime_offline.config import check_section, save_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
@@ -42,8 +46,18 @@ from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
-from dime_offline.regularizers import REGULARIZERS_KEY, OfflineConfig, regularizer_weights
-from dime_offline.tracking import METRICS_FILE, ProgressDisplay, Tracker, open_sinks, plot_learning_curve
+from dime_offline.regularizers import (
+    REGULARIZERS_KEY,
+    OfflineConfig,
+    regularizer_weights,
+)
+from dime_offline.tracking import (
+    METRICS_FILE,
+    ProgressDisplay,
+    Tracker,
+    open_sinks,
+    plot_learning_curve,
+)
 from dime_offline.trainers.loop import (
     LEARNING_CURVE_FILE,
     PRETRAIN_CONFIG_FILE,

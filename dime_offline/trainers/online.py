@@ -48,8 +48,19 @@ from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
-from dime_offline.regularizers import REGULARIZERS_KEY, attach_regularizers, describe_regularizers, regularizer_weights
-from dime_offline.tracking import METRICS_FILE, ProgressDisplay, Tracker, open_sinks, plot_learning_curve
+from dime_offline.regularizers import (
+    REGULARIZERS_KEY,
+    attach_regularizers,
+    describe_regularizers,
+    regularizer_weights,
+)
+from dime_offline.tracking import (
+    METRICS_FILE,
+    ProgressDisplay,
+    Tracker,
+    open_sinks,
+    plot_learning_curve,
+)
 from dime_offline.trainers.loop import (
     FINETUNE_CONFIG_FILE,
     LEARNING_CURVE_FILE,

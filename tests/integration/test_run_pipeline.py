@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from dime_offline_cli.main import app
 from typer.testing import CliRunner
 
 from dime_offline.checkpoints import load_checkpoint
 from dime_offline.data.load import load_dataset, save_dataset
-from dime_offline_cli.main import app
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
 

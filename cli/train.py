@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 
-
 from .common import print_json, user_errors_exit_2
 from .main import app
 
@@ -95,6 +94,28 @@ def evaluate_command(
         print_json(summary)
         return
     typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']}: {_describe(summary)}")
+
+
+@app.command("export")
+@user_errors_exit_2
+def export_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint or run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="File to write (e.g. policy.onnx); a .json description goes beside it.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (needs the onnx extra) or torchscript.")] = "onnx",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Write the policy as one graph file: raw observations and noise in, env-unit actions out."""
+    from dime_offline.export import export_policy
+
+    summary = export_policy(str(checkpoint), str(out), fmt=fmt, overwrite=overwrite).to_dict()  # type: ignore[arg-type]
+    if json_output:
+        print_json(summary)
+        return
+    typer.echo(
+        f"exported {summary['format']} policy to {summary['path']} (matches the torch policy within"
+        f" {summary['max_abs_error']:.1e}); inputs, noise convention and bounds in {summary['description']}"
+    )
 
 
 @app.command("collect")

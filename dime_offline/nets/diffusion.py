@@ -180,6 +180,15 @@ class DiffusionPolicy(nn.Module):
         x0, eps = self._initial_noise(obs, generator, noise_free)
         return torch.tanh(self._denoise(obs, x0, noise_std[:, None, :] * eps, eta, decay, keep_path=False)[-1])
 
+    def action_from_noise(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The action tanh(x_N) (B, d) for explicit standard normal draws ``noise`` (N + 1, B, d): row 0
+        gives x_0 = prior_std * noise[0], rows 1..N the steps' injected noise (zeros: the noise-free
+        chain). The same chain as :meth:`sample_action`, always in float32 and without fused kernels,
+        so it traces into an exported graph (ONNX, TorchScript) and replays a deployment exactly."""
+        eta, decay, noise_std = self._kernel_coefficients()
+        x0, eps = self.prior_std * noise[0], noise_std[:, None, :] * noise[1:]
+        return torch.tanh(self._denoise(obs, x0, eps, eta, decay, keep_path=False, plain=True)[-1])
+
     def _initial_noise(
         self, obs: torch.Tensor, generator: torch.Generator | None, noise_free: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,15 +201,20 @@ class DiffusionPolicy(nn.Module):
         return x0, torch.randn(shape, generator=generator, device=obs.device, dtype=obs.dtype)
 
     def _denoise(
-        self, obs: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, eta: torch.Tensor, decay: torch.Tensor, *, keep_path: bool
+        self, obs: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, eta: torch.Tensor, decay: torch.Tensor, *,
+        keep_path: bool, plain: bool = False,
     ) -> list[torch.Tensor]:
         """The N denoising steps from x_0 = ``x`` with injected ``noise`` (N, B, d): [x_0, ..., x_N], or
-        [x_N] alone when ``keep_path`` is false."""
-        batch = obs.shape[0]
+        [x_N] alone when ``keep_path`` is false. ``plain``: float32 without fused kernels and without
+        branching on the batch size (for export)."""
         path = [x]
-        dtype = score_net_dtype(self.matmul_dtype, batch, obs.device)
-        # Fused hidden layers pay from a few hundred rows on (at batch 1 they are slower).
-        fused = self.score_net.fused_hidden_layers(dtype) if batch >= SCORE_NET_BF16_MIN_ROWS else None
+        if plain:
+            dtype, fused = torch.float32, None
+        else:
+            batch = obs.shape[0]
+            dtype = score_net_dtype(self.matmul_dtype, batch, obs.device)
+            # Fused hidden layers pay from a few hundred rows on (at batch 1 they are slower).
+            fused = self.score_net.fused_hidden_layers(dtype) if batch >= SCORE_NET_BF16_MIN_ROWS else None
         with low_precision(obs.device, dtype):
             # (N, B, H) once per chain; unbind (not cond[n]) so backward stacks the N slices once instead
             # of scattering each into a fresh zero tensor of the full size.

@@ -1,0 +1,93 @@
+"""`dime-offline export`: the policy as one ONNX or TorchScript file that reproduces `load_policy`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trainer_factories as tf
+from dime_offline_cli.main import app
+from typer.testing import CliRunner
+
+from dime_offline import load_policy
+from dime_offline.errors import ConfigError
+from dime_offline.export import ONNX_HINT, export_policy
+from dime_offline.trainers.offline import PretrainConfig, pretrain
+
+SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pretrained Pendulum policy: observation normalisation inside, torque bounds +-2."""
+    out = tmp_path_factory.mktemp("export") / "pre"
+    pretrain(PretrainConfig(
+        data=str(SAMPLE), steps=3, out_dir=str(out), agent=dict(tf.TINY_AGENT), eval_every=0, eval_episodes=1,
+        max_episode_steps=5, tensorboard=False, quiet=True,
+    ))
+    return out
+
+
+def _onnx_actions(path: Path, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["action"], {"obs": obs, "noise": noise})[0]
+
+
+def _torchscript_actions(path: Path, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.jit.load(str(path))(torch.from_numpy(obs), torch.from_numpy(noise)).numpy()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_file_reproduces_the_deployed_policy_with_and_without_noise(checkpoint: Path, tmp_path: Path, fmt: str) -> None:
+    result = export_policy(checkpoint, tmp_path / f"policy.{fmt}", fmt=fmt)  # type: ignore[arg-type]
+    # One self-contained file (no external weights, no temporaries left) and its description.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"policy.{fmt}", f"policy.{fmt}.json"]
+    run = _onnx_actions if fmt == "onnx" else _torchscript_actions
+    description = json.loads(Path(result.description).read_text())
+    rows = description["inputs"]["noise"]["shape"][0]
+    assert description["action_low"] == [-2.0] and description["env_id"] == "Pendulum-v1"
+    for batch in (1, 33):  # the batch size is free
+        obs = (np.random.default_rng(batch).normal(size=(batch, 3)) * [1.0, 1.0, 4.0]).astype(np.float32)
+        # Zero noise is load_policy's deterministic chain, in env units.
+        deterministic = run(Path(result.path), obs, np.zeros((rows, batch, 1), np.float32))
+        np.testing.assert_allclose(deterministic, load_policy(checkpoint)(obs), atol=1e-5)
+        # The stochastic policy's own draws (x_0 first, then each step's), fed as the noise input,
+        # replay its actions exactly: a deployment that logs the noise can be reproduced.
+        generator = torch.Generator().manual_seed(7)
+        x0 = torch.randn(batch, 1, generator=generator)
+        steps = torch.randn(rows - 1, batch, 1, generator=generator)
+        noise = torch.cat([x0[None], steps]).numpy()
+        stochastic = load_policy(checkpoint, deterministic=False, seed=7)(obs)
+        np.testing.assert_allclose(run(Path(result.path), obs, noise), stochastic, atol=1e-5)
+        assert np.all(np.abs(stochastic) <= 2.0) and not np.allclose(stochastic, deterministic)
+    assert result.max_abs_error < 1e-5
+
+
+def test_cli_export_and_its_one_line_errors(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "policy.pt"
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--format", "torchscript", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["path"] == str(out) and out.is_file() and Path(summary["description"]).is_file()
+    again = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--format", "torchscript"])
+    assert again.exit_code == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    bogus = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p"), "--format", "tflite"])
+    assert bogus.exit_code == 2 and "tflite" in bogus.stderr
+    missing = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "q.onnx")])
+    assert missing.exit_code == 2 and "nothing" in missing.stderr and not (tmp_path / "q.onnx").exists()
+
+
+def test_onnx_without_its_packages_names_the_extra(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"dime-offline\[onnx\]") as info:
+        export_policy(checkpoint, tmp_path / "p.onnx")
+    assert ONNX_HINT in str(info.value) and not (tmp_path / "p.onnx").exists()

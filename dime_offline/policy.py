@@ -8,8 +8,10 @@ What a control system needs from a run, without the training machinery::
 
 Observations go in raw (the checkpoint's normalisation is applied inside) and actions come out
 rescaled from the policy's [-1, 1] to the action bounds the checkpoint recorded. By default the
-policy is deterministic: the denoising chain starts at the prior mean and injects no noise (the
-"mean path"), so the same observation always gives the same action. ``deterministic=False``
+policy is deterministic: the action is a function of the observation alone, chosen as the
+checkpoint's ``deterministic_act`` says (``mode`` overrides it): "noise_free" runs the denoising
+chain from the prior mean without injected noise, "best_of_k" takes, of K chains on fixed noise,
+the action the critics value most. ``deterministic=False``
 samples DIME's stochastic chain, as training and the authors' evaluation do; its noise stream is
 seeded, so a deployment can be replayed exactly.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -27,6 +30,9 @@ from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec
 from dime_offline.errors import ConfigError
 
+DeterministicMode = Literal["noise_free", "best_of_k"]
+DETERMINISTIC_MODES: tuple[str, ...] = ("noise_free", "best_of_k")
+
 
 class DeployedPolicy:
     """``policy(obs) -> action`` in environment units (see the module docstring).
@@ -34,16 +40,20 @@ class DeployedPolicy:
     Args:
         agent: the trained agent (its observation normaliser is applied inside ``act``).
         spaces: observation width and action bounds the policy was trained for.
-        deterministic: the noise-free chain (True) or the stochastic one (False).
+        deterministic: a deterministic action (True) or a sample of the stochastic chain (False).
         seed: seeds the stochastic chain's noise.
         env_id: the environment the checkpoint names, if any (informational).
+        mode: the deterministic mode, "noise_free" or "best_of_k" (None: the checkpoint's).
     """
 
     def __init__(
-        self, agent: DIMEAgent, spaces: SpaceSpec, *, deterministic: bool = True, seed: int = 0, env_id: str | None = None
+        self, agent: DIMEAgent, spaces: SpaceSpec, *, deterministic: bool = True, seed: int = 0, env_id: str | None = None,
+        mode: DeterministicMode | None = None,
     ) -> None:
-        # The agent's deterministic flag follows its config; a deployment's deterministic mode must be.
-        agent.cfg = dataclasses.replace(agent.cfg, deterministic_act="noise_free")
+        if mode is not None:
+            if mode not in DETERMINISTIC_MODES:
+                raise ConfigError(f"unknown deterministic mode '{mode}' (known: {', '.join(DETERMINISTIC_MODES)})")
+            agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=mode)
         agent.act_generator.manual_seed(seed)
         self.agent = agent
         self.spaces = spaces
@@ -69,8 +79,11 @@ class DeployedPolicy:
         return self.agent.act(obs, deterministic=self.deterministic if deterministic is None else deterministic)
 
 
-def load_policy(path: str | Path, *, deterministic: bool = True, seed: int = 0, device: str = "cpu") -> DeployedPolicy:
-    """The policy of a run directory or checkpoint directory, ready to act in env units.
+def load_policy(
+    path: str | Path, *, deterministic: bool = True, seed: int = 0, device: str = "cpu", mode: DeterministicMode | None = None
+) -> DeployedPolicy:
+    """The policy of a run directory or checkpoint directory, ready to act in env units (``mode``: the
+    deterministic mode, None for the checkpoint's).
 
     Raises:
         CheckpointError: ``path`` holds no readable checkpoint.
@@ -78,4 +91,4 @@ def load_policy(path: str | Path, *, deterministic: bool = True, seed: int = 0, 
     """
     check_device(device)
     agent, _, meta = load_checkpoint(path, device=device)
-    return DeployedPolicy(agent, meta.spaces, deterministic=deterministic, seed=seed, env_id=meta.env_id)
+    return DeployedPolicy(agent, meta.spaces, deterministic=deterministic, seed=seed, env_id=meta.env_id, mode=mode)

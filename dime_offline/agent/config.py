@@ -111,12 +111,22 @@ class DIMEConfig:
     where the device has native bfloat16 matrix units (CPUs with AMX or AVX512-BF16, CUDA GPUs
     with bf16), float32 elsewhere. Costs, logits, the C51 terms, parameters and optimiser state
     stay float32 (``nets/precision.py``; speed and learning measurements in docs/benchmarks.md)."""
-    deterministic_act: Literal["stochastic", "noise_free"] = "stochastic"
-    """What ``act(obs, deterministic=True)`` does: 'stochastic' ignores the flag (authors: evaluation is
-    stochastic); 'noise_free' runs the chain from the prior mean with all injected noise set to zero."""
+    deterministic_act: Literal["noise_free", "best_of_k"] = "noise_free"
+    """How ``act(obs, deterministic=True)`` picks its action, a function of the observation alone:
+    'noise_free' runs the chain from the prior mean with no injected noise; 'best_of_k' runs
+    ``act_candidates`` chains on fixed noise draws and takes the action the critics value most
+    (the selection of IDQL and SfBC). Measurements behind the default: docs/algorithm.md section 9.
+    ('stochastic', which checkpoints before 0.2 may hold, reads as 'noise_free': a deterministic
+    request is never answered with a sample.)"""
+    act_candidates: int = 16
+    """K, the chains 'best_of_k' chooses among."""
 
     def __post_init__(self) -> None:
+        if self.deterministic_act == "stochastic":  # type: ignore[comparison-overlap]
+            object.__setattr__(self, "deterministic_act", "noise_free")  # the legacy value, see the field
         checks = [
+            (self.deterministic_act in ("noise_free", "best_of_k"), "deterministic_act must be 'noise_free' or 'best_of_k'"),
+            (self.act_candidates >= 1, "act_candidates must be >= 1"),
             (self.batch_size > 0, "batch_size must be > 0"),
             (self.utd > 0, "utd must be > 0"),
             (self.policy_delay > 0, "policy_delay must be > 0"),

@@ -33,6 +33,8 @@ from dime_offline.types import Batch
 
 # Standard deviations below this are treated as this (constant observation features).
 _MIN_OBS_STD = 1e-6
+CANDIDATE_NOISE_SEED = 20250713
+"""Seeds the fixed noise of the 'best_of_k' deterministic mode (any constant: it only has to stay fixed)."""
 
 
 def _normalizer_tensors(normalizer: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -133,6 +135,7 @@ class DIMEAgent:
 
         self.update_generator = torch.Generator(self.device).manual_seed(seed + 1)
         self.act_generator = torch.Generator(self.device).manual_seed(seed + 2)
+        self._candidate_noise_cache: torch.Tensor | None = None
         self.critic_updates = 0
         self.actor_updates = 0
 
@@ -169,17 +172,45 @@ class DIMEAgent:
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions in [-1, 1] for raw observations: (O,) -> (d,) or (B, O) -> (B, d).
 
-        Always samples the stochastic chain, as the authors do (their evaluation is stochastic), unless
-        ``cfg.deterministic_act == "noise_free"`` and ``deterministic`` is true: then the chain starts at
-        the prior mean and injects no noise.
+        Samples the stochastic chain (the authors' evaluation protocol) unless ``deterministic``: then
+        the action is a function of the observation alone, chosen as ``cfg.deterministic_act`` says.
         """
         x = self._as_obs_tensor(obs)
         single = x.dim() == 1
         x = self.normalize_obs(x.unsqueeze(0) if single else x)
-        noise_free = deterministic and self.cfg.deterministic_act == "noise_free"
-        action = self.policy.sample_action(x, generator=self.act_generator, noise_free=noise_free)
+        if not deterministic:
+            action = self.policy.sample_action(x, generator=self.act_generator)
+        elif self.cfg.deterministic_act == "best_of_k":
+            action = self._best_of_k(x, self.cfg.act_candidates)
+        else:
+            action = self.policy.sample_action(x, noise_free=True)
         out = action.clamp(-1.0, 1.0).cpu().numpy()
         return out[0] if single else out
+
+    def _best_of_k(self, obs: torch.Tensor, k: int) -> torch.Tensor:
+        """Of ``k`` chains per state, the action with the highest mean expected Q: (B, O) -> (B, d).
+
+        Every state uses the same ``k`` noise draws (fixed, seeded once), so the choice depends on the
+        observation alone; candidate 0 is the noise-free chain."""
+        batch = obs.shape[0]
+        noise = self._candidate_noise(k).expand(-1, -1, batch, -1).reshape(self.policy.n_steps + 1, k * batch, self.act_dim)
+        states = obs.repeat(k, 1)  # row j B + b: state b, candidate j
+        actions = self.policy.action_from_noise(states, noise).clamp(-1.0, 1.0)
+        with self._critic_frozen():
+            q = self.critic.expected_q(states, actions).mean(0).view(k, batch)
+        best = q.argmax(0)
+        return actions.view(k, batch, self.act_dim)[best, torch.arange(batch, device=obs.device)]
+
+    def _candidate_noise(self, k: int) -> torch.Tensor:
+        """(N + 1, k, 1, d) standard normal draws for :meth:`_best_of_k`, candidate 0 all zeros."""
+        cached = self._candidate_noise_cache
+        if cached is None or cached.shape[1] != k:
+            generator = torch.Generator().manual_seed(CANDIDATE_NOISE_SEED)
+            cached = torch.randn(self.policy.n_steps + 1, k, 1, self.act_dim, generator=generator)
+            cached[:, 0] = 0.0
+            cached = cached.to(self.device)
+            self._candidate_noise_cache = cached
+        return cached
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray | torch.Tensor, action: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -171,12 +171,33 @@ def test_act_shapes_range_and_deterministic_modes() -> None:
     agent = DIMEAgent(OBS, ACT, SMALL, seed=0)
     single = agent.act(np.zeros(OBS, np.float32))
     assert single.shape == (ACT,) and single.dtype == np.float32
-    many = agent.act(np.zeros((5, OBS), np.float32), deterministic=True)
+    many = agent.act(np.zeros((5, OBS), np.float32))
     assert many.shape == (5, ACT) and np.all(np.abs(many) <= 1)
-    assert not np.array_equal(many[0], many[1])  # 'stochastic': the flag is ignored, like the authors
-    noise_free = DIMEAgent(OBS, ACT, dataclasses.replace(SMALL, deterministic_act="noise_free"), seed=0)
-    first = noise_free.act(np.ones((2, OBS), np.float32), deterministic=True)
-    assert np.array_equal(first, noise_free.act(np.ones((2, OBS), np.float32), deterministic=True))
+    assert not np.array_equal(many[0], many[1])  # stochastic by default, like the authors' evaluation
+    obs = np.random.default_rng(3).normal(size=(6, OBS)).astype(np.float32)
+    for mode in ("noise_free", "best_of_k"):
+        deterministic = DIMEAgent(OBS, ACT, dataclasses.replace(SMALL, deterministic_act=mode), seed=0)
+        first = deterministic.act(obs, deterministic=True)
+        # A function of the observation alone: the same again, and row by row the same as in a batch.
+        assert np.array_equal(first, deterministic.act(obs, deterministic=True))
+        np.testing.assert_allclose(deterministic.act(obs[2], deterministic=True), first[2], atol=1e-6)
+    # A checkpoint's legacy 'stochastic' reads as noise-free: a deterministic request is never sampled.
+    assert dataclasses.replace(SMALL, deterministic_act="stochastic").deterministic_act == "noise_free"  # type: ignore[arg-type]
+
+
+def test_best_of_k_takes_the_candidate_the_critics_value_most() -> None:
+    agent = DIMEAgent(OBS, ACT, dataclasses.replace(SMALL, deterministic_act="best_of_k", act_candidates=8), seed=0)
+    obs = np.random.default_rng(4).normal(size=(5, OBS)).astype(np.float32)
+    chosen = agent.act(obs, deterministic=True)
+    x = torch.from_numpy(obs)
+    noise = agent._candidate_noise(8).expand(-1, -1, 5, -1).reshape(agent.policy.n_steps + 1, 40, ACT)
+    candidates = agent.policy.action_from_noise(x.repeat(8, 1), noise).clamp(-1, 1).view(8, 5, ACT)
+    q = torch.stack([agent.q_values(obs, candidates[j].detach().numpy()).mean(0) for j in range(8)])  # (8, 5)
+    best = candidates[q.argmax(0), torch.arange(5)].detach().numpy()
+    np.testing.assert_allclose(chosen, best, atol=1e-6)
+    noise_free = agent.policy.sample_action(x, noise_free=True).clamp(-1, 1).detach().numpy()
+    assert bool((q.max(0).values >= q[0]).all())  # never worse by the critics than candidate 0, the noise-free chain
+    np.testing.assert_allclose(candidates[0].detach().numpy(), noise_free, atol=1e-6)
 
 
 def test_observation_normaliser_is_applied_inside_act_update_and_q_values() -> None:

@@ -178,6 +178,11 @@ def check_checkpoint_fits(path: str | Path, env_spaces: SpaceSpec, env_id: str) 
     return meta
 
 
+LEGACY_DETERMINISTIC_ACT = "stochastic"
+"""A ``deterministic_act`` that checkpoints before 0.2 hold (deterministic requests were sampled); it
+loads as "noise_free", so a deterministic request is never answered with a sample."""
+
+
 def load_checkpoint(path: str | Path, *, device: str = "cpu") -> tuple[DIMEAgent, DIMEConfig, CheckpointMeta]:
     """Rebuild the agent saved at ``path`` (a checkpoint or run directory) from its config alone.
 
@@ -188,7 +193,10 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> tuple[DIMEAgent
     meta = read_checkpoint_meta(directory)
     config_file = directory / CONFIG_FILE
     try:
-        cfg = from_dict(DIMEConfig, json.loads(config_file.read_text()))
+        saved = json.loads(config_file.read_text())
+        if isinstance(saved, dict) and saved.get("deterministic_act") == LEGACY_DETERMINISTIC_ACT:
+            saved["deterministic_act"] = "noise_free"  # see DIMEConfig.deterministic_act
+        cfg = from_dict(DIMEConfig, saved)
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read config.json ({exc})", file=str(config_file)) from None
     except ConfigError as exc:

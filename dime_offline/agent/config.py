@@ -116,14 +116,12 @@ class DIMEConfig:
     'noise_free' runs the chain from the prior mean with no injected noise; 'best_of_k' runs
     ``act_candidates`` chains on fixed noise draws and takes the action the critics value most
     (the selection of IDQL and SfBC). Measurements behind the default: docs/algorithm.md section 9.
-    ('stochastic', which checkpoints before 0.2 may hold, reads as 'noise_free': a deterministic
+    (Checkpoints before 0.2 may hold 'stochastic'; they load as 'noise_free', so a deterministic
     request is never answered with a sample.)"""
     act_candidates: int = 16
     """K, the chains 'best_of_k' chooses among."""
 
     def __post_init__(self) -> None:
-        if self.deterministic_act == "stochastic":  # type: ignore[comparison-overlap]
-            object.__setattr__(self, "deterministic_act", "noise_free")  # the legacy value, see the field
         checks = [
             (self.deterministic_act in ("noise_free", "best_of_k"), "deterministic_act must be 'noise_free' or 'best_of_k'"),
             (self.act_candidates >= 1, "act_candidates must be >= 1"),

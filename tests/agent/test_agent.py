@@ -181,8 +181,8 @@ def test_act_shapes_range_and_deterministic_modes() -> None:
         # A function of the observation alone: the same again, and row by row the same as in a batch.
         assert np.array_equal(first, deterministic.act(obs, deterministic=True))
         np.testing.assert_allclose(deterministic.act(obs[2], deterministic=True), first[2], atol=1e-6)
-    # A checkpoint's legacy 'stochastic' reads as noise-free: a deterministic request is never sampled.
-    assert dataclasses.replace(SMALL, deterministic_act="stochastic").deterministic_act == "noise_free"  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="deterministic_act"):
+        dataclasses.replace(SMALL, deterministic_act="stochastic")  # type: ignore[arg-type]
 
 
 def test_best_of_k_takes_the_candidate_the_critics_value_most() -> None:

@@ -139,3 +139,14 @@ def _edit_json(path: Path, **changes) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data))
+
+
+def test_a_legacy_stochastic_deterministic_mode_loads_as_noise_free(saved, tmp_path: Path) -> None:
+    """Checkpoints before 0.2 say 'stochastic' (deterministic requests were sampled): they load, and
+    a deterministic request then gets the same action every time."""
+    _, _, directory = _copy(saved, tmp_path)
+    _edit_json(directory / "config.json", deterministic_act="stochastic")
+    agent, cfg, _ = load_checkpoint(directory)
+    assert cfg.deterministic_act == "noise_free"
+    obs = np.zeros((3, SPACES.obs_dim), np.float32)
+    assert np.array_equal(agent.act(obs, deterministic=True), agent.act(obs, deterministic=True))

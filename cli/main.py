@@ -31,7 +31,9 @@ app.add_typer(data_app, name="data")
 
 def _print_version(value: bool) -> None:
     if value:
-        from dime_offline import __version__  # no torch: the package's __init__ imports nothing heavy
+        from dime_offline import (
+            __version__,  # no torch: the package's __init__ imports nothing heavy
+        )
 
         typer.echo(f"dime-offline {__version__}")
         raise typer.Exit()

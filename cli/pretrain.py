@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-
 from .common import print_json, user_errors_exit_2
 from .main import app
 from .train import JsonFlag, SeedOption, _describe, _str

@@ -49,7 +49,12 @@ def make_telemetry_command(
     """Simulate the CSTR twin under its PI controller and write a historian-style export."""
     import yaml
 
-    from dime_offline.envs.telemetry import TelemetryConfig, cstr_telemetry_spec, generate_telemetry, write_telemetry
+    from dime_offline.envs.telemetry import (
+        TelemetryConfig,
+        cstr_telemetry_spec,
+        generate_telemetry,
+        write_telemetry,
+    )
     from dime_offline.errors import ConfigError
     from dime_offline.io import atomic_path, atomic_write_text
 

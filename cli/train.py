@@ -79,8 +79,10 @@ def evaluate_command(
     episodes: Annotated[int, typer.Option("--episodes", help="Evaluation episodes.")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Episode i starts from reset(seed + i).")] = 0,
     deterministic: Annotated[
-        bool, typer.Option("--deterministic", help="Deterministic actions (default: stochastic, as the authors).")
-    ] = False,
+        bool,
+        typer.Option("--deterministic/--stochastic", help="Deterministic actions (best of K chains by the critics), or"
+                     " samples of the chain (the authors' protocol)."),
+    ] = True,
     json_output: JsonFlag = False,
 ) -> None:
     """Roll out a checkpoint's policy and report return and normalised score."""
@@ -102,19 +104,22 @@ def export_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint or run directory.")],
     out: Annotated[Path, typer.Option("--out", help="File to write (e.g. policy.onnx); a .json description goes beside it.")],
     fmt: Annotated[str, typer.Option("--format", help="onnx (needs the onnx extra) or torchscript.")] = "onnx",
+    mode: Annotated[
+        str, typer.Option("--mode", help="deterministic (obs -> action, as load_policy) or noise_input (obs, noise -> action).")
+    ] = "deterministic",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Write the policy as one graph file: raw observations and noise in, env-unit actions out."""
+    """Write the policy as one graph file: raw observations in, env-unit actions out."""
     from dime_offline.export import export_policy
 
-    summary = export_policy(str(checkpoint), str(out), fmt=fmt, overwrite=overwrite).to_dict()  # type: ignore[arg-type]
+    summary = export_policy(str(checkpoint), str(out), fmt=fmt, mode=mode, overwrite=overwrite).to_dict()  # type: ignore[arg-type]
     if json_output:
         print_json(summary)
         return
     typer.echo(
-        f"exported {summary['format']} policy to {summary['path']} (matches the torch policy within"
-        f" {summary['max_abs_error']:.1e}); inputs, noise convention and bounds in {summary['description']}"
+        f"exported {summary['format']} policy ({summary['mode']}) to {summary['path']} (matches the torch policy within"
+        f" {summary['max_abs_error']:.1e}); inputs and bounds in {summary['description']}"
     )
 
 

@@ -1,22 +1,22 @@
 """A trained policy as one self-contained graph file for a control system: ONNX or TorchScript.
 
-The graph is the policy alone (no critics, no optimiser state): raw observations in, actions in the
-environment's units out, with the checkpoint's observation normalisation and action scaling inside.
-Its inputs and output::
+The graph holds what acting needs and nothing else (no optimiser state): raw observations in,
+actions in the environment's units out, with the checkpoint's observation normalisation and action
+scaling inside. The batch size B is free. Two modes:
 
-    obs     (B, O)          float32, raw observations
-    noise   (N + 1, B, A)   float32, standard normal draws: row 0 starts the chain (x_0 = prior_std *
-                            noise[0]), rows 1..N are injected at the N denoising steps
-    action  (B, A)          float32, in [action_low, action_high]
-
-``noise`` all zeros is the deterministic (noise-free) chain that :func:`~dime_offline.load_policy`
-uses by default; standard normal draws sample the stochastic policy. Because the noise is an
-input, a deployment that logs it can be replayed exactly. The batch size B is free.
+* ``deterministic`` (default): ``obs (B, O) -> action (B, A)``, exactly the action
+  :func:`~dime_offline.load_policy` returns by default. With the checkpoint's ``best_of_k``
+  deterministic mode the critics travel in the graph (K chains per state on fixed noise, the
+  action they value most); with ``noise_free`` it is the chain without injected noise.
+* ``noise_input``: ``(obs (B, O), noise (N + 1, B, A)) -> action``, the chain with explicit standard
+  normal draws (row 0 starts the chain, x_0 = prior_std * noise[0]; rows 1..N are injected at the N
+  denoising steps). All zeros is the noise-free chain; the stochastic policy's own draws replay a
+  stochastic deployment exactly, so a deployment that logs its noise can be reproduced.
 
 :func:`export_policy` writes the graph atomically with a JSON description beside it
-(``<file>.json``: shapes, bounds, the noise convention, the source checkpoint) and checks the
-written file against the torch policy on random observations and noise before it returns (ONNX
-through onnxruntime). ONNX needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
+(``<file>.json``: inputs, shapes, bounds, the mode, the source checkpoint) and checks the written
+file against the torch policy on random observations (and noise) before it returns (ONNX through
+onnxruntime). ONNX needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dime_offline.agent.dime import DIMEAgent
+from dime_offline.agent.dime import DIMEAgent, best_of_k_actions
 from dime_offline.checkpoints import load_checkpoint
 from dime_offline.envs.make import SpaceSpec
 from dime_offline.errors import CheckpointError, ConfigError
@@ -41,6 +41,8 @@ from dime_offline.io import atomic_path, atomic_write_text
 
 ExportFormat = Literal["onnx", "torchscript"]
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+ExportMode = Literal["deterministic", "noise_input"]
+EXPORT_MODES: tuple[str, ...] = ("deterministic", "noise_input")
 ONNX_HINT = "ONNX export needs the onnx extra: pip install 'dime-offline[onnx]'"
 CHECK_ROWS = 16
 """Random observations the written file is checked on."""
@@ -50,11 +52,27 @@ the same inputs (the measured difference is a few 1e-7; the figure is stored in 
 
 
 class PolicyGraph(nn.Module):
-    """``(obs, noise) -> action`` of a trained agent, in env units (the module docstring's contract)."""
+    """The policy as a graph in env units (the module docstring's contract).
 
-    def __init__(self, agent: DIMEAgent, spaces: SpaceSpec) -> None:
+    ``mode="deterministic"``: ``forward(obs)``, the checkpoint's deterministic action (best of K
+    chains by the critics, which then travel in the graph, or the noise-free chain), exactly what
+    ``load_policy(checkpoint)`` returns. ``mode="noise_input"``: ``forward(obs, noise)``, the chain
+    with explicit noise (zeros: the noise-free chain; logged draws replay a stochastic deployment).
+    """
+
+    def __init__(self, agent: DIMEAgent, spaces: SpaceSpec, mode: ExportMode = "deterministic") -> None:
         super().__init__()
-        self.policy = copy.deepcopy(agent.policy).cpu().float().eval().requires_grad_(False)
+        if mode not in EXPORT_MODES:
+            raise ConfigError(f"unknown export mode '{mode}' (known: {', '.join(EXPORT_MODES)})")
+        self.mode = mode
+        self.policy = _frozen_float32(agent.policy)
+        self.policy.matmul_dtype = torch.float32
+        self.critic: nn.Module | None = None
+        if mode == "deterministic" and agent.cfg.deterministic_act == "best_of_k":
+            critic = _frozen_float32(agent.critic)
+            critic.set_matmul_dtype(torch.float32)
+            self.critic = critic
+            self.register_buffer("candidate_noise", agent.candidate_noise(agent.cfg.act_candidates).cpu())
         if agent.obs_normalizer is None:
             mean, std = torch.zeros(spaces.obs_dim), torch.ones(spaces.obs_dim)
         else:
@@ -71,9 +89,20 @@ class PolicyGraph(nn.Module):
         """N + 1: the rows of the ``noise`` input."""
         return self.policy.n_steps + 1
 
-    def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        unit = self.policy.action_from_noise((obs - self.obs_mean) / self.obs_std, noise).clamp(-1.0, 1.0)
-        return self.action_low + (unit + 1.0) * self.half_range
+    def forward(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        x = (obs - self.obs_mean) / self.obs_std
+        if self.mode == "noise_input":
+            assert noise is not None
+            unit = self.policy.action_from_noise(x, noise)
+        elif self.critic is not None:
+            unit = best_of_k_actions(self.policy, self.critic, x, self.candidate_noise)
+        else:
+            unit = self.policy.action_from_noise(x, x.new_zeros((self.noise_rows, x.shape[0], self.half_range.shape[0])))
+        return self.action_low + (unit.clamp(-1.0, 1.0) + 1.0) * self.half_range
+
+
+def _frozen_float32(module: nn.Module) -> Any:
+    return copy.deepcopy(module).cpu().float().eval().requires_grad_(False)
 
 
 @dataclass(frozen=True)
@@ -86,6 +115,8 @@ class ExportResult:
     """The JSON description beside it."""
     format: str
     """"onnx" or "torchscript"."""
+    mode: str
+    """"deterministic" or "noise_input"."""
     max_abs_error: float
     """Largest difference between the written file and the torch policy on the check inputs, in units of
     half the action range (the policy's [-1, 1] box)."""
@@ -93,13 +124,14 @@ class ExportResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON summary."""
         return {"command": "export", "path": self.path, "description": self.description, "format": self.format,
-                "max_abs_error": self.max_abs_error}
+                "mode": self.mode, "max_abs_error": self.max_abs_error}
 
 
 def export_policy(
-    checkpoint: str | Path, out: str | Path, *, fmt: ExportFormat = "onnx", overwrite: bool = False, seed: int = 0
+    checkpoint: str | Path, out: str | Path, *, fmt: ExportFormat = "onnx", mode: ExportMode = "deterministic",
+    overwrite: bool = False, seed: int = 0,
 ) -> ExportResult:
-    """Write the policy of ``checkpoint`` (a run or checkpoint directory) to ``out`` as ``fmt``.
+    """Write the policy of ``checkpoint`` (a run or checkpoint directory) to ``out`` as ``fmt`` in ``mode``.
 
     ``seed`` draws the check inputs. An existing ``out`` is replaced only with ``overwrite``.
 
@@ -116,20 +148,23 @@ def export_policy(
         if missing:
             raise ConfigError(f"{ONNX_HINT} (missing: {', '.join(missing)})")
     agent, _, meta = load_checkpoint(checkpoint)
-    graph = PolicyGraph(agent, meta.spaces)
+    graph = PolicyGraph(agent, meta.spaces, mode)
     out = Path(out)
     generator = torch.Generator().manual_seed(seed)
     obs = torch.randn(CHECK_ROWS, meta.spaces.obs_dim, generator=generator) * graph.obs_std + graph.obs_mean
-    noise = torch.randn(graph.noise_rows, CHECK_ROWS, meta.spaces.action_dim, generator=generator)
-    noise[:, : CHECK_ROWS // 2] = 0.0  # half the rows on the deterministic chain
+    inputs: dict[str, torch.Tensor] = {"obs": obs}
+    if mode == "noise_input":
+        noise = torch.randn(graph.noise_rows, CHECK_ROWS, meta.spaces.action_dim, generator=generator)
+        noise[:, : CHECK_ROWS // 2] = 0.0  # half the rows on the noise-free chain
+        inputs["noise"] = noise
     with torch.no_grad():
-        expected = graph(obs, noise)
+        expected = graph(*inputs.values())
     with atomic_path(out) as tmp:
         if fmt == "onnx":
-            _write_onnx(graph, obs, noise, tmp)
+            _write_onnx(graph, inputs, tmp)
         else:
-            _write_torchscript(graph, obs, noise, tmp)
-        got = _run_file(tmp, fmt, obs, noise)
+            _write_torchscript(graph, inputs, tmp)
+        got = _run_file(tmp, fmt, inputs)
     error = float(np.abs(got - expected.numpy()).max() / max(float(graph.half_range.max()), 1e-12))
     if not error <= CHECK_TOLERANCE:
         out.unlink(missing_ok=True)
@@ -137,56 +172,59 @@ def export_policy(
                               file=str(out))
     description = out.with_name(out.name + ".json")
     atomic_write_text(description, json.dumps(_describe(graph, meta, checkpoint, fmt, error), indent=2) + "\n")
-    return ExportResult(path=str(out), description=str(description), format=fmt, max_abs_error=error)
+    return ExportResult(path=str(out), description=str(description), format=fmt, mode=mode, max_abs_error=error)
 
 
-def _write_onnx(graph: PolicyGraph, obs: torch.Tensor, noise: torch.Tensor, path: Path) -> None:
+def _write_onnx(graph: PolicyGraph, inputs: dict[str, torch.Tensor], path: Path) -> None:
     import logging
 
     batch = torch.export.Dim("batch", min=1)
+    shapes = {"obs": {0: batch}, "noise": {1: batch}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.onnx.export(
-            graph, (obs, noise), dynamo=True, input_names=["obs", "noise"], output_names=["action"],
-            dynamic_shapes={"obs": {0: batch}, "noise": {1: batch}}, verbose=False,
+            graph, tuple(inputs.values()), dynamo=True, input_names=list(inputs), output_names=["action"],
+            dynamic_shapes={name: shapes[name] for name in inputs}, verbose=False,
         )
     program.save(str(path), external_data=False)  # one self-contained file (weights inside)
 
 
-def _write_torchscript(graph: PolicyGraph, obs: torch.Tensor, noise: torch.Tensor, path: Path) -> None:
+def _write_torchscript(graph: PolicyGraph, inputs: dict[str, torch.Tensor], path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(graph, (obs, noise))
+        traced = torch.jit.trace(graph, tuple(inputs.values()))
     traced.save(str(path))
 
 
-def _run_file(path: Path, fmt: str, obs: torch.Tensor, noise: torch.Tensor) -> np.ndarray:
+def _run_file(path: Path, fmt: str, inputs: dict[str, torch.Tensor]) -> np.ndarray:
     """The written file's actions for the check inputs."""
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(["action"], {"obs": obs.numpy(), "noise": noise.numpy()})[0]
+        return session.run(["action"], {name: t.numpy() for name, t in inputs.items()})[0]
     module = torch.jit.load(str(path))
     with torch.no_grad():
-        return module(obs, noise).numpy()
+        return module(*inputs.values()).numpy()
 
 
 def _describe(graph: PolicyGraph, meta: Any, checkpoint: str | Path, fmt: str, error: float) -> dict[str, Any]:
     from dime_offline import __version__
 
     spaces: SpaceSpec = meta.spaces
+    inputs: dict[str, Any] = {"obs": {"shape": ["batch", spaces.obs_dim], "dtype": "float32", "units": "raw observations"}}
+    if graph.mode == "noise_input":
+        inputs["noise"] = {
+            "shape": [graph.noise_rows, "batch", spaces.action_dim], "dtype": "float32",
+            "meaning": "standard normal draws (row 0 starts the chain, rows 1..N per denoising step);"
+                       " all zeros = the noise-free chain",
+        }
     return {
         "format": fmt,
-        "inputs": {
-            "obs": {"shape": ["batch", spaces.obs_dim], "dtype": "float32", "units": "raw observations"},
-            "noise": {
-                "shape": [graph.noise_rows, "batch", spaces.action_dim], "dtype": "float32",
-                "meaning": "standard normal draws (row 0 starts the chain, rows 1..N per denoising step);"
-                           " all zeros = the deterministic noise-free chain",
-            },
-        },
+        "mode": graph.mode,
+        "deterministic_act": None if graph.mode == "noise_input" else ("best_of_k" if graph.critic is not None else "noise_free"),
+        "inputs": inputs,
         "output": {"action": {"shape": ["batch", spaces.action_dim], "dtype": "float32", "units": "environment"}},
         "action_low": list(spaces.action_low),
         "action_high": list(spaces.action_high),

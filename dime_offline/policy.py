@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import load_checkpoint
@@ -55,6 +56,10 @@ class DeployedPolicy:
                 raise ConfigError(f"unknown deterministic mode '{mode}' (known: {', '.join(DETERMINISTIC_MODES)})")
             agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=mode)
         agent.act_generator.manual_seed(seed)
+        # float32 throughout: a deployed action must not depend on the batch size or on bf16 rounding
+        # (and must match the exported graph, which is float32).
+        agent.critic.set_matmul_dtype(torch.float32)
+        agent.policy.matmul_dtype = torch.float32
         self.agent = agent
         self.spaces = spaces
         self.deterministic = deterministic

@@ -37,6 +37,25 @@ CANDIDATE_NOISE_SEED = 20250713
 """Seeds the fixed noise of the 'best_of_k' deterministic mode (any constant: it only has to stay fixed)."""
 
 
+def best_of_k_actions(
+    policy: DiffusionPolicy, critic: DistributionalCritic, obs: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Of K chains per state, the action with the highest mean expected Q: (B, O) -> (B, d) in [-1, 1].
+
+    ``noise`` (N + 1, K, 1, d): the same K draws for every state (see
+    :meth:`DiffusionPolicy.action_from_noise`), so the choice depends on the observation alone. The
+    critics must be in eval mode. Written with shape-generic ops only, so it also exports.
+    """
+    steps, k, _, act_dim = noise.shape
+    batch = obs.shape[0]
+    states = obs.repeat(k, 1)  # row j B + b: state b, candidate j
+    actions = policy.action_from_noise(states, noise.expand(-1, -1, batch, -1).reshape(steps, k * batch, act_dim))
+    actions = actions.clamp(-1.0, 1.0).view(k, batch, act_dim)
+    q = critic.expected_q(states, actions.reshape(k * batch, act_dim)).mean(0).view(k, batch)
+    best = q.argmax(0).view(1, batch, 1).expand(1, batch, act_dim)
+    return actions.gather(0, best)[0]
+
+
 def _normalizer_tensors(normalizer: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(mean, std) float32 tensors from an object with ``mean``/``std``, a mapping, or a (mean, std) pair."""
     if normalizer is None:
@@ -188,18 +207,13 @@ class DIMEAgent:
         return out[0] if single else out
 
     def _best_of_k(self, obs: torch.Tensor, k: int) -> torch.Tensor:
-        """Of ``k`` chains per state, the action with the highest mean expected Q: (B, O) -> (B, d).
-
-        Every state uses the same ``k`` noise draws (fixed, seeded once), so the choice depends on the
-        observation alone; candidate 0 is the noise-free chain."""
-        batch = obs.shape[0]
-        noise = self._candidate_noise(k).expand(-1, -1, batch, -1).reshape(self.policy.n_steps + 1, k * batch, self.act_dim)
-        states = obs.repeat(k, 1)  # row j B + b: state b, candidate j
-        actions = self.policy.action_from_noise(states, noise).clamp(-1.0, 1.0)
+        """:func:`best_of_k_actions` on this agent's fixed candidate noise, critics in eval mode."""
         with self._critic_frozen():
-            q = self.critic.expected_q(states, actions).mean(0).view(k, batch)
-        best = q.argmax(0)
-        return actions.view(k, batch, self.act_dim)[best, torch.arange(batch, device=obs.device)]
+            return best_of_k_actions(self.policy, self.critic, obs, self._candidate_noise(k))
+
+    def candidate_noise(self, k: int) -> torch.Tensor:
+        """The fixed noise of the 'best_of_k' mode for ``k`` candidates (for export)."""
+        return self._candidate_noise(k).clone()
 
     def _candidate_noise(self, k: int) -> torch.Tensor:
         """(N + 1, k, 1, d) standard normal draws for :meth:`_best_of_k`, candidate 0 all zeros."""

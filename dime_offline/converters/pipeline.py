@@ -16,12 +16,30 @@ from typing import Any
 
 import numpy as np
 
-from dime_offline.converters.align import US, AlignedGrid, Channel, GridAligner, OutOfOrderError
+from dime_offline.converters.align import (
+    US,
+    AlignedGrid,
+    Channel,
+    GridAligner,
+    OutOfOrderError,
+)
 from dime_offline.converters.episodes import StepMasks, plan_episodes
-from dime_offline.converters.readers import ChunkReader, ReadStats, SampleChunk, SourceTag, TagRegistry
+from dime_offline.converters.readers import (
+    ChunkReader,
+    ReadStats,
+    SampleChunk,
+    SourceTag,
+    TagRegistry,
+)
 from dime_offline.converters.report import ConversionReport, EpisodeReport, TagReport
 from dime_offline.converters.reward import evaluate_reward, parse_expression
-from dime_offline.converters.spec import TagSpec, TelemetrySpec, load_spec, normalise_label, spec_from_dict
+from dime_offline.converters.spec import (
+    TagSpec,
+    TelemetrySpec,
+    load_spec,
+    normalise_label,
+    spec_from_dict,
+)
 from dime_offline.data.schema import DatasetMetadata, TransitionData
 from dime_offline.errors import ConfigError, DataError
 

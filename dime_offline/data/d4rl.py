@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 
 from dime_offline.data.frames import steps_from_episode_ids
-from dime_offline.data.schema import METADATA_KEY, DatasetMetadata, TransitionData, empty_like_schema
+from dime_offline.data.schema import (
+    METADATA_KEY,
+    DatasetMetadata,
+    TransitionData,
+    empty_like_schema,
+)
 from dime_offline.errors import DataError, DatasetNotFoundError, SchemaError
 from dime_offline.io import atomic_path
 

@@ -15,9 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from dime_offline.data.load import LoadReport, SourceFormat, find_nonfinite, load_dataset_with_report
+from dime_offline.data.load import (
+    LoadReport,
+    SourceFormat,
+    find_nonfinite,
+    load_dataset_with_report,
+)
 from dime_offline.data.schema import DatasetMetadata, TransitionData
 from dime_offline.errors import DataError
+
 
 def _num(value: Any) -> float | None:
     value = float(value)

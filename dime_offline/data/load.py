@@ -38,7 +38,12 @@ from dime_offline.data.minari import (
 )
 from dime_offline.data.parquet import read_parquet, write_parquet
 from dime_offline.data.schema import TransitionData
-from dime_offline.errors import DataError, DatasetNotFoundError, NonFiniteError, SchemaError
+from dime_offline.errors import (
+    DataError,
+    DatasetNotFoundError,
+    NonFiniteError,
+    SchemaError,
+)
 
 if TYPE_CHECKING:
     import torch

@@ -24,8 +24,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dime_offline.data.schema import METADATA_KEY, DatasetMetadata, TransitionData, empty_like_schema
-from dime_offline.errors import ConsistencyError, DataError, DatasetNotFoundError, SchemaError
+from dime_offline.data.schema import (
+    METADATA_KEY,
+    DatasetMetadata,
+    TransitionData,
+    empty_like_schema,
+)
+from dime_offline.errors import (
+    ConsistencyError,
+    DataError,
+    DatasetNotFoundError,
+    SchemaError,
+)
 from dime_offline.io import atomic_path
 
 MinariFormat = Literal["hdf5", "arrow", "parquet"]

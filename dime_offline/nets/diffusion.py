@@ -31,7 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dime_offline.nets.precision import SCORE_NET_BF16_MIN_ROWS, low_precision, score_net_dtype
+from dime_offline.nets.precision import (
+    SCORE_NET_BF16_MIN_ROWS,
+    low_precision,
+    score_net_dtype,
+)
 from dime_offline.nets.score_net import ScoreNet
 
 _LOG_2PI = math.log(2.0 * math.pi)

@@ -6,7 +6,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dime_offline.checkpoints import check_checkpoint_fits, load_checkpoint, read_checkpoint_meta, resolve_checkpoint_dir
+from dime_offline.checkpoints import (
+    check_checkpoint_fits,
+    load_checkpoint,
+    read_checkpoint_meta,
+    resolve_checkpoint_dir,
+)
 from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, make_env
 from dime_offline.errors import ConfigError
@@ -26,8 +31,9 @@ class EvaluateConfig:
     """Evaluation episodes."""
     seed: int = 0
     """Episode ``i`` starts from ``reset(seed=seed + i)``."""
-    deterministic: bool = False
-    """Ask the policy for deterministic actions (the authors evaluate stochastically)."""
+    deterministic: bool = True
+    """Deterministic actions (the checkpoint's ``deterministic_act``); false samples the chain (the
+    authors' protocol)."""
     max_episode_steps: int | None = None
     """Override the environment's registered time limit."""
     device: str = "cpu"

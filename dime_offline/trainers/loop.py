@@ -22,11 +22,22 @@ import numpy as np
 import torch
 
 from dime_offline.checkpoints import RUN_BEST_SUBDIR, RUN_CHECKPOINT_SUBDIR
-from dime_offline.config import apply_overrides, from_dict, load_config, parse_override_value, to_dict
+from dime_offline.config import (
+    apply_overrides,
+    from_dict,
+    load_config,
+    parse_override_value,
+    to_dict,
+)
 from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.io import broken_link_reason
-from dime_offline.tracking import METRICS_FILE, TENSORBOARD_SUBDIR, ProgressDisplay, Tracker
+from dime_offline.tracking import (
+    METRICS_FILE,
+    TENSORBOARD_SUBDIR,
+    ProgressDisplay,
+    Tracker,
+)
 
 C = TypeVar("C")
 CheckpointTag = Literal["periodic", "best", "final"]

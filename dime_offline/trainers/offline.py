@@ -107,9 +107,10 @@ class PretrainConfig:
     eval_every: int = 10_000
     """Evaluate every this many gradient steps when an environment is available (0: only at the end)."""
     eval_episodes: int = 5
-    """Episodes per evaluation (authors: 5, stochastic)."""
-    eval_deterministic: bool = False
-    """Ask the policy for deterministic actions in evaluation (the authors evaluate stochastically)."""
+    """Episodes per evaluation (authors: 5)."""
+    eval_deterministic: bool = True
+    """Evaluate deterministic actions (``agent.deterministic_act``, best of K chains by the critics by
+    default: docs/algorithm.md section 9); false samples the chain, the authors' protocol."""
     normalize_obs: bool = True
     """Normalise observations with the dataset's statistics (stored in the checkpoint, used online)."""
     nonfinite: Literal["error", "drop"] = "error"

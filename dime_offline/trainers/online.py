@@ -81,9 +81,10 @@ from dime_offline.trainers.replay_export import write_online_replay
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
 evaluation of a run, and never the training episodes' seeds."""
-CHECKPOINT_TUNABLE_FIELDS = ("utd", "batch_size", "learning_starts", "buffer_size")
+CHECKPOINT_TUNABLE_FIELDS = ("utd", "batch_size", "learning_starts", "buffer_size", "deterministic_act", "act_candidates")
 """DIMEConfig fields that may still be overridden when the agent comes from a checkpoint; they
-steer the trainer, whereas every other field is fixed by the weights and optimiser state."""
+steer the trainer or how deterministic actions are chosen, whereas every other field is fixed by
+the weights and optimiser state."""
 MAX_DEFAULT_WARMUP_SHARE = 0.2
 """From scratch, the preset's ``learning_starts`` is capped at this share of ``steps`` unless the
 user set ``agent.learning_starts`` (the authors' 5,000 random steps assume runs of 10^5+ steps)."""
@@ -132,8 +133,9 @@ class FinetuneConfig:
     """Evaluate every this many env steps (0: only at the end)."""
     eval_episodes: int = 5
     """Episodes per evaluation (authors: 5)."""
-    eval_deterministic: bool = False
-    """Ask the policy for deterministic actions in evaluation (the authors evaluate stochastically)."""
+    eval_deterministic: bool = True
+    """Evaluate deterministic actions (``agent.deterministic_act``, best of K chains by the critics by
+    default: docs/algorithm.md section 9); false samples the chain, the authors' protocol."""
     checkpoint_every: int = 50_000
     """Overwrite ``checkpoint/`` every this many env steps (0: only at the end); ``best/`` follows evaluations."""
     log_every: int = 1000

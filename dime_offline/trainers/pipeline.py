@@ -49,7 +49,7 @@ class PipelineConfig:
     finetune_steps: int = 500
     """Online environment steps after pretraining (``utd`` updates each)."""
     eval_episodes: int = 5
-    """Episodes per evaluation (stochastic, as the authors evaluate)."""
+    """Episodes per evaluation (deterministic actions, the stages' default)."""
     evaluations: int = 5
     """Evaluations per stage, evenly spaced; the last one scores the stage's final policy."""
     preset: str = "cpu"

@@ -32,32 +32,49 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _onnx_actions(path: Path, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def _onnx_actions(path: Path, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["action"], {"obs": obs, "noise": noise})[0]
+    return session.run(["action"], {"obs": obs} if noise is None else {"obs": obs, "noise": noise})[0]
 
 
-def _torchscript_actions(path: Path, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def _torchscript_actions(path: Path, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+    inputs = [torch.from_numpy(obs)] + ([] if noise is None else [torch.from_numpy(noise)])
     with torch.no_grad():
-        return torch.jit.load(str(path))(torch.from_numpy(obs), torch.from_numpy(noise)).numpy()
+        return torch.jit.load(str(path))(*inputs).numpy()
+
+
+def _observations(batch: int) -> np.ndarray:
+    return (np.random.default_rng(batch).normal(size=(batch, 3)) * [1.0, 1.0, 4.0]).astype(np.float32)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_the_file_reproduces_the_deployed_policy_with_and_without_noise(checkpoint: Path, tmp_path: Path, fmt: str) -> None:
+def test_the_deterministic_file_is_load_policys_default_action(checkpoint: Path, tmp_path: Path, fmt: str) -> None:
+    """The default export carries the critics and picks the best of K chains, as load_policy does."""
     result = export_policy(checkpoint, tmp_path / f"policy.{fmt}", fmt=fmt)  # type: ignore[arg-type]
     # One self-contained file (no external weights, no temporaries left) and its description.
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"policy.{fmt}", f"policy.{fmt}.json"]
-    run = _onnx_actions if fmt == "onnx" else _torchscript_actions
     description = json.loads(Path(result.description).read_text())
-    rows = description["inputs"]["noise"]["shape"][0]
+    assert description["deterministic_act"] == "best_of_k" and list(description["inputs"]) == ["obs"]
     assert description["action_low"] == [-2.0] and description["env_id"] == "Pendulum-v1"
+    run = _onnx_actions if fmt == "onnx" else _torchscript_actions
     for batch in (1, 33):  # the batch size is free
-        obs = (np.random.default_rng(batch).normal(size=(batch, 3)) * [1.0, 1.0, 4.0]).astype(np.float32)
-        # Zero noise is load_policy's deterministic chain, in env units.
-        deterministic = run(Path(result.path), obs, np.zeros((rows, batch, 1), np.float32))
-        np.testing.assert_allclose(deterministic, load_policy(checkpoint)(obs), atol=1e-5)
+        obs = _observations(batch)
+        np.testing.assert_allclose(run(Path(result.path), obs), load_policy(checkpoint)(obs), atol=1e-5)
+    assert result.max_abs_error < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_noise_input_file_replays_the_chain_with_and_without_noise(checkpoint: Path, tmp_path: Path, fmt: str) -> None:
+    result = export_policy(checkpoint, tmp_path / f"policy.{fmt}", fmt=fmt, mode="noise_input")  # type: ignore[arg-type]
+    run = _onnx_actions if fmt == "onnx" else _torchscript_actions
+    rows = json.loads(Path(result.description).read_text())["inputs"]["noise"]["shape"][0]
+    for batch in (1, 33):
+        obs = _observations(batch)
+        # Zero noise is the noise-free chain, in env units.
+        noise_free = run(Path(result.path), obs, np.zeros((rows, batch, 1), np.float32))
+        np.testing.assert_allclose(noise_free, load_policy(checkpoint, mode="noise_free")(obs), atol=1e-5)
         # The stochastic policy's own draws (x_0 first, then each step's), fed as the noise input,
         # replay its actions exactly: a deployment that logs the noise can be reproduced.
         generator = torch.Generator().manual_seed(7)
@@ -66,8 +83,7 @@ def test_the_file_reproduces_the_deployed_policy_with_and_without_noise(checkpoi
         noise = torch.cat([x0[None], steps]).numpy()
         stochastic = load_policy(checkpoint, deterministic=False, seed=7)(obs)
         np.testing.assert_allclose(run(Path(result.path), obs, noise), stochastic, atol=1e-5)
-        assert np.all(np.abs(stochastic) <= 2.0) and not np.allclose(stochastic, deterministic)
-    assert result.max_abs_error < 1e-5
+        assert np.all(np.abs(stochastic) <= 2.0) and not np.allclose(stochastic, noise_free)
 
 
 def test_cli_export_and_its_one_line_errors(checkpoint: Path, tmp_path: Path) -> None:
@@ -77,6 +93,9 @@ def test_cli_export_and_its_one_line_errors(checkpoint: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["path"] == str(out) and out.is_file() and Path(summary["description"]).is_file()
+    assert summary["mode"] == "deterministic"
+    bad_mode = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m"), "--mode", "mean"])
+    assert bad_mode.exit_code == 2 and "mean" in bad_mode.stderr
     again = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--format", "torchscript"])
     assert again.exit_code == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     bogus = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p"), "--format", "tflite"])

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+import dime_offline.envs  # noqa: F401  (registers the CSTR twin, dime_offline/CSTR-v0)
 from dime_offline.checkpoints import load_checkpoint
 from dime_offline.evaluation.rollout import evaluate
 

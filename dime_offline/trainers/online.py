@@ -328,6 +328,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             "stage": "finetune",
             "env_steps": current,
             "source_checkpoint": cfg.checkpoint,
+            "return_tail": store.config.truncation,
             "data": cfg.data,
             "run_config": to_dict(cfg),
             REGULARIZERS_KEY: describe_regularizers(agent),

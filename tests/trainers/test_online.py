@@ -143,3 +143,23 @@ def test_an_output_directory_holding_a_run_is_not_overwritten_by_accident(scratc
         finetune(_cfg(tmp_path, "z", checkpoint=best, out_dir=scratch_run.out_dir, overwrite=True))
     with pytest.raises(ConfigError, match="no environment id"):
         finetune(_cfg(tmp_path, "z", env_id=""))
+
+
+def test_fine_tuning_keeps_the_pretraining_return_tail_unless_told_otherwise(tmp_path: Path) -> None:
+    """The calibration's truncation tail travels in the checkpoint; an explicit return_tail wins."""
+    from dime_offline.regularizers import OfflineConfig
+    from dime_offline.trainers.offline import PretrainConfig, pretrain
+
+    data = tmp_path / "pendulum.parquet"
+    collect(CollectConfig(env_id="Pendulum-v1", steps=120, out=str(data), quiet=True, max_episode_steps=EPISODE))
+    pre = pretrain(PretrainConfig(
+        data=str(data), steps=2, out_dir=str(tmp_path / "pre"), agent=dict(tf.TINY_AGENT), eval_every=0, eval_episodes=1,
+        max_episode_steps=EPISODE, tensorboard=False, quiet=True, offline=OfflineConfig(return_tail="repeat_last_reward"),
+    ))
+    settings = dict(checkpoint=pre.checkpoint, data=str(data), steps=3, eval_every=0, agent={"batch_size": 16})
+    kept = finetune(_cfg(tmp_path, "kept", **settings))
+    assert read_checkpoint_meta(kept.out_dir).extra["return_tail"] == "repeat_last_reward"
+    chosen = finetune(_cfg(tmp_path, "chosen", return_tail="zero", **settings))
+    assert read_checkpoint_meta(chosen.out_dir).extra["return_tail"] == "zero"
+    with pytest.raises(ConfigError, match="return_tail"):
+        _cfg(tmp_path, "bad", return_tail="bootstrap")

@@ -95,7 +95,7 @@ def evaluate_command(
     if json_output:
         print_json(summary)
         return
-    typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']}: {_describe(summary)}")
+    typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']} ({summary['acting']} actions): {_describe(summary)}")
 
 
 @app.command("export")
@@ -161,4 +161,8 @@ def _describe(block: dict[str, Any]) -> str:
     text = f"return {block['return_mean']:.1f} ± {block['return_std']:.1f} over {block['episodes']} episodes"
     if block.get("normalized_score") is not None:
         text += f", normalised score {block['normalized_score']:.1f}"
+    if block.get("terminated_episodes"):
+        text += f"; {block['terminated_episodes']} of {block['episodes']} ended in a terminal state (fall, trip)"
+    if block.get("time_at_action_bounds"):
+        text += f"; {100 * block['time_at_action_bounds']:.0f} % of steps at an action bound"
     return text

@@ -65,6 +65,9 @@ class EpisodeStats:
     """(E,) True where the episode ended in a true terminal state (not a time limit)."""
     references: tuple[float, float] | None = None
     """(random, expert) reference returns used for the normalised score, if known."""
+    at_bounds: tuple[float, ...] | None = None
+    """(E,) share of each episode's steps with an action component at its bound (|a| >= 0.999 in the
+    policy's [-1, 1] box): a saturated controller; None when not measured."""
 
     @property
     def episodes(self) -> int:
@@ -116,8 +119,12 @@ class EpisodeStats:
             "terminated_episodes": int(sum(self.terminated)),
             "normalized_score": self.normalized_score,
             "normalized_score_std": self.normalized_score_std,
+            "time_at_action_bounds": None if self.at_bounds is None else float(np.mean(self.at_bounds)),
+            "episode_returns": list(self.returns),
+            "episode_lengths": list(self.lengths),
+            "episode_terminated": list(self.terminated),
         }
 
     def to_metrics(self, prefix: str = "eval") -> dict[str, float]:
-        """Flat ``prefix/name -> float`` metrics for the tracking sinks (None values dropped)."""
-        return {f"{prefix}/{k}": float(v) for k, v in self.to_dict().items() if v is not None}
+        """Flat ``prefix/name -> float`` metrics for the tracking sinks (None values and per-episode lists dropped)."""
+        return {f"{prefix}/{k}": float(v) for k, v in self.to_dict().items() if v is not None and not isinstance(v, list)}

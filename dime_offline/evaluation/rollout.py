@@ -29,6 +29,10 @@ envs alive at once (memory, a MuJoCo model each) while a DIME call at batch 32 s
 about what one at batch 1 does."""
 
 
+AT_BOUND = 0.999
+"""An action component at or beyond this magnitude (in the policy's [-1, 1] box) counts as at its bound."""
+
+
 def evaluate(
     policy: Policy,
     env_id: str,
@@ -75,18 +79,21 @@ def evaluate(
     returns: list[float] = []
     lengths: list[int] = []
     terminals: list[bool] = []
+    at_bounds: list[float] = []
     for first in range(0, n_episodes, max_parallel):
         seeds = list(range(seed + first, seed + min(first + max_parallel, n_episodes)))
-        wave_returns, wave_lengths, wave_terminals = _run_wave(
+        wave_returns, wave_lengths, wave_terminals, wave_bound_steps = _run_wave(
             policy, env_id, seeds, deterministic=deterministic, max_episode_steps=max_episode_steps
         )
         returns.extend(float(r) for r in wave_returns)
         lengths.extend(int(n) for n in wave_lengths)
         terminals.extend(bool(t) for t in wave_terminals)
+        at_bounds.extend(float(b) / max(int(n), 1) for b, n in zip(wave_bound_steps, wave_lengths))
     return EpisodeStats(
         returns=tuple(returns),
         lengths=tuple(lengths),
         terminated=tuple(terminals),
+        at_bounds=tuple(at_bounds),
         references=reference_returns(env_id, metadata),
     )
 
@@ -99,7 +106,8 @@ def _run_wave(
     deterministic: bool,
     max_episode_steps: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One episode per seed, stepped together: (n,) returns, (n,) lengths, (n,) terminated flags."""
+    """One episode per seed, stepped together: (n,) returns, (n,) lengths, (n,) terminated flags and
+    (n,) steps with an action component at its bound."""
     n = len(seeds)
     envs = gym.vector.SyncVectorEnv(
         [partial(make_env, env_id, max_episode_steps=max_episode_steps) for _ in seeds],
@@ -109,6 +117,7 @@ def _run_wave(
     totals = np.zeros(n, dtype=np.float64)
     lengths = np.zeros(n, dtype=np.int64)
     terminated = np.zeros(n, dtype=bool)
+    bound_steps = np.zeros(n, dtype=np.int64)
     running = np.ones(n, dtype=bool)
     if isinstance(policy, EpisodicPolicy):
         policy.reset()
@@ -124,8 +133,9 @@ def _run_wave(
             obs, rewards, term, trunc, _ = envs.step(actions)
             totals[running] += rewards[running]
             lengths[running] += 1
+            bound_steps[running] += (np.abs(actions[running]) >= AT_BOUND).any(axis=1)
             terminated[running] = term[running]
             running &= ~(term | trunc)
     finally:
         envs.close()
-    return totals, lengths, terminated
+    return totals, lengths, terminated, bound_steps

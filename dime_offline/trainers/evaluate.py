@@ -55,6 +55,8 @@ class EvaluateResult:
     checkpoint: str
     stats: EpisodeStats
     wall_seconds: float
+    acting: str = "stochastic"
+    """How actions were chosen: "stochastic" (samples) or the deterministic mode ("best_of_k", "noise_free")."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON summary: the shared evaluation keys at the top level, plus what was evaluated."""
@@ -62,6 +64,7 @@ class EvaluateResult:
             "command": "evaluate",
             "env": self.env_id,
             "checkpoint": self.checkpoint,
+            "acting": self.acting,
             **self.stats.to_dict(),
             "wall_seconds": round(self.wall_seconds, 3),
         }
@@ -85,4 +88,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
     stats = evaluate(
         agent, env_id, cfg.episodes, seed=cfg.seed, deterministic=cfg.deterministic, max_episode_steps=cfg.max_episode_steps
     )
-    return EvaluateResult(env_id=env_id, checkpoint=str(directory), stats=stats, wall_seconds=time.monotonic() - started)
+    acting = agent.cfg.deterministic_act if cfg.deterministic else "stochastic"
+    return EvaluateResult(
+        env_id=env_id, checkpoint=str(directory), stats=stats, wall_seconds=time.monotonic() - started, acting=acting
+    )

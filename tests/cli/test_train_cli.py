@@ -93,6 +93,9 @@ def test_evaluate_uses_the_same_keys_and_the_checkpoint_reloads_identically(run_
     assert EVAL_KEYS <= set(first) and first["episodes"] == 2
     assert first["return_mean"] == second["return_mean"]  # fixed seed: identical actions after reload
     assert first["checkpoint"] == finetune_summary["checkpoint"]
+    assert first["acting"] == "best_of_k"  # deterministic by default, in the default mode
+    sampled = _json(_invoke("evaluate", "--checkpoint", out, "--episodes", "2", "--seed", "7", "--stochastic", "--json"))
+    assert sampled["acting"] == "stochastic" and sampled["return_mean"] != first["return_mean"]
     a, _, _ = load_checkpoint(out)
     b, _, _ = load_checkpoint(out / "checkpoint")
     obs = np.zeros((4, 3), np.float32)

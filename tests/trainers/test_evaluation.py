@@ -210,3 +210,14 @@ def test_n_episodes_and_max_parallel_must_be_positive() -> None:
         evaluate(ConstantPolicy(0.0), "Pendulum-v1", n_episodes=0)
     with pytest.raises(ValueError):
         evaluate(ConstantPolicy(0.0), "Pendulum-v1", n_episodes=1, max_parallel=0)
+
+
+def test_time_at_action_bounds_and_per_episode_figures_are_reported() -> None:
+    saturated = evaluate(ConstantPolicy(1.0), STAGGERED_ID, n_episodes=2, seed=0)
+    inside = evaluate(ConstantPolicy(0.5), STAGGERED_ID, n_episodes=2, seed=0)
+    assert saturated.at_bounds == (1.0, 1.0) and inside.at_bounds == (0.0, 0.0)
+    summary = saturated.to_dict()
+    assert summary["time_at_action_bounds"] == 1.0
+    assert summary["episode_lengths"] == [3, 4] and summary["episode_terminated"] == [True, True]
+    assert summary["episode_returns"] == pytest.approx(list(saturated.returns))
+    assert "eval/episode_returns" not in saturated.to_metrics() and saturated.to_metrics()["eval/time_at_action_bounds"] == 1.0

@@ -44,8 +44,8 @@ class PipelineConfig:
     overwrite: bool = False
     """Allow replacing an earlier run in ``out_dir``."""
     pretrain_steps: int = 1500
-    """Offline gradient steps (sized with ``finetune_steps`` for about 3 minutes on 2 idle cores with
-    the cpu preset: ~14 gradient steps/s offline and ~15 updates/s online, docs/benchmarks.md)."""
+    """Offline gradient steps (sized with ``finetune_steps`` and the ten evaluations for about 3-4 minutes
+    on 2 idle cores with the cpu preset: 185-223 s measured, docs/benchmarks.md "The main job")."""
     finetune_steps: int = 500
     """Online environment steps after pretraining (``utd`` updates each)."""
     eval_episodes: int = 5

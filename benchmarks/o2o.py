@@ -25,8 +25,9 @@ from the dataset's metadata, else D4RL's table): the offline score; online, the 
 boundary (step 0: the pretrained policy for ``dime-finetune``), the minimum over the first
 ``--dip-window`` online steps (default a tenth of the online budget, the issue's 10k of 100k) and
 the final score; mean +- std over seeds. All policies are evaluated from the same start states
-(reset seeds ``seed + 1_000_003 + i``, as ``finetune`` does); DIME policies act stochastically (the
-library's and the authors' evaluation protocol), BC and d3rlpy policies deterministically.
+(reset seeds ``seed + 1_000_003 + i``, as ``finetune`` does); DIME policies act as ``--dime-acting``
+says (default deterministic, the library's best-of-K; "stochastic" is the authors' protocol and what
+the results recorded before 0.2 used), BC and d3rlpy policies deterministically.
 
 Each (method, seed) result is stored as JSON under ``--out``/results and reused on the next call
 (``--force`` reruns), so a long benchmark can run in bounded pieces:
@@ -103,6 +104,9 @@ class Setup:
     """DIMEConfig overrides for every DIME run."""
     out: str
     """Output folder."""
+    dime_acting: str = "deterministic"
+    """How DIME policies act in evaluations: "deterministic" (the library's default, best of K chains by
+    the critics) or "stochastic" (samples of the chain, the authors' protocol)."""
 
 
 # ----------------------------------------------------------------------------- data
@@ -257,7 +261,7 @@ def finetune_dime(setup: Setup, method: str, seed: int) -> dict[str, Any]:
         env_id=setup.env_id, steps=setup.online_steps, seed=seed, out_dir=str(run_dir(setup, method, seed)),
         overwrite=True, checkpoint=checkpoint, data=None if method == "dime-scratch" else setup.data,
         preset=setup.preset, agent=agent, eval_every=setup.eval_every, eval_episodes=setup.eval_episodes,
-        checkpoint_every=0, tensorboard=False, quiet=True,
+        checkpoint_every=0, tensorboard=False, quiet=True, eval_deterministic=setup.dime_acting == "deterministic",
     )
     result = finetune(cfg)
     curve = [(r.step, r.stats.return_mean) for r in result.loop.evaluations]
@@ -291,7 +295,7 @@ def run_method(setup: Setup, method: str, seed: int) -> dict[str, Any]:
         else:
             policy, facts = pretrain_dime(setup, seed)
             record.update(facts)
-            deterministic = False
+            deterministic = setup.dime_acting == "deterministic"
         train_seconds = time.monotonic() - started
         stats = run_evaluation(policy, setup, seed, setup.final_episodes, deterministic)
         record.update(
@@ -458,7 +462,7 @@ def parse_setup(args: argparse.Namespace) -> Setup:
         batch_size=args.batch_size, eval_every=args.eval_every or max(1, args.online_steps // 40),
         eval_episodes=args.eval_episodes, final_episodes=args.final_episodes, dip_window=window,
         learning_starts=args.learning_starts if args.learning_starts is not None else min(5000, args.online_steps // 5),
-        preset=args.preset, agent=agent, out=out,
+        preset=args.preset, agent=agent, out=out, dime_acting=args.dime_acting,
     )
 
 
@@ -477,6 +481,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dip-window", type=int, default=None, help="default: online steps / 10")
     parser.add_argument("--learning-starts", type=int, default=None, help="scratch warm-up (default min(5000, online/5))")
     parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--dime-acting", choices=("deterministic", "stochastic"), default="deterministic",
+                        help="DIME evaluations: best-of-K deterministic (library default) or sampled (authors)")
     parser.add_argument("--agent-set", action="append", default=[], metavar="FIELD=JSON", help="DIMEConfig override")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", default=None, help="output folder (default cache/o2o/<dataset>)")
@@ -533,8 +539,9 @@ def main(argv: list[str] | None = None) -> None:
 def _same_budgets(recorded: dict[str, Any], setup: Setup) -> bool:
     """Only results made with this setup's data and budgets are summarised together."""
     keys = ("data", "env_id", "offline_steps", "online_steps", "batch_size", "eval_every", "eval_episodes",
-            "final_episodes", "learning_starts", "preset", "agent")
+            "final_episodes", "learning_starts", "preset", "agent", "dime_acting")
     current = asdict(setup)
+    recorded = {"dime_acting": "stochastic", **recorded}  # results from before the field acted stochastically
     return all(recorded.get(k) == current[k] for k in keys)
 
 

@@ -27,7 +27,8 @@ TINY = [
 ]
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-random-tiny.parquet"
 EVAL_KEYS = {"episodes", "return_mean", "return_std", "return_min", "return_max", "length_mean",
-             "terminated_episodes", "normalized_score", "normalized_score_std"}
+             "terminated_episodes", "normalized_score", "normalized_score_std", "time_at_action_bounds",
+             "episode_returns", "episode_lengths", "episode_terminated"}
 
 
 @pytest.fixture(autouse=True, scope="module")

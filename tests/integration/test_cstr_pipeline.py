@@ -34,7 +34,8 @@ TINY_AGENT = [
 ]
 RUN_SETS = ["eval_episodes=1", "max_episode_steps=40", "log_every=10", "tensorboard=false", "torch_threads=1"]
 EVAL_KEYS = {"episodes", "return_mean", "return_std", "return_min", "return_max", "length_mean",
-             "terminated_episodes", "normalized_score", "normalized_score_std"}
+             "terminated_episodes", "normalized_score", "normalized_score_std", "time_at_action_bounds",
+             "episode_returns", "episode_lengths", "episode_terminated"}
 
 
 @pytest.fixture(autouse=True)

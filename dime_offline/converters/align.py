@@ -18,6 +18,12 @@ Alignment methods (``x`` is the evaluation time, ``w = dt``):
 
 ``mean``/``interpolate`` need ``min_coverage * w`` of known signal in the window.
 
+*Bridging* (a channel's ``hold_bad_us`` > 0): a bad sample (NaN) taken before the tag's last good
+sample is ``hold_bad_us`` old, with no stale stretch (samples further apart than ``max_gap``)
+since that good sample, is replaced by the last good value, held until that age. Values that rest
+on such a replacement are flagged ``bridged``; past the age the signal is unknown as without
+bridging.
+
 :class:`GridAligner` consumes :class:`~dime_offline.converters.readers.SampleChunk`\\ s in (roughly)
 time order, finalises every grid step whose evaluation times are behind the data's watermark minus
 ``lateness``, and keeps per tag only the samples later steps can still need: memory follows the
@@ -54,6 +60,8 @@ class Channel:
     """Longest hold of one sample, microseconds."""
     point: str = "state"
     """'state' (evaluate at t_k) or 'interval' (evaluate at t_{k+1} - 1 us)."""
+    hold_bad_us: int = 0
+    """Age up to which the last good value bridges bad samples (0: no bridging)."""
 
 
 @dataclass
@@ -76,6 +84,8 @@ class AlignedGrid:
     """channel key -> (K+1,) float64 (NaN where invalid)."""
     valid: dict[str, np.ndarray]
     """channel key -> (K+1,) bool."""
+    bridged: dict[str, np.ndarray] = field(default_factory=dict)
+    """channel key -> (K+1,) bool: the valid value rests on a bridged bad sample."""
     gaps: dict[int, TagGaps] = field(default_factory=dict)
     """tag index -> gap statistics."""
     in_memory: bool = False
@@ -85,9 +95,11 @@ class AlignedGrid:
 class _TagBuffer:
     """Time-sorted samples of one tag still needed by future grid steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, bridge_us: int = 0) -> None:
         self.ts = np.zeros(0, np.int64)
         self.val = np.zeros(0, np.float64)
+        self.bridge_us = bridge_us
+        """Longest hold_bad of the tag's channels: a good sample younger than this is kept for bridging."""
 
     def add(self, ts: np.ndarray, val: np.ndarray) -> None:
         if len(ts) > 1 and (np.diff(ts) < 0).any():
@@ -103,58 +115,94 @@ class _TagBuffer:
             self.val = np.concatenate([self.val, val])
 
     def trim(self, before_us: int) -> None:
-        """Drop samples not needed for windows starting after ``before_us`` (keep the one holding then)."""
+        """Drop samples not needed for windows starting after ``before_us`` (keep the one holding then,
+        and, for bridging, the last good sample before it while it is younger than ``bridge_us``)."""
         keep = max(int(np.searchsorted(self.ts, before_us, side="right")) - 1, 0)
+        if keep and self.bridge_us and not np.isfinite(self.val[keep]):
+            good = np.flatnonzero(np.isfinite(self.val[:keep]))
+            if len(good) and self.ts[good[-1]] >= before_us - self.bridge_us:
+                keep = int(good[-1])
         if keep:
             self.ts = self.ts[keep:]
             self.val = self.val[keep:]
 
 
+def bridge_bad_samples(
+    ts: np.ndarray, val: np.ndarray, max_gap_us: int, hold_bad_us: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample values, holds (us) and bridged flags with bad samples bridged (module docstring).
+
+    A bad sample is bridged when the tag's last good sample is younger than ``hold_bad_us`` and no
+    two samples since it are further apart than ``max_gap_us`` (the signal never went stale).
+    Shapes: all (n,).
+    """
+    n = len(ts)
+    hold = np.full(n, max_gap_us, np.int64)
+    known = np.isfinite(val)
+    if hold_bad_us <= 0 or n == 0 or known.all():
+        return val, hold, np.zeros(n, bool)
+    index = np.arange(n)
+    last_good = np.maximum.accumulate(np.where(known, index, -1))
+    stale = np.r_[False, np.diff(ts) > max_gap_us]
+    last_stale = np.maximum.accumulate(np.where(stale, index, -1))
+    lg = np.maximum(last_good, 0)
+    good_ts = ts[lg]
+    bridged = ~known & (last_good >= 0) & (last_stale <= last_good) & (ts - good_ts < hold_bad_us)
+    return np.where(bridged, val[lg], val), np.where(bridged, good_ts + hold_bad_us - ts, hold), bridged
+
+
 def evaluate(
     ts: np.ndarray, val: np.ndarray, x: np.ndarray, method: str, max_gap_us: int, window_us: int,
-    min_coverage: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned values and validity at evaluation times ``x`` from sorted samples (ts, val).
+    min_coverage: float, *, hold_bad_us: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Aligned values, validity and bridged flags at evaluation times ``x`` from sorted samples (ts, val).
 
-    Shapes: ts, val (n,); x (m,) int64. Returns (m,) float64 values (NaN where invalid), (m,) bool.
-    Only samples with ``ts <= x`` influence the value at ``x``.
+    Shapes: ts, val (n,); x (m,) int64. Returns (m,) float64 values (NaN where invalid), (m,) bool
+    valid, (m,) bool bridged (valid, and resting on a bridged bad sample). Only samples with
+    ``ts <= x`` influence the value at ``x``.
     """
     m = len(x)
     if len(ts) == 0 or m == 0:
-        return np.full(m, np.nan), np.zeros(m, bool)
+        return np.full(m, np.nan), np.zeros(m, bool), np.zeros(m, bool)
+    val, hold_us, bridged = bridge_bad_samples(ts, val, max_gap_us, hold_bad_us)
     k = np.searchsorted(ts, x, side="right") - 1
     if method == "stepped":
         kc = np.maximum(k, 0)
         v = val[kc]
-        ok = (k >= 0) & (x - ts[kc] <= max_gap_us) & np.isfinite(v)
-        return np.where(ok, v, np.nan), ok
+        ok = (k >= 0) & (x - ts[kc] <= hold_us[kc]) & np.isfinite(v)
+        return np.where(ok, v, np.nan), ok, ok & bridged[kc]
     base = ts[0]
     t = (ts - base) / US
-    gap = max_gap_us / US
+    hold = hold_us / US
     w = window_us / US
     known = np.isfinite(val)
     vz = np.where(known, val, 0.0)
-    seg = np.minimum(np.diff(t), gap)
+    seg = np.minimum(np.diff(t), hold[:-1])
     sloped = np.zeros(len(ts) - 1, bool)
     if method == "interpolate":
-        sloped = known[:-1] & known[1:] & (np.diff(t) <= gap)
+        # A bridged sample holds the last good value flat: no slope into or out of it.
+        real = known & ~bridged
+        sloped = real[:-1] & real[1:] & (np.diff(t) <= hold[:-1])
     seg_int = np.where(sloped, 0.5 * (vz[:-1] + vz[1:]) * seg, vz[:-1] * seg)
     seg_known = np.where(sloped | known[:-1], seg, 0.0)
     ci = np.concatenate([[0.0], np.cumsum(seg_int)])
     ck = np.concatenate([[0.0], np.cumsum(seg_known)])
+    any_bridged = bool(bridged.any())
+    cb = np.concatenate([[0.0], np.cumsum(np.where(bridged[:-1], seg, 0.0))]) if any_bridged else None
     xs = (x - base) / US
     ys = xs - w
     j = np.searchsorted(t, ys, side="right") - 1
 
-    def held(idx: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def held(idx: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         ic = np.maximum(idx, 0)
-        d = np.minimum(at - t[ic], gap)
+        d = np.minimum(at - t[ic], hold[ic])
         integral = np.where(idx >= 0, ci[ic] + vz[ic] * d, 0.0)
         cover = np.where(idx >= 0, ck[ic] + known[ic] * d, 0.0)
-        return integral, cover
+        bridged_cover = None if cb is None else np.where(idx >= 0, cb[ic] + bridged[ic] * d, 0.0)
+        return integral, cover, bridged_cover
 
-    end_int, end_cov = held(k, xs)
-    start_int, start_cov = held(j, ys)
+    end_int, end_cov, end_br = held(k, xs)
+    start_int, start_cov, start_br = held(j, ys)
     if method == "interpolate":
         jc = np.clip(j, 0, len(ts) - 2) if len(ts) > 1 else np.zeros_like(j)
         closed = (j >= 0) & (j < k) & (len(ts) > 1)
@@ -171,7 +219,8 @@ def evaluate(
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = (end_int - start_int) / cover
     ok &= np.isfinite(mean)
-    return np.where(ok, mean, np.nan), ok
+    on_bridge = np.zeros(m, bool) if end_br is None else ok & (end_br - start_br > 1e-9)
+    return np.where(ok, mean, np.nan), ok, on_bridge
 
 
 class GridAligner:
@@ -186,7 +235,10 @@ class GridAligner:
         self.lateness_us = int(lateness_us)
         self.origin_us = origin_us
         self.min_coverage = min_coverage
-        self.buffers = [_TagBuffer() for _ in range(n_tags)]
+        bridge_us = [0] * n_tags
+        for c in channels:
+            bridge_us[c.tag] = max(bridge_us[c.tag], c.hold_bad_us)
+        self.buffers = [_TagBuffer(b) for b in bridge_us]
         self.tag_gap_us = tag_gap_us or {}
         self.gaps = {i: TagGaps() for i in range(n_tags)}
         self.last_seen = np.full(n_tags, np.iinfo(np.int64).min, np.int64)
@@ -198,6 +250,7 @@ class GridAligner:
         self._times: list[np.ndarray] = []
         self._values: dict[str, list[np.ndarray]] = {c.key: [] for c in channels}
         self._valid: dict[str, list[np.ndarray]] = {c.key: [] for c in channels}
+        self._bridged: dict[str, list[np.ndarray]] = {c.key: [] for c in channels}
 
     # ------------------------------------------------------------------ input
     def push(self, chunk: SampleChunk) -> None:
@@ -255,9 +308,11 @@ class GridAligner:
         for ch in self.channels:
             buf = self.buffers[ch.tag]
             x = times + (self.dt_us - 1 if ch.point == "interval" else 0)
-            v, ok = evaluate(buf.ts, buf.val, x, ch.method, ch.max_gap_us, self.dt_us, self.min_coverage)
+            v, ok, bridged = evaluate(buf.ts, buf.val, x, ch.method, ch.max_gap_us, self.dt_us, self.min_coverage,
+                                      hold_bad_us=ch.hold_bad_us)
             self._values[ch.key].append(v)
             self._valid[ch.key].append(ok)
+            self._bridged[ch.key].append(bridged)
         self.next_step = int(last_step) + 1
         self.done_until = int(times[-1]) + offset
         for buf in self.buffers:
@@ -266,11 +321,12 @@ class GridAligner:
     def finish(self) -> AlignedGrid:
         """Finalise the remaining steps (up to the last sample) and return the grid."""
         if self.watermark is None:
-            return AlignedGrid(0, self.dt_us, np.zeros(0, np.int64), {}, {}, self.gaps)
+            return AlignedGrid(0, self.dt_us, np.zeros(0, np.int64), {}, {}, {}, self.gaps)
         assert self.min_seen is not None
         origin = self.origin_us if self.origin_us is not None else self.min_seen - self.min_seen % self.dt_us
         self._finalise(self.watermark, last_step=int((self.watermark - origin) // self.dt_us))
         times = np.concatenate(self._times) if self._times else np.zeros(0, np.int64)
         values = {k: np.concatenate(v) if v else np.zeros(0) for k, v in self._values.items()}
         valid = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in self._valid.items()}
-        return AlignedGrid(self.origin_us, self.dt_us, times, values, valid, self.gaps)
+        bridged = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in self._bridged.items()}
+        return AlignedGrid(self.origin_us, self.dt_us, times, values, valid, bridged, self.gaps)

@@ -71,24 +71,20 @@ class _Plan:
                 self.roles[tag].append(role)
             return list(tags).index(tag)
 
-        def gap(t: TagSpec) -> int:
-            return int(round(float(t.max_gap) * US))  # type: ignore[arg-type]
+        def channel(key: str, t: TagSpec, i: int, point: str = "state") -> Channel:
+            return Channel(key, i, t.alignment, _us(t.max_gap), point, hold_bad_us=_us(t.hold_bad))
 
         for group, role in ((spec.observations, "observation"), (spec.extra_state, "extra_state")):
             for t in group:
-                i = add(t.tag, role, ts=t)
-                self.channels.append(Channel(f"state:{t.name}", i, t.alignment, gap(t), "state"))
+                self.channels.append(channel(f"state:{t.name}", t, add(t.tag, role, ts=t)))
         for t in spec.actions:
-            i = add(t.tag, "action", ts=t)
-            self.channels.append(Channel(f"action:{t.name}", i, t.alignment, gap(t),
+            self.channels.append(channel(f"action:{t.name}", t, add(t.tag, "action", ts=t),
                                          "interval" if t.timing == "interval" else "state"))
         for t in spec.auxiliary:
-            i = add(t.tag, "auxiliary", t.kind, ts=t)
-            self.channels.append(Channel(f"aux:{t.name}", i, t.alignment, gap(t), "state"))
+            self.channels.append(channel(f"aux:{t.name}", t, add(t.tag, "auxiliary", t.kind, ts=t)))
         rtag = spec.reward_column_tag()
         if rtag is not None:
-            i = add(rtag.tag, "reward", ts=rtag)
-            self.channels.append(Channel("reward", i, rtag.alignment, gap(rtag), "state"))
+            self.channels.append(channel("reward", rtag, add(rtag.tag, "reward", ts=rtag)))
         ep = spec.episodes
         if ep.batch_tag:
             self.channels.append(Channel("batch", add(ep.batch_tag, "batch", "text"), "stepped", _FOREVER_US, "interval"))
@@ -113,6 +109,11 @@ class _Plan:
             lateness_us=int(round(float(spec.reader.lateness) * US)),  # type: ignore[arg-type]
             origin_us=origin, min_coverage=spec.quality.min_coverage, tag_gap_us=tag_gap,
         )
+
+
+def _us(seconds: Any) -> int:
+    """Whole microseconds of a resolved duration (seconds)."""
+    return round(float(seconds or 0.0) * US)
 
 
 def _parse_origin(text: str) -> int:
@@ -214,11 +215,13 @@ def _ffill(values: np.ndarray, valid: np.ndarray, limit: int | None) -> tuple[np
     return filled, can
 
 
-def _stack(grid: AlignedGrid, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _stack(grid: AlignedGrid, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, valid, bridged), each (K+1, len(keys)), of the given channels."""
     n = len(grid.times)
     if not keys:
-        return np.zeros((n, 0)), np.zeros((n, 0), bool)
-    return (np.stack([grid.values[k] for k in keys], axis=1), np.stack([grid.valid[k] for k in keys], axis=1))
+        return np.zeros((n, 0)), np.zeros((n, 0), bool), np.zeros((n, 0), bool)
+    return tuple(np.stack([table[k] for k in keys], axis=1)  # type: ignore[return-value]
+                 for table in (grid.values, grid.valid, grid.bridged))
 
 
 def _codes(grid: AlignedGrid, key: str) -> np.ndarray:
@@ -251,14 +254,15 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
     state_names = [str(t.name) for t in spec.state_tags]
     action_names = spec.action_names
     aux_names = [str(t.name) for t in spec.auxiliary]
-    S, Sv = _stack(grid, [f"state:{k}" for k in state_names])
-    A, Av = _stack(grid, [f"action:{k}" for k in action_names])
-    X, Xv = _stack(grid, [f"aux:{k}" for k in aux_names])
-    R, Rv = _stack(grid, ["reward"] if "reward" in grid.values else [])
+    S, Sv, Sb = _stack(grid, [f"state:{k}" for k in state_names])
+    A, Av, Ab = _stack(grid, [f"action:{k}" for k in action_names])
+    X, Xv, _ = _stack(grid, [f"aux:{k}" for k in aux_names])
+    R, Rv, _ = _stack(grid, ["reward"] if "reward" in grid.values else [])
     if spec.previous_action:
         P = np.vstack([np.full((1, A.shape[1]), np.nan), A[:-1]])
         Pv = np.vstack([np.zeros((1, A.shape[1]), bool), Av[:-1]])
-        S, Sv = np.hstack([S, P]), np.hstack([Sv, Pv])
+        Pb = np.vstack([np.zeros((1, A.shape[1]), bool), Ab[:-1]])
+        S, Sv, Sb = np.hstack([S, P]), np.hstack([Sv, Pv]), np.hstack([Sb, Pb])
     limit = spec.impute.max_steps
     S_f, S_imp = _ffill(S, Sv, limit)
     X_f, X_imp = _ffill(X, Xv, limit)
@@ -360,7 +364,7 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
         )
 
     obs = S_f[rows]
-    obs_valid = Sv[rows]
+    obs_valid = Sv[rows] & ~Sb[rows]  # a value held over a bad sample is not a measurement
     imputed_values = int(S_imp[rows].sum())
     imputed_steps = int(S_imp[rows].any(axis=1).sum())
 
@@ -376,8 +380,11 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
         obs_high = [float(t.high) for t in bounds_tags] + (high.tolist() if spec.previous_action else [])  # type: ignore[arg-type]
     spec_hash = spec.spec_hash()
 
+    bridged = {str(t.tag): int(Sb[rows, i].sum()) for i, t in enumerate(spec.state_tags)}
+    for i, t in enumerate(spec.actions):
+        bridged[str(t.tag)] = bridged.get(str(t.tag), 0) + int(Ab[rows, i].sum())
     report = _report(grid, stats, plan, plan_, source_name, spec_hash, rows, episode_key, warnings,
-                     imputed_values, imputed_steps, terminal_fills, clipped, units)
+                     imputed_values, imputed_steps, terminal_fills, clipped, units, bridged)
     metadata = DatasetMetadata(
         obs_names=spec.obs_names,
         action_names=action_names,
@@ -500,7 +507,7 @@ def _units(spec: TelemetrySpec, plan: _Plan, stats: ReadStats, warnings: list[st
 def _report(
     grid: AlignedGrid, stats: ReadStats, plan: _Plan, ep: Any, source_name: str, spec_hash: str,
     rows: np.ndarray, episode_key: np.ndarray, warnings: list[str], imputed_values: int, imputed_steps: int,
-    terminal_fills: int, clipped: int, units: dict[str, str | None],
+    terminal_fills: int, clipped: int, units: dict[str, str | None], bridged: dict[str, int],
 ) -> ConversionReport:
     spec = plan.spec
     n = len(grid.times)
@@ -510,17 +517,17 @@ def _report(
     tags = []
     for i, st in enumerate(plan.registry.tags):
         s = stats.per_tag[st.tag]
-        unusable = s.bad + (0 if spec.quality.keep_uncertain else s.uncertain)
         key = first_channel[i]
         gaps = grid.gaps.get(i)
         tags.append(TagReport(
             tag=st.tag, role="+".join(plan.roles[st.tag]), units=units.get(st.tag),
             samples=s.samples, good=s.good, uncertain=s.uncertain, bad=s.bad,
-            bad_fraction=unusable / s.samples if s.samples else 0.0,
+            bad_fraction=s.bad / s.samples if s.samples else 0.0,
+            uncertain_fraction=s.uncertain / s.samples if s.samples else 0.0,
             missing_fraction=float(1.0 - grid.valid[key].mean()) if n else 1.0,
             text_states=dict(s.text_states.most_common()), sentinels=s.sentinels, out_of_range=s.out_of_range,
             longest_gap_s=(gaps.longest_us / US) if gaps else 0.0,
-            gaps_over_max_gap=gaps.over_max_gap if gaps else 0,
+            gaps_over_max_gap=gaps.over_max_gap if gaps else 0, bridged=bridged.get(st.tag, 0),
         ))
     starts = np.flatnonzero(np.r_[True, ep.episode_id[1:] != ep.episode_id[:-1]])
     ends = np.r_[starts[1:], len(rows)] - 1
@@ -542,7 +549,7 @@ def _report(
         final_states=int(ep.dispositions.get("final_state", 0)),
         dropped_steps={k.split(":", 1)[1]: v for k, v in ep.dispositions.items() if k.startswith("dropped:")},
         imputed_values=imputed_values, imputed_steps=imputed_steps, terminal_fills=terminal_fills,
-        clipped_actions=clipped, short_episodes_dropped=ep.short_episodes, episode_count=len(episodes),
+        clipped_actions=clipped, bridged_values=sum(bridged.values()), short_episodes_dropped=ep.short_episodes, episode_count=len(episodes),
         end_reasons=dict(Counter(e.end_reason for e in episodes)), tags=tags, episodes=episodes,
         in_memory=grid.in_memory, warnings=warnings,
     )

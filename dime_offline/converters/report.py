@@ -22,7 +22,9 @@ class TagReport:
     uncertain: int
     bad: int
     bad_fraction: float
-    """Fraction of the tag's samples that were bad (or uncertain and not kept)."""
+    """Fraction of the tag's samples that were bad (uncertain ones are counted apart)."""
+    uncertain_fraction: float
+    """Fraction of the tag's samples that were uncertain (unusable unless ``keep_uncertain``)."""
     missing_fraction: float
     """Fraction of grid steps where the aligned value was missing (no valid data)."""
     text_states: dict[str, int]
@@ -33,6 +35,8 @@ class TagReport:
     """Longest time between two consecutive samples."""
     gaps_over_max_gap: int
     """Number of inter-sample gaps longer than the tag's max_gap."""
+    bridged: int = 0
+    """Transitions whose state or action value of this tag was held over a bad sample (hold_bad)."""
 
 
 @dataclass
@@ -76,6 +80,8 @@ class ConversionReport:
     """Terminal next_obs values filled from the last valid value (the trip made them unreadable)."""
     clipped_actions: int
     """Action values clipped to the declared bounds."""
+    bridged_values: int
+    """State and action values of transitions held over a bad sample (hold_bad; obs_valid False for states)."""
     short_episodes_dropped: int
     episode_count: int
     end_reasons: dict[str, int]
@@ -111,8 +117,8 @@ class ConversionReport:
             f"rows        {self.rows_read:,} read, {self.rows_used:,} of spec tags"
             + ("  [not time-ordered: aligned in memory]" if self.in_memory else ""),
             f"time        {self.time_start} .. {self.time_end}  (dt {self.dt_seconds:g} s)",
-            f"grid steps  {self.grid_steps:,}: {self.transitions:,} transitions, {self.final_states:,} final states,"
-            f" {sum(self.dropped_steps.values()):,} dropped",
+            (f"grid steps  {self.grid_steps:,}: {self.transitions:,} transitions, {self.final_states:,} final states,"
+             f" {sum(self.dropped_steps.values()):,} dropped"),
         ]
         if self.dropped_steps:
             lines.append("dropped     " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.dropped_steps.items())))
@@ -120,6 +126,8 @@ class ConversionReport:
             f"imputed     {self.imputed_values:,} values in {self.imputed_steps:,} transitions;"
             f" terminal fills {self.terminal_fills:,}; clipped actions {self.clipped_actions:,}"
         )
+        if self.bridged_values:
+            lines.append(f"bridged     {self.bridged_values:,} state/action values held over bad samples (hold_bad)")
         lines.append(
             f"episodes    {self.episode_count:,} ("
             + ", ".join(f"{k} {v}" for k, v in sorted(self.end_reasons.items()))
@@ -127,15 +135,16 @@ class ConversionReport:
             + ")"
         )
         lines.append("")
-        header = (f"{'tag':<24} {'role':<12} {'units':<8} {'samples':>9} {'bad%':>6} {'missing%':>8}"
-                  f" {'max gap s':>9}  text states")
+        header = (f"{'tag':<24} {'role':<12} {'units':<8} {'samples':>9} {'bad%':>6} {'unc%':>6} {'missing%':>8}"
+                  f" {'max gap s':>9} {'bridged':>8}  text states")
         lines.append(header)
         lines.append("-" * len(header))
         for t in self.tags:
             states = ", ".join(f"{k} x{v}" for k, v in Counter(t.text_states).most_common(3))
             lines.append(
                 f"{t.tag[:24]:<24} {t.role[:12]:<12} {(t.units or '-')[:8]:<8} {t.samples:>9,} {100 * t.bad_fraction:>6.2f}"
-                f" {100 * t.missing_fraction:>8.2f} {t.longest_gap_s:>9.1f}  {states}"
+                f" {100 * t.uncertain_fraction:>6.2f} {100 * t.missing_fraction:>8.2f} {t.longest_gap_s:>9.1f}"
+                f" {t.bridged:>8,}  {states}"
             )
         if self.episodes:
             lines.append("")

@@ -98,6 +98,11 @@ class TagSpec:
     interval, past samples only). None of them looks past t."""
     max_gap: float | str | None = None
     """A sample is held for at most this long; older data is missing (default: the spec's max_gap)."""
+    hold_bad: float | str | None = None
+    """Bridge bad samples: a Bad (or unused Uncertain) sample is skipped and the last good value
+    keeps holding until it is this old (default: the spec's hold_bad; 0 turns bridging off, so a
+    bad sample makes the signal unknown until the next good one). Grid values resting on a bridge
+    are flagged (``obs_valid`` False) and counted per tag in the report."""
     kind: str = "numeric"
     """'numeric', or 'text' for tags whose values are labels (batch ids, modes); text tags are stepped."""
     low: float | None = None
@@ -113,7 +118,7 @@ class TagSpec:
     """Actions only: 'interval' (the command applied over [t, t+dt): the last value before t+dt, or
     the mean over the interval) or 'start' (the command in effect at t)."""
 
-    def resolve(self, where: str, default_gap: float) -> None:
+    def resolve(self, where: str, default_gap: float, default_hold_bad: float = 0.0) -> None:
         if not isinstance(self.tag, str) or not self.tag.strip():
             raise ConfigError(f"field '{where}.tag': a tag name is required")
         if self.alignment == "analog":
@@ -137,6 +142,8 @@ class TagSpec:
                 " it is used in reward expressions)"
             )
         self.max_gap = default_gap if self.max_gap is None else parse_duration(self.max_gap, f"{where}.max_gap")
+        self.hold_bad = (default_hold_bad if self.hold_bad is None
+                         else parse_duration(self.hold_bad, f"{where}.hold_bad", allow_zero=True))
         for lo_name, hi_name in (("low", "high"), ("valid_min", "valid_max")):
             lo, hi = getattr(self, lo_name), getattr(self, hi_name)
             if lo is not None and hi is not None and not lo < hi:
@@ -287,6 +294,9 @@ class TelemetrySpec:
     """Tags read for rewards only (not part of the state)."""
     max_gap: float | str | None = None
     """Default per-tag maximum hold of a sample (default: 5 control periods)."""
+    hold_bad: float | str = 0.0
+    """Default per-tag bridging of bad samples (see :attr:`TagSpec.hold_bad`): the age up to which
+    the last good value holds over Bad/Questionable samples; 0 (the default) bridges nothing."""
     timezone: str | None = None
     """IANA zone of timestamps without an offset (e.g. 'UTC', 'Europe/Berlin'); required for them."""
     ambiguous: str = "raise"
@@ -325,13 +335,14 @@ class TelemetrySpec:
         self.max_gap = (
             5.0 * self.control_period if self.max_gap is None else parse_duration(self.max_gap, "max_gap")
         )
+        self.hold_bad = parse_duration(self.hold_bad, "hold_bad", allow_zero=True)
         if not self.observations:
             raise ConfigError("field 'observations': at least one observation tag is required")
         if not self.actions:
             raise ConfigError("field 'actions': at least one action tag is required")
         for group in ("observations", "actions", "extra_state", "auxiliary"):
             for i, tag in enumerate(getattr(self, group)):
-                tag.resolve(f"{group}[{i}]", self.max_gap)
+                tag.resolve(f"{group}[{i}]", self.max_gap, self.hold_bad)
                 if group != "auxiliary" and tag.kind != "numeric":
                     raise ConfigError(f"field '{group}[{i}].kind': state and action tags must be numeric")
         for i, action in enumerate(self.actions):
@@ -456,7 +467,7 @@ class TelemetrySpec:
             if tag.tag == self.reward.column:
                 return tag
         return TagSpec(tag=self.reward.column, name=default_feature_name(self.reward.column) + "_reward",
-                       alignment="mean", max_gap=self.max_gap)
+                       alignment="mean", max_gap=self.max_gap, hold_bad=self.hold_bad)
 
     def expression_variables(self) -> list[str]:
         """Names a reward expression may use (see docs/telemetry.md, "Reward")."""

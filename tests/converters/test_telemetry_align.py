@@ -62,12 +62,12 @@ def test_interpolate_slopes_only_between_past_samples() -> None:
     ts = np.array([0, 10, 20], dtype=np.int64) * US
     val = np.array([0.0, 10.0, 30.0])
     x = np.array([10, 15, 20], dtype=np.int64) * US
-    v, ok = evaluate(ts, val, x, "interpolate", 3600 * US, 10 * US, 0.5)
+    v, ok, _ = evaluate(ts, val, x, "interpolate", 3600 * US, 10 * US, 0.5)
     assert ok.all()
     # (0, 10]: ramp 0 -> 10, mean 5. (5, 15]: ramp 5 -> 10 over 5 s (mean 7.5) then the sample at
     # 20 is in the future, so 10 is held: mean 8.75. (10, 20]: ramp 10 -> 30, mean 20.
     assert v.tolist() == pytest.approx([5.0, 8.75, 20.0])
-    held, _ = evaluate(ts, val, x, "mean", 3600 * US, 10 * US, 0.5)
+    held, _, _ = evaluate(ts, val, x, "mean", 3600 * US, 10 * US, 0.5)
     assert held.tolist() == pytest.approx([0.0, 5.0, 10.0])
 
 
@@ -75,12 +75,12 @@ def test_stale_values_beyond_max_gap_are_missing() -> None:
     ts = np.array([0], dtype=np.int64)
     val = np.array([1.0])
     x = np.array([5, 10, 11], dtype=np.int64) * US
-    v, ok = evaluate(ts, val, x, "stepped", 10 * US, 10 * US, 0.5)
+    _, ok, _ = evaluate(ts, val, x, "stepped", 10 * US, 10 * US, 0.5)
     assert ok.tolist() == [True, True, False]
-    m, okm = evaluate(ts, val, x, "mean", 10 * US, 10 * US, 0.5)
+    _, okm, _ = evaluate(ts, val, x, "mean", 10 * US, 10 * US, 0.5)
     # Coverage of (x - 10, x]: 5 s, 10 s, 9 s of known signal.
     assert okm.tolist() == [True, True, True]
-    m2, okm2 = evaluate(ts, val, np.array([16 * US]), "mean", 10 * US, 10 * US, 0.5)
+    m2, okm2, _ = evaluate(ts, val, np.array([16 * US]), "mean", 10 * US, 10 * US, 0.5)
     assert not okm2[0] and np.isnan(m2[0])
 
 
@@ -88,7 +88,7 @@ def test_bad_sample_makes_the_signal_unknown_until_the_next_good_one() -> None:
     ts = np.array([0, 10, 20], dtype=np.int64) * US
     val = np.array([1.0, np.nan, 3.0])
     x = np.array([5, 15, 25], dtype=np.int64) * US
-    v, ok = evaluate(ts, val, x, "stepped", 100 * US, 10 * US, 0.5)
+    v, ok, _ = evaluate(ts, val, x, "stepped", 100 * US, 10 * US, 0.5)
     assert ok.tolist() == [True, False, True]
     assert v[0] == 1.0 and v[2] == 3.0
 

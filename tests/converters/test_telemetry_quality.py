@@ -37,7 +37,11 @@ def test_opcua_status_codes_and_text_quality(code, usable: bool) -> None:
     data, report = telemetry_to_transitions(long_frame(_rows(q)), base_spec())
     obs = dict(zip(((data.timestamp // 10_000_000) % 10).tolist(), data.obs[:, 0].tolist()))
     assert (2 in obs and obs[2] == 3.0) is usable
-    assert _tag(report, "PV").bad_fraction == pytest.approx(0.0 if usable else 0.2)
+    tag = _tag(report, "PV")
+    assert tag.bad_fraction + tag.uncertain_fraction == pytest.approx(0.0 if usable else 0.2)
+    # bad% counts Bad samples only; uncertain ones are reported apart.
+    assert tag.bad_fraction == pytest.approx(0.2 if tag.bad else 0.0)
+    assert tag.uncertain_fraction == pytest.approx(0.2 if tag.uncertain else 0.0)
 
 
 def test_keep_uncertain_uses_uncertain_samples() -> None:

@@ -7,16 +7,27 @@ Layout of one checkpoint directory::
     meta.json     format/package/schema versions, git SHA, observation/action shapes and bounds,
                   env id, normalisation statistics, and free-form ``extra`` (run config, env steps)
 
+    resume/       only in a run's periodic and interrupted checkpoints: what ``--resume`` needs
+                  beyond the agent (``trainers/resume.py``); loading a policy never reads it
+
 A run directory (``--out`` of pretrain/finetune) holds its latest checkpoint in ``checkpoint/``
 and its best-evaluated one in ``best/``; every function here accepts either the checkpoint
 directory itself or a run directory (its ``checkpoint/`` is used).
+
+Each save is crash-safe (:func:`~dime_offline.io.versioned_directory`): the files go to a new
+``checkpoint.v000007/``, fsynced, and ``checkpoint`` is a symbolic link switched to it in one
+atomic rename, so a checkpoint can be loaded at every instant, also after a kill or power cut
+mid-save; the two newest versions are kept. Checkpoints written before this layout (plain
+directories) load as before and become a version at their next save.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +43,7 @@ from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.schema import SCHEMA_VERSION
 from dime_offline.envs.make import SpaceSpec, check_spaces_match
 from dime_offline.errors import CheckpointError, ConfigError
-from dime_offline.io import atomic_path
+from dime_offline.io import newest_version, versioned_directory, versioned_entries
 
 CHECKPOINT_FORMAT_VERSION = 1
 """Version of the checkpoint directory layout; a newer one is refused with an upgrade hint."""
@@ -43,6 +54,11 @@ RUN_CHECKPOINT_SUBDIR = "checkpoint"
 """Where a run directory keeps its latest checkpoint."""
 RUN_BEST_SUBDIR = "best"
 """Where a run directory keeps the checkpoint with the best evaluation."""
+RESUME_SUBDIR = "resume"
+"""Where a run's checkpoint keeps the state ``--resume`` needs besides the agent."""
+KEPT_VERSIONS = 2
+"""Versions of a checkpoint kept on disk: the newest, and the one before it for readers still
+reading it while a run saves the next."""
 
 
 @dataclass
@@ -110,17 +126,38 @@ class CheckpointMeta:
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """The checkpoint directory for ``path``: itself, or a run directory's ``checkpoint/``."""
+    """The checkpoint directory for ``path``: itself, or a run directory's ``checkpoint/``.
+
+    A versioned checkpoint resolves to the version its link names at this moment, so a reader
+    sees one version throughout even while a run saves the next; when the link is missing (a crash
+    mid-migration of an old layout) the newest complete version is used.
+    """
     path = Path(path)
-    if (path / META_FILE).is_file():
-        return path
-    if (path / RUN_CHECKPOINT_SUBDIR / META_FILE).is_file():
-        return path / RUN_CHECKPOINT_SUBDIR
+    for candidate in (path, path / RUN_CHECKPOINT_SUBDIR):
+        if (candidate / META_FILE).is_file():
+            return _pinned(candidate)
+    for candidate in (path, path / RUN_CHECKPOINT_SUBDIR):
+        newest = newest_version(candidate)
+        if newest is not None and (newest / META_FILE).is_file():
+            return newest
     if not path.exists():
         raise CheckpointError("checkpoint not found (no such directory)", file=str(path))
     raise CheckpointError(
         f"not a checkpoint: neither {META_FILE} nor {RUN_CHECKPOINT_SUBDIR}/{META_FILE} exists", file=str(path)
     )
+
+
+def _pinned(directory: Path) -> Path:
+    """The directory a versioned checkpoint's link names now (a plain directory is returned as it is)."""
+    if not directory.is_symlink():
+        return directory
+    target = Path(os.readlink(directory))
+    return target if target.is_absolute() else directory.parent / target
+
+
+def run_checkpoint_entries(out: str | Path) -> list[Path]:
+    """Every path the checkpoints of run directory ``out`` occupy (links, versions, temporaries)."""
+    return [entry for name in (RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR) for entry in versioned_entries(Path(out) / name)]
 
 
 def save_checkpoint(
@@ -132,11 +169,13 @@ def save_checkpoint(
     *,
     spaces: SpaceSpec,
     env_id: str | None = None,
+    resume_writer: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``agent`` (built from ``cfg``) to ``directory`` atomically; returns the directory.
 
     ``norm_stats`` must be the statistics the agent normalises observations with (None when it
-    uses raw observations). ``extra`` must be JSON-serialisable.
+    uses raw observations). ``extra`` must be JSON-serialisable. ``resume_writer``, when given,
+    fills the ``resume/`` folder (created for it), which is swapped in with the rest.
     """
     directory = Path(directory)
     meta = CheckpointMeta(
@@ -147,14 +186,16 @@ def save_checkpoint(
         git_sha=_git_sha(),
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    with atomic_path(directory) as tmp:
-        tmp.mkdir()
+    with versioned_directory(directory, keep=KEPT_VERSIONS) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
         try:
             torch.save(agent.state_dict(), tmp / STATE_FILE)
         except RuntimeError as exc:  # torch's writer reports a full disk or a failed write this way
             raise CheckpointError(f"cannot write the checkpoint, the previous one is kept ({exc})", file=str(directory)) from None
+        if resume_writer is not None:
+            (tmp / RESUME_SUBDIR).mkdir()
+            resume_writer(tmp / RESUME_SUBDIR)
     return directory
 
 

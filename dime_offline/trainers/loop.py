@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +20,11 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import torch
 
-from dime_offline.checkpoints import RUN_BEST_SUBDIR, RUN_CHECKPOINT_SUBDIR
+from dime_offline.checkpoints import (
+    RUN_BEST_SUBDIR,
+    RUN_CHECKPOINT_SUBDIR,
+    run_checkpoint_entries,
+)
 from dime_offline.config import (
     apply_overrides,
     from_dict,
@@ -31,7 +34,7 @@ from dime_offline.config import (
 )
 from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
-from dime_offline.io import broken_link_reason
+from dime_offline.io import broken_link_reason, remove_path
 from dime_offline.tracking import (
     METRICS_FILE,
     TENSORBOARD_SUBDIR,
@@ -297,21 +300,18 @@ def check_run_dir(out_dir: str, *, overwrite: bool) -> Path:
             raise ConfigError(f"output path {path} {reason}; remove it or choose another output directory")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a directory")
-    if not overwrite and any((out / name).exists() for name in RUN_ARTEFACTS):
+    if not overwrite and (any((out / name).exists() for name in RUN_ARTEFACTS) or run_checkpoint_entries(out)):
         raise ConfigError(f"{out} already holds a run; choose another output directory or set overwrite")
     return out
 
 
 def start_run_dir(out: Path) -> None:
-    """Create ``out`` and remove what an earlier run wrote there (:data:`RUN_ARTEFACTS` only), so
-    no stale ``best/`` checkpoint, TensorBoard events, plot or summary mix with the new run's."""
+    """Create ``out`` and remove what an earlier run wrote there (:data:`RUN_ARTEFACTS` and the
+    checkpoints' versions and temporaries only), so no stale ``best/`` checkpoint, TensorBoard
+    events, plot or summary mix with the new run's."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_ARTEFACTS:
-        path = out / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
+    for path in [out / name for name in RUN_ARTEFACTS] + run_checkpoint_entries(out):
+        remove_path(path)
 
 
 AGENT_OVERRIDE_PREFIX = "agent."

@@ -46,6 +46,7 @@ from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
+from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import (
     REGULARIZERS_KEY,
     OfflineConfig,
@@ -265,7 +266,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         data_return_mean=None if store.normalization is None else store.normalization.episode_return_mean,
         value_support=(online_cfg.v_min, online_cfg.v_max),
     )
-    (out / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result
 
 

@@ -48,6 +48,7 @@ from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
+from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import (
     REGULARIZERS_KEY,
     attach_regularizers,
@@ -360,7 +361,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         learning_curve=None if curve is None else str(curve),
         agent=agent,
     )
-    (out / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result
 
 

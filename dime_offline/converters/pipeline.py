@@ -105,8 +105,8 @@ class _Plan:
             if ch.max_gap_us < _FOREVER_US:
                 tag_gap[ch.tag] = min(tag_gap.get(ch.tag, ch.max_gap_us), ch.max_gap_us)
         return GridAligner(
-            self.channels, len(self.registry), int(round(float(spec.control_period) * US)),  # type: ignore[arg-type]
-            lateness_us=int(round(float(spec.reader.lateness) * US)),  # type: ignore[arg-type]
+            self.channels, len(self.registry), round(float(spec.control_period) * US),  # type: ignore[arg-type]
+            lateness_us=round(float(spec.reader.lateness) * US),  # type: ignore[arg-type]
             origin_us=origin, min_coverage=spec.quality.min_coverage, tag_gap_us=tag_gap,
         )
 
@@ -237,18 +237,13 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
     spec = plan.spec
     registry = plan.registry
     where = stats.files[0] if len(stats.files) == 1 else source_name
-    sample_counts = {t: s.samples for t, s in stats.per_tag.items()}
-    if len(grid.times) == 0:
-        raise DataError(
-            f"no samples of the spec's tags found (tags in the source include: {_some(stats.tags_seen)})", file=where
-        )
+    if len(grid.times) == 0 and not stats.tags_seen:
+        raise DataError("no samples of the spec's tags found (the source has no rows)", file=where)
     for tag, roles in plan.roles.items():
-        if sample_counts.get(tag, 0) == 0 and set(roles) & {"observation", "extra_state", "action", "auxiliary", "reward"}:
-            raise DataError(
-                f"tag '{tag}' ({roles[0]}) has no samples in the source"
-                f" (tags found include: {_some(stats.tags_seen)})",
-                file=where,
-            )
+        if stats.per_tag[tag].samples == 0:
+            problem = ("has no samples in the export" if tag in stats.tags_seen
+                       else f"is not in the export; {_closest(tag, stats.tags_seen)}")
+            raise DataError(f"tag '{tag}' ({roles[0]}) {problem}", file=where)
     n = len(grid.times)
     dt = float(spec.control_period)  # type: ignore[arg-type]
     state_names = [str(t.name) for t in spec.state_tags]
@@ -289,7 +284,7 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
             allowed = [labels[m] for m in spec.episodes.modes if m in labels]
             masks.mode_ok = np.isin(masks.mode, allowed)
     if spec.episodes.window is not None:
-        masks.window = (grid.times - grid.origin_us) // int(round(float(spec.episodes.window) * US))
+        masks.window = (grid.times - grid.origin_us) // round(float(spec.episodes.window) * US)
     plan_ = plan_episodes(masks, [t.tag for t in spec.terminals], min_transitions=spec.episodes.min_transitions)
     rows = plan_.rows
     if len(rows) == 0:
@@ -330,7 +325,9 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
             "action bounds inferred from the data for " + ", ".join(np.array(action_names)[inferred].tolist())
             + " (declare low/high in the spec to match the plant)"
         )
-    clipped = int(((acts < low) | (acts > high)).sum())
+    # Time-weighted means of a signal sitting exactly on a bound come out a few ulps beyond it: not clipping.
+    slack = 1e-9 * np.maximum(np.abs(low), np.abs(high)) + 1e-12
+    clipped = int(((acts < low - slack) | (acts > high + slack)).sum())
     acts = np.clip(acts, low, high)
     prev_rows = rows - 1
     prev_ok = (prev_rows >= 0) & Av[np.maximum(prev_rows, 0)].all(axis=1)
@@ -423,6 +420,16 @@ def _some(names: set[str], k: int = 12) -> str:
     return ", ".join(listed) + (" ..." if len(names) > k else "") if listed else "none"
 
 
+def _closest(tag: str, names: set[str]) -> str:
+    """'closest names in it: ...' (difflib), or a sample of the names when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(tag, sorted(names), n=5, cutoff=0.6)
+    if close:
+        return "closest names in it: " + ", ".join(close)
+    return f"tags in it include: {_some(names)}"
+
+
 def _worst_tag_hint(grid: AlignedGrid, plan: _Plan) -> str:
     worst, frac = None, 0.0
     for ch in plan.channels:
@@ -458,7 +465,7 @@ def _rewards(spec: TelemetrySpec, variables: dict[str, Any], next_R: np.ndarray,
     if rw.column is not None:
         return next_R[:, 0].astype(np.float64), rw.description or f"value of tag {rw.column} over each interval"
     if rw.expression is not None:
-        evaluator = parse_expression(rw.expression, spec.expression_variables())
+        evaluator = parse_expression(rw.expression, spec.expression_variables(), aliases=spec.expression_aliases())
         return evaluate_reward(evaluator, variables, n), rw.description or rw.expression
     assert rw.function is not None
     out = evaluate_reward(rw.function, variables, n)

@@ -185,7 +185,7 @@ def _table_from_pandas(df: Any) -> pa.Table:
         fixed = df.copy()
         for col in fixed.columns:
             if fixed[col].dtype == object:
-                fixed[col] = fixed[col].map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
+                fixed[col] = fixed[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
         return pa.Table.from_pandas(fixed, preserve_index=False)
 
 
@@ -248,9 +248,12 @@ def _layout(names: list[str], spec: TelemetrySpec, registry: TagRegistry, part: 
         else:
             missing.append(t.tag)
     if missing:
+        import difflib
+
+        close = difflib.get_close_matches(missing[0], names, n=5, cutoff=0.6)
+        listing = f"closest columns: {', '.join(close)}" if close else f"columns are: {', '.join(names[:30])}"
         raise SchemaError(
-            f"wide export has no column for tag '{missing[0]}'"
-            f" ({len(missing)} spec tag(s) missing); columns are: {', '.join(names[:30])}",
+            f"wide export has no column for tag '{missing[0]}' ({len(missing)} spec tag(s) missing); {listing}",
             file=part,
         )
     return _Layout("wide", ts, wide_tags=wide)
@@ -548,7 +551,7 @@ def _strings(arr: pa.Array) -> list[str | None]:
         if pa.types.is_floating(arr.type):
             # Batch ids stored as floats (1001.0) should read as "1001".
             values = arr.to_numpy(zero_copy_only=False)
-            return [None if v != v else (str(int(v)) if float(v).is_integer() else str(v)) for v in values]
+            return [None if np.isnan(v) else (str(int(v)) if float(v).is_integer() else str(v)) for v in values]
         arr = arr.cast(pa.string())
     return [None if s is None else s.strip() for s in arr.to_pylist()]
 
@@ -721,6 +724,7 @@ class ChunkReader:
     # ------------------------------------------------------------------ wide
     def _wide(self, batch: pa.RecordBatch, layout: _Layout, file: str, row0: int) -> SampleChunk | None:
         ts_all = timestamps_us(batch.column(layout.timestamp), self.spec, file, layout.timestamp, _Rows(row0))
+        self.stats.tags_seen.update(layout.wide_tags)
         parts_ts, parts_tag, parts_val, parts_q, parts_num = [], [], [], [], []
         for tag, (vcol, qcol) in layout.wide_tags.items():
             idx = self.registry.index[tag]

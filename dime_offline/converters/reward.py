@@ -1,7 +1,10 @@
 """Safe reward expressions: parsed with :mod:`ast`, checked against a whitelist, evaluated with numpy.
 
 Nothing is ever passed to ``eval``/``exec``. An expression may use numbers, the variable names of
-the spec (see :meth:`TelemetrySpec.expression_variables`), the operators ``+ - * / // % **``,
+the spec (see :meth:`TelemetrySpec.expression_variables`), tag names in their place (see
+:meth:`TelemetrySpec.expression_aliases`: ``TIC101.PV`` unquoted when it reads as a dotted name,
+any tag in quotes, ``"TI-101.PV"``, with the ``next_``/``prev_``/``delta_`` prefix inside the
+quotes), the operators ``+ - * / // % **``,
 comparisons (giving 1.0 / 0.0), ``and`` / ``or`` / ``not``, ``a if cond else b`` and the functions
 in :data:`FUNCTIONS`. Attribute access, subscripts, any other call, lambdas, comprehensions,
 strings and dunder names are rejected when the spec is loaded, with a message naming the construct.
@@ -72,8 +75,12 @@ _REJECTED = {
 }
 
 
-def parse_expression(text: str, variables: Sequence[str], *, where: str = "reward.expression") -> Evaluator:
+def parse_expression(
+    text: str, variables: Sequence[str], *, aliases: Mapping[str, str] | None = None, where: str = "reward.expression",
+) -> Evaluator:
     """Check ``text`` and return a vectorised evaluator over the given variable names.
+
+    ``aliases`` maps other spellings (tag names, possibly dotted or with dashes) to variable names.
 
     Raises:
         ConfigError: naming ``where`` and the rejected construct or unknown name.
@@ -88,7 +95,8 @@ def parse_expression(text: str, variables: Sequence[str], *, where: str = "rewar
         raise ConfigError(f"field '{where}': not a valid expression ({exc.msg} at column {exc.offset})") from None
     except (RecursionError, MemoryError):
         raise ConfigError(f"field '{where}': expression is nested too deeply") from None
-    known = set(variables)
+    known = {name: name for name in variables}
+    known.update({k: v for k, v in (aliases or {}).items() if v in known})
     try:
         return _compile(tree.body, known, where)
     except RecursionError:
@@ -101,7 +109,39 @@ def _reject(node: ast.AST, where: str, what: str) -> ConfigError:
     return ConfigError(f"field '{where}': {what} not allowed in reward expressions{at}")
 
 
-def _compile(node: ast.AST, known: set[str], where: str) -> Evaluator:
+def _dotted(node: ast.AST) -> str | None:
+    """``a.b.c`` for a chain of plain names, else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return None if head is None else f"{head}.{node.attr}"
+    return None
+
+
+def _variable(name: str, known: dict[str, str]) -> Evaluator:
+    target = known[name]
+    return lambda env: env[target]
+
+
+def _compile(node: ast.AST, known: dict[str, str], where: str) -> Evaluator:
+    if isinstance(node, ast.Attribute):
+        dotted = _dotted(node)
+        if dotted is not None and dotted in known:
+            return _variable(dotted, known)
+        head = dotted.split(".")[0] if dotted is not None else None
+        if dotted is not None and head not in known and head not in FUNCTIONS and "__" not in dotted:
+            raise ConfigError(
+                f"field '{where}': unknown tag '{dotted}' (attribute access is not allowed; a dotted tag name"
+                " works when the spec reads that tag; quote other tag names: \"TI-101.PV\")"
+            )
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        if node.value.strip() in known:
+            return _variable(node.value.strip(), known)
+        raise ConfigError(
+            f"field '{where}': the constant {node.value!r} is not a tag the spec reads (quoted text names a tag or"
+            " feature, optionally with a next_/prev_/delta_ prefix inside the quotes)"
+        )
     if type(node) in _REJECTED:
         construct = _REJECTED[type(node)]
         raise _reject(node, where, construct + (" is" if construct in ("attribute access", "await", "yield") else " are"))
@@ -117,9 +157,9 @@ def _compile(node: ast.AST, known: set[str], where: str) -> Evaluator:
         if name in FUNCTIONS:
             raise _reject(node, where, f"the function '{name}' without a call is")
         if name not in known:
-            listed = ", ".join(sorted(known)[:40])
+            listed = ", ".join(sorted(set(known.values()))[:40])
             raise ConfigError(f"field '{where}': unknown name '{name}' (available: {listed})")
-        return lambda env: env[name]
+        return _variable(name, known)
     if isinstance(node, ast.BinOp):
         op = _BINARY.get(type(node.op))
         if op is None:

@@ -13,6 +13,7 @@ Validation happens in ``__post_init__`` / :meth:`TelemetrySpec.validate` and rai
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import keyword
@@ -302,7 +303,8 @@ class TelemetrySpec:
     ambiguous: str = "raise"
     """Local-time timestamps in a DST fall-back hour: 'raise', 'earliest' or 'latest'."""
     grid_origin: str | None = None
-    """ISO time the grid is aligned to (default: the first sample, floored to a multiple of dt)."""
+    """ISO time with a zone the grid is aligned to (default: the first sample, floored to a multiple
+    of dt); an unquoted YAML time or a ``datetime`` is accepted."""
     columns: ColumnSpec = field(default_factory=ColumnSpec)
     """Column names of the export."""
     quality: QualitySpec = field(default_factory=QualitySpec)
@@ -336,6 +338,8 @@ class TelemetrySpec:
             5.0 * self.control_period if self.max_gap is None else parse_duration(self.max_gap, "max_gap")
         )
         self.hold_bad = parse_duration(self.hold_bad, "hold_bad", allow_zero=True)
+        if isinstance(self.grid_origin, datetime.date):
+            self.grid_origin = self.grid_origin.isoformat()
         if not self.observations:
             raise ConfigError("field 'observations': at least one observation tag is required")
         if not self.actions:
@@ -404,7 +408,8 @@ class TelemetrySpec:
         if rw.expression is not None:
             from dime_offline.converters.reward import parse_expression
 
-            parse_expression(rw.expression, self.expression_variables(), where="reward.expression")
+            parse_expression(rw.expression, self.expression_variables(), aliases=self.expression_aliases(),
+                             where="reward.expression")
         if self.reader.format not in ("auto", "long", "wide"):
             raise ConfigError(f"field 'reader.format': expected 'auto', 'long' or 'wide', got {self.reader.format!r}")
         if self.reader.chunk_rows < 1:
@@ -477,6 +482,19 @@ class TelemetrySpec:
             names += [a, f"prev_{a}", f"delta_{a}"]
         return sorted(set(names) | {"terminated", "dt"})
 
+    def expression_aliases(self) -> dict[str, str]:
+        """Tag spellings a reward expression may use for its variables: ``"TIC101.PV"`` ->
+        ``TIC101_PV``, ``"next_TIC101.PV"`` -> ``next_TIC101_PV`` (and prev_/delta_ for actions)."""
+        aliases: dict[str, str] = {}
+        for t in self.state_tags + self.auxiliary:
+            aliases[t.tag] = str(t.name)
+            aliases[f"next_{t.tag}"] = f"next_{t.name}"
+        for a in self.actions:
+            aliases[a.tag] = str(a.name)
+            for prefix in ("prev_", "delta_"):
+                aliases[f"{prefix}{a.tag}"] = f"{prefix}{a.name}"
+        return aliases
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the resolved spec (a reward function appears by its qualified name)."""
         data = dataclasses.asdict(self)
@@ -504,10 +522,15 @@ def spec_from_dict(data: Mapping[str, Any], *, file: str | None = None) -> Telem
     """Build and validate a spec from a plain mapping (parsed YAML/JSON)."""
     if not isinstance(data, Mapping):
         raise ConfigError("a telemetry spec must be a mapping at the top level", file=file)
-    if "reward" in data and isinstance(data["reward"], Mapping) and "function" in data["reward"]:
-        raise ConfigError("field 'reward.function': only available from Python; use reward.expression", file=file)
+    data = dict(data)
+    reward = data.get("reward")
+    if isinstance(reward, Mapping) and reward.get("function") is not None and not callable(reward["function"]):
+        raise ConfigError("field 'reward.function': a Python callable (from Python only); in files use"
+                          " reward.expression", file=file)
+    if isinstance(data.get("grid_origin"), datetime.date):  # YAML reads an unquoted ISO time as a datetime
+        data["grid_origin"] = data["grid_origin"].isoformat()
     try:
-        return from_dict(TelemetrySpec, dict(data))
+        return from_dict(TelemetrySpec, data)
     except ConfigError as err:
         raise ConfigError(err.message, file=file) from None
     except TypeError as exc:  # a list item or section that is not a mapping

@@ -142,3 +142,17 @@ def test_export_sorted_by_tag_falls_back_to_an_in_memory_pass(tmp_path) -> None:
     assert any("not time-ordered" in w for w in rep_fallback.warnings)
     np.testing.assert_array_equal(ordered.obs, fallback.obs)
     np.testing.assert_array_equal(ordered.action, fallback.action)
+
+
+def test_a_mean_action_sitting_on_its_bound_is_not_counted_as_clipped() -> None:
+    # 30,000 irregular samples in one chunk: the time-weighted mean of a signal held exactly at
+    # 100 comes out a few ulps above it (cumulative sums); that is not a clipped action.
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.uniform(0.1, 1.9, 30_000))
+    level = np.where((t // 60) % 2 == 0, 100.0, 0.0)
+    rows = [(float(s), "PV", float(s)) for s in t] + [(float(s) + 0.05, "SP", float(v)) for s, v in zip(t, level)]
+    spec = base_spec(actions=[{"tag": "SP", "alignment": "mean", "low": 0.0, "high": 100.0}])
+    data, report = telemetry_to_transitions(long_frame(rows), spec)
+    assert report.clipped_actions == 0 and data.action.max() == 100.0
+    lower = base_spec(actions=[{"tag": "SP", "alignment": "mean", "low": 0.0, "high": 99.0}])
+    assert telemetry_to_transitions(long_frame(rows), lower)[1].clipped_actions > 0

@@ -73,3 +73,16 @@ def test_make_telemetry_then_convert(tmp_path: Path) -> None:
     assert out.exists()
     bad = CliRunner().invoke(app, ["data", "make-telemetry", "--out", str(tmp_path / "h.xlsx")])
     assert bad.exit_code == 2 and ".csv or .parquet" in bad.stderr
+
+
+def test_a_misspelled_terminal_tag_exits_2_naming_the_closest_tag(tmp_path: Path) -> None:
+    spec = yaml.safe_load(SPEC.read_text())
+    spec["terminals"][0]["tag"] = "SIS-101.TRP"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "logs.parquet"
+    result = CliRunner().invoke(app, ["data", "from-telemetry", str(SAMPLE), "--spec", str(bad), "--out", str(out)])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "'SIS-101.TRP' (terminal) is not in the export; closest names in it: SIS-101.TRIP" in result.stderr
+    assert not out.exists()

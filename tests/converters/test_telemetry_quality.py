@@ -55,7 +55,7 @@ def test_keep_uncertain_uses_uncertain_samples() -> None:
 def test_opcda_quality_words() -> None:
     q = [192, 192, 64, 0, 216]  # good, good, uncertain, bad, good (local override)
     frame = long_frame(_rows(q, sp_quality=192))
-    data, report = telemetry_to_transitions(frame, base_spec(quality={"numeric_codes": "opcda"}))
+    _data, report = telemetry_to_transitions(frame, base_spec(quality={"numeric_codes": "opcda"}))
     st = _tag(report, "PV")
     assert (st.good, st.uncertain, st.bad) == (3, 1, 1)
 

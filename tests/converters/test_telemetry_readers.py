@@ -95,7 +95,29 @@ def test_a_spec_tag_absent_from_the_source_is_named() -> None:
     with pytest.raises(DataError) as err:
         telemetry_to_transitions(_long(), base_spec(observations=[{"tag": "TI-999.PV"}], reward={"expression": "-SP"}))
     line = err.value.one_line()
-    assert "tag 'TI-999.PV' (observation) has no samples" in line and "PV, SP" in line
+    assert "tag 'TI-999.PV' (observation) is not in the export" in line and "PV, SP" in line
+
+
+@pytest.mark.parametrize("section", ["terminals", "batch_tag", "mode_tag"])
+def test_a_misspelled_episode_tag_is_an_error_naming_the_closest_tags(section: str) -> None:
+    frame = long_frame([(t, "PV", float(t)) for t in range(0, 60, 2)] + [(t + 1, "SP", 1.0) for t in range(0, 60, 10)]
+                       + [(0, "SIS-101.TRIP", 0.0), (0, "BATCH_ID", "B1"), (0, "TIC-101.MODE", "AUTO")])
+    wrong = {"terminals": {"terminals": [{"tag": "SIS-101.TRIPP", "above": 0.5}]},
+             "batch_tag": {"episodes": {"batch_tag": "BATCHID"}},
+             "mode_tag": {"episodes": {"mode_tag": "TIC101.MODE"}}}[section]
+    with pytest.raises(DataError) as err:
+        telemetry_to_transitions(frame, base_spec(**wrong))
+    line = err.value.one_line()
+    expected = {"terminals": ("SIS-101.TRIPP", "terminal", "SIS-101.TRIP"),
+                "batch_tag": ("BATCHID", "batch", "BATCH_ID"),
+                "mode_tag": ("TIC101.MODE", "mode", "TIC-101.MODE")}[section]
+    assert f"tag '{expected[0]}' ({expected[1]}) is not in the export; closest names in it: {expected[2]}" in line
+
+
+def test_a_missing_wide_column_names_the_closest_columns() -> None:
+    wide = pd.DataFrame({"timestamp": [T0, T0 + pd.Timedelta(seconds=10)], "PV1": [1.0, 2.0], "SP": [0.0, 0.0]})
+    with pytest.raises(SchemaError, match="no column for tag 'PV'.*closest columns: PV1"):
+        telemetry_to_transitions(wide, base_spec())
 
 
 def test_missing_sources_and_odd_files(tmp_path: Path) -> None:
@@ -149,7 +171,7 @@ def test_csv_blocks_never_split_a_line_or_a_quoted_field(tmp_path: Path) -> None
     frame.to_csv(crlf, index=False, lineterminator="\r\n")
     no_newline = tmp_path / "last.csv"
     no_newline.write_bytes(crlf.read_bytes().rstrip(b"\r\n"))
-    whole, report = telemetry_to_transitions(crlf, base_spec())
+    whole, _report = telemetry_to_transitions(crlf, base_spec())
     for path in (crlf, no_newline):
         small, small_report = telemetry_to_transitions(path, base_spec(reader={"chunk_rows": 1}))  # 4 KB blocks
         assert small_report.rows_read == len(frame)

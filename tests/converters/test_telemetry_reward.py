@@ -74,7 +74,7 @@ def test_allowed_arithmetic_is_vectorised() -> None:
 
 def test_expression_rewards_use_next_state_and_action_moves() -> None:
     spec = base_spec(reward={"expression": "-abs(next_PV - 10 * SP) - delta_SP**2"})
-    data, report = telemetry_to_transitions(_frame(), spec)
+    data, _report = telemetry_to_transitions(_frame(), spec)
     expected = -np.abs(data.next_obs[:, 0] - 10 * data.action[:, 0])
     prev = np.r_[data.action[0, 0], data.action[:-1, 0]]
     expected -= (data.action[:, 0] - prev) ** 2
@@ -124,3 +124,29 @@ def test_python_callable_reward() -> None:
 def test_non_finite_rewards_are_reported_with_time() -> None:
     with pytest.raises(DataError, match="reward is not finite at 2024-01-01T00:00:00"):
         telemetry_to_transitions(_frame(), base_spec(reward={"expression": "log(PV - PV)"}))
+
+
+def test_tag_names_with_dots_and_dashes_work_in_expressions() -> None:
+    rows = [(t, "TIC101.PV", float(t)) for t in range(0, 101, 2)]
+    rows += [(t + 1, "TIC101.SP", 50.0) for t in range(0, 100, 10)]
+    rows += [(t + 1, "FV-7.OP", float(t // 10)) for t in range(0, 100, 10)]
+    spec = base_spec(observations=[{"tag": "TIC101.PV", "alignment": "stepped"}],
+                     extra_state=[{"tag": "TIC101.SP", "alignment": "stepped"}],
+                     actions=[{"tag": "FV-7.OP", "alignment": "stepped", "low": 0.0, "high": 100.0}],
+                     reward={"expression": "-abs(next_TIC101.PV - TIC101.SP) - 0.1 * 'delta_FV-7.OP'**2"})
+    data, _ = telemetry_to_transitions(long_frame(rows), spec)
+    expected = -np.abs(data.next_obs[1:, 0] - 50.0) - 0.1 * np.diff(data.action[:, 0]) ** 2
+    np.testing.assert_allclose(data.reward[1:], expected, rtol=1e-6)
+    same = base_spec(**{**spec, "reward": {"expression": '-abs("next_TIC101.PV" - TIC101_SP) - 0.1 * delta_FV_7_OP**2'}})
+    np.testing.assert_array_equal(telemetry_to_transitions(long_frame(rows), same)[0].reward, data.reward)
+    with pytest.raises(ConfigError, match="unknown tag 'TIC102.PV'"):
+        telemetry_to_transitions(long_frame(rows), {**spec, "reward": {"expression": "-abs(TIC102.PV)"}})
+    with pytest.raises(ConfigError, match="'TI-1.PV' is not a tag the spec reads"):
+        telemetry_to_transitions(long_frame(rows), {**spec, "reward": {"expression": "-abs('TI-1.PV')"}})
+
+
+def test_a_reward_function_is_accepted_in_a_dict_spec() -> None:
+    data, _ = telemetry_to_transitions(_frame(), base_spec(reward={"function": lambda v: -v["next_PV"]}))
+    np.testing.assert_allclose(data.reward, -data.next_obs[:, 0])
+    with pytest.raises(ConfigError, match="reward.function"):
+        telemetry_to_transitions(_frame(), base_spec(reward={"function": "os.system"}))

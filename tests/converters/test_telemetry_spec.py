@@ -98,3 +98,24 @@ def test_shipped_cstr_spec_is_the_generators_spec() -> None:
     assert shipped.spec_hash() == spec_from_dict(cstr_telemetry_spec()).spec_hash()
     assert shipped.obs_names == ["reactor_temp", "concentration_a", "jacket_temp", "temp_setpoint", "feed_temp",
                                  "prev_jacket_sp"]
+
+
+def test_an_unquoted_yaml_time_is_a_grid_origin(tmp_path: Path) -> None:
+    spec = _load(tmp_path, BASE + "grid_origin: 2024-05-01T00:00:05Z\n")
+    assert spec.grid_origin == "2024-05-01T00:00:05+00:00"
+    assert spec.spec_hash() == _load(tmp_path, BASE + "grid_origin: '2024-05-01T00:00:05+00:00'\n").spec_hash()
+
+
+def test_the_documented_spec_reference_loads(tmp_path: Path) -> None:
+    text = (ROOT / "docs/telemetry.md").read_text()
+    block = text.split("## Spec reference", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    spec = _load(tmp_path, block)
+    assert spec.grid_origin.startswith("2024-05-01T00:00:00")
+
+
+def test_links_in_the_telemetry_docs_resolve() -> None:
+    import re
+
+    for doc in ("docs/telemetry.md", "docs/demo-cstr.md"):
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (ROOT / doc).read_text()):
+            assert (ROOT / doc).parent.joinpath(target).exists(), f"{doc}: dead link {target}"

@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 from dime_offline.converters import telemetry_to_transitions
-from dime_offline.envs.telemetry import TelemetryConfig, cstr_telemetry_spec, generate_telemetry, write_telemetry
+from dime_offline.envs.telemetry import (
+    TelemetryConfig,
+    cstr_telemetry_spec,
+    generate_telemetry,
+    write_telemetry,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +32,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_converted_states_match_the_simulator_within_sensor_noise(converted) -> None:
-    result, data, report, truth = converted
+    _result, data, _report, truth = converted
     assert truth["reactor_temp"].notna().all()  # every transition starts at a control instant
     valid = data.obs_valid
     # (name, sensor noise sd, historian deadband) of the measured tags; setpoint/previous output are exact.

@@ -35,29 +35,33 @@ def test_from_telemetry_json(tmp_path: Path) -> None:
     assert summary["out"] == str(out) and summary["episode_count"] == len(summary["episodes"])
 
 
-def test_a_bad_spec_exits_2_with_one_line_naming_the_field(tmp_path: Path) -> None:
+def _convert_with_edited_spec(tmp_path: Path, section: str, index: int, key: str, value: str):
+    """Run from-telemetry on the sample with one field of the shipped spec changed: (result, spec path, out)."""
     spec = yaml.safe_load(SPEC.read_text())
-    spec["observations"][1]["alignment"] = "smooth"
+    spec[section][index][key] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(spec))
     out = tmp_path / "logs.parquet"
     result = CliRunner().invoke(app, ["data", "from-telemetry", str(SAMPLE), "--spec", str(bad), "--out", str(out)])
-    assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "observations[1].alignment" in lines[0] and str(bad) in lines[0]
-    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+    assert result.exit_code == 2 and not out.exists()
+    assert len(result.stderr.strip().splitlines()) == 1
+    return result, bad, out
+
+
+def test_a_bad_spec_exits_2_with_one_line_naming_the_field(tmp_path: Path) -> None:
+    result, bad, _ = _convert_with_edited_spec(tmp_path, "observations", 1, "alignment", "smooth")
+    assert "observations[1].alignment" in result.stderr and str(bad) in result.stderr
+    assert list(tmp_path.iterdir()) == [bad]
 
 
 def test_a_missing_tag_exits_2_and_writes_nothing(tmp_path: Path) -> None:
-    spec = yaml.safe_load(SPEC.read_text())
-    spec["observations"][0]["tag"] = "TI-999.PV"
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "logs.parquet"
-    result = CliRunner().invoke(app, ["data", "from-telemetry", str(SAMPLE), "--spec", str(bad), "--out", str(out)])
-    assert result.exit_code == 2
-    assert "TI-999.PV" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not out.exists()
+    result, _, _ = _convert_with_edited_spec(tmp_path, "observations", 0, "tag", "TI-999.PV")
+    assert "TI-999.PV" in result.stderr
+
+
+def test_a_misspelled_terminal_tag_exits_2_naming_the_closest_tag(tmp_path: Path) -> None:
+    result, _, _ = _convert_with_edited_spec(tmp_path, "terminals", 0, "tag", "SIS-101.TRP")
+    assert "'SIS-101.TRP' (terminal) is not in the export; closest names in it: SIS-101.TRIP" in result.stderr
 
 
 def test_make_telemetry_then_convert(tmp_path: Path) -> None:
@@ -74,15 +78,3 @@ def test_make_telemetry_then_convert(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["data", "make-telemetry", "--out", str(tmp_path / "h.xlsx")])
     assert bad.exit_code == 2 and ".csv or .parquet" in bad.stderr
 
-
-def test_a_misspelled_terminal_tag_exits_2_naming_the_closest_tag(tmp_path: Path) -> None:
-    spec = yaml.safe_load(SPEC.read_text())
-    spec["terminals"][0]["tag"] = "SIS-101.TRP"
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "logs.parquet"
-    result = CliRunner().invoke(app, ["data", "from-telemetry", str(SAMPLE), "--spec", str(bad), "--out", str(out)])
-    assert result.exit_code == 2
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "'SIS-101.TRP' (terminal) is not in the export; closest names in it: SIS-101.TRIP" in result.stderr
-    assert not out.exists()

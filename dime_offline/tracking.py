@@ -13,11 +13,13 @@ columns="key", values="value")`` gives the wide table.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -90,8 +92,26 @@ class TensorBoardSink:
         self._writer.close()
 
 
+SinkFactory = Callable[[Path], MetricSink]
+"""Makes a sink for a run directory."""
+_EXTRA_SINKS: contextvars.ContextVar[tuple[SinkFactory, ...]] = contextvars.ContextVar("extra_sinks", default=())
+
+
+@contextlib.contextmanager
+def extra_sinks(*factories: SinkFactory) -> Iterator[None]:
+    """Every run started inside this block also writes to a sink from each factory (called with the
+    run directory): how a sweep trial reports its evaluations to Ray Tune without the training
+    stages knowing about it."""
+    token = _EXTRA_SINKS.set(_EXTRA_SINKS.get() + factories)
+    try:
+        yield
+    finally:
+        _EXTRA_SINKS.reset(token)
+
+
 def open_sinks(out_dir: str | Path, *, tensorboard: bool = True) -> tuple[list[MetricSink], list[str]]:
-    """The sinks for a run directory: ``metrics.csv`` always, ``tb/`` when requested and installed.
+    """The sinks for a run directory: ``metrics.csv`` always, ``tb/`` when requested and installed,
+    and those of the enclosing :func:`extra_sinks` blocks.
 
     Returns the sinks and a list of one-line notices for the user (the TensorBoard install hint).
     """
@@ -103,6 +123,7 @@ def open_sinks(out_dir: str | Path, *, tensorboard: bool = True) -> tuple[list[M
             sinks.append(TensorBoardSink(out / TENSORBOARD_SUBDIR))
         except ImportError:
             notices.append(TENSORBOARD_HINT)
+    sinks.extend(factory(out) for factory in _EXTRA_SINKS.get())
     return sinks, notices
 
 

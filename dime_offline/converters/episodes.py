@@ -127,7 +127,9 @@ def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transition
     step = (rows - np.repeat(start_idx, lengths)).astype(np.int32)
     terminated = term[rows] & np.isin(rows, end_idx)
     truncated = np.isin(rows, end_idx) & ~terminated
-    reasons = [_end_reason(int(k), n, masks, exists, term, terminal_names) for k in end_idx.tolist()]
+    # The first transition at or after each step (n - 1: none), for labelling ends at changeovers.
+    next_exists = np.minimum.accumulate(np.where(exists, np.arange(n - 1), n - 1)[::-1])[::-1]
+    reasons = [_end_reason(int(k), n, masks, exists, term, terminal_names, next_exists) for k in end_idx.tolist()]
 
     is_obs = np.zeros(n, bool)
     is_obs[rows] = True
@@ -140,6 +142,7 @@ def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transition
 
 def _end_reason(
     k: int, n: int, m: StepMasks, exists: np.ndarray, term: np.ndarray, terminal_names: list[str],
+    next_exists: np.ndarray,
 ) -> str:
     nxt = k + 1
     if term[k]:
@@ -147,8 +150,12 @@ def _end_reason(
         return f"terminal:{terminal_names[i]}" if 0 <= i < len(terminal_names) else "terminal"
     if nxt == n - 1:
         return "end_of_data"
-    if m.batch is not None and m.batch[nxt] != m.batch[k]:
-        return "batch_end"
+    if m.batch is not None:
+        # Data often stops during a changeover while the batch tag still shows the old id: the
+        # episode ended with its batch when the data comes back under another one.
+        resume = int(next_exists[nxt]) if nxt < n - 1 else n - 1
+        if m.batch[nxt] != m.batch[k] or (resume < n - 1 and m.batch[resume] != m.batch[k]):
+            return "batch_end"
     if m.mode is not None and m.mode[nxt] != m.mode[k]:
         return "mode_change"
     if exists[nxt]:

@@ -64,8 +64,12 @@ class _Plan:
         def add(tag: str, role: str, kind: str = "numeric", ts: TagSpec | None = None) -> int:
             if tag in tags and tags[tag].kind != kind:
                 raise ConfigError(f"tag '{tag}' is used both as a {tags[tag].kind} and a {kind} tag")
+            offset = None if ts is None else _us(ts.offset)
             if tag not in tags:
-                tags[tag] = SourceTag(tag, kind, None if ts is None else ts.valid_min, None if ts is None else ts.valid_max)
+                tags[tag] = SourceTag(tag, kind, None if ts is None else ts.valid_min, None if ts is None else ts.valid_max,
+                                      offset_us=offset or 0)
+            elif offset is not None and offset != tags[tag].offset_us:
+                raise ConfigError(f"tag '{tag}' is given two different offsets; give it one")
             self.roles.setdefault(tag, [])
             if role not in self.roles[tag]:
                 self.roles[tag].append(role)

@@ -66,6 +66,8 @@ class SourceTag:
     kind: str = "numeric"
     valid_min: float | None = None
     valid_max: float | None = None
+    offset_us: int = 0
+    """Added to the tag's timestamps (clock skew correction)."""
     labels: dict[str, int] = field(default_factory=dict)
     """Text tags: label -> code (codes are the float values the aligner carries)."""
 
@@ -113,6 +115,8 @@ class TagRegistry:
         self.is_text = np.array([t.kind == "text" for t in tags], dtype=bool)
         self.vmin = np.array([-np.inf if t.valid_min is None else t.valid_min for t in tags], dtype=np.float64)
         self.vmax = np.array([np.inf if t.valid_max is None else t.valid_max for t in tags], dtype=np.float64)
+        offsets = np.array([t.offset_us for t in tags], dtype=np.int64)
+        self.offset_us = offsets if offsets.any() else None
 
     def __len__(self) -> int:
         return len(self.tags)
@@ -779,7 +783,10 @@ class ChunkReader:
             st.samples += int(counts[0][i] + counts[1][i] + counts[2][i])
             st.sentinels += int(sent[i])
             st.out_of_range += int(oor[i])
-        return SampleChunk(ts=ts.astype(np.int64, copy=False), tag=tag_idx.astype(np.int16, copy=False), value=values)
+        ts = ts.astype(np.int64, copy=False)
+        if self.registry.offset_us is not None:
+            ts = ts + self.registry.offset_us[tag_idx]
+        return SampleChunk(ts=ts, tag=tag_idx.astype(np.int16, copy=False), value=values)
 
     def _tally_text(self, arr: pa.Array, is_text: np.ndarray, tags: np.ndarray) -> None:
         pos = np.flatnonzero(is_text)

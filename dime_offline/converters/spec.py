@@ -63,6 +63,15 @@ def parse_duration(value: Any, where: str, *, allow_zero: bool = False) -> float
     return seconds
 
 
+def parse_offset(value: Any, where: str) -> float:
+    """Signed seconds from a number or ``"[-]<number><unit>"`` (a clock offset may be negative)."""
+    if isinstance(value, str) and value.strip().startswith("-"):
+        return -parse_duration(value.strip()[1:], where, allow_zero=True)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        return -parse_duration(-value, where, allow_zero=True)
+    return parse_duration(value, where, allow_zero=True)
+
+
 def normalise_label(value: Any) -> str:
     """Text-tag labels compare as stripped strings; integral numbers as integers ('1.0' -> '1')."""
     text = str(value).strip()
@@ -104,6 +113,9 @@ class TagSpec:
     keeps holding until it is this old (default: the spec's hold_bad; 0 turns bridging off, so a
     bad sample makes the signal unknown until the next good one). Grid values resting on a bridge
     are flagged (``obs_valid`` False) and counted per tag in the report."""
+    offset: float | str = 0.0
+    """Clock correction added to this tag's timestamps before alignment (signed, e.g. '-1.5s' for a
+    tag whose time stamps lag the scan by 1.5 s), so that readings of one scan line up."""
     kind: str = "numeric"
     """'numeric', or 'text' for tags whose values are labels (batch ids, modes); text tags are stepped."""
     low: float | None = None
@@ -143,6 +155,7 @@ class TagSpec:
                 " it is used in reward expressions)"
             )
         self.max_gap = default_gap if self.max_gap is None else parse_duration(self.max_gap, f"{where}.max_gap")
+        self.offset = parse_offset(self.offset, f"{where}.offset")
         self.hold_bad = (default_hold_bad if self.hold_bad is None
                          else parse_duration(self.hold_bad, f"{where}.hold_bad", allow_zero=True))
         for lo_name, hi_name in (("low", "high"), ("valid_min", "valid_max")):

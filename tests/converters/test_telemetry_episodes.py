@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from telemetry_frames import base_spec, long_frame
+import pytest
+from telemetry_frames import T0_US, base_spec, long_frame
 
 from dime_offline.converters import telemetry_to_transitions
+from dime_offline.errors import ConfigError
 
 
 def _plant(seconds: int, *, skip: tuple[float, float] | None = None) -> list[tuple]:
@@ -113,3 +115,36 @@ def test_numeric_mode_codes_match_labels() -> None:
     _, report = telemetry_to_transitions(long_frame(rows), base_spec(episodes={"mode_tag": "MODE", "modes": [2]}))
     # MAN covers the intervals of steps 100..190 s; 100 s is also the first episode's final state.
     assert report.dropped_steps["out_of_mode"] == 9 and report.episode_count == 2
+
+
+def test_an_episode_ending_in_a_changeover_is_a_batch_end_not_a_gap() -> None:
+    # B-1 runs 0..100 s, data stops over a changeover (the batch tag still says B-1), B-2 starts at
+    # 400 s; a real 40 s outage inside B-2 is a gap.
+    plant = _plant(700, skip=(101, 400))
+    plant = [r for r in plant if not 500 <= r[0] < 540]
+    rows = plant + [(0.5, "BATCH", "B-1"), (399.5, "BATCH", "B-2")]
+    spec = base_spec(observations=_pv_gap("5s"), actions=[{"tag": "SP", "alignment": "stepped", "max_gap": "15s",
+                                                           "low": 0.0, "high": 100.0}],
+                     episodes={"batch_tag": "BATCH"})
+    _, report = telemetry_to_transitions(long_frame(rows), spec)
+    report.check_accounting()
+    assert [(e.key, e.end_reason) for e in report.episodes] == [("B-1", "batch_end"), ("B-2", "gap"),
+                                                                 ("B-2", "end_of_data")]
+
+
+def test_per_tag_offsets_line_up_readings_of_one_scan() -> None:
+    # PV is time-stamped 1.5 s after its scan: on a 2 s grid the stepped state at t is the previous
+    # scan's reading unless the offset corrects the clock.
+    rows = [(t + 1.5, "PV", float(t)) for t in range(0, 100, 2)] + [(t + 0.1, "SP", 1.0) for t in range(0, 100, 2)]
+    spec = base_spec(control_period="2s", max_gap="3s")
+    skewed, _ = telemetry_to_transitions(long_frame(rows), spec)
+    seconds = (skewed.timestamp - T0_US) / 1e6
+    assert (skewed.obs[:, 0] == seconds - 2).all()
+    for offset in ("-1.5s", -1.5, "-1500ms"):
+        fixed_spec = base_spec(control_period="2s", max_gap="3s",
+                               observations=[{"tag": "PV", "alignment": "stepped", "offset": offset}])
+        fixed, _ = telemetry_to_transitions(long_frame(rows), fixed_spec)
+        assert (fixed.obs[:, 0] == (fixed.timestamp - T0_US) / 1e6).all()
+    with pytest.raises(ConfigError, match="two different offsets"):
+        telemetry_to_transitions(long_frame(rows), base_spec(
+            observations=[{"tag": "PV", "offset": "-1s"}], auxiliary=[{"tag": "PV", "name": "pv2", "offset": "1s"}]))

@@ -64,12 +64,39 @@ class Channel:
     """Age up to which the last good value bridges bad samples (0: no bridging)."""
 
 
+INTERVAL_BINS_S = np.geomspace(1e-3, 1e7, 2001)
+"""Edges (seconds) of the log-spaced histogram of inter-sample intervals (1.2 % wide bins)."""
+
+
 @dataclass
 class TagGaps:
-    """Inter-sample gap statistics of one tag (for the report)."""
+    """Inter-sample interval statistics of one tag (for the report and the profiler)."""
 
     longest_us: int = 0
     over_max_gap: int = 0
+    intervals: int = 0
+    """Number of inter-sample intervals seen."""
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(len(INTERVAL_BINS_S) + 1, np.int64))
+    """Counts of intervals per bin of :data:`INTERVAL_BINS_S` (first: shorter, last: longer)."""
+
+    def add(self, diffs_us: np.ndarray, max_gap_us: int | None) -> None:
+        """Count intervals (us) between consecutive samples."""
+        if not len(diffs_us):
+            return
+        self.longest_us = max(self.longest_us, int(diffs_us.max()))
+        if max_gap_us is not None:
+            self.over_max_gap += int((diffs_us > max_gap_us).sum())
+        self.intervals += len(diffs_us)
+        bins = np.searchsorted(INTERVAL_BINS_S, diffs_us / US, side="right")
+        self.histogram += np.bincount(bins, minlength=len(self.histogram))
+
+    def quantile_s(self, q: float) -> float | None:
+        """Approximate ``q`` quantile of the intervals in seconds (a bin's geometric centre), None without any."""
+        if self.intervals == 0:
+            return None
+        k = int(np.searchsorted(np.cumsum(self.histogram), q * self.intervals, side="left"))
+        edges = np.r_[INTERVAL_BINS_S[0], INTERVAL_BINS_S, INTERVAL_BINS_S[-1]]
+        return float(np.sqrt(edges[k] * edges[k + 1]))
 
 
 @dataclass
@@ -281,10 +308,7 @@ class GridAligner:
         prev = self.last_seen[tag]
         series = sorted_ts if prev == np.iinfo(np.int64).min else np.concatenate([[prev], sorted_ts])
         if len(series) > 1:
-            d = np.diff(series)
-            g = self.gaps[tag]
-            g.longest_us = max(g.longest_us, int(d.max()))
-            g.over_max_gap += int((d > self.tag_gap_us.get(tag, np.iinfo(np.int64).max)).sum())
+            self.gaps[tag].add(np.diff(series), self.tag_gap_us.get(tag))
         self.last_seen[tag] = max(prev, int(sorted_ts[-1]))
 
     # ------------------------------------------------------------------ output

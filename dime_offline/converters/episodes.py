@@ -73,6 +73,10 @@ class EpisodePlan:
     """'transition', 'final_state' and 'dropped:<reason>' -> number of grid steps."""
     short_episodes: int = 0
     """Episodes dropped for having fewer than min_transitions transitions."""
+    invalid_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    """(K+1,) bool: grid steps dropped as 'invalid_state' or 'invalid_action' (for the per-tag audit)."""
+    gap_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Grid index of the last obs of each episode that ended with a 'gap'."""
 
 
 def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transitions: int = 1) -> EpisodePlan:
@@ -80,9 +84,9 @@ def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transition
     n = len(masks.state_ok)
     empty = np.zeros(0, np.int64)
     if n < 2:
-        disp = _dispositions(masks, np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
+        disp, invalid = _dispositions(masks, np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
         return EpisodePlan(empty, empty, empty.astype(np.int32), empty.astype(bool), empty.astype(bool),
-                           [], disp, 0)
+                           [], disp, 0, invalid)
     tripped = masks.tripped
     base = masks.state_ok & masks.action_ok & ~tripped
     split = np.zeros(n - 1, bool)
@@ -136,8 +140,10 @@ def plan_episodes(masks: StepMasks, terminal_names: list[str], *, min_transition
     is_final = np.zeros(n, bool)
     is_final[rows + 1] = True
     is_final &= ~is_obs
-    disp = _dispositions(masks, is_obs, is_final, dropped_short)
-    return EpisodePlan(rows, episode_id, step, terminated, truncated, reasons, disp, int((~keep_ep).sum()))
+    disp, invalid = _dispositions(masks, is_obs, is_final, dropped_short)
+    gap_ends = np.array([k for k, r in zip(end_idx.tolist(), reasons) if r == "gap"], np.int64)
+    return EpisodePlan(rows, episode_id, step, terminated, truncated, reasons, disp, int((~keep_ep).sum()),
+                       invalid, gap_ends)
 
 
 def _end_reason(
@@ -163,8 +169,12 @@ def _end_reason(
     return "gap"
 
 
-def _dispositions(m: StepMasks, is_obs: np.ndarray, is_final: np.ndarray, dropped_short: np.ndarray) -> dict[str, int]:
+def _dispositions(
+    m: StepMasks, is_obs: np.ndarray, is_final: np.ndarray, dropped_short: np.ndarray,
+) -> tuple[dict[str, int], np.ndarray]:
+    """Grid steps per disposition, and the mask of steps dropped for invalid states or actions."""
     n = len(m.state_ok)
+    invalid = np.zeros(n, bool)
     out = {"transition": int(is_obs.sum()), "final_state": int(is_final.sum())}
     rest = ~is_obs & ~is_final
     reasons: list[tuple[str, np.ndarray]] = [("tripped", m.tripped)]
@@ -182,5 +192,7 @@ def _dispositions(m: StepMasks, is_obs: np.ndarray, is_final: np.ndarray, droppe
         hit = rest & mask
         if hit.any():
             out[f"dropped:{name}"] = int(hit.sum())
+            if name in ("invalid_state", "invalid_action"):
+                invalid |= hit
         rest &= ~hit
-    return out
+    return out, invalid

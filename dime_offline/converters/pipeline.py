@@ -384,8 +384,15 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
     bridged = {str(t.tag): int(Sb[rows, i].sum()) for i, t in enumerate(spec.state_tags)}
     for i, t in enumerate(spec.actions):
         bridged[str(t.tag)] = bridged.get(str(t.tag), 0) + int(Ab[rows, i].sum())
+    column_tags = [str(t.tag) for t in spec.state_tags] + ([str(a.tag) for a in spec.actions] if spec.previous_action else [])
+    missing = [(column_tags, ~(Sv | S_imp)), ([str(a.tag) for a in spec.actions], ~Av),
+               ([str(t.tag) for t in spec.auxiliary], ~(Xv | X_imp))]
+    rtag = spec.reward_column_tag()
+    if rtag is not None:
+        missing.append(([str(rtag.tag)], ~(Rv | R_imp)))
+    audit = _audit(missing, plan_)
     report = _report(grid, stats, plan, plan_, source_name, spec_hash, rows, episode_key, warnings,
-                     imputed_values, imputed_steps, terminal_fills, clipped, units, bridged)
+                     imputed_values, imputed_steps, terminal_fills, clipped, units, bridged, audit)
     metadata = DatasetMetadata(
         obs_names=spec.obs_names,
         action_names=action_names,
@@ -515,10 +522,64 @@ def _units(spec: TelemetrySpec, plan: _Plan, stats: ReadStats, warnings: list[st
     return out
 
 
+def _audit(missing: list[tuple[list[str], np.ndarray]], ep: Any) -> dict[str, tuple[int, int]]:
+    """Per tag: (grid steps dropped for invalid data while the tag was missing, 'gap' episode ends it caused).
+
+    ``missing`` pairs the tag of each column with its (K+1, F) missing mask. A gap end after
+    transition k is blamed on the tags missing at step k+1 (the step that could not continue), or
+    at k+2 when none is (the next state of that step).
+    """
+    n = len(ep.invalid_steps)
+    by_tag: dict[str, np.ndarray] = {}
+    for tags, mask in missing:
+        for i, tag in enumerate(tags):
+            by_tag[tag] = by_tag.get(tag, np.zeros(n, bool)) | mask[:, i]
+    if not by_tag:
+        return {}
+    names = list(by_tag)
+    table = np.stack([by_tag[t] for t in names], axis=1)  # (K+1, T)
+    dropped = (table & ep.invalid_steps[:, None]).sum(axis=0)
+    after = np.minimum(ep.gap_ends + 1, n - 1)
+    blamed = table[after]
+    later = table[np.minimum(ep.gap_ends + 2, n - 1)]
+    blamed = np.where(blamed.any(axis=1, keepdims=True), blamed, later)
+    splits = blamed.sum(axis=0)
+    return {t: (int(d), int(c)) for t, d, c in zip(names, dropped, splits)}
+
+
+def _tag_warnings(plan: _Plan, grid: AlignedGrid) -> list[str]:
+    """Tags whose logging interval is longer than their hold (max_gap) or their hold_bad."""
+    max_gap: dict[int, int] = {}
+    hold_bad: dict[int, int] = {}
+    for ch in plan.channels:
+        if ch.max_gap_us < _FOREVER_US:
+            max_gap[ch.tag] = min(max_gap.get(ch.tag, ch.max_gap_us), ch.max_gap_us)
+            hold_bad[ch.tag] = max(hold_bad.get(ch.tag, 0), ch.hold_bad_us)
+    out = []
+    for i, gap_us in max_gap.items():
+        gaps = grid.gaps.get(i)
+        if gaps is None or gaps.intervals == 0:
+            continue
+        tag = plan.registry.tags[i].tag
+        typical = gaps.quantile_s(0.5)
+        share = gaps.over_max_gap / gaps.intervals
+        if share >= 0.1:
+            out.append(
+                f"tag '{tag}' is logged every {typical:.2g} s (median) and {100 * share:.0f}% of its sample intervals"
+                f" are longer than its max_gap {gap_us / US:g} s: it is missing at those steps; raise its max_gap"
+                " (stepped tags such as setpoints are often logged once a minute or on change)"
+            )
+        if hold_bad[i] and typical is not None and typical >= hold_bad[i] / US:
+            out.append(f"tag '{tag}': hold_bad {hold_bad[i] / US:g} s is not longer than its logging interval"
+                       f" ({typical:.2g} s): a bad sample of it can never be bridged")
+    return out
+
+
 def _report(
     grid: AlignedGrid, stats: ReadStats, plan: _Plan, ep: Any, source_name: str, spec_hash: str,
     rows: np.ndarray, episode_key: np.ndarray, warnings: list[str], imputed_values: int, imputed_steps: int,
     terminal_fills: int, clipped: int, units: dict[str, str | None], bridged: dict[str, int],
+    audit: dict[str, tuple[int, int]],
 ) -> ConversionReport:
     spec = plan.spec
     n = len(grid.times)
@@ -539,7 +600,10 @@ def _report(
             text_states=dict(s.text_states.most_common()), sentinels=s.sentinels, out_of_range=s.out_of_range,
             longest_gap_s=(gaps.longest_us / US) if gaps else 0.0,
             gaps_over_max_gap=gaps.over_max_gap if gaps else 0, bridged=bridged.get(st.tag, 0),
+            median_interval_s=gaps.quantile_s(0.5) if gaps else None,
+            dropped_steps=audit.get(st.tag, (0, 0))[0], splits=audit.get(st.tag, (0, 0))[1],
         ))
+    warnings.extend(_tag_warnings(plan, grid))
     starts = np.flatnonzero(np.r_[True, ep.episode_id[1:] != ep.episode_id[:-1]])
     ends = np.r_[starts[1:], len(rows)] - 1
     episodes = [

@@ -37,6 +37,13 @@ class TagReport:
     """Number of inter-sample gaps longer than the tag's max_gap."""
     bridged: int = 0
     """Transitions whose state or action value of this tag was held over a bad sample (hold_bad)."""
+    median_interval_s: float | None = None
+    """Typical (median) time between two consecutive samples, approximate (1.2 % bins)."""
+    dropped_steps: int = 0
+    """Audit: grid steps dropped as invalid_state/invalid_action while this tag was missing there
+    (a step missing several tags counts for each)."""
+    splits: int = 0
+    """Audit: episodes that ended with 'gap' because this tag was missing."""
 
 
 @dataclass
@@ -136,16 +143,22 @@ class ConversionReport:
         )
         lines.append("")
         header = (f"{'tag':<24} {'role':<12} {'units':<8} {'samples':>9} {'bad%':>6} {'unc%':>6} {'missing%':>8}"
-                  f" {'max gap s':>9} {'bridged':>8}  text states")
+                  f" {'every s':>8} {'max gap s':>9} {'bridged':>8} {'lost':>7} {'splits':>6}  text states")
         lines.append(header)
         lines.append("-" * len(header))
         for t in self.tags:
             states = ", ".join(f"{k} x{v}" for k, v in Counter(t.text_states).most_common(3))
             lines.append(
                 f"{t.tag[:24]:<24} {t.role[:12]:<12} {(t.units or '-')[:8]:<8} {t.samples:>9,} {100 * t.bad_fraction:>6.2f}"
-                f" {100 * t.uncertain_fraction:>6.2f} {100 * t.missing_fraction:>8.2f} {t.longest_gap_s:>9.1f}"
-                f" {t.bridged:>8,}  {states}"
+                f" {100 * t.uncertain_fraction:>6.2f} {100 * t.missing_fraction:>8.2f}"
+                f" {'-' if t.median_interval_s is None else format(t.median_interval_s, '.3g'):>8}"
+                f" {t.longest_gap_s:>9.1f} {t.bridged:>8,} {t.dropped_steps:>7,} {t.splits:>6,}  {states}"
             )
+        costly = sorted((t for t in self.tags if t.dropped_steps or t.splits), key=lambda t: -t.dropped_steps)
+        if costly:
+            lines.append("")
+            lines.append("steps lost to missing data, by tag (lost steps; gap splits): " + ", ".join(
+                f"{t.tag} {t.dropped_steps:,}; {t.splits:,}" for t in costly))
         if self.episodes:
             lines.append("")
             lines.append(f"{'episode':>7}  {'key':<16} {'start':<20} {'steps':>6}  end")

@@ -148,3 +148,33 @@ def test_per_tag_offsets_line_up_readings_of_one_scan() -> None:
     with pytest.raises(ConfigError, match="two different offsets"):
         telemetry_to_transitions(long_frame(rows), base_spec(
             observations=[{"tag": "PV", "offset": "-1s"}], auxiliary=[{"tag": "PV", "name": "pv2", "offset": "1s"}]))
+
+
+def test_the_audit_names_the_tag_behind_each_lost_step_and_split() -> None:
+    spec = base_spec(observations=_pv_gap("5s"), extra_state=[{"tag": "AUX", "alignment": "stepped", "max_gap": "5s"}])
+    rows = _plant(300, skip=(61, 120)) + [(t, "AUX", 1.0) for t in range(0, 301, 2) if not 200 <= t < 230]
+    _, report = telemetry_to_transitions(long_frame(rows), spec)
+    report.check_accounting()
+    tags = {t.tag: t for t in report.tags}
+    assert [e.end_reason for e in report.episodes] == ["gap", "gap", "end_of_data"]
+    assert (tags["PV"].dropped_steps, tags["PV"].splits) == (5, 1)
+    assert (tags["AUX"].dropped_steps, tags["AUX"].splits) == (2, 1)
+    assert (tags["SP"].dropped_steps, tags["SP"].splits) == (0, 0)
+    assert sum(t.dropped_steps for t in report.tags) >= report.dropped_steps["invalid_state"]
+    assert "by tag (lost steps; gap splits): PV 5; 1, AUX 2; 1" in report.format()
+
+
+def test_a_tag_logged_less_often_than_its_hold_is_warned_about() -> None:
+    rows = [(t, "PV", float(t)) for t in range(0, 601, 2)] + [(t + 1, "SP", 50.0) for t in range(0, 600, 60)]
+    spec = base_spec(max_gap="30s", hold_bad="10s",
+                     actions=[{"tag": "SP", "alignment": "stepped", "low": 0.0, "high": 100.0}])
+    _, report = telemetry_to_transitions(long_frame(rows), spec)
+    sp_warnings = [w for w in report.warnings if "'SP'" in w]
+    assert len(sp_warnings) == 2
+    assert "logged every 60" in sp_warnings[0] and "longer than its max_gap 30 s" in sp_warnings[0]
+    assert "hold_bad 10 s is not longer than its logging interval" in sp_warnings[1]
+    assert not [w for w in report.warnings if "'PV'" in w]
+    assert f"warning: {sp_warnings[0]}" in report.format()
+    tags = {t.tag: t for t in report.tags}
+    assert tags["SP"].median_interval_s == pytest.approx(60, rel=0.02)
+    assert tags["PV"].median_interval_s == pytest.approx(2, rel=0.02)

@@ -52,6 +52,7 @@ def _register() -> None:
     from . import data as _data  # noqa: F401
     from . import pretrain as _pretrain  # noqa: F401
     from . import run as _run  # noqa: F401
+    from . import sweep as _sweep  # noqa: F401
     from . import telemetry as _telemetry  # noqa: F401
     from . import train as _train  # noqa: F401
 

@@ -37,6 +37,8 @@ from dime_offline.trainers.loop import (
 TRIAL_FILE = "trial.json"
 """Written by ``sweep`` into each trial's run directory when the trial starts: a trial directory
 without a summary is one that has not finished (interrupted, failed or stopped early)."""
+STOPPED_FILE = "stopped.json"
+"""Written by ``sweep`` into the run directory of a trial its scheduler stopped early."""
 COMPARE_JSON = "compare.json"
 COMPARE_FIGURE = "compare.png"
 STAGES = ("pretrain", "finetune")
@@ -190,7 +192,9 @@ def find_runs(paths: Iterable[str]) -> tuple[list[RunRecord], list[str]]:
             raise ConfigError(f"holds no run directory (no {SUMMARY_FILE} of pretrain, finetune, run or sweep)", file=given)
     if not runs:
         raise ConfigError(f"no finished run among {', '.join(paths)} ({len(unfinished)} unfinished)")
-    return list(runs.values()), [f"skipped {path}: the run has not finished (no {SUMMARY_FILE})" for path in unfinished]
+    notices = [f"skipped {path}: " + ("stopped early by the sweep's scheduler" if (Path(path) / STOPPED_FILE).is_file() else
+                                     f"the run has not finished (no {SUMMARY_FILE})") for path in unfinished]
+    return list(runs.values()), notices
 
 
 def _walk(folder: Path, runs: dict[Path, RunRecord], unfinished: list[str]) -> None:

@@ -20,7 +20,7 @@ def normalized(value: float) -> float:
 
 def write_stage(folder: Path, command: str, curve: Sequence[tuple[int, float]], *, with_references: bool, config: dict[str, Any] | None) -> None:
     """One stage's run directory: metrics.csv with the evaluation curve, summary.json whose final block is the curve's last point."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     sink = CSVSink(folder / "metrics.csv")
     for step, value in curve:
         metrics = {"eval/return_mean": value, "train/critic/loss": 1.0}

@@ -1,0 +1,243 @@
+"""`dime-offline sweep`: planning trials from a sweep file, resuming, and real sweeps on Ray Tune."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dime_offline_cli.main import app
+from run_factories import make_stage_run
+from typer.testing import CliRunner
+
+import dime_offline.sweep as sweep_module
+from dime_offline.errors import ConfigError
+from dime_offline.sweep import (
+    SchedulerConfig,
+    SweepConfig,
+    Trial,
+    plan_trials,
+    run_trial,
+    sweep,
+)
+
+SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
+TINY_PRETRAIN = {"data": str(SAMPLE), "steps": 2, "eval_every": 0, "eval_episodes": 1, "max_episode_steps": 20,
+                 "tensorboard": False, "checkpoint_every": 0}
+
+
+def test_a_grid_plans_every_setting_at_every_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(SAMPLE.parents[2])  # the data path relative to the repository root, as a user writes it
+    cfg = SweepConfig(
+        command="run", base={"data": "datasets/samples/pendulum-medium-replay-dime.parquet", "finetune_steps": 50, "agent": {"batch_size": 64}},
+        parameters={"offline.conservative_weight": [0.3, 1.0], "agent.utd": [1, 2]}, seeds=[0, 1, 2], out_dir=str(tmp_path / "sw"),
+    )
+    trials = plan_trials(cfg)
+    assert len(trials) == 12
+    assert [t.name for t in trials[:4]] == ["s000-seed0", "s000-seed1", "s000-seed2", "s001-seed0"]
+    first, last = trials[0], trials[-1]
+    assert first.setting == {"offline.conservative_weight": 0.3, "agent.utd": 1} and first.seed == 0
+    assert last.setting == {"offline.conservative_weight": 1.0, "agent.utd": 2} and last.seed == 2
+    assert last.config["offline"]["conservative_weight"] == 1.0 and last.config["agent"] == {"batch_size": 64, "utd": 2}
+    assert last.config["finetune_steps"] == 50 and last.config["seed"] == 2 and last.config["torch_threads"] == 1
+    assert last.config["data"] == str(SAMPLE)  # absolute: a trial runs in another working directory
+    assert last.run_dir == (tmp_path / "sw" / "trials" / "s003-seed2").resolve()
+
+
+def test_random_search_draws_reproducibly_within_bounds(tmp_path: Path) -> None:
+    parameters = {"offline.conservative_weight": {"loguniform": [0.01, 10.0]}, "agent.utd": {"randint": [1, 3]},
+                  "offline.behaviour_weight": [0.0, 0.1]}
+    cfg = SweepConfig(command="pretrain", base={"data": str(SAMPLE)}, parameters=parameters, search="random", samples=6,
+                      seeds=[0], out_dir=str(tmp_path))
+    settings = [t.setting for t in plan_trials(cfg)]
+    assert len(settings) == 6 and settings == [t.setting for t in plan_trials(cfg)]
+    assert all(0.01 <= s["offline.conservative_weight"] <= 10.0 and s["agent.utd"] in (1, 2, 3) for s in settings)
+    assert {s["offline.behaviour_weight"] for s in settings} <= {0.0, 0.1}
+    other = SweepConfig(command="pretrain", base={"data": str(SAMPLE)}, parameters=parameters, search="random", samples=6,
+                        seeds=[0], out_dir=str(tmp_path), search_seed=1)
+    assert [t.setting for t in plan_trials(other)] != settings
+
+
+@pytest.mark.parametrize(("parameters", "search", "expected"), [
+    ({"offline.nope": [1]}, "grid", "unknown field 'offline.nope'"),
+    ({"agent.nope": [1]}, "grid", "unknown field 'agent.nope'"),
+    ({"steps": [0]}, "grid", "field 'steps': must be >= 1"),
+    ({"agent.utd": {"uniform": [1, 2]}}, "grid", "a distribution needs search: random"),
+    ({"agent.utd": {"normal": [1, 2]}}, "random", "parameter 'agent.utd': expected a list of values or one of"),
+    ({"agent.utd": []}, "grid", "expected a non-empty list"),
+])
+def test_bad_parameters_fail_before_anything_runs(tmp_path: Path, parameters: dict[str, Any], search: str, expected: str) -> None:
+    cfg = SweepConfig(command="pretrain", base={"data": str(SAMPLE)}, parameters=parameters, search=search, out_dir=str(tmp_path / "sw"))
+    with pytest.raises(ConfigError, match=expected):
+        sweep(cfg)
+    assert not (tmp_path / "sw").exists()
+
+
+def _fake_tune(ran: list[list[str]]) -> Any:
+    """Stands in for Ray Tune: each trial 'finishes' with a known score, and the names run are recorded."""
+
+    def run(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, str]:
+        ran.append([t.name for t in trials])
+        for t in trials:
+            make_stage_run(t.run_dir, "pretrain", -500.0 + 100.0 * t.seed, seed=t.seed, **{
+                k: v for k, v in t.config.items() if k not in ("seed", "data")})
+        return {}
+
+    return run
+
+
+def test_resume_keeps_finished_trials_and_reruns_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[list[str]] = []
+    monkeypatch.setattr(sweep_module, "_run_on_tune", _fake_tune(ran))
+    cfg = SweepConfig(command="pretrain", base=TINY_PRETRAIN, parameters={"offline.conservative_weight": [0.3, 1.0]},
+                      seeds=[0, 1], out_dir=str(tmp_path / "sw"))
+    result = sweep(cfg)
+    assert ran == [["s000-seed0", "s000-seed1", "s001-seed0", "s001-seed1"]]
+    assert [t.status for t in result.trials] == ["finished"] * 4
+    assert result.comparison is not None and len(result.comparison.groups) == 2
+    assert (tmp_path / "sw" / "compare" / "compare.png").is_file()
+
+    with pytest.raises(ConfigError, match="already holds a sweep"):
+        sweep(cfg)
+    interrupted = tmp_path / "sw" / "trials" / "s001-seed0"
+    (interrupted / "summary.json").unlink()
+    stopped = tmp_path / "sw" / "trials" / "s000-seed1"
+    (stopped / "summary.json").unlink()
+    (stopped / "stopped.json").write_text("{}")  # ASHA stopped it: resuming keeps that decision
+    result = sweep(SweepConfig(**{**cfg.__dict__, "resume": True}))
+    assert ran[-1] == ["s001-seed0"]
+    assert [t.status for t in result.trials] == ["kept", "kept", "finished", "kept"]
+    assert result.comparison is not None
+    assert result.comparison.notices == [f"skipped {stopped.resolve()}: stopped early by the sweep's scheduler"]
+
+    changed = SweepConfig(**{**cfg.__dict__, "resume": True, "seeds": [0, 1, 2]})
+    with pytest.raises(ConfigError, match="the sweep changed since it started"):
+        sweep(changed)
+
+
+def test_cli_without_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({"command": "pretrain", "base": TINY_PRETRAIN, "seeds": [0]}))
+    result = CliRunner().invoke(app, ["sweep", "--config", str(sweep_file), "--out", str(tmp_path / "sw")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == "error: Ray Tune is not installed; install the extra with: pip install 'dime-offline[ray]'"
+
+
+def test_cli_bad_sweep_file_is_one_line(tmp_path: Path) -> None:
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text("command: train\n")
+    result = CliRunner().invoke(app, ["sweep", "--config", str(sweep_file), "--out", str(tmp_path / "sw")])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "field 'command'" in result.stderr and "sweep.yaml" in result.stderr
+
+
+def test_a_sweep_on_ray_tune_writes_normal_run_directories(tmp_path: Path) -> None:
+    """Two settings x one seed of a tiny pretrain, side by side on local Ray (one CPU and thread each)."""
+    pytest.importorskip("ray", reason="the ray extra is optional: pip install 'dime-offline[ray]'")
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "command": "pretrain", "base": TINY_PRETRAIN, "parameters": {"offline.conservative_weight": [0.3, 1.0]}, "seeds": [0],
+    }))
+    result = CliRunner().invoke(app, ["sweep", "--config", str(sweep_file), "--out", str(tmp_path / "sw"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [t["status"] for t in summary["trials"]] == ["finished", "finished"]
+    for name, weight in (("s000-seed0", 0.3), ("s001-seed0", 1.0)):
+        run = tmp_path / "sw" / "trials" / name
+        assert json.loads((run / "summary.json").read_text())["updates"] == 2
+        config = json.loads((run / "pretrain_config.json").read_text())
+        assert config["offline"]["conservative_weight"] == weight and config["torch_threads"] == 1
+        assert (run / "checkpoint").is_dir()
+    groups = summary["comparison"]["groups"]
+    assert [g["setting"] for g in groups] == ["offline.conservative_weight=0.3", "offline.conservative_weight=1.0"]
+
+
+def test_a_trial_reports_each_evaluation_and_writes_its_error_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainable without Ray: a stand-in ``ray.tune.report`` receives the score of every evaluation."""
+    reports: list[dict[str, float]] = []
+    fake_ray = types.ModuleType("ray")
+    fake_ray.tune = types.SimpleNamespace(report=reports.append)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    cfg = SweepConfig(command="pretrain", base={**TINY_PRETRAIN, "eval_every": 1}, seeds=[3], out_dir=str(tmp_path / "sw"))
+    trial = plan_trials(cfg)[0]
+    run_trial({"trial": trial.name}, trials={trial.name: trial.to_dict()})
+    evaluations = [row for row in csv.DictReader((trial.run_dir / "metrics.csv").open()) if row["key"] == "eval/return_mean"]
+    assert reports == [{"score": float(row["value"]), "step": int(row["step"])} for row in evaluations]
+    assert [r["step"] for r in reports] == [1, 2]
+    assert json.loads((trial.run_dir / "trial.json").read_text())["seed"] == 3
+    assert (trial.run_dir / "summary.json").is_file() and not (trial.run_dir / "error.txt").exists()
+
+    (tmp_path / "gone.parquet").write_bytes(SAMPLE.read_bytes())
+    broken = SweepConfig(command="pretrain", base={**TINY_PRETRAIN, "data": str(tmp_path / "gone.parquet")}, seeds=[0],
+                         out_dir=str(tmp_path / "sw2"))
+    trial = plan_trials(broken)[0]
+    (tmp_path / "gone.parquet").unlink()  # the data went away between planning and running
+    run_trial({"trial": trial.name}, trials={trial.name: trial.to_dict()})
+    error = (trial.run_dir / "error.txt").read_text()
+    assert error.count("\n") == 1 and "gone.parquet" in error
+
+
+@pytest.mark.slow
+def test_asha_stops_lagging_trials_and_resume_keeps_its_decisions(tmp_path: Path) -> None:
+    """Four settings, eight evaluations each: ASHA (rungs at 1, 2, 4 evaluations, keeping the better half)
+    stops some trials; each stopped one is marked, compared as skipped, and not rerun by a resume."""
+    pytest.importorskip("ray", reason="the ray extra is optional: pip install 'dime-offline[ray]'")
+    cfg = SweepConfig(
+        command="pretrain", base={**TINY_PRETRAIN, "steps": 8, "eval_every": 1},
+        parameters={"offline.conservative_weight": [0.1, 0.3, 1.0, 3.0]}, seeds=[0],
+        scheduler=SchedulerConfig(kind="asha", grace_period=1, reduction_factor=2), out_dir=str(tmp_path / "sw"), quiet=True,
+    )
+    result = sweep(cfg)
+    statuses = {t.name: t.status for t in result.trials}
+    stopped = [name for name, status in statuses.items() if status == "stopped"]
+    assert stopped and "failed" not in statuses.values() and "finished" in statuses.values()
+    for name in stopped:
+        run = tmp_path / "sw" / "trials" / name
+        assert (run / "stopped.json").is_file() and not (run / "summary.json").exists()
+    assert result.comparison is not None and len(result.comparison.notices) == len(stopped)
+    again = sweep(SweepConfig(**{**cfg.__dict__, "resume": True}))
+    assert all(t.status == "kept" for t in again.trials)
+
+
+@pytest.mark.slow
+def test_the_same_sweep_file_runs_on_a_cluster_started_with_ray_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray start --head` in the foreground (--block), the sweep attached with --address, the head stopped by its pid."""
+    pytest.importorskip("ray", reason="the ray extra is optional: pip install 'dime-offline[ray]'")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray_cli = Path(sys.executable).with_name("ray")
+    log = tmp_path / "head.log"
+    with log.open("w") as out:
+        head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                                 "--include-dashboard=false", f"--temp-dir=/tmp/ray-{port}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "block forever" not in log.read_text() and time.monotonic() < deadline and head.poll() is None:
+            time.sleep(1)
+        assert "block forever" in log.read_text(), log.read_text()[-2000:]
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the head uses token authentication (Ray >= 2.59)
+        sweep_file = tmp_path / "sweep.yaml"
+        sweep_file.write_text(yaml.safe_dump({
+            "command": "pretrain", "base": TINY_PRETRAIN, "parameters": {"offline.conservative_weight": [0.3, 1.0]}, "seeds": [0],
+        }))
+        result = CliRunner().invoke(app, ["sweep", "--config", str(sweep_file), "--out", str(tmp_path / "sw"),
+                                          "--address", f"127.0.0.1:{port}", "--json"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert [t["status"] for t in summary["trials"]] == ["finished", "finished"]
+        assert len(summary["comparison"]["groups"]) == 2
+    finally:
+        head.terminate()  # --block tears the head's processes down on SIGTERM
+        head.wait(timeout=60)
+        shutil.rmtree(f"/tmp/ray-{port}", ignore_errors=True)

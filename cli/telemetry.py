@@ -1,9 +1,8 @@
-"""`dime-offline data from-telemetry` and `dime-offline data make-telemetry`."""
+"""`dime-offline data from-telemetry`, `data profile` and `data make-telemetry`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,9 +16,9 @@ def from_telemetry_command(
     source: str = typer.Argument(..., help="Historian export: CSV/Parquet file or a folder of them (long or wide)."),
     spec: Path = typer.Option(..., "--spec", help="Telemetry spec (YAML): tags, alignment, quality, episodes, reward."),
     out: Path = typer.Option(..., "--out", help="Canonical Parquet file to write (atomically)."),
-    rows_per_file: Optional[int] = typer.Option(
+    rows_per_file: int | None = typer.Option(
         None, "--rows-per-file", help="Write a folder of Parquet parts of about this many rows instead."),
-    report_path: Optional[Path] = typer.Option(None, "--report", help="Also write the conversion report as JSON here."),
+    report_path: Path | None = typer.Option(None, "--report", help="Also write the conversion report as JSON here."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON object instead of text."),
 ) -> None:
     """Convert historian telemetry into canonical transitions (see docs/telemetry.md)."""
@@ -42,8 +41,8 @@ def make_telemetry_command(
     out: Path = typer.Option(..., "--out", help="Export to write: .csv or .parquet (long format)."),
     hours: float = typer.Option(4.0, "--hours", help="Hours of plant operation to simulate."),
     seed: int = typer.Option(3, "--seed", help="Seed of the plant, the controller/operator and the historian."),
-    truth: Optional[Path] = typer.Option(None, "--truth", help="Also write the simulator's true states (CSV)."),
-    spec_out: Optional[Path] = typer.Option(None, "--spec-out", help="Also write the matching converter spec (YAML)."),
+    truth: Path | None = typer.Option(None, "--truth", help="Also write the simulator's true states (CSV)."),
+    spec_out: Path | None = typer.Option(None, "--spec-out", help="Also write the matching converter spec (YAML)."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Simulate the CSTR twin under its PI controller and write a historian-style export."""
@@ -81,3 +80,32 @@ def make_telemetry_command(
             f"wrote {summary['rows']:,} historian rows ({hours:g} h, {summary['batches']} batches,"
             f" {summary['trips']} trip(s)) to {out}"
         )
+
+
+@data_app.command("profile")
+@user_errors_exit_2
+def profile_command(
+    source: str = typer.Argument(..., help="Historian export: CSV/Parquet file or a folder of them (long or wide)."),
+    spec_out: Path | None = typer.Option(
+        None, "--spec-out", help="Also write a scaffolded telemetry spec (YAML) to edit before converting."),
+    timezone: str | None = typer.Option(None, "--timezone", help="IANA zone of timestamps without an offset."),
+    max_tags: int = typer.Option(1000, "--max-tags", help="Profile at most this many tags (the first seen)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the profile as one JSON object."),
+) -> None:
+    """Per-tag logging interval, scan phase, quality mix, gaps, value range and stepped/analog guess of an export."""
+    import yaml
+
+    from dime_offline.converters.profile import ProfileConfig, profile_export
+    from dime_offline.io import atomic_write_text
+
+    profile = profile_export(ProfileConfig(source=source, timezone=timezone, max_tags=max_tags))
+    if spec_out is not None:
+        header = (f"# Scaffolded by `dime-offline data profile {source}`: check every field before converting\n"
+                  "# (actions, bounds, holds, offsets, episodes, and the placeholder reward; docs/telemetry.md).\n")
+        atomic_write_text(spec_out, header + yaml.safe_dump(profile.scaffold_spec(), sort_keys=False))
+    if json_output:
+        print_json({**profile.to_dict(), "spec_out": None if spec_out is None else str(spec_out)})
+    else:
+        typer.echo(profile.format())
+        if spec_out is not None:
+            typer.echo(f"\nwrote a spec to edit to {spec_out}")

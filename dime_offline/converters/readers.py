@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +33,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from dime_offline.converters.spec import TelemetrySpec, normalise_label
+from dime_offline.converters.spec import (
+    ColumnSpec,
+    QualitySpec,
+    ReaderSpec,
+    normalise_label,
+)
 from dime_offline.errors import DataError, DatasetNotFoundError, SchemaError
 
 GOOD, UNCERTAIN, BAD = 0, 1, 2
@@ -55,6 +60,17 @@ _TEXT_UNCERTAIN = ("uncertain", "questionable", "substituted", "suspect")
 _TEXT_BAD = ("bad",)
 _MAX_TEXT_STATES = 50
 _MAX_TAGS_SEEN = 10_000
+
+
+class ReadOptions(Protocol):
+    """What the readers need of a spec: a :class:`~dime_offline.converters.spec.TelemetrySpec`, or
+    the profiler's options (which name no tags)."""
+
+    columns: ColumnSpec
+    quality: QualitySpec
+    reader: ReaderSpec
+    timezone: str | None
+    ambiguous: str
 
 
 # --------------------------------------------------------------------------- registry / stats
@@ -107,16 +123,36 @@ class ReadStats:
 
 
 class TagRegistry:
-    """The distinct source tags of a spec, indexed 0..T-1 (int16 in chunks)."""
+    """The distinct source tags of a spec, indexed 0..T-1 (int16 in chunks).
 
-    def __init__(self, tags: list[SourceTag]) -> None:
-        self.tags = tags
-        self.index = {t.tag: i for i, t in enumerate(tags)}
+    With ``grow_to`` > 0 (the profiler) every tag the source holds is registered as a numeric tag
+    when first seen, up to that many; later ones are skipped.
+    """
+
+    def __init__(self, tags: list[SourceTag], *, grow_to: int = 0) -> None:
+        self.tags: list[SourceTag] = []
+        self.index: dict[str, int] = {}
+        self.grow_to = grow_to
+        for t in tags:
+            self._append(t)
+
+    def _append(self, tag: SourceTag) -> int:
+        self.index[tag.tag] = len(self.tags)
+        self.tags.append(tag)
+        tags = self.tags
         self.is_text = np.array([t.kind == "text" for t in tags], dtype=bool)
         self.vmin = np.array([-np.inf if t.valid_min is None else t.valid_min for t in tags], dtype=np.float64)
         self.vmax = np.array([np.inf if t.valid_max is None else t.valid_max for t in tags], dtype=np.float64)
         offsets = np.array([t.offset_us for t in tags], dtype=np.int64)
         self.offset_us = offsets if offsets.any() else None
+        return self.index[tag.tag]
+
+    def lookup(self, name: str) -> int:
+        """Index of a tag name, -1 when the source tag is not read."""
+        i = self.index.get(name, -1)
+        if i < 0 and len(self.tags) < self.grow_to:
+            i = self._append(SourceTag(name))
+        return i
 
     def __len__(self) -> int:
         return len(self.tags)
@@ -226,7 +262,7 @@ def _find(names: list[str], given: str | None, role: str, required: bool, part: 
     return None
 
 
-def _layout(names: list[str], spec: TelemetrySpec, registry: TagRegistry, part: str) -> _Layout:
+def _layout(names: list[str], spec: ReadOptions, registry: TagRegistry, part: str) -> _Layout:
     cols = spec.columns
     ts = _find(names, cols.timestamp, "timestamp", True, part)
     assert ts is not None
@@ -245,6 +281,10 @@ def _layout(names: list[str], spec: TelemetrySpec, registry: TagRegistry, part: 
         )
     wide: dict[str, tuple[str, str | None]] = {}
     missing = []
+    if registry.grow_to:  # every column but the timestamp and the quality columns is a tag
+        for name in names:
+            if name != ts and not name.endswith(cols.quality_suffix):
+                registry.lookup(name)
     for t in registry.tags:
         if t.tag in names:
             qcol = t.tag + cols.quality_suffix
@@ -274,7 +314,7 @@ def _csv_header(path: Path) -> list[str]:
     return next(csv.reader(io.StringIO(first)))
 
 
-def _arrow_batches(part: _Part, spec: TelemetrySpec, registry: TagRegistry) -> tuple[_Layout, Iterator[pa.RecordBatch]]:
+def _arrow_batches(part: _Part, spec: ReadOptions, registry: TagRegistry) -> tuple[_Layout, Iterator[pa.RecordBatch]]:
     chunk = spec.reader.chunk_rows
     if part.table is not None:
         layout = _layout(part.table.column_names, spec, registry, part.name)
@@ -393,7 +433,7 @@ def _locate(arr: pa.Array, fn: Any) -> int:
     return lo
 
 
-def timestamps_us(arr: pa.Array, spec: TelemetrySpec, file: str, column: str, rows: _Rows) -> np.ndarray:
+def timestamps_us(arr: pa.Array, spec: ReadOptions, file: str, column: str, rows: _Rows) -> np.ndarray:
     """(n,) int64 microseconds since the epoch (UTC) from any timestamp representation."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -427,7 +467,7 @@ def timestamps_us(arr: pa.Array, spec: TelemetrySpec, file: str, column: str, ro
     raise DataError(f"unsupported timestamp type {typ}", file=file, column=column)
 
 
-def _from_strings(arr: pa.Array, spec: TelemetrySpec, file: str, column: str, rows: _Rows) -> np.ndarray:
+def _from_strings(arr: pa.Array, spec: ReadOptions, file: str, column: str, rows: _Rows) -> np.ndarray:
     fmt = spec.columns.timestamp_format
     if fmt is not None:
         parsed = pc.strptime(arr, format=fmt, unit="us", error_is_null=True)
@@ -472,7 +512,7 @@ def _parses(arr: pa.Array, typ: pa.DataType) -> bool:
     return True
 
 
-def _from_timestamp(arr: pa.Array, spec: TelemetrySpec, file: str, column: str, rows: _Rows) -> np.ndarray:
+def _from_timestamp(arr: pa.Array, spec: ReadOptions, file: str, column: str, rows: _Rows) -> np.ndarray:
     typ = arr.type
     if typ.tz is None:
         if spec.timezone is None:
@@ -563,7 +603,7 @@ def _strings(arr: pa.Array) -> list[str | None]:
 class QualityMap:
     """Maps source quality codes to GOOD/UNCERTAIN/BAD per the spec's quality policy."""
 
-    def __init__(self, spec: TelemetrySpec) -> None:
+    def __init__(self, spec: ReadOptions) -> None:
         q = spec.quality
         self.explicit: dict[str, int] = {}
         for cls, codes in ((GOOD, q.good), (UNCERTAIN, q.uncertain), (BAD, q.bad)):
@@ -659,7 +699,7 @@ def _as_int(code: Any) -> int | None:
 class ChunkReader:
     """Iterates :class:`SampleChunk`\\ s of a source for one spec, filling :class:`ReadStats`."""
 
-    def __init__(self, source: Any, spec: TelemetrySpec, registry: TagRegistry) -> None:
+    def __init__(self, source: Any, spec: ReadOptions, registry: TagRegistry) -> None:
         self.parts = source_parts(source)
         self.spec = spec
         self.registry = registry
@@ -692,7 +732,7 @@ class ChunkReader:
         names = tag_col.dictionary.to_pylist()
         if len(self.stats.tags_seen) < _MAX_TAGS_SEEN:
             self.stats.tags_seen.update(str(n).strip() for n in names if n is not None)
-        mapping = np.array([self.registry.index.get(str(n).strip(), -1) if n is not None else -1 for n in names] + [-1],
+        mapping = np.array([self.registry.lookup(str(n).strip()) if n is not None else -1 for n in names] + [-1],
                            dtype=np.int16)
         indices = _filled(tag_col.indices, len(names))
         tag_idx = mapping[indices]
@@ -776,7 +816,7 @@ class ChunkReader:
         oor_rows = out_of_range & ~sentinel
         oor = np.bincount(tags[oor_rows], minlength=n_tags) if oor_rows.any() else np.zeros(n_tags, np.int64)
         for i in np.flatnonzero(counts.sum(axis=0)):
-            st = self.stats.per_tag[self.registry.tags[i].tag]
+            st = self.stats.per_tag.setdefault(self.registry.tags[i].tag, TagStats())
             st.good += int(counts[0][i])
             st.uncertain += int(counts[1][i])
             st.bad += int(counts[2][i])
@@ -792,7 +832,7 @@ class ChunkReader:
         pos = np.flatnonzero(is_text)
         texts = _strings(arr.take(pa.array(pos)))
         for t, text in zip(tags[pos].tolist(), texts):
-            counter = self.stats.per_tag[self.registry.tags[t].tag].text_states
+            counter = self.stats.per_tag.setdefault(self.registry.tags[t].tag, TagStats()).text_states
             key = text if (text in counter or len(counter) < _MAX_TEXT_STATES) else "<other text>"
             counter[key] += 1
 
@@ -817,4 +857,4 @@ class ChunkReader:
                 continue
             unit = names[code - 1]
             if unit is not None and str(unit).strip():
-                self.stats.per_tag[self.registry.tags[t].tag].units[str(unit).strip()] += int(count)
+                self.stats.per_tag.setdefault(self.registry.tags[t].tag, TagStats()).units[str(unit).strip()] += int(count)

@@ -72,7 +72,7 @@ def soft_distributional_target(
 
 
 def critic_loss(
-    logits: torch.Tensor, target: torch.Tensor, entropy_coef: float
+    logits: torch.Tensor, target: torch.Tensor, entropy_coef: float, sample_weight: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy to the target plus the critic-entropy regulariser, summed over critics.
 
@@ -80,11 +80,16 @@ def critic_loss(
     the second term rewards a *higher* entropy of each critic's categorical output.
 
     Args:
-        logits: (E, B, K) critics' logits at (s, a). target: (B, K). entropy_coef: c (authors: 0.005).
+        logits: (E, B, K) critics' logits at (s, a). target: (B, K), or (E, B, K) for one target per
+        critic. entropy_coef: c (authors: 0.005). sample_weight: optional (E, B) weights of the
+        cross-entropy terms per critic and row, e.g. bootstrap resampling counts (off-policy evaluation).
     """
     probs = logits.softmax(-1)
     log_probs = torch.log(probs + _LOG_EPS)
-    cross_entropy = -(target * log_probs).sum(-1).mean(-1)  # (E,)
+    row_cross_entropy = -(target * log_probs).sum(-1)  # (E, B)
+    if sample_weight is not None:
+        row_cross_entropy = row_cross_entropy * sample_weight
+    cross_entropy = row_cross_entropy.mean(-1)  # (E,)
     neg_entropy = (probs * log_probs).sum(-1).mean(-1)  # (E,)
     loss = (cross_entropy + entropy_coef * neg_entropy).sum()
     return loss, {

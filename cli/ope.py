@@ -1,0 +1,62 @@
+"""`dime-offline ope`: a checkpoint's value estimated from logged data alone (fitted Q evaluation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import print_json, user_errors_exit_2
+from .main import app
+from .train import JsonFlag, _str
+
+
+@app.command("ope")
+@user_errors_exit_2
+def ope_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint or run directory whose policy is evaluated.")],
+    data: Annotated[Path, typer.Option("--data", help="Logged transitions: Parquet file/folder, D4RL HDF5 or local Minari id.")],
+    steps: Annotated[int | None, typer.Option("--steps", help="FQE gradient steps (default 4000).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for ope.json and ope_config.json.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override an OPEConfig field: key=value, e.g. bootstrap=20, policy_mode=noise_free (repeatable)."),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Estimate the policy's discounted return from logged data (fitted Q evaluation, bootstrap interval),
+    beside the logged behaviour's."""
+    from dime_offline.config import apply_overrides, from_dict
+    from dime_offline.ope import OPEConfig, evaluate_offline
+
+    given = {"checkpoint": str(checkpoint), "data": str(data), "steps": steps, "out_dir": _str(out)}
+    cfg = apply_overrides(from_dict(OPEConfig, {k: v for k, v in given.items() if v is not None}), overrides)
+    summary = evaluate_offline(cfg).to_dict()
+    if json_output:
+        print_json(summary)
+        return
+    confidence = f"{100 * summary['interval']['confidence']:.0f} %"
+    typer.echo(
+        f"ope {summary['checkpoint']} ({summary['acting']} actions) on {summary['data']}: {summary['transitions']}"
+        f" transitions, {summary['episodes']} episodes, gamma {summary['gamma']}"
+    )
+    typer.echo(f"policy value from the initial states:    {_interval(summary['value'])} ({confidence} bootstrap interval)")
+    typer.echo(f"logged behaviour (Monte-Carlo return):   {_interval(summary['behaviour']['value'])}")
+    typer.echo(f"policy minus behaviour:                  {_interval(summary['improvement'])}")
+    typer.echo(f"mean over all logged states: policy {_interval(summary['mean_state_value'])},"
+               f" behaviour {_interval(summary['behaviour']['mean_state_value'])}")
+    typer.echo(
+        f"the policy's actions differ from the logged ones by {summary['action_gap']:.2f} (RMS in [-1, 1]);"
+        " FQE is biased where the policy leaves the data"
+    )
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}")
+    if out is not None:
+        typer.echo(f"summary: {out / 'ope.json'}")
+
+
+def _interval(block: dict[str, Any]) -> str:
+    if block["lo"] is None:
+        return f"{block['estimate']:.1f}"
+    return f"{block['estimate']:.1f} [{block['lo']:.1f}, {block['hi']:.1f}]"

@@ -1,0 +1,454 @@
+"""Off-policy evaluation: what a policy would earn, estimated from logged data alone.
+
+The question a plant without a simulator asks before deploying a policy is "is it better than what
+runs now?". :func:`evaluate_offline` answers it with fitted Q evaluation (FQE; Le, Voloshin & Yue,
+ICML 2019), the estimator d3rlpy ships and one of the strongest in the DOPE benchmark (Fu et al.,
+ICLR 2021):
+
+    Q_{k+1} = argmin_Q  E_(s, a, r, s') in data  loss( Q(s, a),  r + gamma (1 - terminated) Q_k(s', pi(s')) )
+
+Q is the project's distributional C51 critic (:class:`~dime_offline.nets.critic.DistributionalCritic`)
+trained on the projected Bellman target (:func:`~dime_offline.agent.losses.c51_projection`) with
+cross-entropy, without DIME's entropy terms: the estimand is the plain discounted return in the
+data's reward units. Q_k is a target copy refreshed every ``target_update_interval`` steps. The
+policy is fixed, so its actions at every logged state are computed once before training, and each
+FQE step costs one small critic update. The value is then
+
+    V(pi) = mean over the data's initial states s_0 of E[Q(s_0, pi(s_0))]
+
+and, as a second figure, the mean of E[Q(s, pi(s))] over every logged state. Bootstrapping through
+truncated episode ends (only ``terminated`` stops it) makes both infinite-horizon values.
+
+Confidence interval: the episodes are resampled with replacement ``bootstrap`` times and FQE is
+refitted on each resample (the bootstrapped FQE of Hao et al., ICML 2021). All fits run at once:
+member 0 of the critic ensemble sees every episode once (the point estimate), member m > 0 weights
+each row by how often its episode was drawn in resample m, and estimates with its own resample's
+initial states. The interval is the percentile interval of the replicates; it covers the sampling
+of episodes and FQE's own fitting noise, not the bias FQE has when the policy acts where the data
+never went (docs/algorithm.md, "Off-policy evaluation").
+
+The logged behaviour's discounted Monte-Carlo return from the same initial states (and its
+bootstrap interval on the same resamples, so the difference has a paired interval) is reported
+beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from dime_offline.agent.losses import c51_projection, critic_loss
+from dime_offline.checkpoints import read_checkpoint_meta, resolve_checkpoint_dir
+from dime_offline.config import to_dict
+from dime_offline.data.load import load_dataset
+from dime_offline.data.replay import ReplayConfig, ReplayStore
+from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail, value_support
+from dime_offline.data.schema import TransitionData
+from dime_offline.devices import check_device
+from dime_offline.envs.make import SpaceSpec, check_spaces_match
+from dime_offline.errors import ConfigError
+from dime_offline.io import atomic_path
+from dime_offline.nets.critic import DistributionalCritic
+from dime_offline.types import Policy
+
+PolicyMode = Literal["best_of_k", "noise_free", "stochastic"]
+POLICY_MODES: tuple[str, ...] = ("best_of_k", "noise_free", "stochastic")
+SUMMARY_FILE = "ope.json"
+CONFIG_FILE = "ope_config.json"
+_ACT_CHUNK_ROWS = 4096
+"""Observations per policy call while precomputing actions (bounds the chains' memory)."""
+
+
+@dataclass(frozen=True)
+class OPEConfig:
+    """What ``dime-offline ope`` runs: the policy, the logged data and the FQE settings."""
+
+    checkpoint: str = ""
+    """Checkpoint directory, or a run directory (its ``checkpoint/`` is used), whose policy is evaluated."""
+    data: str = ""
+    """Logged transitions: a Parquet file/folder, a D4RL-style HDF5 file or a local Minari id."""
+    out_dir: str | None = None
+    """Folder for ``ope.json`` (the summary) and ``ope_config.json``, both written atomically; None writes nothing."""
+    policy_mode: PolicyMode | None = None
+    """How the policy acts: "best_of_k" or "noise_free" (deterministic modes, see ``load_policy``),
+    "stochastic" (samples of the chain); None: the checkpoint's deterministic mode, as deployed."""
+    policy_samples: int | None = None
+    """Actions drawn per state for the targets; each FQE step uses one of them at random (a
+    stochastic policy's expectation). None: 1 for a deterministic mode, 8 for "stochastic"."""
+    gamma: float | None = None
+    """Discount of the estimated return, in [0, 1); None: the checkpoint's ``gamma``."""
+    steps: int = 4000
+    """FQE gradient steps (each ensemble member takes every one)."""
+    batch_size: int = 256
+    """Transitions per FQE step."""
+    lr: float = 3e-4
+    """Adam learning rate of the FQE critic."""
+    target_update_interval: int = 10
+    """Copy the critic into the target Q_k every this many steps. Each copy is one Bellman backup and a
+    value needs about 3 / (1 - gamma) of them to reach its horizon (300 at gamma 0.99), so a short
+    interval: d3rlpy's 100 left a Pendulum policy's estimate at its initial value after 3000 steps
+    (docs/benchmarks.md)."""
+    bootstrap: int = 10
+    """Bootstrap replicates (episode resamples) for the interval; 0: estimate only, no interval."""
+    confidence: float = 0.9
+    """Coverage of the percentile interval, in (0, 1)."""
+    hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of the FQE critic."""
+    n_atoms: int = 101
+    """Atoms of the categorical value distribution (C51)."""
+    support_margin: float = 0.25
+    """Room around the data's values for the critic's support, as a share of their range
+    (``data/returns.py`` ``value_support``)."""
+    return_tail: TruncationTail = "lower"
+    """Tail of the behaviour's Monte-Carlo returns after a truncated episode: "zero", "repeat_last_reward"
+    or "lower" (``data/returns.py``); FQE itself bootstraps through truncations."""
+    nonfinite: Literal["error", "drop"] = "error"
+    """NaN/inf in the data: "error" stops with the first bad row; "drop" cuts the affected episodes."""
+    seed: int = 0
+    """Seeds the critics' initialisation, the batches, the resamples and a stochastic policy's noise."""
+    device: str = "cpu"
+    """Torch device for the policy and the FQE critic."""
+    torch_threads: int | None = None
+    """Intra-op CPU threads for torch (process-wide); None keeps torch's default."""
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("steps", self.steps >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("target_update_interval", self.target_update_interval >= 1, ">= 1"),
+            ("bootstrap", self.bootstrap >= 0, ">= 0"),
+            ("confidence", 0.0 < self.confidence < 1.0, "in (0, 1)"),
+            ("gamma", self.gamma is None or 0.0 <= self.gamma < 1.0, "in [0, 1)"),
+            ("policy_samples", self.policy_samples is None or self.policy_samples >= 1, ">= 1"),
+            ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "one or more positive widths"),
+            ("n_atoms", self.n_atoms >= 2, ">= 2"),
+            ("support_margin", self.support_margin >= 0, ">= 0"),
+            ("torch_threads", self.torch_threads is None or self.torch_threads >= 1, ">= 1"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"field '{name}': must be {expected}, got {getattr(self, name)!r}")
+        if self.policy_mode is not None and self.policy_mode not in POLICY_MODES:
+            raise ConfigError(f"field 'policy_mode': expected one of {list(POLICY_MODES)}, got {self.policy_mode!r}")
+        if self.return_tail not in TRUNCATION_TAILS:
+            raise ConfigError(f"field 'return_tail': expected one of {list(TRUNCATION_TAILS)}, got {self.return_tail!r}")
+        check_device(self.device)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap percentile interval (``lo``/``hi`` None without replicates)."""
+
+    estimate: float
+    lo: float | None = None
+    hi: float | None = None
+
+    @classmethod
+    def from_replicates(cls, estimate: float, replicates: np.ndarray, confidence: float) -> Interval:
+        if replicates.size == 0:
+            return cls(float(estimate))
+        tail = (1.0 - confidence) / 2.0
+        lo, hi = np.quantile(replicates, [tail, 1.0 - tail])
+        return cls(float(estimate), float(lo), float(hi))
+
+    def to_dict(self) -> dict[str, float | None]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class OPEResult:
+    """Estimated value of a policy from logged data (see the module docstring for each figure)."""
+
+    value: Interval
+    """The policy's expected discounted return from the data's initial states."""
+    mean_state_value: Interval
+    """The policy's value averaged over every logged state."""
+    behaviour_value: Interval
+    """The logged behaviour's discounted Monte-Carlo return from the same initial states."""
+    behaviour_mean_state_value: Interval
+    """The behaviour's Monte-Carlo return-to-go averaged over every logged state."""
+    improvement: Interval
+    """``value - behaviour_value``, with the interval of the paired differences."""
+    gamma: float
+    acting: str
+    """How the policy acted: "best_of_k", "noise_free", "stochastic" or the caller's description."""
+    transitions: int
+    episodes: int
+    support: tuple[float, float]
+    """The FQE critic's value support [v_min, v_max]."""
+    action_gap: float
+    """Root mean square distance, in the [-1, 1] action box, between the policy's and the logged actions at
+    the logged states: how far the policy leaves the behaviour (FQE's bias grows with it)."""
+    config: OPEConfig
+    checkpoint: str | None = None
+    data: str | None = None
+    wall_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "command": "ope",
+            "checkpoint": self.checkpoint,
+            "data": self.data,
+            "acting": self.acting,
+            "gamma": self.gamma,
+            "value": self.value.to_dict(),
+            "mean_state_value": self.mean_state_value.to_dict(),
+            "behaviour": {
+                "value": self.behaviour_value.to_dict(),
+                "mean_state_value": self.behaviour_mean_state_value.to_dict(),
+                "return_tail": cfg.return_tail,
+            },
+            "improvement": self.improvement.to_dict(),
+            "interval": {
+                "confidence": cfg.confidence,
+                "replicates": cfg.bootstrap,
+                "resampling": "episodes, with replacement; FQE refitted per resample; percentile interval",
+            },
+            "transitions": self.transitions,
+            "episodes": self.episodes,
+            "support": list(self.support),
+            "action_gap": self.action_gap,
+            "steps": cfg.steps,
+            "seed": cfg.seed,
+            "notes": self.notes,
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
+
+def evaluate_offline(cfg: OPEConfig) -> OPEResult:
+    """Estimate the value of ``cfg.checkpoint``'s policy on ``cfg.data`` by FQE; write the summary
+    to ``cfg.out_dir`` when set.
+
+    Raises:
+        CheckpointError: no readable checkpoint at ``cfg.checkpoint``.
+        DataError: the data cannot be read or breaks the schema.
+        EnvironmentMismatchError: the data's observation/action widths or bounds differ from the checkpoint's.
+    """
+    from dime_offline.policy import load_policy
+
+    started = time.monotonic()
+    if not cfg.checkpoint:
+        raise ConfigError("field 'checkpoint': a checkpoint or run directory is required")
+    if not cfg.data:
+        raise ConfigError("field 'data': a logged dataset is required")
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
+    directory = resolve_checkpoint_dir(cfg.checkpoint)
+    meta = read_checkpoint_meta(directory)
+    data = _data_for(cfg, meta.spaces, directory)
+    stochastic = cfg.policy_mode == "stochastic"
+    policy = load_policy(
+        directory, deterministic=not stochastic, seed=cfg.seed, device=cfg.device,
+        mode=None if stochastic else cfg.policy_mode,
+    )
+    gamma = policy.agent.cfg.gamma if cfg.gamma is None else cfg.gamma
+    if gamma >= 1.0:
+        raise ConfigError(f"checkpoint {directory} has gamma {gamma}; OPE needs a discount below 1 (--set gamma=0.99)")
+    acting = "stochastic" if stochastic else policy.agent.cfg.deterministic_act
+    result = fitted_q_evaluation(policy, data, cfg, gamma=gamma, deterministic=not stochastic, acting=acting)
+    result.checkpoint, result.data = str(directory), cfg.data
+    result.wall_seconds = time.monotonic() - started
+    if cfg.out_dir is not None:
+        write_summary(result, cfg.out_dir)
+    return result
+
+
+def _data_for(cfg: OPEConfig, spaces: SpaceSpec, checkpoint: Path) -> TransitionData:
+    """The logged data, checked against the checkpoint's widths and action bounds. Data that declares no
+    action bounds is read in the checkpoint's (its actions must lie inside them)."""
+    data = load_dataset(cfg.data, nonfinite=cfg.nonfinite, check_continuity=False)
+    declared = SpaceSpec.from_metadata(data.metadata, data.obs_dim, data.action_dim)
+    check_spaces_match(
+        spaces,
+        declared or dataclasses.replace(spaces, obs_dim=data.obs_dim, action_dim=data.action_dim),
+        expected_from=f"checkpoint {checkpoint}",
+        actual_from=f"dataset {cfg.data}",
+    )
+    if declared is None:
+        metadata = dataclasses.replace(data.metadata, action_low=list(spaces.action_low), action_high=list(spaces.action_high))
+        data = dataclasses.replace(data, metadata=metadata)
+    return data
+
+
+def write_summary(result: OPEResult, out_dir: str | Path) -> Path:
+    """Write ``ope.json`` and ``ope_config.json`` into ``out_dir``, each atomically; returns the summary's path."""
+    out = Path(out_dir)
+    for name, content in ((CONFIG_FILE, to_dict(result.config)), (SUMMARY_FILE, result.to_dict())):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    return out / SUMMARY_FILE
+
+
+def fitted_q_evaluation(
+    policy: Policy, data: TransitionData, cfg: OPEConfig, *, gamma: float, deterministic: bool = True, acting: str = "policy"
+) -> OPEResult:
+    """FQE of ``policy`` (``act(obs, deterministic)`` -> [-1, 1] actions) on validated ``data`` whose
+    action bounds say how its actions map to [-1, 1]. ``cfg`` supplies the FQE settings; its
+    checkpoint and data fields are not used."""
+    started = time.monotonic()
+    store = ReplayStore.from_transitions(
+        data, ReplayConfig(online_capacity=0, gamma=gamma, truncation=cfg.return_tail), file=cfg.data or None
+    )
+    assert store.normalization is not None  # a store with offline rows always has statistics
+    n_rows = store.offline_size
+    lengths = data.episode_lengths()
+    starts = data.episode_starts()
+    episode_of_row = torch.as_tensor(np.repeat(np.arange(len(starts)), lengths))
+    samples = cfg.policy_samples or (1 if deterministic else 8)
+
+    state_actions, next_actions = _policy_actions(policy, store, data, samples, deterministic)
+    rng = np.random.default_rng(cfg.seed)
+    # (M, episodes): member 0 counts every episode once, member m > 0 its resample's draws.
+    episode_weights = np.vstack(
+        [np.ones(len(starts))] + [rng.multinomial(len(starts), np.full(len(starts), 1.0 / len(starts))) for _ in range(cfg.bootstrap)]
+    ).astype(np.float32)
+    row_weights = torch.as_tensor(episode_weights)[:, episode_of_row].to(store.device)
+
+    reward = store.reward[:n_rows]
+    v_min, v_max = value_support(
+        store.mc_return[:n_rows].double().cpu().numpy(), reward.double().cpu().numpy(), gamma, margin=cfg.support_margin
+    )
+    obs = store.normalization.normalize_obs(store.obs[:n_rows])
+    next_obs = store.normalization.normalize_obs(store.next_obs[:n_rows])
+    critic = _fit(
+        obs, store.action[:n_rows], reward, next_obs, store.terminated[:n_rows].float(), next_actions, row_weights,
+        cfg, gamma=gamma, support=(v_min, v_max), device=store.device,
+    )
+
+    # (samples, M, N) -> (M, N): each member's value of the policy at every logged state.
+    with torch.no_grad():
+        state_values = torch.stack([_expected_q(critic, obs, actions) for actions in state_actions]).mean(0)
+    values = state_values.double().cpu().numpy()
+    starts_t = torch.as_tensor(starts)
+    behaviour_initial = store.mc_return[:n_rows][starts_t].double().cpu().numpy()
+    behaviour_rows = store.mc_return[:n_rows].double().cpu().numpy()
+    weights = episode_weights.astype(np.float64)
+    per_row_weights = row_weights.double().cpu().numpy()
+
+    initial = (weights * values[:, starts]).sum(1) / weights.sum(1)
+    all_states = (per_row_weights * values).sum(1) / per_row_weights.sum(1)
+    behaviour = weights @ behaviour_initial / weights.sum(1)
+    behaviour_all = per_row_weights @ behaviour_rows / per_row_weights.sum(1)
+
+    def interval(per_member: np.ndarray) -> Interval:
+        return Interval.from_replicates(per_member[0], per_member[1:], cfg.confidence)
+
+    logged = store.action[:n_rows]
+    gap = torch.stack([(a - logged).square().mean() for a in state_actions]).mean().sqrt()
+    notes = []
+    if len(starts) < 10 and cfg.bootstrap:
+        notes.append(f"only {len(starts)} episode(s): the bootstrap interval is coarse")
+    return OPEResult(
+        value=interval(initial),
+        mean_state_value=interval(all_states),
+        behaviour_value=interval(behaviour),
+        behaviour_mean_state_value=interval(behaviour_all),
+        improvement=interval(initial - behaviour),
+        gamma=gamma,
+        acting=acting,
+        transitions=n_rows,
+        episodes=len(starts),
+        support=(round(v_min, 3), round(v_max, 3)),
+        action_gap=float(gap),
+        config=cfg,
+        data=cfg.data or None,
+        wall_seconds=time.monotonic() - started,
+        notes=notes,
+    )
+
+
+def _policy_actions(
+    policy: Policy, store: ReplayStore, data: TransitionData, samples: int, deterministic: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's actions at every logged state and successor state, ``samples`` draws each: two
+    (samples, N, A) tensors. A successor state equal to the next row's state reuses that row's action,
+    so only episode ends (and gaps) cost an extra policy call."""
+    same_episode = np.append(data.episode_id[1:] == data.episode_id[:-1], False)
+    continues = same_episode.copy()
+    continues[:-1] &= np.all(data.next_obs[:-1] == data.obs[1:], axis=1)
+    extra_rows = np.flatnonzero(~continues)
+    extra_obs = data.next_obs[extra_rows]
+    state_actions, next_actions = [], []
+    for _ in range(samples):
+        at_states = _act(policy, data.obs, deterministic)
+        at_next = np.empty_like(at_states)
+        at_next[:-1] = at_states[1:]
+        at_next[extra_rows] = _act(policy, extra_obs, deterministic)
+        state_actions.append(at_states)
+        next_actions.append(at_next)
+    return (
+        torch.as_tensor(np.stack(state_actions), device=store.device),
+        torch.as_tensor(np.stack(next_actions), device=store.device),
+    )
+
+
+def _act(policy: Policy, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+    chunks = [
+        np.asarray(policy.act(np.ascontiguousarray(obs[i : i + _ACT_CHUNK_ROWS], dtype=np.float32), deterministic=deterministic))
+        for i in range(0, len(obs), _ACT_CHUNK_ROWS)
+    ]
+    actions = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros((0, 0), np.float32)
+    return np.clip(actions, -1.0, 1.0)
+
+
+def _fit(
+    obs: torch.Tensor,
+    action: torch.Tensor,
+    reward: torch.Tensor,
+    next_obs: torch.Tensor,
+    terminated: torch.Tensor,
+    next_actions: torch.Tensor,
+    row_weights: torch.Tensor,
+    cfg: OPEConfig,
+    *,
+    gamma: float,
+    support: tuple[float, float],
+    device: torch.device,
+) -> DistributionalCritic:
+    """Train the (1 + bootstrap)-member C51 critic by FQE; returns it in eval mode."""
+    members = row_weights.shape[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        critic = DistributionalCritic(
+            obs.shape[1], action.shape[1], hidden=cfg.hidden, n_atoms=cfg.n_atoms, v_min=support[0], v_max=support[1],
+            n_critics=members,
+        ).to(device)
+    target = copy.deepcopy(critic).eval()
+    optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    atoms = critic.support
+    samples, n_rows = next_actions.shape[0], obs.shape[0]
+    critic.train()
+    for step in range(1, cfg.steps + 1):
+        rows = torch.randint(n_rows, (cfg.batch_size,), generator=generator).to(device)
+        draw = torch.randint(samples, (cfg.batch_size,), generator=generator).to(device)
+        with torch.no_grad():
+            next_probs = target(next_obs[rows], next_actions[draw, rows]).softmax(-1)  # (M, B, K)
+            discount = gamma * (1.0 - terminated[rows])
+            shifted = reward[rows, None] + discount[:, None] * atoms[None, :]
+            target_probs = c51_projection(next_probs, shifted.unsqueeze(0), atoms)
+        loss, _ = critic_loss(critic(obs[rows], action[rows]), target_probs, 0.0, sample_weight=row_weights[:, rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % cfg.target_update_interval == 0:
+            target.load_state_dict(critic.state_dict())
+    return critic.eval()
+
+
+def _expected_q(critic: DistributionalCritic, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(M, N) expected values of every member at (obs, actions), in chunks."""
+    return torch.cat(
+        [critic.expected_q(obs[i : i + 65536], actions[i : i + 65536]) for i in range(0, obs.shape[0], 65536)], dim=1
+    )

@@ -1,0 +1,177 @@
+"""Off-policy evaluation (``dime_offline.ope``, ``dime-offline ope``): FQE recovers values known in
+closed form, the interval and seeding behave, and bad input is one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dime_offline_cli.main import app
+from typer.testing import CliRunner
+
+from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.checkpoints import save_checkpoint
+from dime_offline.data.load import save_dataset
+from dime_offline.data.schema import DatasetMetadata, TransitionData
+from dime_offline.envs.make import SpaceSpec
+from dime_offline.errors import ConfigError
+from dime_offline.ope import OPEConfig, evaluate_offline, fitted_q_evaluation
+
+SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-random-tiny.parquet"
+FAST = {"steps": 800, "batch_size": 64, "hidden": (32, 32), "n_atoms": 51, "lr": 1e-3, "bootstrap": 0}
+"""FQE settings that fit the synthetic tasks below in about a second."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks: one intra-op thread is faster, and far faster on a busy machine (the tests'
+    shared pattern, see tests/trainers/conftest.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class ZeroPolicy:
+    """Always action 0 (the values below do not depend on the policy)."""
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return np.zeros((len(obs), 1), np.float32)
+
+
+def synthetic(episode_rewards: list[float], length: int, *, terminated: bool = False, seed: int = 0) -> TransitionData:
+    """Episodes of ``length`` steps whose reward is constant within an episode (``episode_rewards[i]``);
+    the observation holds that reward (so a critic can tell the episodes apart) and a random walk."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in
+                                          ("episode_id", "step", "obs", "action", "reward", "next_obs", "terminated", "truncated")}
+    for episode, reward in enumerate(episode_rewards):
+        walk = np.cumsum(rng.normal(0, 0.1, (length + 1, 1)), axis=0)
+        chain = np.hstack([np.full((length + 1, 1), reward), walk]).astype(np.float32)
+        last = np.arange(length) == length - 1
+        parts["episode_id"].append(np.full(length, episode, np.int64))
+        parts["step"].append(np.arange(length, dtype=np.int32))
+        parts["obs"].append(chain[:-1])
+        parts["next_obs"].append(chain[1:])
+        parts["action"].append(rng.uniform(-1, 1, (length, 1)).astype(np.float32))
+        parts["reward"].append(np.full(length, reward, np.float32))
+        parts["terminated"].append(last if terminated else np.zeros(length, bool))
+        parts["truncated"].append(np.zeros(length, bool) if terminated else last)
+    return TransitionData(**{k: np.concatenate(v) for k, v in parts.items()},
+                          metadata=DatasetMetadata(action_low=[-1.0], action_high=[1.0]))
+
+
+def test_constant_reward_without_terminations_is_worth_r_over_one_minus_gamma() -> None:
+    data = synthetic([1.0] * 12, 20)
+    result = fitted_q_evaluation(ZeroPolicy(), data, OPEConfig(**FAST, return_tail="repeat_last_reward"), gamma=0.9)
+    assert result.value.estimate == pytest.approx(10.0, abs=0.5)
+    assert result.mean_state_value.estimate == pytest.approx(10.0, abs=0.5)
+    # The behaviour's Monte-Carlo return with the repeated-reward tail is exact here, and with the
+    # zero tail it is the 20 observed steps only.
+    assert result.behaviour_value.estimate == pytest.approx(10.0, rel=1e-5)
+    cut = fitted_q_evaluation(ZeroPolicy(), data, OPEConfig(**{**FAST, "steps": 1}, return_tail="zero"), gamma=0.9)
+    assert cut.behaviour_value.estimate == pytest.approx((1 - 0.9**20) / 0.1, rel=1e-5)
+
+
+def test_a_step_into_a_terminal_state_is_worth_its_reward() -> None:
+    data = synthetic([-3.0] * 40, 1, terminated=True)
+    # The support spans [-375, 75] (it has room for -3 / (1 - gamma)): the mass left on far atoms
+    # fades slowly, hence the longer fit.
+    result = fitted_q_evaluation(ZeroPolicy(), data, OPEConfig(**{**FAST, "steps": 2000}), gamma=0.99)
+    assert result.value.estimate == pytest.approx(-3.0, abs=0.3)
+    assert result.behaviour_value.estimate == pytest.approx(-3.0)
+
+
+def test_interval_covers_the_estimate_and_the_truth_and_a_seed_reproduces_the_run() -> None:
+    rewards = list(np.linspace(-1.0, 1.0, 16))
+    data = synthetic(rewards, 10)
+    cfg = OPEConfig(**{**FAST, "bootstrap": 8}, return_tail="repeat_last_reward")
+    result = fitted_q_evaluation(ZeroPolicy(), data, cfg, gamma=0.8)
+    value = result.value
+    assert value.lo is not None and value.hi is not None
+    assert value.lo <= value.estimate <= value.hi and value.hi - value.lo > 0.1
+    truth = float(np.mean(rewards)) / (1 - 0.8)  # 0: resampling episodes moves it by ~0.6 either way
+    assert value.estimate == pytest.approx(truth, abs=0.4)
+    assert value.lo - 0.2 <= truth <= value.hi + 0.2
+    # The policy equals the behaviour in value here, so the paired difference is centred near 0.
+    assert result.improvement.lo <= 0.3 and result.improvement.hi >= -0.3
+
+    again = fitted_q_evaluation(ZeroPolicy(), data, cfg, gamma=0.8).to_dict()
+    first = result.to_dict()
+    first.pop("wall_seconds"), again.pop("wall_seconds")
+    assert first == again
+    other = fitted_q_evaluation(ZeroPolicy(), data, OPEConfig(**{**FAST, "bootstrap": 8, "seed": 1}), gamma=0.8)
+    assert other.value.estimate != result.value.estimate
+
+
+def test_config_fields_are_checked() -> None:
+    for bad in ({"gamma": 1.0}, {"bootstrap": -1}, {"confidence": 1.0}, {"policy_mode": "greedy"}, {"steps": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            OPEConfig(checkpoint="x", data="y", **bad)
+
+
+# ----------------------------------------------------------------------------- the command
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny Pendulum agent: the command only needs a policy that acts."""
+    cfg = DIMEConfig.preset("cpu", critic_hidden=(32, 32), score_hidden=(32, 32), score_frequencies=8,
+                            score_time_hidden=16, diffusion_steps=4, act_candidates=4)
+    spaces = SpaceSpec(obs_dim=3, action_dim=1, action_low=(-2.0,), action_high=(2.0,))
+    directory = tmp_path_factory.mktemp("ope") / "checkpoint"
+    return save_checkpoint(directory, DIMEAgent(3, 1, cfg), cfg, None, spaces=spaces, env_id="Pendulum-v1")
+
+
+def _invoke(*args: object):
+    return CliRunner().invoke(app, ["ope", *(str(a) for a in args)])
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def test_the_command_prints_one_json_object_and_writes_the_same_summary(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ope"
+    result = _invoke("--checkpoint", checkpoint, "--data", SAMPLE, "--steps", 30, "--out", out, "--json",
+                     "--set", "bootstrap=3", "--set", "hidden=[16, 16]")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert summary["acting"] == "best_of_k" and summary["gamma"] == 0.99 and summary["steps"] == 30
+    assert summary["transitions"] == 2000 and summary["episodes"] == 10
+    value = summary["value"]
+    assert value["lo"] <= value["hi"] and np.isfinite(value["estimate"])
+    assert summary["behaviour"]["value"]["estimate"] < 0  # Pendulum's rewards are costs
+    written = json.loads((out / "ope.json").read_text())
+    written.pop("wall_seconds"), summary.pop("wall_seconds")
+    assert written == summary
+    assert json.loads((out / "ope_config.json").read_text())["hidden"] == [16, 16]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+
+def test_bad_input_is_one_line_with_exit_code_2(checkpoint: Path, tmp_path: Path) -> None:
+    line = _error_line(_invoke("--checkpoint", tmp_path / "missing", "--data", SAMPLE))
+    assert "missing" in line and "checkpoint not found" in line
+    wide = synthetic([1.0] * 3, 5)  # 2 observation features, the checkpoint expects 3
+    path, _ = save_dataset(wide, tmp_path / "wide.parquet")
+    line = _error_line(_invoke("--checkpoint", checkpoint, "--data", path))
+    assert "wide.parquet" in line and "observation dim 2, expected 3" in line
+    line = _error_line(_invoke("--checkpoint", checkpoint, "--data", tmp_path / "nothing.parquet"))
+    assert "nothing.parquet" in line
+    line = _error_line(_invoke("--checkpoint", checkpoint, "--data", SAMPLE, "--set", "gamma=1.5"))
+    assert "gamma" in line
+    line = _error_line(_invoke("--checkpoint", checkpoint, "--data", SAMPLE, "--set", "bogus=1"))
+    assert "bogus" in line
+
+
+def test_evaluate_offline_needs_a_checkpoint_and_data() -> None:
+    with pytest.raises(ConfigError, match="checkpoint"):
+        evaluate_offline(OPEConfig(data="x"))

@@ -13,7 +13,7 @@ import typer
 
 from .common import print_json, user_errors_exit_2
 from .main import app
-from .train import JsonFlag, SeedOption, _describe, _str
+from .train import JsonFlag, ResumeFlag, SeedOption, _describe, _str
 
 
 @app.command("pretrain")
@@ -33,14 +33,17 @@ def pretrain_command(
         typer.Option("--set", help="Override a field: key=value, offline.<field>=value, agent.<field>=value (repeatable)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an --out that already holds a run.")] = False,
+    resume: ResumeFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Pretrain DIME offline on logged data (conservative critic, behaviour term), ready for finetune."""
-    from dime_offline.trainers.loop import load_run_config
+    from dime_offline.trainers.loop import PRETRAIN_CONFIG_FILE
     from dime_offline.trainers.offline import PretrainConfig, pretrain
+    from dime_offline.trainers.resume import load_resumable_run_config
 
-    cfg = load_run_config(
+    cfg = load_resumable_run_config(
         PretrainConfig,
+        PRETRAIN_CONFIG_FILE,
         None if config is None else str(config),
         overrides,
         data=_str(data),
@@ -50,6 +53,7 @@ def pretrain_command(
         env_id=env,
         seed=seed,
         overwrite=overwrite or None,
+        resume=resume or None,
         quiet=json_output or None,
     )
     summary = pretrain(cfg).to_dict()

@@ -17,6 +17,10 @@ from .main import app
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout (no progress bar).")]
 SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+ResumeFlag = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the run in --out from its last checkpoint, with the run's saved settings."),
+]
 
 
 @app.command("finetune")
@@ -36,14 +40,17 @@ def finetune_command(
         list[str] | None, typer.Option("--set", help="Override a field: key=value, agent.<field>=value (repeatable).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an --out that already holds a run.")] = False,
+    resume: ResumeFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Train DIME online: from scratch, or fine-tune a pretrained checkpoint (offline data optional)."""
-    from dime_offline.trainers.loop import load_run_config
+    from dime_offline.trainers.loop import FINETUNE_CONFIG_FILE
     from dime_offline.trainers.online import FinetuneConfig, finetune
+    from dime_offline.trainers.resume import load_resumable_run_config
 
-    cfg = load_run_config(
+    cfg = load_resumable_run_config(
         FinetuneConfig,
+        FINETUNE_CONFIG_FILE,
         None if config is None else str(config),
         overrides,
         env_id=env,
@@ -54,6 +61,7 @@ def finetune_command(
         preset=preset,
         seed=seed,
         overwrite=overwrite or None,
+        resume=resume or None,
         quiet=json_output or None,
     )
     summary = finetune(cfg).to_dict()

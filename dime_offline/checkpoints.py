@@ -43,7 +43,12 @@ from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.schema import SCHEMA_VERSION
 from dime_offline.envs.make import SpaceSpec, check_spaces_match
 from dime_offline.errors import CheckpointError, ConfigError
-from dime_offline.io import newest_version, versioned_directory, versioned_entries
+from dime_offline.io import (
+    VERSION_DIGITS,
+    newest_version,
+    versioned_directory,
+    versioned_entries,
+)
 
 CHECKPOINT_FORMAT_VERSION = 1
 """Version of the checkpoint directory layout; a newer one is refused with an upgrade hint."""
@@ -155,6 +160,14 @@ def _pinned(directory: Path) -> Path:
     return target if target.is_absolute() else directory.parent / target
 
 
+def stable_path(directory: str | Path) -> Path:
+    """The name users see and keep for a resolved checkpoint: ``run/checkpoint`` for its version
+    ``run/checkpoint.v000007`` (which a later save prunes), any other directory as it is."""
+    directory = Path(directory)
+    name, sep, number = directory.name.rpartition(".v")
+    return directory.with_name(name) if sep and name and number.isdigit() and len(number) >= VERSION_DIGITS else directory
+
+
 def run_checkpoint_entries(out: str | Path) -> list[Path]:
     """Every path the checkpoints of run directory ``out`` occupy (links, versions, temporaries)."""
     return [entry for name in (RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR) for entry in versioned_entries(Path(out) / name)]
@@ -242,21 +255,27 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> tuple[DIMEAgent
         raise CheckpointError(f"cannot read config.json ({exc})", file=str(config_file)) from None
     except ConfigError as exc:
         raise CheckpointError(f"config.json does not fit this dime-offline: {exc.message}", file=str(config_file)) from None
+    agent = DIMEAgent(meta.spaces.obs_dim, meta.spaces.action_dim, cfg, device=device)
+    load_agent_state(directory, agent)
+    return agent, cfg, meta
+
+
+def load_agent_state(directory: Path, agent: DIMEAgent) -> None:
+    """Load the checkpoint's ``state.pt`` into ``agent`` (built with the same network shapes): weights,
+    optimisers, temperature, counters, RNG streams and the observation normaliser. One-line
+    :class:`CheckpointError` for a missing, damaged or mismatched file."""
     state_file = directory / STATE_FILE
     try:
-        state = torch.load(state_file, map_location=device, weights_only=True)
+        state = torch.load(state_file, map_location=agent.device, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError("state.pt is missing", file=str(state_file)) from None
     except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:  # a damaged file
         raise CheckpointError(f"state.pt is unreadable or corrupt ({type(exc).__name__})", file=str(state_file)) from None
-    # The observation normaliser, RNG streams and counters come back with the state dict.
-    agent = DIMEAgent(meta.spaces.obs_dim, meta.spaces.action_dim, cfg, device=device)
     try:
         agent.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"state.pt does not match config.json: {first_line}", file=str(state_file)) from None
-    return agent, cfg, meta
 
 
 def _git_sha() -> str | None:

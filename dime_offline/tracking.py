@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -53,17 +54,43 @@ class MetricSink(Protocol):
         ...
 
 
-class CSVSink:
-    """Appends rows ``step, wall_seconds, key, value`` to a CSV file, flushing after each write."""
+@dataclass(frozen=True)
+class MetricsPosition:
+    """How far a run's metrics had been written when a checkpoint was taken (what a resume continues from)."""
 
-    def __init__(self, path: str | Path) -> None:
+    step: int
+    """The checkpoint's step: TensorBoard drops the events written after it."""
+    csv_bytes: int
+    """Length of ``metrics.csv`` then: the rows written after the checkpoint are cut off."""
+    wall_seconds: float
+    """The CSV's wall clock then, which the resumed rows continue."""
+
+
+class CSVSink:
+    """Appends rows ``step, wall_seconds, key, value`` to a CSV file, flushing after each write.
+
+    With ``resume_at`` the file is kept up to that position (later rows are cut) and appended to.
+    """
+
+    def __init__(self, path: str | Path, *, resume_at: MetricsPosition | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._start = time.monotonic()
-        self._file: IO[str] = self.path.open("w", newline="")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(CSV_HEADER)
+        if resume_at is None:
+            self._start = time.monotonic()
+            self._file: IO[str] = self.path.open("w", newline="")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(CSV_HEADER)
+        else:
+            self._start = time.monotonic() - resume_at.wall_seconds
+            self._file = self.path.open("r+", newline="")
+            self._file.truncate(resume_at.csv_bytes)
+            self._file.seek(resume_at.csv_bytes)
+            self._writer = csv.writer(self._file)
         self._file.flush()
+
+    def position(self, step: int) -> MetricsPosition:
+        """Where the file stands now, recorded by a checkpoint at ``step``."""
+        return MetricsPosition(step, self._file.tell(), round(time.monotonic() - self._start, 3))
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         elapsed = round(time.monotonic() - self._start, 3)
@@ -79,10 +106,11 @@ class CSVSink:
 class TensorBoardSink:
     """Writes scalars with ``torch.utils.tensorboard`` (needs the ``tensorboard`` package)."""
 
-    def __init__(self, log_dir: str | Path) -> None:
+    def __init__(self, log_dir: str | Path, *, purge_step: int | None = None) -> None:
+        """``purge_step``: a resumed run's first step; TensorBoard hides events of earlier sessions from it on."""
         from torch.utils.tensorboard import SummaryWriter  # lazy: optional extra
 
-        self._writer = SummaryWriter(log_dir=str(log_dir))
+        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         for key, value in metrics.items():
@@ -109,18 +137,22 @@ def extra_sinks(*factories: SinkFactory) -> Iterator[None]:
         _EXTRA_SINKS.reset(token)
 
 
-def open_sinks(out_dir: str | Path, *, tensorboard: bool = True) -> tuple[list[MetricSink], list[str]]:
+def open_sinks(
+    out_dir: str | Path, *, tensorboard: bool = True, resume_at: MetricsPosition | None = None
+) -> tuple[list[MetricSink], list[str]]:
     """The sinks for a run directory: ``metrics.csv`` always, ``tb/`` when requested and installed,
     and those of the enclosing :func:`extra_sinks` blocks.
 
     Returns the sinks and a list of one-line notices for the user (the TensorBoard install hint).
+    ``resume_at`` continues a run's metrics from a checkpoint (see :class:`CSVSink`, :class:`TensorBoardSink`).
     """
     out = Path(out_dir)
-    sinks: list[MetricSink] = [CSVSink(out / METRICS_FILE)]
+    sinks: list[MetricSink] = [CSVSink(out / METRICS_FILE, resume_at=resume_at)]
     notices: list[str] = []
     if tensorboard:
         try:
-            sinks.append(TensorBoardSink(out / TENSORBOARD_SUBDIR))
+            purge_step = None if resume_at is None else resume_at.step + 1
+            sinks.append(TensorBoardSink(out / TENSORBOARD_SUBDIR, purge_step=purge_step))
         except ImportError:
             notices.append(TENSORBOARD_HINT)
     sinks.extend(factory(out) for factory in _EXTRA_SINKS.get())
@@ -132,6 +164,11 @@ class Tracker:
 
     def __init__(self, sinks: list[MetricSink]) -> None:
         self.sinks = sinks
+
+    def position(self, step: int) -> MetricsPosition | None:
+        """The metrics CSV's position for a checkpoint at ``step`` (None without a CSV sink)."""
+        csv_sinks = [sink for sink in self.sinks if isinstance(sink, CSVSink)]
+        return csv_sinks[0].position(step) if csv_sinks else None
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record ``metrics`` at ``step``; keys must be ``<namespace>/<name>``."""

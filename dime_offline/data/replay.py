@@ -404,6 +404,35 @@ class ReplayStore:
         )
 
     # ------------------------------------------------------------- persistence
+    def online_state(self) -> dict[str, Any]:
+        """The online ring's filled slots (slot order, CPU copies) and position: with
+        :meth:`load_online_state`, what a resumed run needs of the store (its offline part is rebuilt
+        from the dataset). Tensors and ints only, so ``torch.load(weights_only=True)`` reads it."""
+        rows = slice(self.offline_size, self.offline_size + self.online_size)
+        return {
+            "fields": {name: tensor[rows].cpu().clone() for name, tensor in self._tensors().items()},
+            "online_size": self.online_size,
+            "online_cursor": self.online_cursor,
+            "online_added": self.online_added,
+            "online_episode_start": self.online_episode_start,
+        }
+
+    def load_online_state(self, state: dict[str, Any]) -> None:
+        """Refill the ring from :meth:`online_state` of a store with the same widths and capacity
+        (ValueError, naming the difference, otherwise)."""
+        size = int(state["online_size"])
+        if not 0 <= size <= self.online_capacity:
+            raise ValueError(f"the saved ring holds {size} rows, this store's ring only {self.online_capacity}")
+        for name, tensor in self._tensors().items():
+            saved = state["fields"][name]
+            if tuple(saved.shape) != (size, *tensor.shape[1:]) or saved.dtype != tensor.dtype:
+                raise ValueError(f"saved ring field '{name}' is {saved.dtype} {tuple(saved.shape)}, expected {(size, *tensor.shape[1:])}")
+            tensor[self.offline_size : self.offline_size + size] = saved.to(self.device)
+        self.online_size = size
+        self.online_cursor = int(state["online_cursor"])
+        self.online_added = int(state["online_added"])
+        self.online_episode_start = int(state["online_episode_start"])
+
     def save(self, path: PathLike) -> Path:
         """Write the store to directory ``path`` atomically, for an exact resume with :meth:`load`.
 

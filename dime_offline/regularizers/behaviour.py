@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from dime_offline.agent.regularization import ActorStepContext
+from dime_offline.regularizers.rng import SeededGenerator
 
 METRIC_PREFIX = "behaviour/"
 
@@ -58,17 +59,16 @@ class BehaviourLikelihood:
         self.weight = weight
         self.n_paths = n_paths
         self.seed = seed
-        self._generator: torch.Generator | None = None
+        self.generator = SeededGenerator(seed)
+        """Draws the noising paths (its state travels with a run's checkpoint for a resume)."""
 
     def __call__(self, ctx: ActorStepContext) -> tuple[torch.Tensor, dict[str, float]]:
         """(penalty, metrics) with metrics under ``behaviour/``: the mean bound, penalty, weight, rows."""
-        if self._generator is None or self._generator.device != ctx.obs.device:
-            self._generator = torch.Generator(ctx.obs.device).manual_seed(self.seed)
         offline = ctx.batch.is_offline > 0.5
         obs, action = ctx.obs[offline], ctx.batch.action[offline]
         support = ctx.critic.support
         if obs.shape[0]:
-            bound = ctx.policy.path_log_likelihood_bound(obs, action, generator=self._generator, n_paths=self.n_paths)
+            bound = ctx.policy.path_log_likelihood_bound(obs, action, generator=self.generator.on(ctx.obs.device), n_paths=self.n_paths)
         else:
             bound = obs.new_zeros((0,))
         penalty, terms = behaviour_penalty(bound, self.weight, float(support[1] - support[0]))

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import torch
 
 from dime_offline.agent.regularization import CriticStepContext
+from dime_offline.regularizers.rng import SeededGenerator
 from dime_offline.types import Batch
 
 METRIC_PREFIX = "conservative/"
@@ -164,12 +165,11 @@ class ConservativePenalty:
         self.temperature = temperature
         self.lower_bound = lower_bound
         self.seed = seed
-        self._generator: torch.Generator | None = None
+        self.generator = SeededGenerator(seed)
+        """Draws the uniform candidates (its state travels with a run's checkpoint for a resume)."""
 
     def _uniform(self, rows: int, act_dim: int, like: torch.Tensor) -> torch.Tensor:
-        if self._generator is None or self._generator.device != like.device:
-            self._generator = torch.Generator(like.device).manual_seed(self.seed)
-        u = torch.rand((rows, act_dim), generator=self._generator, device=like.device, dtype=like.dtype)
+        u = torch.rand((rows, act_dim), generator=self.generator.on(like.device), device=like.device, dtype=like.dtype)
         return 2.0 * u - 1.0
 
     def policy_states(self, obs: torch.Tensor) -> torch.Tensor:

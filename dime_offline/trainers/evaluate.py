@@ -11,6 +11,7 @@ from dime_offline.checkpoints import (
     load_checkpoint,
     read_checkpoint_meta,
     resolve_checkpoint_dir,
+    stable_path,
 )
 from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, make_env
@@ -90,5 +91,5 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
     )
     acting = agent.cfg.deterministic_act if cfg.deterministic else "stochastic"
     return EvaluateResult(
-        env_id=env_id, checkpoint=str(directory), stats=stats, wall_seconds=time.monotonic() - started, acting=acting
+        env_id=env_id, checkpoint=str(stable_path(directory)), stats=stats, wall_seconds=time.monotonic() - started, acting=acting
     )

@@ -9,10 +9,13 @@ with a final evaluation and a final checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -161,9 +164,9 @@ class LoopResult:
 class _MeanAccumulator:
     """Running means of metric dicts between two log points."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+    def __init__(self, sums: Mapping[str, float] | None = None, counts: Mapping[str, int] | None = None) -> None:
+        self.sums: dict[str, float] = dict(sums or {})
+        self.counts: dict[str, int] = dict(counts or {})
 
     def add(self, metrics: Mapping[str, float]) -> None:
         for key, value in metrics.items():
@@ -177,6 +180,106 @@ class _MeanAccumulator:
         return means
 
 
+@dataclass
+class LoopState:
+    """Where a loop stands after its completed steps: what a checkpoint records so that
+    ``--resume`` continues exactly (the step metrics not yet logged included)."""
+
+    step: int = 0
+    """Steps completed."""
+    updates: int = 0
+    """Gradient updates performed."""
+    evaluations: list[EvalRecord] = field(default_factory=list)
+    """Every evaluation so far (the best one is judged against all of them)."""
+    last_periodic: int | None = None
+    """Step of the newest periodic checkpoint."""
+    wall_seconds: float = 0.0
+    """Wall time of the loop so far, earlier sessions of a resumed run included."""
+    eval_seconds: float = 0.0
+    """Of which in evaluations."""
+    finished: bool = False
+    """The run is complete (all steps, or the target return reached): nothing left to resume."""
+    stopped_by_time: bool = False
+    stopped_by_target: bool = False
+    accumulator: _MeanAccumulator = field(default_factory=_MeanAccumulator, repr=False)
+    """Step metrics since the last log point."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (floats round-trip exactly through JSON)."""
+        return {
+            "step": self.step, "updates": self.updates, "last_periodic": self.last_periodic,
+            "wall_seconds": self.wall_seconds, "eval_seconds": self.eval_seconds, "finished": self.finished,
+            "stopped_by_time": self.stopped_by_time, "stopped_by_target": self.stopped_by_target,
+            "evaluations": [{"step": r.step, "stats": dataclasses.asdict(r.stats)} for r in self.evaluations],
+            "metric_sums": self.accumulator.sums, "metric_counts": self.accumulator.counts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoopState:
+        """Inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError on a malformed dict."""
+
+        def stats(d: Mapping[str, Any]) -> EpisodeStats:
+            optional = {k: None if d[k] is None else tuple(d[k]) for k in ("references", "at_bounds")}
+            return EpisodeStats(returns=tuple(d["returns"]), lengths=tuple(d["lengths"]), terminated=tuple(d["terminated"]), **optional)
+
+        return cls(
+            step=int(data["step"]), updates=int(data["updates"]), last_periodic=data["last_periodic"],
+            wall_seconds=float(data["wall_seconds"]), eval_seconds=float(data["eval_seconds"]), finished=bool(data["finished"]),
+            stopped_by_time=bool(data["stopped_by_time"]), stopped_by_target=bool(data["stopped_by_target"]),
+            evaluations=[EvalRecord(int(r["step"]), stats(r["stats"])) for r in data["evaluations"]],
+            accumulator=_MeanAccumulator(data["metric_sums"], data["metric_counts"]),
+        )
+
+    def result(self) -> LoopResult:
+        """The :class:`LoopResult` of the steps so far."""
+        return LoopResult(
+            steps=self.step, updates=self.updates, wall_seconds=self.wall_seconds, eval_seconds=self.eval_seconds,
+            evaluations=list(self.evaluations), stopped_by_time=self.stopped_by_time, stopped_by_target=self.stopped_by_target,
+        )
+
+
+class _StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM while the loop runs: a signal that arrives during a step or its
+    bookkeeping is held until the step's iteration ends, so the checkpoint written on the way out
+    holds whole steps; during an evaluation (which may take long) or on a second signal the loop
+    stops at once. Outside the main thread signals stay as they are."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.immediate = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls) -> Iterator[_StopSignals]:
+        """Handle both signals within this block (the previous handlers come back after it)."""
+        signals = cls()
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, signals._handle)
+        try:
+            yield signals
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.immediate or self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextlib.contextmanager
+    def at_once(self) -> Iterator[None]:
+        """Within this block a signal stops the loop at once (a held one too)."""
+        if self.pending:
+            raise KeyboardInterrupt
+        self.immediate = True
+        try:
+            yield
+        finally:
+            self.immediate = False
+
+
 def run_loop(
     cadence: Cadence,
     step: Callable[[int], StepReport],
@@ -185,6 +288,7 @@ def run_loop(
     progress: ProgressDisplay,
     evaluate: Callable[[int], EpisodeStats] | None = None,
     checkpoint: Callable[[int, CheckpointTag], None] | None = None,
+    state: LoopState | None = None,
 ) -> LoopResult:
     """Call ``step(1..total_steps)`` with logging, evaluation and checkpoints on schedule.
 
@@ -197,93 +301,97 @@ def run_loop(
         progress: the progress display (may be disabled).
         evaluate: returns evaluation statistics for the current policy; None skips evaluation.
         checkpoint: saves the current state, told why (``"periodic"``, ``"best"`` after an
-            evaluation that beat every earlier one, ``"final"`` once at the end).
+            evaluation that beat every earlier one, ``"final"`` once at the end, also when
+            SIGINT/SIGTERM stops the run, which then raises :class:`RunInterruptedError`).
+        state: the loop's state, updated in place as steps complete (a checkpoint function
+            records it for a resume); one restored from a checkpoint continues after its step.
     """
+    state = LoopState() if state is None else state
     start = time.monotonic()
+    wall_before, eval_before = state.wall_seconds, state.eval_seconds
     eval_seconds = 0.0
-    updates = 0
-    updates_at_last_log, time_at_last_log = 0, start
-    accumulator = _MeanAccumulator()
-    evaluations: list[EvalRecord] = []
+    updates_at_last_log, time_at_last_log = state.updates, start
+    accumulator = state.accumulator
     latest: dict[str, float] = {}
-    last_eval_return: float | None = None
-    completed = 0
-    stopped_by_time = False
-    stopped_by_target = False
+    last_eval_return = state.evaluations[-1].stats.return_mean if state.evaluations else None
+    first = state.step + 1
 
     def log_train(at: int) -> None:
         nonlocal updates_at_last_log, time_at_last_log, latest
         now = time.monotonic()
         means = accumulator.pop_means()
-        means["train/updates_per_second"] = (updates - updates_at_last_log) / max(now - time_at_last_log, 1e-9)
-        updates_at_last_log, time_at_last_log = updates, now
+        means["train/updates_per_second"] = (state.updates - updates_at_last_log) / max(now - time_at_last_log, 1e-9)
+        updates_at_last_log, time_at_last_log = state.updates, now
         latest = means
         tracker.log(at, means)
 
-    last_saved: int | None = None  # step of the newest periodic checkpoint
+    def clock() -> None:
+        state.wall_seconds = wall_before + time.monotonic() - start
+        state.eval_seconds = eval_before + eval_seconds
 
     try:
-        for current in range(1, cadence.total_steps + 1):
-            report = step(current)
-            completed = current
-            updates += report.updates
-            accumulator.add(report.metrics)
-            for episode_return, episode_length in report.episodes:
-                tracker.log(current, {"train/episode_return": episode_return, "train/episode_length": float(episode_length)})
+        with _StopSignals.installed() as signals:
+            for current in range(first, cadence.total_steps + 1):
+                report = step(current)
+                state.step = current
+                state.updates += report.updates
+                accumulator.add(report.metrics)
+                for episode_return, episode_length in report.episodes:
+                    tracker.log(current, {"train/episode_return": episode_return, "train/episode_length": float(episode_length)})
 
-            out_of_time = cadence.max_wall_seconds is not None and time.monotonic() - start >= cadence.max_wall_seconds
-            is_last = current == cadence.total_steps or out_of_time
-            stopped_by_time = out_of_time and current < cadence.total_steps
+                out_of_time = cadence.max_wall_seconds is not None and time.monotonic() - start >= cadence.max_wall_seconds
+                is_last = current == cadence.total_steps or out_of_time
+                state.stopped_by_time = out_of_time and current < cadence.total_steps
 
-            if current % cadence.log_every == 0 or is_last:
-                log_train(current)
-            if evaluate is not None and ((cadence.eval_every and current % cadence.eval_every == 0) or is_last):
-                eval_start = time.monotonic()
-                stats = evaluate(current)
-                eval_seconds += time.monotonic() - eval_start
-                is_best = all(stats.return_mean > r.stats.return_mean for r in evaluations)
-                evaluations.append(EvalRecord(current, stats))
-                tracker.log(current, stats.to_metrics("eval"))
-                last_eval_return = stats.return_mean
-                if is_best and checkpoint is not None:
-                    checkpoint(current, "best")
-                if not is_last and cadence.target_return is not None and stats.return_mean >= cadence.target_return:
-                    stopped_by_target = is_last = True
-                    if current % cadence.log_every:
-                        log_train(current)
-            if checkpoint is not None and cadence.checkpoint_every and current % cadence.checkpoint_every == 0 and not is_last:
-                checkpoint(current, "periodic")
-                last_saved = current
-            progress.update(
-                current,
-                updates_per_second=latest.get("train/updates_per_second"),
-                eval_return=last_eval_return,
-                alpha=latest.get(PROGRESS_ALPHA_KEY),
-                entropy_bound=latest.get(PROGRESS_ENTROPY_KEY),
-            )
-            if is_last:
-                break
+                if current % cadence.log_every == 0 or is_last:
+                    log_train(current)
+                if evaluate is not None and ((cadence.eval_every and current % cadence.eval_every == 0) or is_last):
+                    eval_start = time.monotonic()
+                    with signals.at_once():
+                        stats = evaluate(current)
+                    eval_seconds += time.monotonic() - eval_start
+                    is_best = all(stats.return_mean > r.stats.return_mean for r in state.evaluations)
+                    state.evaluations.append(EvalRecord(current, stats))
+                    tracker.log(current, stats.to_metrics("eval"))
+                    last_eval_return = stats.return_mean
+                    if is_best and checkpoint is not None:
+                        clock()
+                        checkpoint(current, "best")
+                    if not is_last and cadence.target_return is not None and stats.return_mean >= cadence.target_return:
+                        state.stopped_by_target = is_last = True
+                        if current % cadence.log_every:
+                            log_train(current)
+                if checkpoint is not None and cadence.checkpoint_every and current % cadence.checkpoint_every == 0 and not is_last:
+                    state.last_periodic = current
+                    clock()
+                    checkpoint(current, "periodic")
+                progress.update(
+                    current,
+                    updates_per_second=latest.get("train/updates_per_second"),
+                    eval_return=last_eval_return,
+                    alpha=latest.get(PROGRESS_ALPHA_KEY),
+                    entropy_bound=latest.get(PROGRESS_ENTROPY_KEY),
+                )
+                if is_last:
+                    break
+                if signals.pending:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
-        if checkpoint is None or completed == 0:
+        if checkpoint is None or state.step == 0 or state.step < first:
             raise RunInterruptedError("interrupted before the first step completed; nothing to save") from None
-        log_train(completed)
-        checkpoint(completed, "final")
-        raise RunInterruptedError(f"interrupted: steps 1-{completed} are saved in the run's checkpoint") from None
+        clock()
+        checkpoint(state.step, "final")  # before the partial log below, which a resume drops again
+        log_train(state.step)
+        raise RunInterruptedError(f"interrupted: steps 1-{state.step} are saved in the run's checkpoint") from None
     except TrainingDivergedError as err:
-        kept = f"the last good checkpoint is from step {last_saved}" if last_saved else "no checkpoint had been written"
-        raise TrainingDivergedError(f"{err.message} at step {completed + 1}; {kept}") from None
+        kept = f"the last good checkpoint is from step {state.last_periodic}" if state.last_periodic else "no checkpoint had been written"
+        raise TrainingDivergedError(f"{err.message} at step {state.step + 1}; {kept}") from None
 
-    if checkpoint is not None and completed > 0:
-        checkpoint(completed, "final")
-    return LoopResult(
-        steps=completed,
-        updates=updates,
-        wall_seconds=time.monotonic() - start,
-        eval_seconds=eval_seconds,
-        evaluations=evaluations,
-        stopped_by_time=stopped_by_time,
-        stopped_by_target=stopped_by_target,
-    )
+    state.finished = state.step == cadence.total_steps or state.stopped_by_target
+    clock()
+    if checkpoint is not None and state.step >= first:
+        checkpoint(state.step, "final")
+    return state.result()
 
 
 def check_run_dir(out_dir: str, *, overwrite: bool) -> Path:
@@ -375,11 +483,12 @@ class UniformRandomPolicy:
 
     def __init__(self, action_dim: int, seed: int) -> None:
         self.action_dim = action_dim
-        self._rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
+        """The draws' generator (a run's checkpoint saves its state for a resume)."""
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """(B, A) float32 uniform actions for (B, O) observations; ``deterministic`` is ignored."""
-        return self._rng.uniform(-1.0, 1.0, size=(obs.shape[0], self.action_dim)).astype(np.float32)
+        return self.rng.uniform(-1.0, 1.0, size=(obs.shape[0], self.action_dim)).astype(np.float32)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import (
     RUN_BEST_SUBDIR,
     RUN_CHECKPOINT_SUBDIR,
+    load_agent_state,
     save_checkpoint,
 )
 from dime_offline.config import check_section, save_config, to_dict
@@ -65,6 +66,7 @@ from dime_offline.trainers.loop import (
     SUMMARY_FILE,
     Cadence,
     CheckpointTag,
+    LoopState,
     RunResult,
     StepReport,
     check_run_dir,
@@ -72,6 +74,12 @@ from dime_offline.trainers.loop import (
     run_loop,
     seed_everything,
     start_run_dir,
+)
+from dime_offline.trainers.resume import (
+    open_resume,
+    regularizer_generators,
+    restore_generators,
+    resume_writer,
 )
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -133,6 +141,9 @@ class PretrainConfig:
     """Also write TensorBoard event files (when the tensorboard package is installed)."""
     quiet: bool = False
     """No progress bar (set by ``--json``)."""
+    resume: bool = False
+    """Continue the run in ``out_dir`` from its last checkpoint (periodic, or written when the run was
+    stopped) with the run's own settings; see ``trainers/resume.py``."""
 
     def __post_init__(self) -> None:
         check_section("offline", self.offline, OfflineConfig)
@@ -180,7 +191,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
     )
     online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
-    out = check_run_dir(cfg.out_dir, overwrite=cfg.overwrite)
+    resume = open_resume(cfg, "pretrain")
+    out = check_run_dir(cfg.out_dir, overwrite=cfg.overwrite) if resume is None else Path(cfg.out_dir)
     seed_everything(cfg.seed)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
@@ -196,18 +208,26 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     agent = DIMEAgent(store.obs_dim, store.action_dim, offline_cfg, obs_normalizer=normalizer, device=cfg.device, seed=cfg.seed)
     cfg.offline.attach(agent, "offline", seed=cfg.seed)
     online_regularizers = cfg.offline.describe("online", seed=cfg.seed)
-
-    start_run_dir(out)
-    sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard)
+    if resume is not None:  # the agent of the first session's checkpoint, on top of the same build
+        load_agent_state(resume.directory, agent)
+    else:
+        start_run_dir(out)
+    sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics)
     tracker = Tracker(sinks)
     progress = ProgressDisplay(cfg.steps, description=f"pretrain {Path(cfg.data).name}", enabled=not cfg.quiet, unit="gradient steps")
     for notice in notices:
         progress.notice(notice)
     if env_id is not None and not evaluate_in_env:
         progress.notice(f"the dataset's environment '{env_id}' is not registered here: no evaluation rollouts")
-    save_config(cfg, out / PRETRAIN_CONFIG_FILE)
+    if resume is None:
+        save_config(cfg, out / PRETRAIN_CONFIG_FILE)
 
     sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
+    generators = {"sampler": sample_generator, **regularizer_generators(agent)}
+    state = LoopState()
+    if resume is not None:
+        state = resume.state.loop
+        restore_generators(generators, resume.state)
 
     def step(current: int) -> StepReport:
         metrics = {f"train/{k}": v for k, v in agent.update(store.sample(offline_cfg.batch_size, generator=sample_generator)).items()}
@@ -234,13 +254,18 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             REGULARIZERS_KEY: online_regularizers,
             "run_config": to_dict(cfg),
         }
-        save_checkpoint(target, agent, online_cfg, norm_stats, extra, spaces=spaces, env_id=env_id)
+        writer = None if tag == "best" else resume_writer(state, tracker, current, generators=generators)
+        save_checkpoint(target, agent, online_cfg, norm_stats, extra, spaces=spaces, env_id=env_id, resume_writer=writer)
 
     try:
-        loop = run_loop(
-            cadence, step, tracker=tracker, progress=progress,
-            evaluate=run_evaluation if evaluate_in_env else None, checkpoint=write_checkpoint,
-        )
+        if state.finished:
+            progress.notice(f"the run in {out} is already complete ({state.step} steps): nothing to resume")
+            loop = state.result()
+        else:
+            loop = run_loop(
+                cadence, step, tracker=tracker, progress=progress,
+                evaluate=run_evaluation if evaluate_in_env else None, checkpoint=write_checkpoint, state=state,
+            )
     finally:
         progress.close()
         tracker.close()

@@ -68,6 +68,7 @@ from dime_offline.trainers.loop import (
     SUMMARY_FILE,
     Cadence,
     CheckpointTag,
+    LoopState,
     RunResult,
     StepReport,
     UniformRandomPolicy,
@@ -78,6 +79,13 @@ from dime_offline.trainers.loop import (
     start_run_dir,
 )
 from dime_offline.trainers.replay_export import write_online_replay
+from dime_offline.trainers.resume import (
+    RunningEpisode,
+    open_resume,
+    regularizer_generators,
+    restore_generators,
+    resume_writer,
+)
 
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
@@ -160,6 +168,10 @@ class FinetuneConfig:
     """Also write TensorBoard event files (when the tensorboard package is installed)."""
     quiet: bool = False
     """No progress bar (set by ``--json``)."""
+    resume: bool = False
+    """Continue the run in ``out_dir`` from its last checkpoint (periodic, or written when the run was
+    stopped) with the run's own settings: agent, replay ring, running episode and every RNG come
+    back (see ``trainers/resume.py``)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -215,7 +227,10 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     )
     from_scratch = agent is None and cfg.checkpoint is None
     scratch_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent) if from_scratch else None
-    out = _check_out_dir(cfg)
+    resume = open_resume(cfg, "finetune")
+    if resume is not None and (agent is not None or offline is not None):
+        raise ConfigError("a resumed run rebuilds itself from its config: pass neither an agent nor an offline store")
+    out = _check_out_dir(cfg) if resume is None else Path(cfg.out_dir)
     seed_everything(cfg.seed)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
@@ -225,7 +240,12 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
 
     norm_stats: NormalizationStats | None = None
     return_tail = cfg.return_tail
-    if cfg.checkpoint is not None:
+    if resume is not None:  # the run's own last checkpoint, whichever way the first session started
+        check_checkpoint_fits(resume.directory, env_spaces, cfg.env_id)
+        agent, agent_cfg, meta = load_checkpoint(resume.directory, device=cfg.device)
+        attach_regularizers(agent, meta.extra.get(REGULARIZERS_KEY), file=str(resume.directory))
+        norm_stats, return_tail = meta.normalization, meta.extra.get("return_tail")
+    elif cfg.checkpoint is not None:
         check_checkpoint_fits(cfg.checkpoint, env_spaces, cfg.env_id)
         agent, saved_cfg, meta = load_checkpoint(cfg.checkpoint, device=cfg.device)
         # The regularisers with their online weights (pretraining recorded them for this boundary).
@@ -241,7 +261,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             norm_stats = offline.normalization
     else:
         agent_cfg = scratch_cfg
-    pretrained = agent is not None
+    pretrained = not from_scratch
 
     store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces, return_tail or ReplayConfig.truncation)
     if store.offline_size:
@@ -261,13 +281,17 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             env_spaces.obs_dim, env_spaces.action_dim, agent_cfg, obs_normalizer=normalizer, device=cfg.device, seed=cfg.seed
         )
 
-    start_run_dir(out)
-    sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard)
+    if resume is None:
+        start_run_dir(out)
+    elif "replay" in resume.state.tensors:  # a finished run's checkpoint keeps no ring
+        store.load_online_state(resume.state.tensors["replay"])
+    sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics)
     tracker = Tracker(sinks)
     progress = ProgressDisplay(cfg.steps, description=f"finetune {cfg.env_id}", enabled=not cfg.quiet)
     for notice in notices:
         progress.notice(notice)
-    save_config(cfg, out / FINETUNE_CONFIG_FILE)
+    if resume is None:
+        save_config(cfg, out / FINETUNE_CONFIG_FILE)
 
     warmup_steps = 0 if pretrained else agent_cfg.learning_starts
     if not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
@@ -284,24 +308,22 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         )
     warmup_policy = UniformRandomPolicy(env_spaces.action_dim, seed=cfg.seed)
     sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
-    obs, _ = env.reset()
-    episode_return, episode_length = 0.0, 0
+    generators = {"sampler": sample_generator, "warmup": warmup_policy.rng, **regularizer_generators(agent)}
+    episode = RunningEpisode.start(env)
+    state = LoopState()
+    if resume is not None:
+        state = resume.state.loop
+        if not state.finished:
+            episode = RunningEpisode.replay(env, resume.state, notice=progress.notice)
+        restore_generators(generators, resume.state)
 
     def step(current: int) -> StepReport:
-        nonlocal obs, episode_return, episode_length
         policy = warmup_policy if current <= warmup_steps else agent
+        obs = episode.obs
         action = policy.act(np.asarray(obs, np.float32)[None])[0]
         next_obs, reward, terminated, truncated, _ = env.step(action)
         store.add(obs, action, reward, next_obs, terminated, truncated)
-        episode_return += float(reward)
-        episode_length += 1
-        finished: list[tuple[float, int]] = []
-        if terminated or truncated:
-            finished.append((episode_return, episode_length))
-            episode_return, episode_length = 0.0, 0
-            obs, _ = env.reset()
-        else:
-            obs = next_obs
+        finished = episode.advance(env, action, next_obs, float(reward), terminated or truncated)
         if current <= warmup_steps or len(store) < agent_cfg.batch_size:
             return StepReport(episodes=finished)
         fraction = cfg.offline_fraction_at(current)
@@ -334,10 +356,23 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             "run_config": to_dict(cfg),
             REGULARIZERS_KEY: describe_regularizers(agent),
         }
-        save_checkpoint(target, agent, agent_cfg, norm_stats, extra, spaces=env_spaces, env_id=cfg.env_id)
+        writer = None
+        if tag != "best":
+            tensors = episode.tensors() if state.finished else {**episode.tensors(), "replay": store.online_state()}
+            writer = resume_writer(state, tracker, current, generators=generators, stage=episode.facts(), tensors=tensors)
+        save_checkpoint(
+            target, agent, agent_cfg, norm_stats, extra, spaces=env_spaces, env_id=cfg.env_id, resume_writer=writer
+        )
 
     try:
-        loop = run_loop(cadence, step, tracker=tracker, progress=progress, evaluate=run_evaluation, checkpoint=write_checkpoint)
+        if state.finished:
+            progress.notice(f"the run in {out} is already complete ({state.step} steps): nothing to resume")
+            loop = state.result()
+        else:
+            loop = run_loop(
+                cadence, step, tracker=tracker, progress=progress, evaluate=run_evaluation, checkpoint=write_checkpoint,
+                state=state,
+            )
     finally:
         progress.close()
         tracker.close()

@@ -237,8 +237,8 @@ def test_overwrite_removes_everything_the_earlier_run_wrote_and_nothing_else(tmp
     out = tmp_path / "run"
     sets = [item for s in [*TINY, "eval_episodes=1", "max_episode_steps=20"] for item in ("--set", s)]
     _json(_invoke("pretrain", "--data", SAMPLE, "--steps", "2", "--out", out, *sets, "--json"))
-    assert {p.name for p in out.iterdir()} == {"best", "checkpoint", "learning_curve.png", "metrics.csv", "pretrain_config.json",
-                                               "summary.json", "tb"}
+    assert {p.name for p in out.iterdir()} == {"best", "best.v000001", "checkpoint", "checkpoint.v000001", "learning_curve.png",
+                                               "metrics.csv", "pretrain_config.json", "summary.json", "tb"}
     (out / "notes.txt").write_text("the user's own file")
     data = load_dataset(SAMPLE)
     no_env = tmp_path / "no-env.parquet"
@@ -246,7 +246,8 @@ def test_overwrite_removes_everything_the_earlier_run_wrote_and_nothing_else(tmp
     summary = _json(_invoke("pretrain", "--data", no_env, "--steps", "3", "--out", out, "--overwrite", *sets,
                             "--set", "tensorboard=false", "--json"))
     assert summary["best"] is None and summary["learning_curve"] is None and summary["steps"] == 3
-    assert {p.name for p in out.iterdir()} == {"checkpoint", "metrics.csv", "notes.txt", "pretrain_config.json", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"checkpoint", "checkpoint.v000001", "metrics.csv", "notes.txt",
+                                               "pretrain_config.json", "summary.json"}
     assert (out / "notes.txt").read_text() == "the user's own file"
     assert json.loads((out / "summary.json").read_text()) == summary
 

@@ -1,0 +1,198 @@
+"""--resume: a run killed after a periodic checkpoint and resumed ends exactly as the uninterrupted
+run (metrics and weights, bit for bit on CPU); stops by signal save whole steps; mistakes are one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trainer_factories as tf
+
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.checkpoints import load_checkpoint, resolve_checkpoint_dir
+from dime_offline.errors import ConfigError, RunInterruptedError
+from dime_offline.regularizers import OfflineConfig
+from dime_offline.trainers.collect import CollectConfig, collect
+from dime_offline.trainers.offline import PretrainConfig, pretrain
+from dime_offline.trainers.online import FinetuneConfig, finetune
+
+EPISODE = 25
+"""Pendulum episodes are cut to this many steps (so runs cross episode ends and resume mid-episode)."""
+TIMING_KEYS = ("train/updates_per_second",)
+"""Metrics that measure wall time, which no resume can reproduce."""
+
+
+class Killed(Exception):
+    """Stands for SIGKILL: the run dies where it is, with no clean-up and no checkpoint."""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("data") / "pendulum.parquet"
+    collect(CollectConfig(env_id="Pendulum-v1", steps=150, out=str(path), quiet=True, max_episode_steps=EPISODE, seed=5))
+    return str(path)
+
+
+def _pretrain_cfg(out: Path, data: str, **changes) -> PretrainConfig:
+    cfg = PretrainConfig(
+        data=data, steps=40, out_dir=str(out), seed=2, agent=dict(tf.TINY_AGENT), eval_every=15, eval_episodes=1,
+        checkpoint_every=12, log_every=5, max_episode_steps=EPISODE, tensorboard=False, quiet=True,
+        offline=OfflineConfig(conservative_weight=0.5, behaviour_weight=1.0, n_actions=2),
+    )
+    return dataclasses.replace(cfg, **changes)
+
+
+def _finetune_cfg(out: Path, **changes) -> FinetuneConfig:
+    cfg = FinetuneConfig(
+        env_id="Pendulum-v1", steps=90, out_dir=str(out), seed=4, agent={**tf.TINY_AGENT, "learning_starts": 30},
+        eval_every=40, eval_episodes=1, checkpoint_every=35, log_every=10, max_episode_steps=EPISODE,
+        tensorboard=False, quiet=True,
+    )
+    return dataclasses.replace(cfg, **changes)
+
+
+def _metrics(out: str | Path) -> list[tuple[str, ...]]:
+    """metrics.csv rows without the wall-clock column and the timing metrics."""
+    lines = (Path(out) / "metrics.csv").read_text().splitlines()
+    rows = [tuple(line.split(",")) for line in lines]
+    return [(step, key, value) for step, _, key, value in rows if key not in TIMING_KEYS]
+
+
+def _state(out: str | Path) -> dict:
+    return torch.load(resolve_checkpoint_dir(out) / "state.pt", weights_only=True)
+
+
+def _assert_same_state(a: dict, b: dict, where: str = "") -> None:
+    assert a.keys() == b.keys(), where
+    for key in a:
+        if isinstance(a[key], dict):
+            _assert_same_state(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), f"{where}.{key}"
+        else:
+            assert a[key] == b[key], f"{where}.{key}"
+
+
+def _kill_at_update(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
+    """Make the ``number``-th agent update of the next run raise :class:`Killed`."""
+    original, calls = DIMEAgent.update, {"n": 0}
+
+    def dying_update(self, batch):
+        calls["n"] += 1
+        if calls["n"] == number:
+            raise Killed
+        return original(self, batch)
+
+    monkeypatch.setattr(DIMEAgent, "update", dying_update)
+
+
+def test_a_pretraining_killed_after_a_periodic_checkpoint_resumes_to_the_same_run(
+    tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = pretrain(_pretrain_cfg(tmp_path / "whole", data))
+    with monkeypatch.context() as patch:
+        _kill_at_update(patch, 30)  # after the periodic checkpoint at step 24, mid-interval
+        with pytest.raises(Killed):
+            pretrain(_pretrain_cfg(tmp_path / "killed", data))
+    assert json.loads((resolve_checkpoint_dir(tmp_path / "killed") / "meta.json").read_text())["extra"]["gradient_steps"] == 24
+    resumed = pretrain(_pretrain_cfg(tmp_path / "killed", data, resume=True))
+    assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
+    _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
+    assert resumed.loop.steps == 40 and resumed.loop.updates == whole.loop.updates
+    assert [(r.step, r.stats) for r in resumed.loop.evaluations] == [(r.step, r.stats) for r in whole.loop.evaluations]
+    summary = json.loads((Path(resumed.out_dir) / "summary.json").read_text())
+    assert summary["steps"] == 40 and summary["best"]["step"] == whole.loop.best.step
+    # A finished run resumes to its result without training.
+    again = pretrain(_pretrain_cfg(tmp_path / "killed", data, resume=True))
+    assert again.loop.steps == 40 and _metrics(again.out_dir) == _metrics(whole.out_dir)
+
+
+def test_a_fine_tuning_killed_mid_episode_resumes_to_the_same_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = finetune(_finetune_cfg(tmp_path / "whole"))
+    with monkeypatch.context() as patch:
+        _kill_at_update(patch, 2 * (80 - 30))  # env step 80: after the checkpoint at 70, mid-episode (70 % 25 != 0)
+        with pytest.raises(Killed):
+            finetune(_finetune_cfg(tmp_path / "killed"))
+    resumed = finetune(_finetune_cfg(tmp_path / "killed", resume=True))
+    assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
+    _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
+    assert resumed.loop.updates == whole.loop.updates
+
+
+def test_resume_refuses_a_missing_run_a_changed_setting_and_overwrite(tmp_path: Path, data: str) -> None:
+    with pytest.raises(ConfigError, match="nothing to resume: .* holds no checkpoint of a pretrain run"):
+        pretrain(_pretrain_cfg(tmp_path / "none", data, resume=True))
+    pretrain(_pretrain_cfg(tmp_path / "run", data, steps=12))
+    with pytest.raises(ConfigError, match="field 'seed' is 3 but the run .* was started with 2"):
+        pretrain(_pretrain_cfg(tmp_path / "run", data, steps=12, seed=3, resume=True))
+    with pytest.raises(ConfigError, match="set only one of them"):
+        pretrain(_pretrain_cfg(tmp_path / "run", data, steps=12, resume=True, overwrite=True))
+    with pytest.raises(ConfigError, match="holds a pretrain run, not a finetune run"):
+        finetune(_finetune_cfg(tmp_path / "run", resume=True))
+
+
+def test_ctrl_c_and_sigterm_save_whole_steps_and_the_run_resumes_exactly(tmp_path: Path) -> None:
+    whole = finetune(_finetune_cfg(tmp_path / "whole", checkpoint_every=0))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / f"stopped-{sig.name}"
+        original = DIMEAgent.update
+        calls = {"n": 0}
+
+        def update(self, batch, sig=sig):
+            calls["n"] += 1
+            if calls["n"] == 45:  # in step 54 (updates start at 32, two a step), before its second update
+                os.kill(os.getpid(), sig)
+            return original(self, batch)
+
+        DIMEAgent.update = update
+        try:
+            with pytest.raises(RunInterruptedError, match=r"interrupted: steps 1-54 are saved") as info:
+                finetune(_finetune_cfg(out, checkpoint_every=0))
+        finally:
+            DIMEAgent.update = original
+        assert info.value.exit_code == 130
+        resumed = finetune(_finetune_cfg(out, checkpoint_every=0, resume=True))
+        assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
+        _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
+
+
+@pytest.mark.slow  # three CLI processes (torch imports): ~40 s on a busy 2-core machine
+def test_the_cli_resumes_a_run_killed_with_sigkill(tmp_path: Path, data: str) -> None:
+    """A real kill -9 of ``dime-offline pretrain`` after its first periodic checkpoint; ``--resume --out``
+    alone continues it (the run's saved settings) to the uninterrupted run's metrics and weights."""
+    sets = [
+        "agent.critic_hidden=[32, 32]", "agent.score_hidden=[32, 32]", "agent.score_frequencies=8",
+        "agent.score_time_hidden=16", "agent.diffusion_steps=4", "agent.batch_size=32", "checkpoint_every=10",
+        "eval_every=0", "eval_episodes=1", "max_episode_steps=25", "log_every=5", "tensorboard=false", "torch_threads=1",
+    ]
+    args = [a for s in sets for a in ("--set", s)]
+
+    def cli(*extra: str) -> subprocess.Popen:
+        command = [sys.executable, "-c", "from dime_offline_cli.main import app; app()", "pretrain", *extra]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    run = ["--data", data, "--steps", "120", "--seed", "1", *args]
+    killed = cli("--out", str(tmp_path / "killed"), *run)
+    pointer = tmp_path / "killed" / "checkpoint"
+    while not pointer.exists() and killed.poll() is None:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.read() if killed.stderr else ""
+    resumed = cli("--out", str(tmp_path / "killed"), "--resume", "--json")
+    assert resumed.wait() == 0, resumed.stderr.read() if resumed.stderr else ""
+    whole = cli("--out", str(tmp_path / "whole"), *run, "--json")
+    assert whole.wait() == 0
+    assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "whole")
+    _assert_same_state(_state(tmp_path / "killed"), _state(tmp_path / "whole"))
+    loaded = load_checkpoint(tmp_path / "killed")[0]
+    assert np.isfinite(loaded.alpha)

@@ -43,6 +43,9 @@ def make_telemetry_command(
     seed: int = typer.Option(3, "--seed", help="Seed of the plant, the controller/operator and the historian."),
     truth: Path | None = typer.Option(None, "--truth", help="Also write the simulator's true states (CSV)."),
     spec_out: Path | None = typer.Option(None, "--spec-out", help="Also write the matching converter spec (YAML)."),
+    scan_rate: bool = typer.Option(
+        False, "--scan-rate", help="Log at the 2 s scan rate: setpoints once a minute, 1 % bad output samples,"
+        " clock skew, 30-300 s outages, changeovers (the spec then converts at 2 s)."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Simulate the CSTR twin under its PI controller and write a historian-style export."""
@@ -50,6 +53,7 @@ def make_telemetry_command(
 
     from dime_offline.envs.telemetry import (
         TelemetryConfig,
+        cstr_scan_rate_spec,
         cstr_telemetry_spec,
         generate_telemetry,
         write_telemetry,
@@ -61,17 +65,19 @@ def make_telemetry_command(
         raise ConfigError(f"--hours must be positive, got {hours}")
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out must end in .csv or .parquet, got '{out.name}'")
-    result = generate_telemetry(TelemetryConfig(hours=hours, seed=seed))
+    config = TelemetryConfig.scan_rate(hours=hours, seed=seed) if scan_rate else TelemetryConfig(hours=hours, seed=seed)
+    result = generate_telemetry(config)
     write_telemetry(result.long, out)
     if truth is not None:
         with atomic_path(truth) as tmp:
             result.truth.to_csv(tmp, index=False)
     if spec_out is not None:
-        atomic_write_text(spec_out, yaml.safe_dump(cstr_telemetry_spec(), sort_keys=False))
+        spec = cstr_scan_rate_spec(result.skews) if scan_rate else cstr_telemetry_spec()
+        atomic_write_text(spec_out, yaml.safe_dump(spec, sort_keys=False))
     summary = {
         "out": str(out), "rows": len(result.long), "control_steps": len(result.truth),
         "batches": int(result.truth["batch"].nunique()), "trips": int(result.truth["terminated"].sum()),
-        "hours": hours, "seed": seed,
+        "hours": hours, "seed": seed, "scan_rate": scan_rate, "outages": len(result.outages),
     }
     if json_output:
         print_json(summary)

@@ -547,7 +547,7 @@ def _audit(missing: list[tuple[list[str], np.ndarray]], ep: Any) -> dict[str, tu
     return {t: (int(d), int(c)) for t, d, c in zip(names, dropped, splits)}
 
 
-def _tag_warnings(plan: _Plan, grid: AlignedGrid) -> list[str]:
+def _tag_warnings(plan: _Plan, grid: AlignedGrid, stats: ReadStats) -> list[str]:
     """Tags whose logging interval is longer than their hold (max_gap) or their hold_bad."""
     max_gap: dict[int, int] = {}
     hold_bad: dict[int, int] = {}
@@ -569,7 +569,8 @@ def _tag_warnings(plan: _Plan, grid: AlignedGrid) -> list[str]:
                 f" are longer than its max_gap {gap_us / US:g} s: it is missing at those steps; raise its max_gap"
                 " (stepped tags such as setpoints are often logged once a minute or on change)"
             )
-        if hold_bad[i] and typical is not None and typical >= hold_bad[i] / US:
+        st = stats.per_tag[tag]
+        if hold_bad[i] and st.bad + st.uncertain and typical is not None and typical >= hold_bad[i] / US:
             out.append(f"tag '{tag}': hold_bad {hold_bad[i] / US:g} s is not longer than its logging interval"
                        f" ({typical:.2g} s): a bad sample of it can never be bridged")
     return out
@@ -603,7 +604,7 @@ def _report(
             median_interval_s=gaps.quantile_s(0.5) if gaps else None,
             dropped_steps=audit.get(st.tag, (0, 0))[0], splits=audit.get(st.tag, (0, 0))[1],
         ))
-    warnings.extend(_tag_warnings(plan, grid))
+    warnings.extend(_tag_warnings(plan, grid, stats))
     starts = np.flatnonzero(np.r_[True, ep.episode_id[1:] != ep.episode_id[:-1]])
     ends = np.r_[starts[1:], len(rows)] - 1
     episodes = [

@@ -83,10 +83,38 @@ class TelemetryConfig:
     """Chance that a reported sample is a 'Bad Input' digital state."""
     uncertain_probability: float = 0.003
     """Chance that a reported sample carries an uncertain status (and a worse reading)."""
+    scan_seconds: float | None = None
+    """Scan-rate logging: every analog tag and the controller output are stored on every scan of
+    this period (a regular clock, no exception reporting) instead of their own exception-reported
+    scans; the output reads the command in force at each scan. None: the default historian above."""
+    setpoint_log_seconds: float | None = None
+    """Log the setpoint on a clock of this period (e.g. 60 s) instead of on change."""
+    output_bad_probability: float = 0.0
+    """Scan-rate logging: chance that an output scan is stored Bad or Questionable (alternately),
+    never two in a row."""
+    skew_seconds: float = 0.0
+    """Scan-rate logging: each clocked tag's time stamps lag its scan by a fixed amount drawn in
+    [0, skew_seconds) (``TelemetryResult.skews``; a spec's ``offset`` undoes it)."""
+    comm_outages_per_hour: float = 0.0
+    """Rate of plant-wide communication outages (no tag stores anything), placed inside batches."""
+    comm_outage_seconds: tuple[float, float] = (30.0, 300.0)
+    """Length range of a plant-wide outage."""
+    changeover_minutes: tuple[float, float] | None = None
+    """Idle time between batches that end normally, during which nothing is logged; None: the next
+    batch starts at once."""
     plant: CSTRParams = field(default_factory=CSTRParams)
     """Plant parameters; ``plant.horizon`` is the batch length in control steps."""
     controller: PIConfig = field(default_factory=PIConfig)
     """PI tuning and operator behaviour."""
+
+    @classmethod
+    def scan_rate(cls, hours: float = 12.0, seed: int = 0, scan_seconds: float = 2.0) -> TelemetryConfig:
+        """A historian logging at the scan rate: every scan stored, setpoints once a minute, 1 % isolated
+        bad/questionable output samples, per-tag clock skew up to 1.5 s, plant-wide 30-300 s outages
+        (0.2/h) inside batches, 10-30 min changeovers, and no per-tag outages."""
+        return cls(hours=hours, seed=seed, scan_seconds=scan_seconds, setpoint_log_seconds=60.0,
+                   output_bad_probability=0.01, skew_seconds=1.5, comm_outages_per_hour=0.2,
+                   changeover_minutes=(10.0, 30.0), outages_per_hour=0.0)
 
 
 @dataclass
@@ -98,6 +126,10 @@ class TelemetryResult:
     truth: pd.DataFrame
     """One row per control step: timestamp, batch, the env observation columns, action, mode,
     reward, terminated, truncated."""
+    skews: dict[str, float] = field(default_factory=dict)
+    """Clocked tag -> the lag of its time stamps behind its scan, seconds (scan-rate logging)."""
+    outages: list[tuple[pd.Timestamp, pd.Timestamp]] = field(default_factory=list)
+    """Plant-wide communication outages (start, end)."""
 
 
 def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult:
@@ -114,6 +146,7 @@ def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult
     traj: list[tuple[float, float, float, float]] = []  # (T, Ca, Tc, Tf)
     down: list[tuple[float, float]] = []  # shutdown windows (trip time, restart)
     truth: list[dict[str, Any]] = []
+    controlled: list[tuple[float, float, float]] = []  # (control instant, setpoint, output) for clocked logging
     t = 0.0
     batch_no = 0
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
@@ -130,13 +163,18 @@ def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult
                 break
             u = float(pi.command(obs)[0])
             mode = str(pi.mode[0])
-            if obs[3] != last_sp:
+            if cfg.setpoint_log_seconds is not None:
+                controlled.append((t, float(obs[3]), u))
+            elif obs[3] != last_sp:
                 events.append((max(t - rng.uniform(1.0, 8.0), 0.0), SETPOINT_TAG, f"{obs[3]:.1f}", GOOD))
                 last_sp = obs[3]
             if mode != last_mode:
                 events.append((t + rng.uniform(0.05, 0.5), MODE_TAG, mode, GOOD))
                 last_mode = mode
-            if last_op is None or abs(u - last_op) > 0.005:
+            if cfg.scan_seconds is not None:
+                if cfg.setpoint_log_seconds is None:
+                    controlled.append((t, float(obs[3]), u))
+            elif last_op is None or abs(u - last_op) > 0.005:
                 events.append((t + rng.uniform(0.05, 2.0), OUTPUT_TAG, f"{u:.3f}", GOOD))
                 last_op = u
             next_obs, reward, terminated, truncated, info = env.step(np.array([u]))
@@ -155,6 +193,9 @@ def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult
                 events.append((trip_at + rng.uniform(0.05, 0.5), TRIP_TAG, "1", GOOD))
                 restart = np.ceil((trip_at + cfg.shutdown_minutes * 60.0) / dt) * dt
                 down.append((trip_at, restart))
+                if controlled:  # clocked logging: the output freezes at its last command and is still scanned
+                    t_last, sp_last, u_last = controlled[-1]
+                    controlled.extend((float(tt), sp_last, u_last) for tt in np.arange(t_last + dt, restart - 1e-9, dt))
                 for tag in ANALOG_TAGS:
                     events.append((trip_at + rng.uniform(2.0, 20.0), tag.tag, "Shutdown", BAD))
                 events.append((restart - 1.0, TRIP_TAG, "0", GOOD))
@@ -162,6 +203,10 @@ def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult
                 tripped = True
                 break
             t += dt
+        if not tripped and cfg.changeover_minutes is not None and t < total - 1e-9:
+            idle = np.ceil(60.0 * rng.uniform(*cfg.changeover_minutes) / dt) * dt
+            down.append((t, t + idle))
+            t += idle
         # Next batch: continue the plant as it is, or restart it after a trip.
         if tripped:
             obs, _ = env.reset(seed=int(rng.integers(2**31)))
@@ -172,8 +217,16 @@ def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult
                                         "feed_temp": env.feed_temp, "u_prev": float(obs[5])})
     times = np.asarray(traj_t)
     values = np.asarray(traj)
+    clocked = cfg.scan_seconds is not None
+    skews = ({tag: float(np.round(rng.uniform(0.0, cfg.skew_seconds), 3)) if cfg.skew_seconds > 0 else 0.0
+              for tag in [a.tag for a in ANALOG_TAGS] + [OUTPUT_TAG, SETPOINT_TAG]} if clocked else {})
     for k, tag in enumerate(ANALOG_TAGS):
-        events.extend(_sample_analog(tag, times, values[:, k], total, down, cfg, rng))
+        events.extend(_sample_analog(tag, times, values[:, k], total, down, cfg, rng, skews.get(tag.tag, 0.0)))
+    events.extend(_clocked_controller(controlled, dt, cfg, rng, skews))
+    outages = _comm_outages(truth, dt, cfg, rng) if cfg.comm_outages_per_hour > 0 else []
+    if outages:
+        events = [e for e in events if e[1] in (BATCH_TAG, TRIP_TAG, MODE_TAG)
+                  or not any(a <= e[0] < b for a, b in outages)]
     start = pd.Timestamp(cfg.start).as_unit("us")
     events.sort(key=lambda e: e[0])
     units = {tag.tag: tag.units for tag in ANALOG_TAGS} | {SETPOINT_TAG: "K", OUTPUT_TAG: "K"}
@@ -186,7 +239,58 @@ def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult
     })
     truth_df = pd.DataFrame(truth)
     truth_df.insert(0, "timestamp", start + pd.to_timedelta(truth_df.pop("t"), unit="s"))
-    return TelemetryResult(long=long, truth=truth_df)
+    return TelemetryResult(long=long, truth=truth_df, skews=skews,
+                           outages=[(start + pd.Timedelta(seconds=a), start + pd.Timedelta(seconds=b)) for a, b in outages])
+
+
+def _clocked_controller(
+    controlled: list[tuple[float, float, float]], dt: float, cfg: TelemetryConfig, rng: np.random.Generator,
+    skews: dict[str, float],
+) -> list[tuple[float, str, str, int]]:
+    """Output samples on every scan and setpoint samples on their clock, over the control steps run."""
+    out: list[tuple[float, str, str, int]] = []
+    if not controlled:
+        return out
+    starts = np.array([c[0] for c in controlled])
+    if cfg.scan_seconds is not None:
+        previous_bad = False
+        for t0, _, u in controlled:
+            for s in np.arange(t0, t0 + dt - 1e-9, cfg.scan_seconds):
+                stamp = float(s) + skews.get(OUTPUT_TAG, 0.0)
+                if not previous_bad and cfg.output_bad_probability > 0 and rng.random() < cfg.output_bad_probability:
+                    code = BAD if rng.random() < 0.5 else UNCERTAIN
+                    out.append((stamp, OUTPUT_TAG, f"{u + 5 * rng.standard_normal():.3f}", code))
+                    previous_bad = True
+                    continue
+                previous_bad = False
+                out.append((stamp, OUTPUT_TAG, f"{u:.3f}", GOOD))
+    if cfg.setpoint_log_seconds is not None:
+        period = cfg.setpoint_log_seconds
+        first, last = np.ceil(starts[0] / period) * period, starts[-1] + dt
+        for s in np.arange(first, last, period):
+            k = int(np.searchsorted(starts, s, side="right")) - 1
+            if k >= 0 and s < starts[k] + dt:  # only while the plant runs (not in a changeover)
+                out.append((float(s) + skews.get(SETPOINT_TAG, 0.0), SETPOINT_TAG, f"{controlled[k][1]:.1f}", GOOD))
+    return out
+
+
+def _comm_outages(truth: list[dict[str, Any]], dt: float, cfg: TelemetryConfig,
+                  rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Plant-wide outages placed inside batches, at least 5 min from a batch's start and end."""
+    runs: dict[str, list[float]] = {}
+    for row in truth:
+        runs.setdefault(row["batch"], []).append(row["t"])
+    windows = [(min(ts) + 300.0, max(ts) + dt - 300.0) for ts in runs.values()]
+    windows = [(a, b) for a, b in windows if b - a > cfg.comm_outage_seconds[1]]
+    hours = sum(b - a for a, b in windows) / 3600.0
+    out: list[tuple[float, float]] = []
+    for _ in range(rng.poisson(cfg.comm_outages_per_hour * hours) if windows else 0):
+        a, b = windows[int(rng.integers(len(windows)))]
+        length = rng.uniform(*cfg.comm_outage_seconds)
+        begin = rng.uniform(a, b - length)
+        if all(begin + length + 60.0 < x or begin > y + 60.0 for x, y in out):
+            out.append((begin, begin + length))
+    return sorted(out)
 
 
 def _record_plant(traj_t: list[float], traj: list[tuple[float, float, float, float]], t: float, env: CSTREnv) -> None:
@@ -197,12 +301,15 @@ def _record_plant(traj_t: list[float], traj: list[tuple[float, float, float, flo
 
 def _sample_analog(
     tag: AnalogTag, times: np.ndarray, truth: np.ndarray, total: float, down: list[tuple[float, float]],
-    cfg: TelemetryConfig, rng: np.random.Generator,
+    cfg: TelemetryConfig, rng: np.random.Generator, skew: float = 0.0,
 ) -> list[tuple[float, str, str, int]]:
-    """Scan, add noise, apply exception reporting, outages and bad/uncertain samples."""
-    n_scans = int(total / tag.scan_seconds) + 2
-    scans = np.cumsum(tag.scan_seconds * rng.uniform(0.8, 1.2, n_scans)) - tag.scan_seconds * rng.uniform(0, 1)
-    scans = scans[(scans >= 0) & (scans < total)]
+    """Scan, add noise, apply exception reporting (not at the scan rate), outages and bad/uncertain samples."""
+    if cfg.scan_seconds is not None:
+        scans = np.arange(0.0, total, cfg.scan_seconds)
+    else:
+        n_scans = int(total / tag.scan_seconds) + 2
+        scans = np.cumsum(tag.scan_seconds * rng.uniform(0.8, 1.2, n_scans)) - tag.scan_seconds * rng.uniform(0, 1)
+        scans = scans[(scans >= 0) & (scans < total)]
     # Never interpolate across a shutdown (the trajectory restarts there).
     blocked = np.zeros(len(scans), bool)
     for a, b in down:
@@ -226,18 +333,19 @@ def _sample_analog(
         if blk or outg:
             was_out = True
             continue
-        if not (was_out or last_value is None or abs(v - last_value) > tag.deadband or s - last_time >= cfg.exc_max_seconds):
+        if cfg.scan_seconds is None and not (was_out or last_value is None or abs(v - last_value) > tag.deadband
+                                             or s - last_time >= cfg.exc_max_seconds):
             continue
         was_out = False
         draw = rng.random()
         if draw < cfg.bad_probability:
-            out.append((s, tag.tag, "Bad Input", BAD))
+            out.append((s + skew, tag.tag, "Bad Input", BAD))
             last_value = None
             continue
         if draw < cfg.bad_probability + cfg.uncertain_probability:
-            out.append((s, tag.tag, f"{v + 10 * tag.noise * rng.standard_normal():.{tag.decimals}f}", UNCERTAIN))
+            out.append((s + skew, tag.tag, f"{v + 10 * tag.noise * rng.standard_normal():.{tag.decimals}f}", UNCERTAIN))
         else:
-            out.append((s, tag.tag, f"{v:.{tag.decimals}f}", GOOD))
+            out.append((s + skew, tag.tag, f"{v:.{tag.decimals}f}", GOOD))
         last_value, last_time = v, s
     return out
 
@@ -288,3 +396,28 @@ def cstr_telemetry_spec() -> dict[str, Any]:
                            " minus a move penalty on the jacket setpoint, minus 100 on an interlock trip",
         },
     }
+
+
+def cstr_scan_rate_spec(skews: dict[str, float] | None = None, scan_seconds: float = 2.0) -> dict[str, Any]:
+    """The converter spec for scan-rate exports (``TelemetryConfig.scan_seconds``): the same plant
+    at the scan period, stepped states, ``hold_bad`` bridging isolated bad samples, the setpoint
+    held over its once-a-minute logging, and each tag's clock skew undone by an ``offset``."""
+    spec = cstr_telemetry_spec()
+    skews = skews or {}
+    hold = f"{1.5 * scan_seconds:g}s"
+    spec.update({
+        "name": "cstr-twin-scan-rate",
+        "control_period": f"{scan_seconds:g}s",
+        "max_gap": hold,
+        "hold_bad": f"{2.5 * scan_seconds:g}s",
+        "impute": {"max_steps": 0},
+    })
+    spec["episodes"] = {"batch_tag": BATCH_TAG}
+    for group in ("observations", "extra_state", "actions"):
+        for entry in spec[group]:
+            entry.pop("max_gap", None)
+            if entry["tag"] == SETPOINT_TAG:
+                entry["max_gap"] = "10min"  # logged once a minute; holds through a comm outage
+            if skews.get(entry["tag"]):
+                entry["offset"] = f"{-skews[entry['tag']]:g}s"
+    return spec

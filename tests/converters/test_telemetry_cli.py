@@ -78,3 +78,19 @@ def test_make_telemetry_then_convert(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["data", "make-telemetry", "--out", str(tmp_path / "h.xlsx")])
     assert bad.exit_code == 2 and ".csv or .parquet" in bad.stderr
 
+
+
+def test_make_telemetry_at_the_scan_rate_then_convert(tmp_path: Path) -> None:
+    export, spec = tmp_path / "h.csv", tmp_path / "plant.yaml"
+    result = CliRunner().invoke(app, ["data", "make-telemetry", "--out", str(export), "--hours", "3", "--seed", "2",
+                                      "--scan-rate", "--spec-out", str(spec), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scan_rate"] is True
+    assert yaml.safe_load(spec.read_text())["control_period"] == "2s"
+    out = tmp_path / "logs.parquet"
+    report_path = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["data", "from-telemetry", str(export), "--spec", str(spec), "--out", str(out),
+                                      "--report", str(report_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["dt_seconds"] == 2.0 and report["bridged_values"] > 0

@@ -166,6 +166,7 @@ def test_the_audit_names_the_tag_behind_each_lost_step_and_split() -> None:
 
 def test_a_tag_logged_less_often_than_its_hold_is_warned_about() -> None:
     rows = [(t, "PV", float(t)) for t in range(0, 601, 2)] + [(t + 1, "SP", 50.0) for t in range(0, 600, 60)]
+    rows[-2] = (481, "SP", np.nan, 0x80000000)  # a bad sample the hold_bad of 10 s could never bridge
     spec = base_spec(max_gap="30s", hold_bad="10s",
                      actions=[{"tag": "SP", "alignment": "stepped", "low": 0.0, "high": 100.0}])
     _, report = telemetry_to_transitions(long_frame(rows), spec)

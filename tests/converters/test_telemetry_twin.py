@@ -84,3 +84,58 @@ def test_converters_never_import_torch() -> None:
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def scan_rate(tmp_path_factory: pytest.TempPathFactory):
+    """12 h at the 2 s scan rate (the traits of issue 12): 6 batches, a trip, two plant-wide outages."""
+    result = generate_telemetry(TelemetryConfig.scan_rate(hours=12, seed=2))
+    path = tmp_path_factory.mktemp("scan") / "historian.csv"
+    write_telemetry(result.long, path)
+    return result, path
+
+
+def test_scan_rate_export_has_the_traits_it_claims(scan_rate) -> None:
+    result, _ = scan_rate
+    long, truth = result.long, result.truth
+    assert truth["batch"].nunique() == 6 and int(truth["terminated"].sum()) == 1 and len(result.outages) == 2
+    assert all(30 <= (b - a).total_seconds() <= 300 for a, b in result.outages)
+    op = long[long["tag"] == "TIC-101.OP"]
+    bad = op["quality"].to_numpy() != 0
+    assert 0.005 < bad.mean() < 0.015 and not (bad[1:] & bad[:-1]).any()  # ~1 %, isolated
+    sp_gaps = long.loc[long["tag"] == "TIC-101.SP", "timestamp"].diff().dt.total_seconds().dropna()
+    assert sp_gaps.median() == pytest.approx(60.0)
+    pv_gaps = long.loc[long["tag"] == "TI-101.PV", "timestamp"].diff().dt.total_seconds().dropna()
+    assert pv_gaps.median() == pytest.approx(2.0) and pv_gaps.max() > 600  # changeovers log nothing
+    assert len(set(result.skews.values())) == len(result.skews) and max(result.skews.values()) < 1.5
+
+
+def test_scan_rate_conversion_meets_the_issue_target(scan_rate) -> None:
+    from dime_offline.envs.telemetry import cstr_scan_rate_spec
+
+    result, path = scan_rate
+    truth = result.truth
+    data, report = telemetry_to_transitions(path, cstr_scan_rate_spec(result.skews))
+    report.check_accounting()
+    batches = truth["batch"].nunique()
+    # One episode per batch plus one per outage (every outage is longer than the 5 s hold).
+    assert report.episode_count == batches + len(result.outages)
+    assert report.end_reasons.get("gap", 0) == len(result.outages)
+    assert set(data.episode_key.tolist()) == set(truth["batch"])
+    # >= 97 % of the scan steps of batch operation are transitions (15 scans per 30 s control step).
+    assert report.transitions >= 0.97 * 15 * len(truth)
+    # The trip terminates the right batch.
+    assert data.episode_key[data.terminated].tolist() == truth.loc[truth["terminated"], "batch"].tolist()
+    # Isolated bad samples were bridged, not split; the report names every tag that cost steps.
+    assert report.bridged_values > 100
+    tags = {t.tag: t for t in report.tags}
+    assert sum(tags[t].splits for t in tags) >= len(result.outages)  # a split names every tag missing there
+    data_tags = [t for t, tr in tags.items() if tr.role in ("observation", "extra_state", "action")]
+    costly = [t for t in data_tags if tags[t].dropped_steps]
+    assert set(costly) == set(data_tags)
+    line = next(x for x in report.format().splitlines() if x.startswith("steps lost to missing data"))
+    assert all(t in line for t in costly)
+    assert not report.warnings
+    # Without the bad-sample policy every bad output sample would end an episode.
+    spec_off = {**cstr_scan_rate_spec(result.skews), "hold_bad": 0}
+    assert telemetry_to_transitions(path, spec_off)[1].episode_count > 100

@@ -13,7 +13,11 @@ import pytest
 import torch
 import trainer_factories as tf
 
-from dime_offline.checkpoints import load_checkpoint, resolve_checkpoint_dir, save_checkpoint
+from dime_offline.checkpoints import (
+    load_checkpoint,
+    resolve_checkpoint_dir,
+    save_checkpoint,
+)
 from dime_offline.envs.make import SpaceSpec
 from dime_offline.io import atomic_write_text, versions
 from dime_offline.trainers.loop import check_run_dir, start_run_dir

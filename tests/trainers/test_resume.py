@@ -73,13 +73,13 @@ def _state(out: str | Path) -> dict:
 
 def _assert_same_state(a: dict, b: dict, where: str = "") -> None:
     assert a.keys() == b.keys(), where
-    for key in a:
-        if isinstance(a[key], dict):
-            _assert_same_state(a[key], b[key], f"{where}.{key}")
-        elif isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), f"{where}.{key}"
+    for key, value in a.items():
+        if isinstance(value, dict):
+            _assert_same_state(value, b[key], f"{where}.{key}")
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(value, b[key]), f"{where}.{key}"
         else:
-            assert a[key] == b[key], f"{where}.{key}"
+            assert value == b[key], f"{where}.{key}"
 
 
 def _kill_at_update(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
@@ -147,7 +147,7 @@ def test_ctrl_c_and_sigterm_save_whole_steps_and_the_run_resumes_exactly(tmp_pat
         original = DIMEAgent.update
         calls = {"n": 0}
 
-        def update(self, batch, sig=sig):
+        def update(self, batch, sig=sig, calls=calls, original=original):
             calls["n"] += 1
             if calls["n"] == 45:  # in step 54 (updates start at 32, two a step), before its second update
                 os.kill(os.getpid(), sig)

@@ -28,6 +28,9 @@ def run_command(
         typer.Option("--set", help="Override a field: key=value, offline.<field>=value, agent.<field>=value (repeatable)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier run in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a stopped run in --out (give the first command's settings again).")
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Pretrain on logged data, fine-tune online, and compare the two evaluations (a few minutes by default)."""
@@ -46,6 +49,7 @@ def run_command(
         preset=preset,
         seed=seed,
         overwrite=overwrite or None,
+        resume=resume or None,
         quiet=json_output or None,
     )
     result = run_pipeline(cfg)

@@ -29,6 +29,7 @@ from dime_offline.tracking import plot_offline_to_online
 from dime_offline.trainers.loop import SUMMARY_FILE, RunResult
 from dime_offline.trainers.offline import PretrainConfig, PretrainResult, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
+from dime_offline.trainers.resume import holds_checkpoint
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class PipelineConfig:
     """Run directory; holds ``pretrain/``, ``finetune/`` and ``summary.json``."""
     overwrite: bool = False
     """Allow replacing an earlier run in ``out_dir``."""
+    resume: bool = False
+    """Continue a stopped run in ``out_dir`` (give the first command's settings again): a finished
+    stage is taken as it is, a stopped one resumes from its last checkpoint, one that saved nothing
+    yet starts."""
     pretrain_steps: int = 1500
     """Offline gradient steps (sized with ``finetune_steps`` and the ten evaluations for about 3-4 minutes
     on 2 idle cores with the cpu preset: 185-223 s measured, docs/benchmarks.md "The main job")."""
@@ -126,15 +131,17 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     ``summary.json``."""
     if not cfg.data:
         raise ConfigError("field 'data': a dataset is required (e.g. --data logs.parquet)")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError(f"resume continues the run in {cfg.out_dir} and overwrite would delete it: set only one of them")
     start = time.perf_counter()
     out = Path(cfg.out_dir)  # each stage refuses to overwrite its own earlier run unless cfg.overwrite
-    common = dict(seed=cfg.seed, device=cfg.device, torch_threads=cfg.torch_threads, quiet=cfg.quiet, overwrite=cfg.overwrite)
+    common = {"seed": cfg.seed, "device": cfg.device, "torch_threads": cfg.torch_threads, "quiet": cfg.quiet}
     pre = pretrain(
         PretrainConfig(
             data=cfg.data, env_id=cfg.env_id, steps=cfg.pretrain_steps, out_dir=str(out / "pretrain"),
             preset=cfg.preset, agent=dict(cfg.agent), offline=cfg.offline, eval_episodes=cfg.eval_episodes,
             eval_every=_every(cfg.pretrain_steps, cfg.evaluations), log_every=_every(cfg.pretrain_steps, 4 * cfg.evaluations),
-            **common,
+            **common, **_stage_start(cfg, out / "pretrain"),
         )
     )
     env_id = cfg.env_id or pre.env
@@ -146,7 +153,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         FinetuneConfig(
             env_id=env_id, steps=cfg.finetune_steps, out_dir=str(out / "finetune"), checkpoint=pre.checkpoint,
             data=cfg.data, eval_episodes=cfg.eval_episodes, eval_every=_every(cfg.finetune_steps, cfg.evaluations),
-            log_every=_every(cfg.finetune_steps, 4 * cfg.evaluations), **common,
+            log_every=_every(cfg.finetune_steps, 4 * cfg.evaluations), **common, **_stage_start(cfg, out / "finetune"),
         )
     )
     data_return = pre.data_return_mean
@@ -165,6 +172,14 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
 
 FIGURE_FILE = "offline_to_online.png"
 """The combined figure in the run directory."""
+
+
+def _stage_start(cfg: PipelineConfig, stage_dir: Path) -> dict[str, bool]:
+    """How a stage starts: resumed when ``cfg.resume`` and it saved a checkpoint, else afresh (over
+    what a stage that saved nothing left behind, when resuming)."""
+    if not cfg.resume:
+        return {"overwrite": cfg.overwrite}
+    return {"resume": True} if holds_checkpoint(stage_dir) else {"overwrite": True}
 
 
 def _every(steps: int, times: int) -> int:

@@ -196,6 +196,15 @@ def open_resume(cfg: Any, stage: str) -> ResumePoint | None:
     return ResumePoint(directory, meta, read_resume_state(directory))
 
 
+def holds_checkpoint(out: str | Path) -> bool:
+    """Whether run directory ``out`` holds a checkpoint (so a resume has something to start from)."""
+    try:
+        resolve_checkpoint_dir(Path(out) / RUN_CHECKPOINT_SUBDIR)
+    except CheckpointError:
+        return False
+    return True
+
+
 def check_same_run(cfg: Any, saved: Mapping[str, Any], out: Path) -> None:
     """Refuse, with one line naming the first field that differs, a config that is not the run's own."""
     current = json.loads(json.dumps(to_dict(cfg)))

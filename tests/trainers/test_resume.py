@@ -196,3 +196,46 @@ def test_the_cli_resumes_a_run_killed_with_sigkill(tmp_path: Path, data: str) ->
     _assert_same_state(_state(tmp_path / "killed"), _state(tmp_path / "whole"))
     loaded = load_checkpoint(tmp_path / "killed")[0]
     assert np.isfinite(loaded.alpha)
+
+
+def test_run_resumes_the_stage_that_was_stopped_and_reuses_the_finished_one(
+    tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dime_offline.trainers.pipeline import PipelineConfig, run_pipeline
+
+    def cfg(out: str, **changes) -> PipelineConfig:
+        return PipelineConfig(
+            data=data, out_dir=str(tmp_path / out), pretrain_steps=12, finetune_steps=40, evaluations=2, eval_episodes=1,
+            seed=1, quiet=True, agent={k: v for k, v in tf.TINY_AGENT.items() if k != "learning_starts"}, **changes,
+        )
+
+    whole = run_pipeline(cfg("whole"))
+    with monkeypatch.context() as patch:
+        _kill_at_update(patch, 12 + 2 * 15)  # fine-tuning, env step 15 (updates from step 1: a pretrained agent)
+        with pytest.raises(Killed):
+            run_pipeline(cfg("killed"))
+    pretrained = _state(tmp_path / "killed" / "pretrain")
+    resumed = run_pipeline(cfg("killed", resume=True))
+    _assert_same_state(_state(tmp_path / "killed" / "pretrain"), pretrained)  # reused, not retrained
+    for stage in ("pretrain", "finetune"):
+        assert _metrics(tmp_path / "killed" / stage) == _metrics(tmp_path / "whole" / stage)
+    _assert_same_state(_state(tmp_path / "killed" / "finetune"), _state(tmp_path / "whole" / "finetune"))
+    assert resumed.online_stats == whole.online_stats and resumed.offline_stats == whole.offline_stats
+
+
+def test_cli_resume_mistakes_are_one_line_with_exit_code_2(tmp_path: Path, data: str) -> None:
+    from dime_offline_cli.main import app
+    from typer.testing import CliRunner
+
+    def invoke(*args: object):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    missing = invoke("finetune", "--env", "Pendulum-v1", "--out", tmp_path / "none", "--resume")
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1
+    assert "nothing to resume" in missing.output and "Traceback" not in missing.output
+    pretrain(_pretrain_cfg(tmp_path / "run", data, steps=5))
+    changed = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--steps", 9)
+    assert changed.exit_code == 2 and "field 'steps' is 9 but the run" in changed.output
+    same = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--json")  # the run's saved settings
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["steps"] == 5

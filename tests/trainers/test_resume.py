@@ -239,3 +239,16 @@ def test_cli_resume_mistakes_are_one_line_with_exit_code_2(tmp_path: Path, data:
     same = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--json")  # the run's saved settings
     assert same.exit_code == 0, same.output
     assert json.loads(same.stdout)["steps"] == 5
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    with monkeypatch.context() as patch:
+        _kill_at_update(patch, 30)  # after the checkpoint at step 24: steps 25-29 reached TensorBoard
+        with pytest.raises(Killed):
+            pretrain(_pretrain_cfg(tmp_path / "run", data, tensorboard=True))
+    pretrain(_pretrain_cfg(tmp_path / "run", data, tensorboard=True, resume=True))
+    events = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("train/critic/loss")]
+    assert steps == list(range(5, 41, 5))

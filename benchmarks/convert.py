@@ -9,7 +9,10 @@ for the run), then measures each in fresh worker processes:
                what "just load it" costs;
   (b) convert: ``telemetry_to_transitions(file, spec)`` end to end (chunked read, timestamp and
                quality parsing, no-look-ahead alignment of 8 of the 10 tags on a 10 s grid,
-               episodes, rewards, validated TransitionData).
+               episodes, rewards, validated TransitionData, the per-tag audit);
+  (c) convert+options: the same with the scan-rate options of issue 12 on: ``hold_bad`` bridging
+               bad samples on every tag, per-tag clock ``offset`` on three tags, and a once-a-minute
+               hold on one (its logging-interval warning is computed too).
 
 Printed per size: wall and CPU seconds (CPU time shows the cost when the machine is shared), long
 rows/s, and the peak-RSS growth (VmHWM) of each worker over its RSS after imports. Goals: convert
@@ -44,6 +47,19 @@ SPEC = {
     "reward": {"expression": f"-abs(next_{TAGS[0].replace('-', '_').replace('.', '_')}) - 0.01 * delta_"
                              f"{TAGS[6].replace('-', '_').replace('.', '_')}**2"},
 }
+
+
+SPEC_OPTIONS = {
+    **SPEC,
+    "hold_bad": "3s",
+    "observations": [{"tag": t, "alignment": "mean", **({"offset": f"-{0.2 * (i + 1):g}s"} if i < 3 else {})}
+                     for i, t in enumerate(TAGS[:6])],
+    "extra_state": [],
+    "actions": [{"tag": TAGS[6], "alignment": "stepped", "low": -1e4, "high": 1e4, "max_gap": "2min"},
+                {"tag": TAGS[7], "alignment": "stepped", "low": -1e4, "high": 1e4}],
+}
+"""SPEC with the issue-12 options: bad-sample bridging, clock offsets, a longer per-tag hold."""
+KINDS = {"pandas": None, "convert": SPEC, "convert+options": SPEC_OPTIONS}
 
 
 def _rss_bytes() -> int:
@@ -117,9 +133,10 @@ def worker(kind: str, path: str, chunk_rows: int) -> dict:
         rows = len(frame)
         extra: dict = {}
     else:
-        data, report = telemetry_to_transitions(path, {**SPEC, "reader": {"chunk_rows": chunk_rows}})
+        data, report = telemetry_to_transitions(path, {**KINDS[kind], "reader": {"chunk_rows": chunk_rows}})
         rows = report.rows_read
-        extra = {"transitions": len(data), "episodes": report.episode_count, "in_memory": report.in_memory}
+        extra = {"transitions": len(data), "episodes": report.episode_count, "in_memory": report.in_memory,
+                 "bridged_values": report.bridged_values}
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"kind": kind, "rows": rows, "seconds": seconds, "cpu_seconds": cpu, "rows_per_s": rows / seconds,
             "peak_growth_mb": (_peak_rss_bytes() - base) / 2**20, **extra}
@@ -139,14 +156,16 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=2_000_000, help="rows of the small export")
     parser.add_argument("--chunk-rows", type=int, default=500_000, help="reader.chunk_rows of the converter")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per worker kind and size")
-    parser.add_argument("--worker", choices=["pandas", "convert"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=list(KINDS), help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.file, args.chunk_rows)))
         return
 
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs; python {platform.python_version()}")
+    load = os.getloadavg()
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs; python {platform.python_version()};"
+          f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start")
     with tempfile.TemporaryDirectory(prefix="dime-convert-bench-") as tmp:
         results = []
         for rows in (args.small, args.rows):
@@ -155,7 +174,7 @@ def main() -> None:
             write_export(path, rows)
             size_mb = path.stat().st_size / 2**20
             print(f"\nwrote {rows:,} rows ({size_mb:,.0f} MiB) in {time.perf_counter() - t0:.1f} s")
-            for kind in ("pandas", "convert"):
+            for kind in KINDS:
                 for _ in range(args.repeats):
                     r = _run_worker(kind, path, args.chunk_rows)
                     r["file_rows"], r["file_mb"] = rows, size_mb
@@ -163,17 +182,16 @@ def main() -> None:
                     print(f"  {kind:<8} {r['seconds']:7.2f} s (cpu {r['cpu_seconds']:.2f} s)"
                           f"  {r['rows_per_s'] / 1e6:6.2f} M rows/s"
                           f"  peak +{r['peak_growth_mb']:7.0f} MiB"
-                          + (f"  ({r['transitions']:,} transitions)" if kind == "convert" else ""))
-        print("\nsummary (best of repeats)")
-        print(f"{'rows':>12} {'MiB':>6} | {'pandas s':>8} {'M rows/s':>8} {'peak MiB':>8} |"
-              f" {'convert s':>9} {'M rows/s':>8} {'peak MiB':>8} | {'convert/pandas time':>19}")
+                          + (f"  ({r['transitions']:,} transitions, {r['bridged_values']:,} bridged)"
+                             if kind != "pandas" else ""))
+        print("\nsummary (best of repeats): seconds, M rows/s, peak MiB per kind")
+        print(f"{'rows':>12} {'MiB':>6} | " + " | ".join(f"{k:>26}" for k in KINDS))
         for rows in (args.small, args.rows):
             best = {k: min((r for r in results if r["file_rows"] == rows and r["kind"] == k), key=lambda r: r["seconds"])
-                    for k in ("pandas", "convert")}
-            p, c = best["pandas"], best["convert"]
-            print(f"{rows:>12,} {p['file_mb']:>6.0f} | {p['seconds']:>8.2f} {p['rows_per_s'] / 1e6:>8.2f}"
-                  f" {p['peak_growth_mb']:>8.0f} | {c['seconds']:>9.2f} {c['rows_per_s'] / 1e6:>8.2f}"
-                  f" {c['peak_growth_mb']:>8.0f} | {c['seconds'] / p['seconds']:>19.2f}")
+                    for k in KINDS}
+            print(f"{rows:>12,} {best['pandas']['file_mb']:>6.0f} | " + " | ".join(
+                f"{b['seconds']:>8.2f} {b['rows_per_s'] / 1e6:>8.2f} {b['peak_growth_mb']:>8.0f}" for b in best.values()))
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
 
 
 if __name__ == "__main__":

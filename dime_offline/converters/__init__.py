@@ -10,6 +10,12 @@ See ``docs/telemetry.md`` for the spec format and every alignment, quality and e
 from __future__ import annotations
 
 from dime_offline.converters.pipeline import convert_telemetry, telemetry_to_transitions
+from dime_offline.converters.profile import (
+    ExportProfile,
+    ProfileConfig,
+    TagProfile,
+    profile_export,
+)
 from dime_offline.converters.report import ConversionReport, EpisodeReport, TagReport
 from dime_offline.converters.spec import (
     ColumnSpec,
@@ -30,16 +36,20 @@ __all__ = [
     "ConversionReport",
     "EpisodeReport",
     "EpisodeSpec",
+    "ExportProfile",
     "ImputeSpec",
+    "ProfileConfig",
     "QualitySpec",
     "ReaderSpec",
     "RewardSpec",
+    "TagProfile",
     "TagReport",
     "TagSpec",
     "TelemetrySpec",
     "TerminalSpec",
     "convert_telemetry",
     "load_spec",
+    "profile_export",
     "spec_from_dict",
     "telemetry_to_transitions",
 ]

@@ -156,26 +156,38 @@ class _TagBuffer:
 
 def bridge_bad_samples(
     ts: np.ndarray, val: np.ndarray, max_gap_us: int, hold_bad_us: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-sample values, holds (us) and bridged flags with bad samples bridged (module docstring).
+) -> tuple[np.ndarray, int | np.ndarray, np.ndarray | None]:
+    """Values, holds (us) and bridged flags with bad samples bridged (module docstring).
 
     A bad sample is bridged when the tag's last good sample is younger than ``hold_bad_us`` and no
     two samples since it are further apart than ``max_gap_us`` (the signal never went stale).
-    Shapes: all (n,).
+    Shapes: (n,) values; the hold is the scalar ``max_gap_us`` and the flags None when nothing is
+    bridged, else (n,) arrays. The work is per bad sample, so clean data costs one pass.
     """
-    n = len(ts)
-    hold = np.full(n, max_gap_us, np.int64)
-    known = np.isfinite(val)
-    if hold_bad_us <= 0 or n == 0 or known.all():
-        return val, hold, np.zeros(n, bool)
-    index = np.arange(n)
-    last_good = np.maximum.accumulate(np.where(known, index, -1))
-    stale = np.r_[False, np.diff(ts) > max_gap_us]
-    last_stale = np.maximum.accumulate(np.where(stale, index, -1))
-    lg = np.maximum(last_good, 0)
-    good_ts = ts[lg]
-    bridged = ~known & (last_good >= 0) & (last_stale <= last_good) & (ts - good_ts < hold_bad_us)
-    return np.where(bridged, val[lg], val), np.where(bridged, good_ts + hold_bad_us - ts, hold), bridged
+    if hold_bad_us <= 0 or len(ts) == 0:
+        return val, max_gap_us, None
+    bad = np.flatnonzero(np.isnan(val))
+    if not len(bad):
+        return val, max_gap_us, None
+    good = np.flatnonzero(~np.isnan(val))
+    last_good = np.searchsorted(good, bad) - 1
+    has_good = last_good >= 0
+    good_at = good[np.maximum(last_good, 0)] if len(good) else np.zeros(len(bad), np.int64)
+    stale = np.flatnonzero(np.diff(ts) > max_gap_us) + 1  # samples that follow a stale stretch
+    last_stale = stale[np.maximum(np.searchsorted(stale, bad, side="right") - 1, 0)] if len(stale) else None
+    ok = has_good & (ts[bad] - ts[good_at] < hold_bad_us)
+    if last_stale is not None:
+        ok &= (np.searchsorted(stale, bad, side="right") == 0) | (last_stale <= good_at)
+    if not ok.any():
+        return val, max_gap_us, None
+    bad, good_at = bad[ok], good_at[ok]
+    val = val.copy()
+    val[bad] = val[good_at]
+    hold = np.full(len(ts), max_gap_us, np.int64)
+    hold[bad] = ts[good_at] + hold_bad_us - ts[bad]
+    bridged = np.zeros(len(ts), bool)
+    bridged[bad] = True
+    return val, hold, bridged
 
 
 def evaluate(
@@ -192,37 +204,37 @@ def evaluate(
     if len(ts) == 0 or m == 0:
         return np.full(m, np.nan), np.zeros(m, bool), np.zeros(m, bool)
     val, hold_us, bridged = bridge_bad_samples(ts, val, max_gap_us, hold_bad_us)
+    per_sample = bridged is not None  # else one hold for all samples (the fast path)
     k = np.searchsorted(ts, x, side="right") - 1
     if method == "stepped":
         kc = np.maximum(k, 0)
         v = val[kc]
-        ok = (k >= 0) & (x - ts[kc] <= hold_us[kc]) & np.isfinite(v)
-        return np.where(ok, v, np.nan), ok, ok & bridged[kc]
+        ok = (k >= 0) & (x - ts[kc] <= (hold_us[kc] if per_sample else hold_us)) & np.isfinite(v)
+        return np.where(ok, v, np.nan), ok, (ok & bridged[kc]) if per_sample else np.zeros(m, bool)
     base = ts[0]
     t = (ts - base) / US
     hold = hold_us / US
     w = window_us / US
     known = np.isfinite(val)
     vz = np.where(known, val, 0.0)
-    seg = np.minimum(np.diff(t), hold[:-1])
+    seg = np.minimum(np.diff(t), hold[:-1] if per_sample else hold)
     sloped = np.zeros(len(ts) - 1, bool)
     if method == "interpolate":
         # A bridged sample holds the last good value flat: no slope into or out of it.
-        real = known & ~bridged
-        sloped = real[:-1] & real[1:] & (np.diff(t) <= hold[:-1])
+        real = known & ~bridged if per_sample else known
+        sloped = real[:-1] & real[1:] & (np.diff(t) <= (hold[:-1] if per_sample else hold))
     seg_int = np.where(sloped, 0.5 * (vz[:-1] + vz[1:]) * seg, vz[:-1] * seg)
     seg_known = np.where(sloped | known[:-1], seg, 0.0)
     ci = np.concatenate([[0.0], np.cumsum(seg_int)])
     ck = np.concatenate([[0.0], np.cumsum(seg_known)])
-    any_bridged = bool(bridged.any())
-    cb = np.concatenate([[0.0], np.cumsum(np.where(bridged[:-1], seg, 0.0))]) if any_bridged else None
+    cb = np.concatenate([[0.0], np.cumsum(np.where(bridged[:-1], seg, 0.0))]) if per_sample else None
     xs = (x - base) / US
     ys = xs - w
     j = np.searchsorted(t, ys, side="right") - 1
 
     def held(idx: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         ic = np.maximum(idx, 0)
-        d = np.minimum(at - t[ic], hold[ic])
+        d = np.minimum(at - t[ic], hold[ic] if per_sample else hold)
         integral = np.where(idx >= 0, ci[ic] + vz[ic] * d, 0.0)
         cover = np.where(idx >= 0, ck[ic] + known[ic] * d, 0.0)
         bridged_cover = None if cb is None else np.where(idx >= 0, cb[ic] + bridged[ic] * d, 0.0)

@@ -261,7 +261,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             norm_stats = offline.normalization
     else:
         agent_cfg = scratch_cfg
-    pretrained = not from_scratch
+    pretrained = not from_scratch if resume is None else bool(resume.meta.extra.get("pretrained", not from_scratch))
 
     store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces, return_tail or ReplayConfig.truncation)
     if store.offline_size:
@@ -283,6 +283,11 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
 
     if resume is None:
         start_run_dir(out)
+    elif store.offline_size != resume.meta.extra.get("offline_rows", store.offline_size):
+        raise ConfigError(
+            f"cannot resume: the run in {out} kept {resume.meta.extra['offline_rows']} offline rows in its replay store, its"
+            f" data now gives {store.offline_size} (a run started from a store in memory resumes only with the same data)"
+        )
     elif "replay" in resume.state.tensors:  # a finished run's checkpoint keeps no ring
         store.load_online_state(resume.state.tensors["replay"])
     sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics)
@@ -349,6 +354,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         target = out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
         extra = {
             "stage": "finetune",
+            "pretrained": pretrained,
+            "offline_rows": store.offline_size,
             "env_steps": current,
             "source_checkpoint": cfg.checkpoint,
             "return_tail": store.config.truncation,

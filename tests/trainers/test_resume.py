@@ -3,6 +3,7 @@ run (metrics and weights, bit for bit on CPU); stops by signal save whole steps;
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -252,3 +253,23 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path: Path, data: s
     events.Reload()
     steps = [event.step for event in events.Scalars("train/critic/loss")]
     assert steps == list(range(5, 41, 5))
+
+
+def test_a_fine_tuning_of_an_agent_in_memory_resumes_without_a_warm_up(
+    tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started with ``finetune(cfg, agent=...)`` (no checkpoint path in the config): the resumed run
+    knows from the checkpoint that the agent was pretrained and takes no random warm-up."""
+    pretrained = pretrain(_pretrain_cfg(tmp_path / "pre", data, steps=5)).agent
+    agent = {**tf.TINY_AGENT, "learning_starts": 45}  # a scratch run's warm-up would cover the resumed steps
+    cfg = _finetune_cfg(tmp_path / "ft", steps=50, checkpoint_every=35, eval_every=0, agent=agent)
+    whole = finetune(dataclasses.replace(cfg, out_dir=str(tmp_path / "whole")), agent=copy.deepcopy(pretrained))
+    first_update_step = whole.loop.steps - whole.loop.updates // 2 + 1  # updates start once the store holds a batch
+    assert first_update_step == tf.TINY_AGENT["batch_size"]  # no warm-up
+    with monkeypatch.context() as patch:
+        _kill_at_update(patch, 2 * (40 - first_update_step) + 1)  # env step 40, after the checkpoint at 35
+        with pytest.raises(Killed):
+            finetune(cfg, agent=copy.deepcopy(pretrained))
+    resumed = finetune(dataclasses.replace(cfg, resume=True))
+    assert resumed.loop.updates == whole.loop.updates
+    assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)

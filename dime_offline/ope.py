@@ -242,6 +242,8 @@ def evaluate_offline(cfg: OPEConfig) -> OPEResult:
         raise ConfigError("field 'checkpoint': a checkpoint or run directory is required")
     if not cfg.data:
         raise ConfigError("field 'data': a logged dataset is required")
+    if cfg.out_dir is not None:  # a folder that cannot be made fails now, not after the fit
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     directory = resolve_checkpoint_dir(cfg.checkpoint)

@@ -174,6 +174,10 @@ def test_bad_input_is_one_line_with_exit_code_2(checkpoint: Path, tmp_path: Path
     assert "gamma" in line
     line = _error_line(_invoke("--checkpoint", checkpoint, "--data", SAMPLE, "--set", "bogus=1"))
     assert "bogus" in line
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = _error_line(_invoke("--checkpoint", checkpoint, "--data", SAMPLE, "--out", blocker / "ope"))
+    assert "a-file" in line  # refused before any fitting
 
 
 def test_evaluate_offline_needs_a_checkpoint_and_data() -> None:

@@ -66,6 +66,8 @@ class Channel:
 
 INTERVAL_BINS_S = np.geomspace(1e-3, 1e7, 2001)
 """Edges (seconds) of the log-spaced histogram of inter-sample intervals (1.2 % wide bins)."""
+_BINS_PER_DECADE = 200.0
+"""(len(INTERVAL_BINS_S) - 1) / 10 decades."""
 
 
 @dataclass
@@ -87,7 +89,10 @@ class TagGaps:
         if max_gap_us is not None:
             self.over_max_gap += int((diffs_us > max_gap_us).sum())
         self.intervals += len(diffs_us)
-        bins = np.searchsorted(INTERVAL_BINS_S, diffs_us / US, side="right")
+        # The bin of a log-spaced histogram by arithmetic (searchsorted over 2001 edges costs 3x more).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            position = (np.log10(np.maximum(diffs_us, 1).astype(np.float64)) - 3.0) * _BINS_PER_DECADE + 1.0
+        bins = np.clip(position, 0, len(INTERVAL_BINS_S)).astype(np.int64)
         self.histogram += np.bincount(bins, minlength=len(self.histogram))
 
     def quantile_s(self, q: float) -> float | None:

@@ -355,7 +355,8 @@ def _run_on_tune(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, 
                 "RAY_AUTH_MODE=token here too")
             raise ConfigError(f"cannot attach to the Ray cluster at {cfg.address!r}: {' '.join(str(exc).split())}{hint}") from None
     # A trial that fails on bad input reports no score; Tune would take that for a bug in the trainable.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    strict_checking = os.environ.get("TUNE_DISABLE_STRICT_METRIC_CHECKING")
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     try:
         scheduler = None
         if cfg.scheduler.kind == "asha":
@@ -385,6 +386,10 @@ def _run_on_tune(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, 
         return errors
     finally:
         ray.shutdown()
+        if strict_checking is None:
+            del os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"]
+        else:
+            os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = strict_checking
 
 
 def _trial_name(tune_trial: Any) -> str:

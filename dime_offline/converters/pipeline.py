@@ -420,6 +420,7 @@ def _assemble(grid: AlignedGrid, stats: ReadStats, plan: _Plan, source_name: str
         metadata=metadata,
         timestamp=grid.times[rows].astype(np.int64),
         obs_valid=obs_valid.astype(bool),
+        action_valid=~Ab[rows],  # actions of transitions are valid; False where held over a bad sample
         episode_key=episode_key,
     )
     data.validate()

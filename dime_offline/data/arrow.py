@@ -31,7 +31,8 @@ from dime_offline.data.schema import (
 )
 from dime_offline.errors import SchemaError
 
-VECTOR_FIELDS = ("obs", "action", "next_obs", "obs_valid")
+VECTOR_FIELDS = ("obs", "action", "next_obs", "obs_valid", "action_valid")
+MASK_FIELDS = ("obs_valid", "action_valid")
 """Fields holding one value per feature; stored as a list column or as wide ``<field>.<name>`` columns."""
 
 SCALAR_TYPES: dict[str, np.dtype] = {
@@ -53,6 +54,7 @@ def canonical_schema(
     *,
     timestamp: bool = False,
     obs_valid: bool = False,
+    action_valid: bool = False,
     episode_key: bool = False,
 ) -> pa.Schema:
     """The Arrow schema of the canonical Parquet form (``docs/data-format.md``), metadata attached."""
@@ -69,6 +71,8 @@ def canonical_schema(
     ]
     if obs_valid:
         fields.append(pa.field("obs_valid", pa.list_(pa.bool_(), obs_dim)))
+    if action_valid:
+        fields.append(pa.field("action_valid", pa.list_(pa.bool_(), action_dim)))
     if episode_key:
         fields.append(pa.field("episode_key", pa.dictionary(pa.int32(), pa.string())))
     return pa.schema(fields, metadata={METADATA_KEY: metadata.to_json().encode()})
@@ -84,6 +88,7 @@ def transitions_to_table(data: TransitionData) -> pa.Table:
     schema = canonical_schema(
         data.obs_dim, data.action_dim, data.metadata,
         timestamp=data.timestamp is not None, obs_valid=data.obs_valid is not None,
+        action_valid=data.action_valid is not None,
         episode_key=data.episode_key is not None,
     )
     columns: dict[str, pa.Array] = {
@@ -102,6 +107,8 @@ def transitions_to_table(data: TransitionData) -> pa.Table:
         )
     if data.obs_valid is not None:
         columns["obs_valid"] = fixed_list(np.asarray(data.obs_valid, bool), data.obs_dim, pa.bool_())
+    if data.action_valid is not None:
+        columns["action_valid"] = fixed_list(np.asarray(data.action_valid, bool), data.action_dim, pa.bool_())
     if data.episode_key is not None:
         keys = [str(k) for k in data.episode_key]
         columns["episode_key"] = pa.array(keys, pa.string()).dictionary_encode().cast(
@@ -247,6 +254,9 @@ def resolve_layout(
         present_optional = [n for n in present_optional if n in columns]
     if "obs_valid" in vector_columns and width("obs_valid") != obs_dim:
         raise SchemaError(f"has width {width('obs_valid')}, obs has width {obs_dim}", file=file, column="obs_valid")
+    if "action_valid" in vector_columns and width("action_valid") != action_dim:
+        raise SchemaError(f"has width {width('action_valid')}, action has width {action_dim}", file=file,
+                          column="action_valid")
     used.update(n for n in OPTIONAL_COLUMNS if n in names)
     ignored = [n for n in names if n not in used]
     return ArrowLayout(
@@ -344,8 +354,8 @@ def _vector(
     batch: pa.Table | pa.RecordBatch, layout: ArrowLayout, fieldname: str, file: str | None, row_offset: int
 ) -> np.ndarray:
     """(rows, width) array of a vector field; missing entries become NaN (False for masks)."""
-    dtype = np.dtype(np.bool_) if fieldname == "obs_valid" else np.dtype(np.float32)
-    width = layout.action_dim if fieldname == "action" else layout.obs_dim
+    dtype = np.dtype(np.bool_) if fieldname in MASK_FIELDS else np.dtype(np.float32)
+    width = layout.action_dim if fieldname in ("action", "action_valid") else layout.obs_dim
     n = batch.num_rows
     if layout.wide[fieldname]:
         out = np.empty((n, width), dtype=dtype)
@@ -420,8 +430,9 @@ def batch_to_transitions(
     optional: dict[str, np.ndarray | None] = {name: None for name in OPTIONAL_COLUMNS}
     if "timestamp" in layout.optional:
         optional["timestamp"] = _timestamp(batch, file, row_offset)
-    if "obs_valid" in layout.optional:
-        optional["obs_valid"] = _vector(batch, layout, "obs_valid", file, row_offset)
+    for mask in MASK_FIELDS:
+        if mask in layout.optional:
+            optional[mask] = _vector(batch, layout, mask, file, row_offset)
     if "episode_key" in layout.optional:
         keys = _combine(batch.column("episode_key"))
         if pa.types.is_dictionary(keys.type):

@@ -29,6 +29,7 @@ import numpy as np
 from dime_offline.data.frames import steps_from_episode_ids
 from dime_offline.data.schema import (
     METADATA_KEY,
+    OPTIONAL_COLUMNS,
     DatasetMetadata,
     TransitionData,
     empty_like_schema,
@@ -292,7 +293,7 @@ def write_d4rl_hdf5(data: TransitionData, path: str | os.PathLike[str]) -> tuple
     path = Path(path)
     data.validate(check_continuity=False)
     notes = [f"{name} is not stored in D4RL-style HDF5 (dropped)"
-             for name in ("timestamp", "obs_valid", "episode_key") if getattr(data, name) is not None]
+             for name in OPTIONAL_COLUMNS if getattr(data, name) is not None]
     timeouts = data.truncated.copy()
     ends = np.concatenate([data.episode_starts()[1:] - 1, [len(data) - 1]])
     unflagged = ends[~(data.terminated[ends] | data.truncated[ends])]

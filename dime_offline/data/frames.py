@@ -19,7 +19,7 @@ from dime_offline.errors import SchemaError
 
 FROM_ARRAYS_FIELDS = (
     "obs", "action", "reward", "next_obs", "terminated", "truncated", "episode_id", "step",
-    "timestamp", "obs_valid", "episode_key",
+    "timestamp", "obs_valid", "action_valid", "episode_key",
 )
 """Keyword names :func:`from_arrays` accepts (also the keys of a dict handed to ``load_dataset``)."""
 
@@ -115,6 +115,7 @@ def from_arrays(
     step: Any | None = None,
     timestamp: Any | None = None,
     obs_valid: Any | None = None,
+    action_valid: Any | None = None,
     episode_key: Any | None = None,
     metadata: DatasetMetadata | None = None,
 ) -> TransitionData:
@@ -146,6 +147,7 @@ def from_arrays(
         metadata=metadata or DatasetMetadata(),
         timestamp=ts,
         obs_valid=None if obs_valid is None else _vector(obs_valid, "obs_valid", n, np.bool_),
+        action_valid=None if action_valid is None else _vector(action_valid, "action_valid", n, np.bool_),
         episode_key=None if episode_key is None else np.asarray([str(k) for k in np.asarray(episode_key)], dtype=object),
     )
 
@@ -156,7 +158,7 @@ def from_dict(arrays: dict[str, Any], *, metadata: DatasetMetadata | None = None
     if unknown:
         raise SchemaError(
             f"unknown key(s) {unknown}; expected obs, action, reward, next_obs, terminated, truncated and"
-            " optionally episode_id, step, timestamp, obs_valid, episode_key",
+            " optionally episode_id, step, timestamp, obs_valid, action_valid, episode_key",
             column=unknown[0],
         )
     for key in ("obs", "action", "reward", "next_obs", "terminated", "truncated"):

@@ -26,6 +26,7 @@ import numpy as np
 
 from dime_offline.data.schema import (
     METADATA_KEY,
+    OPTIONAL_COLUMNS,
     DatasetMetadata,
     TransitionData,
     empty_like_schema,
@@ -273,7 +274,7 @@ def write_minari(
             file=str(final), column=err.column, row=err.row,
         ) from None
     notes = [f"{name} is not stored in Minari datasets (dropped)"
-             for name in ("timestamp", "obs_valid", "episode_key") if getattr(data, name) is not None]
+             for name in OPTIONAL_COLUMNS if getattr(data, name) is not None]
     minari = _import_minari()
     import gymnasium as gym
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from dime_offline.data.arrow import (
     ROW_GROUP_ROWS,
+    VECTOR_FIELDS,
     ArrowLayout,
     batch_to_transitions,
     resolve_layout,
@@ -70,10 +71,10 @@ def _layout(pf: pq.ParquetFile, file: Path, columns: Sequence[str] | None) -> Ar
     first = None
     needs_peek = any(
         (pa.types.is_list(schema.field(n).type) or pa.types.is_large_list(schema.field(n).type))
-        for n in ("obs", "action", "next_obs", "obs_valid") if n in schema.names
+        for n in VECTOR_FIELDS if n in schema.names
     )
     if needs_peek and pf.metadata.num_rows:
-        list_cols = [n for n in ("obs", "action", "next_obs", "obs_valid") if n in schema.names]
+        list_cols = [n for n in VECTOR_FIELDS if n in schema.names]
         try:
             first = next(pf.iter_batches(batch_size=1024, columns=list_cols))
         except (pa.ArrowException, OSError) as exc:
@@ -121,7 +122,7 @@ def iter_parquet_chunks(
 ) -> Iterator[TransitionData]:
     """Yield the rows of a Parquet file or directory as :class:`TransitionData` chunks of <= batch_rows rows.
 
-    ``columns`` selects which *optional* columns (``timestamp``, ``obs_valid``, ``episode_key``)
+    ``columns`` selects which *optional* columns (``timestamp``, ``obs_valid``, ``action_valid``, ``episode_key``)
     to read; the required ones are always read. None reads every optional column present.
     Fixed-size float32 list columns without nulls are zero-copy views of Arrow memory
     (read-only arrays); copy them before writing into them. Chunks are not validated as a whole:

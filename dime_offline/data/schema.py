@@ -42,7 +42,7 @@ METADATA_KEY = b"dime"
 """Parquet file-level key/value metadata key that holds :class:`DatasetMetadata` as JSON."""
 
 REQUIRED_COLUMNS = ("episode_id", "step", "obs", "action", "reward", "next_obs", "terminated", "truncated")
-OPTIONAL_COLUMNS = ("timestamp", "obs_valid", "episode_key")
+OPTIONAL_COLUMNS = ("timestamp", "obs_valid", "action_valid", "episode_key")
 
 CONTINUITY_RTOL = 1e-4
 """Relative tolerance (floor 1 in absolute value) when comparing next_obs with the next row's obs."""
@@ -144,6 +144,8 @@ class TransitionData:
     """Optional (N,) int64 microseconds since the Unix epoch (UTC) of ``obs``."""
     obs_valid: np.ndarray | None = None
     """Optional (N, O) bool per-feature validity mask (historian quality)."""
+    action_valid: np.ndarray | None = None
+    """Optional (N, A) bool per-dimension validity mask of the action (False: held over a bad sample)."""
     episode_key: np.ndarray | None = None
     """Optional (N,) object array of source episode keys (batch ids, Minari episode ids)."""
 
@@ -188,7 +190,8 @@ class TransitionData:
             episode_id=self.episode_id[rows], step=self.step[rows], obs=self.obs[rows],
             action=self.action[rows], reward=self.reward[rows], next_obs=self.next_obs[rows],
             terminated=self.terminated[rows], truncated=self.truncated[rows],
-            timestamp=pick(self.timestamp), obs_valid=pick(self.obs_valid), episode_key=pick(self.episode_key),
+            timestamp=pick(self.timestamp), obs_valid=pick(self.obs_valid), action_valid=pick(self.action_valid),
+            episode_key=pick(self.episode_key),
         )
 
     @staticmethod

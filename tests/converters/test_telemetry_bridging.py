@@ -82,6 +82,7 @@ def test_isolated_bad_action_samples_no_longer_split_episodes() -> None:
     # The prev_SP feature carries the bridged actions into the state: flagged there.
     assert sorted(t[~data.obs_valid[:, prev_col]].tolist()) == [42, 102, 162, 164]
     assert t[~data.obs_valid[:, 0]].tolist() == [122]
+    assert t[~data.action_valid[:, 0]].tolist() == [40, 100, 160, 162]  # the action's own mask column
     assert (data.action[:, 0] == 50.0).all()
     assert "bridged" in report.format()
 

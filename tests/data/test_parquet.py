@@ -24,6 +24,7 @@ def _with_optional(data: TransitionData) -> TransitionData:
         data,
         timestamp=1_700_000_000_000_000 + np.arange(n, dtype=np.int64) * 50_000,
         obs_valid=np.arange(n * data.obs_dim).reshape(n, data.obs_dim) % 3 != 0,
+        action_valid=np.arange(n * data.action_dim).reshape(n, data.action_dim) % 4 != 1,
         episode_key=np.asarray([f"batch-{e}" for e in data.episode_id], dtype=object),
     )
 
@@ -42,6 +43,7 @@ def test_written_file_has_the_documented_arrow_schema(tmp_path: Path) -> None:
     assert schema.field("terminated").type == pa.bool_() and schema.field("truncated").type == pa.bool_()
     assert schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
     assert schema.field("obs_valid").type == pa.list_(pa.bool_(), 4)
+    assert schema.field("action_valid").type == pa.list_(pa.bool_(), 2)
     assert schema.field("episode_key").type == pa.dictionary(pa.int32(), pa.string())
     assert DatasetMetadata.from_json(schema.metadata[b"dime"]) == data.metadata
     assert pf.metadata.row_group(0).column(0).compression == "ZSTD"
@@ -56,6 +58,7 @@ def test_round_trip_keeps_every_column_and_the_metadata(tmp_path: Path) -> None:
     assert_same_transitions(data, back)
     np.testing.assert_array_equal(back.timestamp, data.timestamp)
     np.testing.assert_array_equal(back.obs_valid, data.obs_valid)
+    np.testing.assert_array_equal(back.action_valid, data.action_valid)
     assert back.episode_key.tolist() == data.episode_key.tolist()
     assert back.metadata == meta
     assert back.validate() == []
@@ -80,7 +83,8 @@ def test_row_groups_hold_64k_rows_by_default(tmp_path: Path) -> None:
 def test_optional_columns_can_be_left_out_when_reading(tmp_path: Path) -> None:
     path = write_parquet(_with_optional(make_data([3])), tmp_path / "d.parquet")
     (chunk,) = iter_parquet_chunks(path, columns=())
-    assert chunk.timestamp is None and chunk.obs_valid is None and chunk.episode_key is None
+    assert chunk.timestamp is None and chunk.obs_valid is None and chunk.action_valid is None
+    assert chunk.episode_key is None
     (chunk,) = iter_parquet_chunks(path, columns=["timestamp"])
     assert chunk.timestamp is not None and chunk.episode_key is None
     with pytest.raises(SchemaError, match="only optional columns"):

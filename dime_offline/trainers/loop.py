@@ -382,7 +382,7 @@ def run_loop(
         clock()
         checkpoint(state.step, "final")  # before the partial log below, which a resume drops again
         log_train(state.step)
-        raise RunInterruptedError(f"interrupted: steps 1-{state.step} are saved in the run's checkpoint") from None
+        raise RunInterruptedError(f"interrupted: steps 1-{state.step} are saved in the run's checkpoint; continue with --resume") from None
     except TrainingDivergedError as err:
         kept = f"the last good checkpoint is from step {state.last_periodic}" if state.last_periodic else "no checkpoint had been written"
         raise TrainingDivergedError(f"{err.message} at step {state.step + 1}; {kept}") from None

@@ -8,8 +8,8 @@ Pendulum sample, 3000 transitions in 15 episodes of a medium replay buffer):
 * uniformly random actions (stochastic: FQE draws 8 actions per state);
 * full torque for ever (``spin``: the pendulum whirls, a bad policy).
 
-and, reported apart because they act where this data never goes (the limit docs/algorithm.md
-names), two hand-written controllers: energy-pumping swing-up with a PD balance (``swing_up``,
+and, reported apart because they go where the shipped data never goes (the upright states; the
+limit docs/algorithm.md names), two hand-written controllers: energy-pumping swing-up with a PD balance (``swing_up``,
 about -130 per 200-step episode, expert level) and the same with half the torque (``swing_up_half``).
 
 The true value of each policy is its discounted return (the data's gamma, 0.99) from the data's own
@@ -18,7 +18,9 @@ observation holds), over ``--horizon`` steps with no time limit (0.99^400 = 0.01
 out is below 2 % of any value here); a stochastic policy's is averaged over ``--repeats`` rollouts
 per state. OPE sees the data and the policy only. Reported: each policy's truth, estimate,
 relative error and action gap, the Spearman rank correlation (target >= 0.8) and the mean relative
-error, over the in-support policies and over all of them.
+error, over the main set (checkpoints, random, full torque) and over all of them.
+``--controller-episodes N`` adds N noisy episodes of the swing-up controller to the logged data, so
+that it covers the upright states too.
 
     python benchmarks/ope_validation.py --workdir /tmp/ope-bench [--reuse] [--bootstrap 5] [--json out.json]
 """
@@ -173,7 +175,7 @@ def main() -> None:
         data = with_controller_episodes(data, args.controller_episodes, noise=0.5, seed=args.seed + 1000)
     initial = data.obs[data.episode_starts()]
     runs = checkpoints(args.budgets, Path(args.workdir), args.data, args.seed, args.threads, args.reuse)
-    # name: (policy, deterministic, in the data's support)
+    # name: (policy, deterministic, in the main set)
     policies: dict[str, tuple[Policy, bool, bool]] = {
         "full_torque": (FullTorque(), True, True),
         "random": (UniformRandomPolicy(1, args.seed), False, True),
@@ -183,7 +185,7 @@ def main() -> None:
     }
     gamma = 0.99
     rows = []
-    for name, (policy, deterministic, in_support) in policies.items():
+    for name, (policy, deterministic, main_set) in policies.items():
         repeats = 1 if deterministic else args.repeats
         truth = true_value(policy, np.repeat(initial, repeats, axis=0), gamma=gamma, horizon=args.horizon,
                            deterministic=deterministic)
@@ -191,7 +193,7 @@ def main() -> None:
                         policy_samples=None if deterministic else 8)
         result = fitted_q_evaluation(policy, data, cfg, gamma=gamma, deterministic=deterministic)
         row = {
-            "policy": name, "in_support": in_support, "truth": truth, "estimate": result.value.estimate,
+            "policy": name, "main_set": main_set, "truth": truth, "estimate": result.value.estimate,
             "lo": result.value.lo, "hi": result.value.hi, "relative_error": abs(result.value.estimate - truth) / abs(truth),
             "behaviour": result.behaviour_value.estimate, "action_gap": result.action_gap,
         }
@@ -201,7 +203,7 @@ def main() -> None:
               f" {row['relative_error']:.2f}, action gap {row['action_gap']:.2f}", flush=True)
 
     summary: dict[str, object] = {"rows": rows, "args": vars(args), "load_end": os.getloadavg()}
-    for label, chosen in (("in_support", [r for r in rows if r["in_support"]]), ("all", rows)):
+    for label, chosen in (("main_set", [r for r in rows if r["main_set"]]), ("all", rows)):
         truth = np.array([r["truth"] for r in chosen])
         estimate = np.array([r["estimate"] for r in chosen])
         errors = [r["relative_error"] for r in chosen]
@@ -217,7 +219,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for r in rows:
         interval = "" if r["lo"] is None else f" [{r['lo']:.1f}, {r['hi']:.1f}]"
-        print(f"| {r['policy']}{'' if r['in_support'] else ' (off support)'} | {r['truth']:.1f} | {r['estimate']:.1f}{interval}"
+        print(f"| {r['policy']}{'' if r['main_set'] else ' (controller)'} | {r['truth']:.1f} | {r['estimate']:.1f}{interval}"
               f" | {r['relative_error']:.2f} | {r['action_gap']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")

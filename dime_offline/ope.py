@@ -94,7 +94,7 @@ class OPEConfig:
     target_update_interval: int = 10
     """Copy the critic into the target Q_k every this many steps. Each copy is one Bellman backup and a
     value needs about 3 / (1 - gamma) of them to reach its horizon (300 at gamma 0.99), so a short
-    interval: d3rlpy's 100 left a Pendulum policy's estimate at its initial value after 3000 steps
+    interval: d3rlpy's 100 left a Pendulum policy's estimate at its initial value after 2000 steps
     (docs/benchmarks.md)."""
     bootstrap: int = 10
     """Bootstrap replicates (episode resamples) for the interval; 0: estimate only, no interval."""

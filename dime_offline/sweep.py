@@ -205,6 +205,11 @@ def _settings(cfg: SweepConfig) -> list[dict[str, Any]]:
                                   f"{', '.join(f'{{{d}: [low, high]}}' for d in DISTRIBUTIONS)}, got {spec!r}")
             if cfg.search == "grid":
                 raise ConfigError(f"parameter '{name}': a distribution needs search: random (a grid takes a list of values)")
+            low, high = bounds
+            numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+            if not numbers or low > high or (kind == "loguniform" and low <= 0):
+                raise ConfigError(f"parameter '{name}': {kind} needs numbers low <= high{' above 0' if kind == 'loguniform' else ''}, "
+                                  f"got {bounds!r}")
         elif not isinstance(spec, list) or not spec:
             raise ConfigError(f"parameter '{name}': expected a non-empty list of values, got {spec!r}")
     if cfg.search == "grid":

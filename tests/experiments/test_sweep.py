@@ -74,6 +74,8 @@ def test_random_search_draws_reproducibly_within_bounds(tmp_path: Path) -> None:
     ({"agent.utd": {"uniform": [1, 2]}}, "grid", "a distribution needs search: random"),
     ({"agent.utd": {"normal": [1, 2]}}, "random", "parameter 'agent.utd': expected a list of values or one of"),
     ({"agent.utd": []}, "grid", "expected a non-empty list"),
+    ({"offline.alpha": {"loguniform": [0, 1]}}, "random", "loguniform needs numbers low <= high above 0"),
+    ({"offline.alpha": {"uniform": ["a", 1]}}, "random", "uniform needs numbers low <= high"),
 ])
 def test_bad_parameters_fail_before_anything_runs(tmp_path: Path, parameters: dict[str, Any], search: str, expected: str) -> None:
     cfg = SweepConfig(command="pretrain", base={"data": str(SAMPLE)}, parameters=parameters, search=search, out_dir=str(tmp_path / "sw"))

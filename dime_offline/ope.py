@@ -37,7 +37,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -186,6 +188,9 @@ class OPEResult:
     support: tuple[float, float]
     """The FQE critic's value support [v_min, v_max]."""
     action_gap: float
+    last_quarter_change: float
+    """How much the point estimate moved over the last quarter of the FQE steps (a settled fit moves
+    little; a note says when it moved more than 5 %)."""
     """Root mean square distance, in the [-1, 1] action box, between the policy's and the logged actions at
     the logged states: how far the policy leaves the behaviour (FQE's bias grows with it)."""
     config: OPEConfig
@@ -219,6 +224,7 @@ class OPEResult:
             "episodes": self.episodes,
             "support": list(self.support),
             "action_gap": self.action_gap,
+            "last_quarter_change": self.last_quarter_change,
             "steps": cfg.steps,
             "seed": cfg.seed,
             "notes": self.notes,
@@ -323,16 +329,22 @@ def fitted_q_evaluation(
     )
     obs = store.normalization.normalize_obs(store.obs[:n_rows])
     next_obs = store.normalization.normalize_obs(store.next_obs[:n_rows])
-    critic = _fit(
+    starts_t = torch.as_tensor(starts, device=store.device)
+
+    def point_estimate(critic: DistributionalCritic) -> float:
+        """Member 0's value of the policy at the initial states (the estimate, before the bootstrap)."""
+        with torch.no_grad():
+            return float(torch.stack([critic.expected_q(obs[starts_t], a[starts_t])[0] for a in state_actions]).mean())
+
+    critic, earlier = _fit(
         obs, store.action[:n_rows], reward, next_obs, store.terminated[:n_rows].float(), next_actions, row_weights,
-        cfg, gamma=gamma, support=(v_min, v_max), device=store.device,
+        cfg, gamma=gamma, support=(v_min, v_max), device=store.device, probe=point_estimate,
     )
 
     # (samples, M, N) -> (M, N): each member's value of the policy at every logged state.
     with torch.no_grad():
         state_values = torch.stack([_expected_q(critic, obs, actions) for actions in state_actions]).mean(0)
     values = state_values.double().cpu().numpy()
-    starts_t = torch.as_tensor(starts)
     behaviour_initial = store.mc_return[:n_rows][starts_t].double().cpu().numpy()
     behaviour_rows = store.mc_return[:n_rows].double().cpu().numpy()
     weights = episode_weights.astype(np.float64)
@@ -349,6 +361,18 @@ def fitted_q_evaluation(
     logged = store.action[:n_rows]
     gap = torch.stack([(a - logged).square().mean() for a in state_actions]).mean().sqrt()
     notes = []
+    last_quarter_change = float(initial[0]) - earlier
+    if abs(last_quarter_change) > 0.05 * max(abs(float(initial[0])), 0.01 * (v_max - v_min)):
+        notes.append(
+            f"the estimate still moved by {last_quarter_change:+.4g} over the last quarter of the {cfg.steps} steps:"
+            " it has not settled, give more steps (--steps)"
+        )
+    backups, needed = cfg.steps // cfg.target_update_interval, math.ceil(3.0 / (1.0 - gamma) - 1e-9)
+    if backups < needed:
+        notes.append(
+            f"{backups} target refreshes, fewer than the ~3 / (1 - gamma) = {needed} a value needs to reach its"
+            " horizon: the estimate may still sit near the critic's starting value; give more steps (--steps)"
+        )
     if len(starts) < 10 and cfg.bootstrap:
         notes.append(f"only {len(starts)} episode(s): the bootstrap interval is coarse")
     return OPEResult(
@@ -363,6 +387,7 @@ def fitted_q_evaluation(
         episodes=len(starts),
         support=(round(v_min, 3), round(v_max, 3)),
         action_gap=float(gap),
+        last_quarter_change=last_quarter_change,
         config=cfg,
         data=cfg.data or None,
         wall_seconds=time.monotonic() - started,
@@ -417,8 +442,10 @@ def _fit(
     gamma: float,
     support: tuple[float, float],
     device: torch.device,
-) -> DistributionalCritic:
-    """Train the (1 + bootstrap)-member C51 critic by FQE; returns it in eval mode."""
+    probe: Callable[[DistributionalCritic], float],
+) -> tuple[DistributionalCritic, float]:
+    """Train the (1 + bootstrap)-member C51 critic by FQE; returns it in eval mode, and what ``probe``
+    said of it (in eval mode) after three quarters of the steps."""
     members = row_weights.shape[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -431,6 +458,7 @@ def _fit(
     generator = torch.Generator().manual_seed(cfg.seed)
     atoms = critic.support
     samples, n_rows = next_actions.shape[0], obs.shape[0]
+    probe_step, probed = cfg.steps - cfg.steps // 4, float("nan")
     critic.train()
     for step in range(1, cfg.steps + 1):
         rows = torch.randint(n_rows, (cfg.batch_size,), generator=generator).to(device)
@@ -446,7 +474,10 @@ def _fit(
         optimizer.step()
         if step % cfg.target_update_interval == 0:
             target.load_state_dict(critic.state_dict())
-    return critic.eval()
+        if step == probe_step:  # eval mode reads the running statistics and changes nothing
+            probed = probe(critic.eval())
+            critic.train()
+    return critic.eval(), probed
 
 
 def _expected_q(critic: DistributionalCritic, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -71,6 +71,9 @@ def test_constant_reward_without_terminations_is_worth_r_over_one_minus_gamma() 
     result = fitted_q_evaluation(ZeroPolicy(), data, OPEConfig(**FAST, return_tail="repeat_last_reward"), gamma=0.9)
     assert result.value.estimate == pytest.approx(10.0, abs=0.5)
     assert result.mean_state_value.estimate == pytest.approx(10.0, abs=0.5)
+    assert abs(result.last_quarter_change) < 0.5 and not any("settled" in note for note in result.notes)
+    early = fitted_q_evaluation(ZeroPolicy(), data, OPEConfig(**{**FAST, "steps": 60}), gamma=0.9)
+    assert any("6 target refreshes, fewer than the ~3 / (1 - gamma) = 30" in note for note in early.notes)
     # The behaviour's Monte-Carlo return with the repeated-reward tail is exact here, and with the
     # zero tail it is the 20 observed steps only.
     assert result.behaviour_value.estimate == pytest.approx(10.0, rel=1e-5)

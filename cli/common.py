@@ -7,7 +7,8 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -16,6 +17,15 @@ from dime_offline.errors import DimeOfflineError
 F = TypeVar("F", bound=Callable[..., Any])
 
 USER_ERROR_EXIT_CODE = 2
+
+ConfigFileOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML/JSON file of the command's config fields (see: dime-offline config show COMMAND)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config field: key=value, section.field=value (repeatable; see: dime-offline config show COMMAND)."),
+]
 
 
 FILESYSTEM_ERRNOS = frozenset(

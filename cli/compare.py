@@ -7,28 +7,37 @@ from typing import Annotated
 
 import typer
 
-from .common import print_json, user_errors_exit_2
+from dime_offline.config_docs import ConfigSource
+
+from .common import ConfigFileOption, SetOption, print_json, user_errors_exit_2
 from .main import app
-from .train import JsonFlag
+from .train import JsonFlag, _str
+
+COMPARE = ConfigSource("compare.py", "CompareConfig")
 
 
 @app.command("compare")
 @user_errors_exit_2
 def compare_command(
-    paths: Annotated[list[Path], typer.Argument(help="Run directories, or folders holding them (a sweep's output).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for compare.json and compare.png (default runs/compare).")] = None,
-    score: Annotated[str, typer.Option("--score", help="auto, normalized (D4RL-style) or return.")] = "auto",
-    confidence: Annotated[float, typer.Option("--confidence", help="Coverage of the confidence intervals.")] = 0.95,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Run directories, or folders holding them (a sweep's output).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help=COMPARE.help("out_dir", "Folder for compare.json and compare.png."))] = None,
+    score: Annotated[str | None, typer.Option("--score", help=COMPARE.help("score", "auto, normalized (D4RL-style) or return."))] = None,
+    confidence: Annotated[
+        float | None, typer.Option("--confidence", help=COMPARE.help("confidence", "Coverage of the confidence intervals."))
+    ] = None,
+    config: ConfigFileOption = None,
+    overrides: SetOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Compare runs over seeds: final scores and learning curves per dataset and setting (IQM, bootstrap CI)."""
     from dime_offline.compare import CompareConfig, compare, format_table
-    from dime_offline.config import from_dict
+    from dime_offline.config import resolve_config
 
-    fields = {"paths": [str(p) for p in paths], "score": score, "confidence": confidence}
-    if out is not None:
-        fields["out_dir"] = str(out)
-    result = compare(from_dict(CompareConfig, fields))
+    cfg = resolve_config(
+        CompareConfig, _str(config), overrides, paths=[str(p) for p in paths] if paths else None, out_dir=_str(out),
+        score=score, confidence=confidence,
+    )
+    result = compare(cfg)
     if json_output:
         print_json(result.to_dict())
         return

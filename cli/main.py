@@ -49,6 +49,7 @@ def _root(
 def _register() -> None:
     # Command modules attach their commands to `app` / `data_app` on import.
     from . import compare as _compare  # noqa: F401
+    from . import config as _config  # noqa: F401
     from . import data as _data  # noqa: F401
     from . import ope as _ope  # noqa: F401
     from . import pretrain as _pretrain  # noqa: F401

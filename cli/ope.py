@@ -7,18 +7,27 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import print_json, user_errors_exit_2
+from dime_offline.config_docs import ConfigSource
+
+from .common import ConfigFileOption, print_json, user_errors_exit_2
 from .main import app
 from .train import JsonFlag, _str
+
+OPE = ConfigSource("ope.py", "OPEConfig")
 
 
 @app.command("ope")
 @user_errors_exit_2
 def ope_command(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint or run directory whose policy is evaluated.")],
-    data: Annotated[Path, typer.Option("--data", help="Logged transitions: Parquet file/folder, D4RL HDF5 or local Minari id.")],
-    steps: Annotated[int | None, typer.Option("--steps", help="FQE gradient steps (default 4000).")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Checkpoint or run directory whose policy is evaluated (required).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Logged transitions: Parquet file/folder, D4RL HDF5 or local Minari id (required).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help=OPE.help("steps", "FQE gradient steps."))] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for ope.json and ope_config.json.")] = None,
+    config: ConfigFileOption = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override an OPEConfig field: key=value, e.g. bootstrap=20, policy_mode=noise_free (repeatable)."),
@@ -27,11 +36,12 @@ def ope_command(
 ) -> None:
     """Estimate the policy's discounted return from logged data (fitted Q evaluation, bootstrap interval),
     beside the logged behaviour's."""
-    from dime_offline.config import apply_overrides, from_dict
+    from dime_offline.config import resolve_config
     from dime_offline.ope import OPEConfig, evaluate_offline
 
-    given = {"checkpoint": str(checkpoint), "data": str(data), "steps": steps, "out_dir": _str(out)}
-    cfg = apply_overrides(from_dict(OPEConfig, {k: v for k, v in given.items() if v is not None}), overrides)
+    cfg = resolve_config(
+        OPEConfig, _str(config), overrides, checkpoint=_str(checkpoint), data=_str(data), steps=steps, out_dir=_str(out)
+    )
     summary = evaluate_offline(cfg).to_dict()
     if json_output:
         print_json(summary)

@@ -11,22 +11,26 @@ from typing import Annotated
 
 import typer
 
+from dime_offline.config_docs import ConfigSource
+
 from .common import print_json, user_errors_exit_2
 from .main import app
-from .train import JsonFlag, ResumeFlag, SeedOption, _describe, _str
+from .train import JsonFlag, ResumeFlag, _describe, _str
+
+PRETRAIN = ConfigSource("trainers/offline.py", "PretrainConfig")
 
 
 @app.command("pretrain")
 @user_errors_exit_2
 def pretrain_command(
     data: Annotated[Path | None, typer.Option("--data", help="Dataset: Parquet file/folder, D4RL HDF5 or local Minari id.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Gradient steps.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="DIME preset: cpu or paper.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help=PRETRAIN.help("steps", "Gradient steps."))] = None,
+    out: Annotated[Path | None, typer.Option("--out", help=PRETRAIN.help("out_dir", "Run directory."))] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help=PRETRAIN.help("preset", "DIME preset: cpu or paper."))] = None,
     env: Annotated[
         str | None, typer.Option("--env", help="Gymnasium id to evaluate in (default: the dataset's, when registered).")
     ] = None,
-    seed: SeedOption = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=PRETRAIN.help("seed", "Random seed."))] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PretrainConfig fields.")] = None,
     overrides: Annotated[
         list[str] | None,

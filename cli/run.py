@@ -7,9 +7,13 @@ from typing import Annotated
 
 import typer
 
+from dime_offline.config_docs import ConfigSource
+
 from .common import print_json, user_errors_exit_2
 from .main import app
-from .train import JsonFlag, SeedOption, _describe, _str
+from .train import JsonFlag, _describe, _str
+
+PIPELINE = ConfigSource("trainers/pipeline.py", "PipelineConfig")
 
 
 @app.command("run")
@@ -17,11 +21,15 @@ from .train import JsonFlag, SeedOption, _describe, _str
 def run_command(
     data: Annotated[Path, typer.Option("--data", help="Logged dataset: Parquet file/folder, D4RL HDF5 or local Minari id.")],
     env: Annotated[str | None, typer.Option("--env", help="Gymnasium id (default: the dataset's env_id).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/pipeline).")] = None,
-    pretrain_steps: Annotated[int | None, typer.Option("--pretrain-steps", help="Offline gradient steps.")] = None,
-    finetune_steps: Annotated[int | None, typer.Option("--finetune-steps", help="Online environment steps.")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="DIME preset: cpu or paper.")] = None,
-    seed: SeedOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help=PIPELINE.help("out_dir", "Run directory."))] = None,
+    pretrain_steps: Annotated[
+        int | None, typer.Option("--pretrain-steps", help=PIPELINE.help("pretrain_steps", "Offline gradient steps."))
+    ] = None,
+    finetune_steps: Annotated[
+        int | None, typer.Option("--finetune-steps", help=PIPELINE.help("finetune_steps", "Online environment steps."))
+    ] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help=PIPELINE.help("preset", "DIME preset: cpu or paper."))] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=PIPELINE.help("seed", "Random seed."))] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PipelineConfig fields.")] = None,
     overrides: Annotated[
         list[str] | None,

@@ -12,11 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import print_json, user_errors_exit_2
+from dime_offline.config_docs import ConfigSource
+
+from .common import ConfigFileOption, SetOption, print_json, user_errors_exit_2
 from .main import app
 
+FINETUNE = ConfigSource("trainers/online.py", "FinetuneConfig")
+EVALUATE = ConfigSource("trainers/evaluate.py", "EvaluateConfig")
+COLLECT = ConfigSource("trainers/collect.py", "CollectConfig")
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout (no progress bar).")]
-SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
 ResumeFlag = Annotated[
     bool,
     typer.Option("--resume", help="Continue the run in --out from its last checkpoint, with the run's saved settings."),
@@ -27,14 +32,14 @@ ResumeFlag = Annotated[
 @user_errors_exit_2
 def finetune_command(
     env: Annotated[str | None, typer.Option("--env", help="Gymnasium id, e.g. HalfCheetah-v4.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Online environment steps.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help=FINETUNE.help("steps", "Online environment steps."))] = None,
+    out: Annotated[Path | None, typer.Option("--out", help=FINETUNE.help("out_dir", "Run directory."))] = None,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Pretrained checkpoint or run directory (omit: train from scratch).")
     ] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Dataset kept in the replay store (Parquet, HDF5 or Minari).")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="DIME preset from scratch: cpu or paper.")] = None,
-    seed: SeedOption = None,
+    preset: Annotated[str | None, typer.Option("--preset", help=FINETUNE.help("preset", "DIME preset from scratch: cpu or paper."))] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=FINETUNE.help("seed", "Random seed."))] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with FinetuneConfig fields.")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a field: key=value, agent.<field>=value (repeatable).")
@@ -82,22 +87,27 @@ def finetune_command(
 @app.command("evaluate")
 @user_errors_exit_2
 def evaluate_command(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint or run directory.")],
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint or run directory (required).")] = None,
     env: Annotated[str | None, typer.Option("--env", help="Gymnasium id (default: the checkpoint's).")] = None,
-    episodes: Annotated[int, typer.Option("--episodes", help="Evaluation episodes.")] = 5,
-    seed: Annotated[int, typer.Option("--seed", help="Episode i starts from reset(seed + i).")] = 0,
+    episodes: Annotated[int | None, typer.Option("--episodes", help=EVALUATE.help("episodes", "Evaluation episodes."))] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=EVALUATE.help("seed", "Episode i starts from reset(seed + i)."))] = None,
     deterministic: Annotated[
-        bool,
-        typer.Option("--deterministic/--stochastic", help="Deterministic actions (best of K chains by the critics), or"
-                     " samples of the chain (the authors' protocol)."),
-    ] = True,
+        bool | None,
+        typer.Option("--deterministic/--stochastic", help=EVALUATE.help(
+            "deterministic", "Deterministic actions (best of K chains by the critics), or samples of the chain"
+            " (the authors' protocol).")),
+    ] = None,
+    config: ConfigFileOption = None,
+    overrides: SetOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Roll out a checkpoint's policy and report return and normalised score."""
+    from dime_offline.config import resolve_config
     from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
 
-    cfg = EvaluateConfig(
-        checkpoint=str(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic
+    cfg = resolve_config(
+        EvaluateConfig, _str(config), overrides,
+        checkpoint=_str(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic,
     )
     summary = evaluate_checkpoint(cfg).to_dict()
     if json_output:
@@ -134,19 +144,25 @@ def export_command(
 @app.command("collect")
 @user_errors_exit_2
 def collect_command(
-    env: Annotated[str, typer.Option("--env", help="Gymnasium id, e.g. HalfCheetah-v4.")],
-    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
-    steps: Annotated[int, typer.Option("--steps", help="Transitions to record.")] = 10_000,
-    policy: Annotated[str, typer.Option("--policy", help="'random' or a checkpoint / run directory.")] = "random",
-    noise: Annotated[float, typer.Option("--noise", help="Gaussian action-noise std in [-1, 1] units.")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    env: Annotated[str | None, typer.Option("--env", help="Gymnasium id, e.g. HalfCheetah-v4 (required).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help=COLLECT.help("out", "Parquet file to write."))] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help=COLLECT.help("steps", "Transitions to record."))] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help=COLLECT.help("policy", "'random' or a checkpoint / run directory."))] = None,
+    noise: Annotated[
+        float | None, typer.Option("--noise", help=COLLECT.help("action_noise", "Gaussian action-noise std in [-1, 1] units."))
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=COLLECT.help("seed", "Random seed."))] = None,
+    config: ConfigFileOption = None,
+    overrides: SetOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Record rollouts of a policy into a canonical Parquet dataset."""
+    from dime_offline.config import resolve_config
     from dime_offline.trainers.collect import CollectConfig, collect
 
-    cfg = CollectConfig(
-        env_id=env, policy=policy, steps=steps, out=str(out), action_noise=noise, seed=seed, quiet=json_output
+    cfg = resolve_config(
+        CollectConfig, _str(config), overrides,
+        env_id=env, policy=policy, steps=steps, out=_str(out), action_noise=noise, seed=seed, quiet=json_output or None,
     )
     summary = collect(cfg).to_dict()
     if json_output:

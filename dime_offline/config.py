@@ -89,22 +89,33 @@ def check_section(name: str, value: Any, section: type) -> None:
 
 def from_dict(cls: type[C], data: dict[str, Any], *, _prefix: str = "") -> C:
     """Build ``cls`` from a dict, checking field names and types; unknown keys are an error."""
+    return cls(**_typed_fields(cls, data, _prefix))
+
+
+def _typed_fields(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``data``'s values coerced to ``cls``'s field types (names checked; the class not yet built)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping for '{_prefix.rstrip('.') or cls.__name__}', got {data!r}")
+        raise ConfigError(f"expected a mapping for '{prefix.rstrip('.') or cls.__name__}', got {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown field '{_prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})"
+            f"unknown field '{prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})"
         )
-    kwargs = {k: _coerce(hints[k], v, _prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    return {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
 
 
 def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
     """Apply ``section.field=value`` overrides (values parsed as YAML scalars)."""
     data = to_dict(cfg)
+    _apply_overrides(data, overrides)
+    return from_dict(type(cfg), data)
+
+
+def _apply_overrides(data: dict[str, Any], overrides: list[str] | None, required: frozenset[str] = frozenset()) -> None:
+    """Set each ``section.field=value`` of ``overrides`` in ``data`` (a config as a dict; ``required``:
+    top-level fields without a default, which ``data`` may still lack)."""
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like field=value")
@@ -115,10 +126,9 @@ def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a config section")
             node = node[part]
-        if parts[-1] not in node:
+        if parts[-1] not in node and not (node is data and parts[-1] in required):
             raise ConfigError(f"override '{item}': unknown field '{key}'")
         node[parts[-1]] = parse_override_value(key.strip(), raw)
-    return from_dict(type(cfg), data)
 
 
 def parse_override_value(field: str, raw: str) -> Any:
@@ -132,15 +142,48 @@ def parse_override_value(field: str, raw: str) -> Any:
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
     """Defaults of ``cls``, updated from a YAML/JSON file, then from dotted overrides."""
-    cfg = cls()
+    return resolve_config(cls, path, overrides)
+
+
+def resolve_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None, **given: Any) -> C:
+    """Defaults < YAML/JSON file < ``given`` fields (a command's flags; None: not given) < ``key=value`` overrides.
+
+    The class is built once, at the end, so a field that the defaults leave invalid (a required
+    checkpoint path) may come from any of the three. A bad value from the file names the file.
+    """
+    data = _defaults(cls)
     if path is not None:
-        merged = to_dict(cfg)
-        _deep_update(merged, _read_config_file(Path(path)), str(path))
+        _deep_update(data, _read_config_file(Path(path)), str(path))
         try:
-            cfg = from_dict(cls, merged)
+            _typed_fields(cls, data)
+            if _defaults_build(cls):  # then whatever fails now is the file's doing
+                from_dict(cls, data)
         except ConfigError as exc:  # name the file the bad value came from
             raise ConfigError(exc.message, file=str(path)) from None
-    return apply_overrides(cfg, overrides)
+    data.update({k: v for k, v in given.items() if v is not None})
+    required = frozenset(f.name for f in dataclasses.fields(cls) if f.name not in data)  # type: ignore[arg-type]
+    _apply_overrides(data, overrides, required)
+    return from_dict(cls, data)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """``cls``'s defaults as a plain dict (nested configs as dicts); fields without one are left out."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            data[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            data[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
+    return data
+
+
+def _defaults_build(cls: type) -> bool:
+    try:
+        from_dict(cls, _defaults(cls))
+    except (ConfigError, TypeError):
+        return False
+    return True
 
 
 def _read_config_file(path: Path) -> Any:

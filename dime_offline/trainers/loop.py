@@ -28,13 +28,7 @@ from dime_offline.checkpoints import (
     RUN_CHECKPOINT_SUBDIR,
     run_checkpoint_entries,
 )
-from dime_offline.config import (
-    apply_overrides,
-    from_dict,
-    load_config,
-    parse_override_value,
-    to_dict,
-)
+from dime_offline.config import from_dict, parse_override_value, resolve_config, to_dict
 from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.io import broken_link_reason, remove_path
@@ -441,11 +435,7 @@ def load_run_config(
     agent_sets: list[str] = []
     for item in overrides or []:
         (agent_sets if item.strip().startswith(AGENT_OVERRIDE_PREFIX) else run_sets).append(item)
-    cfg = load_config(cls, path)
-    given = {k: v for k, v in fields.items() if v is not None}
-    if given:
-        cfg = from_dict(cls, {**to_dict(cfg), **given})
-    cfg = apply_overrides(cfg, run_sets)
+    cfg = resolve_config(cls, path, run_sets, **fields)
     agent: dict[str, Any] = dict(cfg.agent)  # type: ignore[attr-defined]
     for item in agent_sets:
         key, sep, raw = item.strip()[len(AGENT_OVERRIDE_PREFIX):].partition("=")

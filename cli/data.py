@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from .common import print_json, user_errors_exit_2
+from dime_offline.config_docs import ConfigSource
+
+from .common import ConfigFileOption, print_json, user_errors_exit_2
 from .main import data_app
+
+CONVERT = ConfigSource("data/load.py", "ConvertConfig")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -93,26 +97,35 @@ def inspect_command(
 def convert_command(
     src: str = typer.Argument(..., help="Input: Parquet, D4RL-style HDF5, Minari id or folder."),
     dst: str = typer.Argument(..., help="Output: .parquet, .hdf5/.h5, a Minari id, or (with --format minari) a folder."),
-    format: Optional[str] = typer.Option(None, "--format", help="parquet, hdf5 or minari (default: from DST)."),
-    nonfinite: str = typer.Option("error", "--nonfinite", help="NaN/inf values: 'error' stops, 'drop' cuts the affected episodes."),
-    continuity: str = typer.Option(
-        "error", "--continuity", help="next_obs differing from the next row's obs: 'error' stops, 'warn' reports it."
+    format: str | None = typer.Option(None, "--format", help="parquet, hdf5 or minari (default: from DST)."),
+    nonfinite: str | None = typer.Option(
+        None, "--nonfinite", help=CONVERT.help("nonfinite", "NaN/inf values: 'error' stops, 'drop' cuts the affected episodes.")),
+    continuity: str | None = typer.Option(
+        None, "--continuity", help="next_obs differing from the next row's obs: 'error' stops, 'warn' reports it. (default: error)"
     ),
+    env_id: str | None = typer.Option(None, "--env-id", help="Gymnasium id to record in the output (replacing the source's)."),
+    config: ConfigFileOption = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a ConvertConfig field, e.g. action_low=[-2.0] --set action_high=[2.0] to record"
+        " action bounds (repeatable).")] = None,
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
-    """Convert a dataset to canonical Parquet, D4RL-style HDF5 or Minari; atomic (no partial output)."""
+    """Convert a dataset to canonical Parquet, D4RL-style HDF5 or Minari; atomic (no partial output).
+    --env-id and --set action_low/action_high record metadata a source lacks (e.g. a DataFrame's file)."""
+    from dime_offline.config import resolve_config
     from dime_offline.data.load import ConvertConfig, convert_dataset
     from dime_offline.errors import ConfigError
 
-    choices = {"--format": (format, (None, "parquet", "hdf5", "minari")), "--nonfinite": (nonfinite, ("error", "drop")),
-               "--continuity": (continuity, ("error", "warn"))}
+    choices = {"--format": (format, (None, "parquet", "hdf5", "minari")), "--nonfinite": (nonfinite, (None, "error", "drop")),
+               "--continuity": (continuity, (None, "error", "warn"))}
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{option} must be one of {', '.join(a for a in allowed if a)}, got '{value}'")
-    summary = convert_dataset(
-        ConvertConfig(source=src, target=dst, format=format, nonfinite=nonfinite,  # type: ignore[arg-type]
-                      check_continuity=continuity == "error")
+    cfg = resolve_config(
+        ConvertConfig, None if config is None else str(config), overrides, source=src, target=dst, format=format,
+        nonfinite=nonfinite, check_continuity=None if continuity is None else continuity == "error", env_id=env_id,
     )
+    summary = convert_dataset(cfg)
     if json_output:
         print_json(summary)
         return

@@ -15,6 +15,7 @@ without nulls are viewed, not copied.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 from dime_offline.data.schema import (
     METADATA_KEY,
     OPTIONAL_COLUMNS,
+    PANDAS_ATTRS_KEY,
     REQUIRED_COLUMNS,
     DatasetMetadata,
     TransitionData,
@@ -182,7 +184,7 @@ def resolve_layout(
     ``first`` (a few leading rows) is only needed to learn the width of variable-size list columns.
     ``columns`` selects optional fields (None: every optional field present).
     """
-    raw_meta = (schema.metadata or {}).get(METADATA_KEY)
+    raw_meta = (schema.metadata or {}).get(METADATA_KEY) or _pandas_attrs_metadata(schema)
     metadata = DatasetMetadata.from_json(raw_meta, file=file) if raw_meta is not None else DatasetMetadata()
     names = list(schema.names)
     vector_columns: dict[str, list[str]] = {}
@@ -273,6 +275,20 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "truncated": ("timeouts", "timeout", "truncations", "truncation"),
 }
 """Common misnamings, used only to suggest the right name in error messages."""
+
+
+def _pandas_attrs_metadata(schema: pa.Schema) -> str | None:
+    """Dataset metadata a DataFrame carried in ``attrs`` (:data:`PANDAS_ATTRS_KEY`), which pyarrow
+    keeps in the schema's pandas metadata; None when there is none."""
+    raw = (schema.metadata or {}).get(b"pandas")
+    if raw is None:
+        return None
+    try:
+        attrs = json.loads(raw).get("attributes") or {}
+    except (ValueError, AttributeError):
+        return None
+    meta = attrs.get(PANDAS_ATTRS_KEY) if isinstance(attrs, dict) else None
+    return json.dumps(meta) if isinstance(meta, dict) else None
 
 
 def _wide_names(vector_columns: dict[str, list[str]], wide: dict[str, bool], fieldname: str) -> list[str] | None:

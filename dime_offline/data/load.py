@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,7 +39,7 @@ from dime_offline.data.minari import (
     write_minari,
 )
 from dime_offline.data.parquet import read_parquet, write_parquet
-from dime_offline.data.schema import TransitionData
+from dime_offline.data.schema import DatasetMetadata, TransitionData
 from dime_offline.errors import (
     DataError,
     DatasetNotFoundError,
@@ -81,11 +83,10 @@ class LoadReport:
 
 def detect_format(source: Any) -> SourceFormat:
     """Which adapter reads ``source`` (by type, then suffix, then content)."""
-    import pandas as pd
-
     if isinstance(source, TransitionData):
         return "canonical"
-    if isinstance(source, pd.DataFrame):
+    pandas = sys.modules.get("pandas")  # not imported yet: the source cannot be a DataFrame (and a path needs no pandas)
+    if pandas is not None and isinstance(source, pandas.DataFrame):
         return "pandas"
     if isinstance(source, dict):
         return "arrays"
@@ -213,7 +214,7 @@ def find_nonfinite(data: TransitionData) -> tuple[np.ndarray, dict[str, Any]]:
         report["total"] = {
             "values": sum(r["values"] for r in report.values()),
             "rows": int(bad_rows.sum()),
-            "episodes": int(len(np.unique(data.episode_id[bad_rows]))),
+            "episodes": len(np.unique(data.episode_id[bad_rows])),
         }
     return bad_rows, report
 
@@ -263,8 +264,12 @@ def load_dataset_with_report(
     nonfinite: NonFinitePolicy = "error",
     check_continuity: bool = True,
     validate: bool = True,
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[TransitionData, LoadReport]:
     """Load any supported source into canonical :class:`TransitionData`, with a report.
+
+    ``metadata``: :class:`DatasetMetadata` fields that replace the source's before the checks (an
+    ``env_id`` or action bounds that a foreign file or a DataFrame lacks).
 
     ``nonfinite``: ``"error"`` (default) raises on NaN/inf, ``"drop"`` cuts affected episodes
     (module docstring), ``"keep"`` leaves them (only useful with ``validate=False``, e.g. to
@@ -274,6 +279,8 @@ def load_dataset_with_report(
     """
     data, notes, fmt = read_source(source, format=format)
     name = _source_name(source)
+    if metadata:
+        data = dataclasses.replace(data, metadata=_replace_metadata(data.metadata, metadata, name))
     report = LoadReport(source=name, format=fmt, notes=list(notes))
     if len(data) == 0:
         if validate:
@@ -307,6 +314,14 @@ def load_dataset_with_report(
     return data, report
 
 
+def _replace_metadata(base: DatasetMetadata, fields: Mapping[str, Any], name: str) -> DatasetMetadata:
+    known = {f.name for f in dataclasses.fields(DatasetMetadata)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise SchemaError(f"unknown metadata field '{unknown[0]}' (known: {', '.join(sorted(known))})", file=name)
+    return dataclasses.replace(base, **fields)
+
+
 def _why_empty(notes: list[str]) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
@@ -317,15 +332,19 @@ def load_dataset(
     format: SourceFormat | None = None,
     nonfinite: NonFinitePolicy = "error",
     check_continuity: bool = True,
+    metadata: Mapping[str, Any] | None = None,
 ) -> TransitionData:
-    """Load and validate a dataset from any supported source (see :func:`load_dataset_with_report`).
+    """Load and validate a dataset from any supported source (see :func:`load_dataset_with_report`;
+    ``metadata`` sets fields of its metadata, e.g. ``{"env_id": ..., "action_low": ..., "action_high": ...}``).
 
     Sources: a Parquet file or folder, a D4RL-style ``.hdf5``/``.h5`` file, a local Minari
     dataset id (``namespace/name-vN``) or folder, a pandas DataFrame (list or wide columns), or
     a dict of arrays (:func:`dime_offline.data.frames.from_arrays` keys). Notes (skipped
     episodes, dropped rows, ignored columns) are issued as :class:`DataNoteWarning`.
     """
-    data, report = load_dataset_with_report(source, format=format, nonfinite=nonfinite, check_continuity=check_continuity)
+    data, report = load_dataset_with_report(
+        source, format=format, nonfinite=nonfinite, check_continuity=check_continuity, metadata=metadata
+    )
     for note in report.notes:
         warnings.warn(f"{report.source}: {note}", DataNoteWarning, stacklevel=2)
     return data
@@ -411,6 +430,12 @@ class ConvertConfig:
     """Fail when next_obs differs from the next row's obs inside an episode (False: only report)."""
     minari_format: MinariFormat = "hdf5"
     """Storage backend when writing a Minari dataset."""
+    env_id: str | None = None
+    """Gymnasium id to record in the output's metadata (replacing the source's); None keeps it."""
+    action_low: list[float] | None = None
+    """Lower action bounds to record (one per action dimension, checked against the data); None keeps the source's."""
+    action_high: list[float] | None = None
+    """Upper action bounds to record, as ``action_low``."""
 
 
 def convert_dataset(config: ConvertConfig) -> dict[str, Any]:
@@ -418,8 +443,9 @@ def convert_dataset(config: ConvertConfig) -> dict[str, Any]:
 
     Nothing is written unless loading and checking succeed, and writes are atomic.
     """
+    metadata = {k: getattr(config, k) for k in ("env_id", "action_low", "action_high") if getattr(config, k) is not None}
     data, report = load_dataset_with_report(
-        config.source, nonfinite=config.nonfinite, check_continuity=config.check_continuity
+        config.source, nonfinite=config.nonfinite, check_continuity=config.check_continuity, metadata=metadata
     )
     path, write_notes = save_dataset(data, config.target, format=config.format, minari_format=config.minari_format)
     return {
@@ -428,7 +454,7 @@ def convert_dataset(config: ConvertConfig) -> dict[str, Any]:
         "target": str(path),
         "target_format": target_format(config.target, config.format),
         "transitions": len(data),
-        "episodes": int(len(data.episode_starts())),
+        "episodes": len(data.episode_starts()),
         "dropped_transitions": report.dropped_transitions,
         "notes": report.notes + write_notes,
     }

@@ -41,6 +41,12 @@ SCHEMA_VERSION = 1
 METADATA_KEY = b"dime"
 """Parquet file-level key/value metadata key that holds :class:`DatasetMetadata` as JSON."""
 
+PANDAS_ATTRS_KEY = "dime"
+"""Key of :class:`DatasetMetadata` (as a JSON-ready dict) in the ``attrs`` of a DataFrame from
+:meth:`TransitionData.to_wide`. pandas keeps ``attrs`` through copies and slices and pyarrow stores
+them with a table, so env id and action bounds survive a round trip through pandas (and a
+``DataFrame.to_parquet`` file)."""
+
 REQUIRED_COLUMNS = ("episode_id", "step", "obs", "action", "reward", "next_obs", "terminated", "truncated")
 OPTIONAL_COLUMNS = ("timestamp", "obs_valid", "action_valid", "episode_key")
 
@@ -89,7 +95,7 @@ class DatasetMetadata:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes, *, file: str | None = None) -> "DatasetMetadata":
+    def from_json(cls, text: str | bytes, *, file: str | None = None) -> DatasetMetadata:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -182,7 +188,7 @@ class TransitionData:
         starts = self.episode_starts()
         return np.diff(np.concatenate([starts, [len(self)]]))
 
-    def select(self, rows: np.ndarray) -> "TransitionData":
+    def select(self, rows: np.ndarray) -> TransitionData:
         """A new TransitionData holding the given rows (boolean mask or indices), same metadata."""
         pick = (lambda a: None if a is None else a[rows])
         return dataclasses.replace(
@@ -195,7 +201,7 @@ class TransitionData:
         )
 
     @staticmethod
-    def concatenate(parts: list["TransitionData"]) -> "TransitionData":
+    def concatenate(parts: list[TransitionData]) -> TransitionData:
         """Join chunks (e.g. Parquet record batches) that share metadata and optional columns."""
         if not parts:
             raise DataError("cannot concatenate an empty list of transition chunks")
@@ -216,7 +222,7 @@ class TransitionData:
         )
 
     # ------------------------------------------------------------ conversions
-    def to_wide(self) -> "Any":
+    def to_wide(self) -> Any:
         """A pandas DataFrame with one named column per observation/action feature.
 
         Columns: episode_id, step, [timestamp], obs.<name>..., action.<name>..., reward,
@@ -238,7 +244,9 @@ class TransitionData:
         cols["truncated"] = self.truncated
         if self.episode_key is not None:
             cols["episode_key"] = self.episode_key
-        return pd.DataFrame(cols)
+        frame = pd.DataFrame(cols)
+        frame.attrs[PANDAS_ATTRS_KEY] = json.loads(self.metadata.to_json())
+        return frame
 
     # -------------------------------------------------------------- validation
     def continuity_breaks(self) -> tuple[np.ndarray, np.ndarray]:

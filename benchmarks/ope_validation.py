@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/ope-validation", help="where the checkpoints go")
     parser.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --workdir")
     parser.add_argument("--steps", type=int, default=OPEConfig.steps, help="FQE steps per policy")
+    parser.add_argument("--fits", type=int, default=OPEConfig.fits, help="whole-data fits averaged into the estimate")
     parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates per policy (each costs a critic)")
     parser.add_argument("--horizon", type=int, default=400, help="rollout steps of the true value")
     parser.add_argument("--repeats", type=int, default=8, help="rollouts per initial state of a stochastic policy")
@@ -185,11 +186,18 @@ def main() -> None:
     }
     gamma = 0.99
     rows = []
+    # True values depend on the policy, the initial states and the rollout settings only: kept in the
+    # workdir so that a rerun with other FQE settings (--reuse) does not roll out again.
+    truth_file = Path(args.workdir) / f"truths-{args.controller_episodes}-{args.horizon}-{args.repeats}-{args.seed}.json"
+    truths = json.loads(truth_file.read_text()) if args.reuse and truth_file.is_file() else {}
     for name, (policy, deterministic, main_set) in policies.items():
         repeats = 1 if deterministic else args.repeats
-        truth = true_value(policy, np.repeat(initial, repeats, axis=0), gamma=gamma, horizon=args.horizon,
-                           deterministic=deterministic)
-        cfg = OPEConfig(data=args.data, steps=args.steps, bootstrap=args.bootstrap, seed=args.seed,
+        if name not in truths:
+            truths[name] = true_value(policy, np.repeat(initial, repeats, axis=0), gamma=gamma, horizon=args.horizon,
+                                      deterministic=deterministic)
+            truth_file.write_text(json.dumps(truths))
+        truth = truths[name]
+        cfg = OPEConfig(data=args.data, steps=args.steps, fits=args.fits, bootstrap=args.bootstrap, seed=args.seed,
                         policy_samples=None if deterministic else 8)
         result = fitted_q_evaluation(policy, data, cfg, gamma=gamma, deterministic=deterministic)
         row = {

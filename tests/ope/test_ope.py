@@ -23,7 +23,7 @@ from dime_offline.errors import ConfigError
 from dime_offline.ope import OPEConfig, evaluate_offline, fitted_q_evaluation
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-random-tiny.parquet"
-FAST = {"steps": 800, "batch_size": 64, "hidden": (32, 32), "n_atoms": 51, "lr": 1e-3, "bootstrap": 0}
+FAST = {"steps": 800, "batch_size": 64, "hidden": (32, 32), "n_atoms": 51, "lr": 1e-3, "fits": 2, "bootstrap": 0}
 """FQE settings that fit the synthetic tasks below in about a second."""
 
 
@@ -98,6 +98,7 @@ def test_interval_covers_the_estimate_and_the_truth_and_a_seed_reproduces_the_ru
     value = result.value
     assert value.lo is not None and value.hi is not None
     assert value.lo <= value.estimate <= value.hi and value.hi - value.lo > 0.1
+    assert 0 < result.fit_spread < 0.5  # two initialisations, nearly the same value
     truth = float(np.mean(rewards)) / (1 - 0.8)  # 0: resampling episodes moves it by ~0.6 either way
     assert value.estimate == pytest.approx(truth, abs=0.4)
     assert value.lo - 0.2 <= truth <= value.hi + 0.2

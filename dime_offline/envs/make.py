@@ -61,6 +61,20 @@ def make_env(
     return env
 
 
+def recorded_env_id(env_id: str | None, recorded_by: str) -> str:
+    """An environment id read from a file (a checkpoint's or dataset's metadata), taken only when it
+    is already registered: gymnasium imports the module named by an id of the form
+    ``module:Env-v0``, which would run code chosen by the file. Other ids need an explicit ``--env``."""
+    if not env_id:
+        raise ConfigError(f"no environment id given and {recorded_by} records none (e.g. --env HalfCheetah-v4)")
+    if env_id not in gym.registry:
+        raise ConfigError(
+            f"{recorded_by} records environment '{env_id}', which is not a registered gymnasium id;"
+            " name the environment with --env"
+        )
+    return env_id
+
+
 def _gym_make(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
     if not env_id:
         raise ConfigError("no environment id given (e.g. --env HalfCheetah-v4)")

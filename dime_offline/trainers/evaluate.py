@@ -14,7 +14,7 @@ from dime_offline.checkpoints import (
     stable_path,
 )
 from dime_offline.devices import check_device
-from dime_offline.envs.make import SpaceSpec, make_env
+from dime_offline.envs.make import SpaceSpec, make_env, recorded_env_id
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
@@ -76,9 +76,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
     started = time.monotonic()
     directory = resolve_checkpoint_dir(cfg.checkpoint)
     meta = read_checkpoint_meta(directory)
-    env_id = cfg.env_id or meta.env_id
-    if not env_id:
-        raise ConfigError(f"checkpoint {cfg.checkpoint} records no environment; pass one (--env)")
+    env_id = cfg.env_id or recorded_env_id(meta.env_id, f"checkpoint {cfg.checkpoint}")
     env = make_env(env_id, max_episode_steps=cfg.max_episode_steps)
     try:
         spaces = SpaceSpec.from_env(env)

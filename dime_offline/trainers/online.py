@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -44,7 +43,12 @@ from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail
 from dime_offline.devices import check_device
-from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
+from dime_offline.envs.make import (
+    SpaceSpec,
+    check_spaces_match,
+    make_env,
+    recorded_env_id,
+)
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
@@ -215,7 +219,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         The run summary; ``result.to_dict()`` is what ``--json`` prints.
     """
     if not cfg.env_id and cfg.checkpoint is not None:
-        cfg = dataclasses.replace(cfg, env_id=_checkpoint_env_id(cfg.checkpoint))
+        recorded = read_checkpoint_meta(cfg.checkpoint).env_id
+        cfg = dataclasses.replace(cfg, env_id=recorded_env_id(recorded, f"checkpoint {cfg.checkpoint}"))
     if not cfg.env_id:
         raise ConfigError("no environment id given (e.g. --env HalfCheetah-v4)")
     if agent is not None and cfg.checkpoint is not None:
@@ -416,21 +421,6 @@ def _check_out_dir(cfg: FinetuneConfig) -> Path:
         if source == target or target in source.parents:
             raise ConfigError(f"the output directory {out} must differ from the checkpoint being fine-tuned (and not contain it)")
     return out
-
-
-def _checkpoint_env_id(checkpoint: str) -> str:
-    """The environment a checkpoint records, when the user named none. Only an id that is already
-    registered is taken: an id of the form ``module:Env-v0`` would make gymnasium import code named
-    by the file, so such a checkpoint needs an explicit ``--env``."""
-    env_id = read_checkpoint_meta(checkpoint).env_id
-    if not env_id:
-        raise ConfigError(f"no environment id given and checkpoint {checkpoint} records none (e.g. --env HalfCheetah-v4)")
-    if env_id not in gym.envs.registry:
-        raise ConfigError(
-            f"checkpoint {checkpoint} records environment '{env_id}', which is not a registered gymnasium id;"
-            " name the environment with --env"
-        )
-    return env_id
 
 
 def _checkpoint_agent_config(saved: DIMEConfig, overrides: dict[str, Any]) -> DIMEConfig:

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dime_offline_cli.main import app
 from typer.testing import CliRunner
 
 from dime_offline.checkpoints import load_checkpoint
 from dime_offline.data.load import load_dataset, save_dataset
 from dime_offline.data.parquet import read_parquet
-from dime_offline_cli.main import app
 
 TINY = [
     "agent.critic_hidden=[32, 32]", "agent.score_hidden=[32, 32]", "agent.score_frequencies=8",
@@ -133,7 +133,24 @@ def test_finetune_from_a_checkpoint_takes_its_recorded_registered_env(run_dir: t
     (copy / "meta.json").write_text(json.dumps(meta))
     line = _error_line(_invoke("finetune", "--checkpoint", copy, "--out", tmp_path / "ft2", "--steps", "5"))
     assert "not a registered gymnasium id" in line and "--env" in line
+    line = _error_line(_invoke("evaluate", "--checkpoint", copy, "--episodes", "1"))
+    assert "not a registered gymnasium id" in line and "--env" in line
     assert "untrusted_module_xyz" not in sys.modules
+    # Named explicitly, the registered env is used and the recorded id ignored.
+    assert _json(_invoke("evaluate", "--checkpoint", copy, "--env", "Pendulum-v1", "--episodes", "1", "--json"))["episodes"] == 1
+
+
+def test_a_dataset_env_id_naming_a_module_is_never_imported(tmp_path: Path) -> None:
+    data = load_dataset(SAMPLE)
+    untrusted = tmp_path / "untrusted.parquet"
+    save_dataset(dataclasses.replace(data, metadata=dataclasses.replace(data.metadata, env_id="untrusted_data_xyz:Env-v0")), untrusted)
+    sets = [item for s in [*TINY, "tensorboard=false"] for item in ("--set", s)]
+    summary = _json(_invoke("pretrain", "--data", untrusted, "--steps", "2", "--out", tmp_path / "pre", *sets, "--json"))
+    assert summary["final"] is None  # no evaluation in an environment the file names
+    run_sets = [item for s in TINY for item in ("--set", s)]
+    line = _error_line(_invoke("run", "--data", untrusted, "--out", tmp_path / "run", "--pretrain-steps", "2", *run_sets))
+    assert "untrusted_data_xyz:Env-v0" in line and "not registered" in line
+    assert "untrusted_data_xyz" not in sys.modules
 
 
 def test_filesystem_faults_are_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

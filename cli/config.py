@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("dime_offline.trainers.collect", "CollectConfig"),
     "ope": ("dime_offline.ope", "OPEConfig"),
     "compare": ("dime_offline.compare", "CompareConfig"),
+    "convert": ("dime_offline.data.load", "ConvertConfig"),
+    "profile": ("dime_offline.converters.profile", "ProfileConfig"),
+    "make-telemetry": ("dime_offline.envs.telemetry", "TelemetryConfig"),
 }
 
 
@@ -57,6 +60,11 @@ def _resolve(command: str, path: str | None, overrides: list[str] | None) -> tup
 
     module, class_name = COMMANDS[command]
     cls = getattr(importlib.import_module(module), class_name)
+    if command == "make-telemetry":  # the command's own starting point, not the library defaults
+        from .telemetry import make_telemetry_base
+
+        note = "Without --scan-rate; with it the preset of TelemetryConfig.scan_rate() is the starting point."
+        return resolve_config(cls, path, overrides, base=make_telemetry_base()), {}, note
     if "agent" not in {f.name for f in dataclasses.fields(cls)}:
         return resolve_config(cls, path, overrides), {}, ""
     from dime_offline.agent.config import DIMEConfig

@@ -145,13 +145,16 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return resolve_config(cls, path, overrides)
 
 
-def resolve_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None, **given: Any) -> C:
+def resolve_config(
+    cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None, *, base: C | None = None, **given: Any
+) -> C:
     """Defaults < YAML/JSON file < ``given`` fields (a command's flags; None: not given) < ``key=value`` overrides.
 
-    The class is built once, at the end, so a field that the defaults leave invalid (a required
-    checkpoint path) may come from any of the three. A bad value from the file names the file.
+    ``base`` replaces the class defaults (a preset). The class is built once, at the end, so a field
+    that the defaults leave invalid (a required checkpoint path) may come from any of the three. A
+    bad value from the file names the file.
     """
-    data = _defaults(cls)
+    data = _defaults(cls) if base is None else to_dict(base)
     if path is not None:
         _deep_update(data, _read_config_file(Path(path)), str(path))
         try:
@@ -161,8 +164,11 @@ def resolve_config(cls: type[C], path: str | Path | None = None, overrides: list
         except ConfigError as exc:  # name the file the bad value came from
             raise ConfigError(exc.message, file=str(path)) from None
     data.update({k: v for k, v in given.items() if v is not None})
-    required = frozenset(f.name for f in dataclasses.fields(cls) if f.name not in data)  # type: ignore[arg-type]
-    _apply_overrides(data, overrides, required)
+    required = [f.name for f in dataclasses.fields(cls) if f.name not in data]  # type: ignore[arg-type]
+    _apply_overrides(data, overrides, frozenset(required))
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"field '{missing[0]}': required, and not given (e.g. --set {missing[0]}=...)")
     return from_dict(cls, data)
 
 

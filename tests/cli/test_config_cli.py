@@ -78,6 +78,8 @@ def test_config_show_json_has_every_field_and_its_doc() -> None:
         (("evaluate", "--checkpoint", "x", "--set", "episodes=0"), "field 'episodes': must be >= 1"),
         (("collect", "--env", "Pendulum-v1", "--set", "action_noise=-1"), "field 'action_noise'"),
         (("compare", "--set", "confidence=2", "runs"), "field 'confidence'"),
+        (("config", "show", "convert"), "field 'source': required"),
+        (("data", "make-telemetry", "--out", "x.csv", "--set", "hours=-1"), "--hours must be positive"),
     ],
 )
 def test_config_mistakes_are_one_line_exit_2(args: tuple[str, ...], expected: str) -> None:
@@ -108,3 +110,18 @@ def test_collect_takes_a_config_file_flags_and_sets_in_that_order(tmp_path: Path
     summary = json.loads(result.stdout)
     assert summary["steps"] == 25 and summary["env"] == "Pendulum-v1" and Path(summary["out"]) == out
     assert out.is_file() and not (tmp_path / "from-file.parquet").exists()
+
+
+def test_data_commands_take_config_and_set(tmp_path: Path) -> None:
+    shown = json.loads(_invoke("config", "show", "make-telemetry", "--json").stdout)["config"]
+    assert (shown["hours"], shown["seed"]) == (4.0, 3)  # the command's own starting point
+    config = tmp_path / "plant.yaml"
+    config.write_text("hours: 0.5\nseed: 8\n")
+    export = tmp_path / "export.csv"
+    result = _invoke("data", "make-telemetry", "--out", export, "--config", config, "--seed", 5, "--set", "hours=0.25", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["hours"], summary["seed"], summary["control_steps"]) == (0.25, 5, 30)
+    profiled = _invoke("data", "profile", export, "--set", "max_tags=2", "--json")
+    assert profiled.exit_code == 0, profiled.output
+    assert len(json.loads(profiled.stdout)["tags"]) == 2

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("dime_offline.trainers.evaluate", "EvaluateConfig"),
     "collect": ("dime_offline.trainers.collect", "CollectConfig"),
     "ope": ("dime_offline.ope", "OPEConfig"),
+    "export": ("dime_offline.export", "ExportConfig"),
     "compare": ("dime_offline.compare", "CompareConfig"),
     "convert": ("dime_offline.data.load", "ConvertConfig"),
     "profile": ("dime_offline.converters.profile", "ProfileConfig"),

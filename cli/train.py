@@ -20,6 +20,7 @@ from .main import app
 FINETUNE = ConfigSource("trainers/online.py", "FinetuneConfig")
 EVALUATE = ConfigSource("trainers/evaluate.py", "EvaluateConfig")
 COLLECT = ConfigSource("trainers/collect.py", "CollectConfig")
+EXPORT = ConfigSource("export.py", "ExportConfig")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout (no progress bar).")]
 ResumeFlag = Annotated[
@@ -119,19 +120,31 @@ def evaluate_command(
 @app.command("export")
 @user_errors_exit_2
 def export_command(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint or run directory.")],
-    out: Annotated[Path, typer.Option("--out", help="File to write (e.g. policy.onnx); a .json description goes beside it.")],
-    fmt: Annotated[str, typer.Option("--format", help="onnx (needs the onnx extra) or torchscript.")] = "onnx",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint or run directory (required).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write (e.g. policy.onnx); a .json description goes beside it (required).")
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=EXPORT.help("format", "onnx (needs the onnx extra) or torchscript."))] = None,
     mode: Annotated[
-        str, typer.Option("--mode", help="deterministic (obs -> action, as load_policy) or noise_input (obs, noise -> action).")
-    ] = "deterministic",
+        str | None, typer.Option("--mode", help=EXPORT.help(
+            "mode", "deterministic (obs -> action, as load_policy) or noise_input (obs, noise -> action)."))
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+    config: ConfigFileOption = None,
+    overrides: SetOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Write the policy as one graph file: raw observations in, env-unit actions out."""
-    from dime_offline.export import export_policy
+    from dime_offline.config import resolve_config
+    from dime_offline.export import ExportConfig, export_policy
 
-    summary = export_policy(str(checkpoint), str(out), fmt=fmt, mode=mode, overwrite=overwrite).to_dict()  # type: ignore[arg-type]
+    cfg = resolve_config(
+        ExportConfig, _str(config), overrides,
+        checkpoint=_str(checkpoint), out=_str(out), format=fmt, mode=mode, overwrite=overwrite or None,
+    )
+    summary = export_policy(
+        cfg.checkpoint, cfg.out, fmt=cfg.format, mode=cfg.mode, overwrite=cfg.overwrite, seed=cfg.seed
+    ).to_dict()
     if json_output:
         print_json(summary)
         return

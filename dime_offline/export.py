@@ -106,6 +106,30 @@ def _frozen_float32(module: nn.Module) -> Any:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """What ``dime-offline export`` writes (the arguments of :func:`export_policy`)."""
+
+    checkpoint: str = ""
+    """Checkpoint directory, or a run directory (its ``checkpoint/`` is used)."""
+    out: str = ""
+    """File to write (e.g. ``policy.onnx``); a ``.json`` description of inputs and bounds goes beside it."""
+    format: ExportFormat = "onnx"
+    """"onnx" (needs the onnx extra) or "torchscript"."""
+    mode: ExportMode = "deterministic"
+    """"deterministic": obs -> action, as ``load_policy`` acts; "noise_input": obs, noise -> action (the
+    chain with explicit noise, zero noise its deterministic chain)."""
+    overwrite: bool = False
+    """Replace an existing ``out``."""
+    seed: int = 0
+    """Seed of the inputs the written file is checked on against the torch policy."""
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"field '{name}': required (--{name})")
+
+
+@dataclass(frozen=True)
 class ExportResult:
     """What :func:`export_policy` wrote."""
 

@@ -79,6 +79,8 @@ def test_config_show_json_has_every_field_and_its_doc() -> None:
         (("collect", "--env", "Pendulum-v1", "--set", "action_noise=-1"), "field 'action_noise'"),
         (("compare", "--set", "confidence=2", "runs"), "field 'confidence'"),
         (("config", "show", "convert"), "field 'source': required"),
+        (("export", "--out", "policy.onnx"), "field 'checkpoint': required"),
+        (("export", "--checkpoint", "runs/x", "--out", "p.onnx", "--set", "format=tflite"), "field 'format': expected one of"),
         (("data", "make-telemetry", "--out", "x.csv", "--set", "hours=-1"), "--hours must be positive"),
     ],
 )

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ope": ("dime_offline.ope", "OPEConfig"),
     "export": ("dime_offline.export", "ExportConfig"),
     "compare": ("dime_offline.compare", "CompareConfig"),
+    "sweep": ("dime_offline.sweep", "SweepConfig"),
     "convert": ("dime_offline.data.load", "ConvertConfig"),
     "profile": ("dime_offline.converters.profile", "ProfileConfig"),
     "make-telemetry": ("dime_offline.envs.telemetry", "TelemetryConfig"),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .common import USER_ERROR_EXIT_CODE, print_json, user_errors_exit_2
+from .common import USER_ERROR_EXIT_CODE, SetOption, print_json, user_errors_exit_2
 from .main import app
 from .train import JsonFlag
 
@@ -20,16 +19,18 @@ def sweep_command(
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to attach to (host:port or auto); default: Ray on this machine.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the file's out_dir, else runs/sweep).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep in --out: keep finished trials, rerun the rest.")] = False,
+    overrides: SetOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Run every setting x seed as a Ray Tune trial (a normal run directory each) and compare them (IQM, CI)."""
     from dime_offline.compare import format_table
-    from dime_offline.config import load_config
+    from dime_offline.config import resolve_config
     from dime_offline.sweep import SweepConfig, sweep
 
-    cfg = load_config(SweepConfig, str(config))
-    given = {"address": address, "out_dir": None if out is None else str(out), "resume": resume or None, "quiet": json_output or None}
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    cfg = resolve_config(
+        SweepConfig, str(config), overrides,
+        address=address, out_dir=None if out is None else str(out), resume=resume or None, quiet=json_output or None,
+    )
     result = sweep(cfg)
     if json_output:
         print_json(result.to_dict())

@@ -80,11 +80,12 @@ def test_config_show_json_has_every_field_and_its_doc() -> None:
         (("compare", "--set", "confidence=2", "runs"), "field 'confidence'"),
         (("config", "show", "convert"), "field 'source': required"),
         (("export", "--out", "policy.onnx"), "field 'checkpoint': required"),
+        (("sweep", "--config", PACKAGE.parent / "docs" / "sweeps" / "pendulum-run.yaml", "--set", "seeds=[]"), "field 'seeds'"),
         (("export", "--checkpoint", "runs/x", "--out", "p.onnx", "--set", "format=tflite"), "field 'format': expected one of"),
         (("data", "make-telemetry", "--out", "x.csv", "--set", "hours=-1"), "--hours must be positive"),
     ],
 )
-def test_config_mistakes_are_one_line_exit_2(args: tuple[str, ...], expected: str) -> None:
+def test_config_mistakes_are_one_line_exit_2(args: tuple[object, ...], expected: str) -> None:
     result = _invoke(*args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and expected in result.stderr, result.output

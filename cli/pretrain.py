@@ -31,7 +31,7 @@ def pretrain_command(
         str | None, typer.Option("--env", help="Gymnasium id to evaluate in (default: the dataset's, when registered).")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=PRETRAIN.help("seed", "Random seed."))] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PretrainConfig fields.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PretrainConfig fields (all of them, documented: dime-offline config show pretrain).")] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a field: key=value, offline.<field>=value, agent.<field>=value (repeatable)."),

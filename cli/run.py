@@ -30,7 +30,7 @@ def run_command(
     ] = None,
     preset: Annotated[str | None, typer.Option("--preset", help=PIPELINE.help("preset", "DIME preset: cpu or paper."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=PIPELINE.help("seed", "Random seed."))] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PipelineConfig fields.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PipelineConfig fields (all of them, documented: dime-offline config show run).")] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a field: key=value, offline.<field>=value, agent.<field>=value (repeatable)."),

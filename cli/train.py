@@ -41,7 +41,7 @@ def finetune_command(
     data: Annotated[Path | None, typer.Option("--data", help="Dataset kept in the replay store (Parquet, HDF5 or Minari).")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help=FINETUNE.help("preset", "DIME preset from scratch: cpu or paper."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=FINETUNE.help("seed", "Random seed."))] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with FinetuneConfig fields.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with FinetuneConfig fields (all of them, documented: dime-offline config show finetune).")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a field: key=value, agent.<field>=value (repeatable).")
     ] = None,

@@ -51,7 +51,10 @@ def ope_command(
         f"ope {summary['checkpoint']} ({summary['acting']} actions) on {summary['data']}: {summary['transitions']}"
         f" transitions, {summary['episodes']} episodes, gamma {summary['gamma']}"
     )
-    typer.echo(f"policy value from the initial states:    {_interval(summary['value'])} ({confidence} bootstrap interval)")
+    typer.echo(
+        f"policy value from the initial states:    {_interval(summary['value'])} ({confidence} bootstrap interval;"
+        f" mean of {summary['fits']} fits, spread {summary['fit_spread']:.1f})"
+    )
     typer.echo(f"logged behaviour (Monte-Carlo return):   {_interval(summary['behaviour']['value'])}")
     typer.echo(f"policy minus behaviour:                  {_interval(summary['improvement'])}")
     typer.echo(f"mean over all logged states: policy {_interval(summary['mean_state_value'])},"

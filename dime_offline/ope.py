@@ -231,6 +231,7 @@ class OPEResult:
             "episodes": self.episodes,
             "support": list(self.support),
             "action_gap": self.action_gap,
+            "fits": cfg.fits,
             "fit_spread": self.fit_spread,
             "last_quarter_change": self.last_quarter_change,
             "steps": cfg.steps,

@@ -140,6 +140,8 @@ def test_wide_parquet_from_pandas_loads_the_same_store(tmp_path: Path) -> None:
 def test_undeclared_bounds_with_actions_outside_the_unit_box_are_rejected(tmp_path: Path) -> None:
     data = build_transitions([9, 4])  # actions in [-2, 3]
     path = tmp_path / "wide.parquet"
-    data.to_wide().to_parquet(path)  # pandas drops the bounds with the metadata
+    frame = data.to_wide()
+    frame.attrs.clear()  # a wide frame without the dataset's metadata (to_wide keeps it in attrs)
+    frame.to_parquet(path)
     with pytest.raises(BoundsError, match="no action bounds declared"):
         ReplayStore.from_parquet(path)

@@ -80,12 +80,71 @@ def canonical_schema(
     return pa.schema(fields, metadata={METADATA_KEY: metadata.to_json().encode()})
 
 
+NUMPY_TYPES: dict[pa.DataType, type] = {
+    pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
+    pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.uint64(): np.uint64,
+    pa.float16(): np.float16, pa.float32(): np.float32, pa.float64(): np.float64,
+}
+"""Arrow number types whose buffers numpy reads as they are."""
+
+
+# pyarrow's Array.to_numpy and pa.array(ndarray) import pandas on first use (0.3-0.6 s, more than a
+# small file's whole read), so the data commands move numbers and flags through the buffers instead.
+def arrow_array(values: np.ndarray) -> pa.Array:
+    """A 1-D numeric or bool numpy array as an Arrow array (numbers wrapped without a copy)."""
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.bool_:
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def numpy_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``arr.to_numpy(zero_copy_only=False)``: numbers without nulls as a read-only view of the buffer,
+    bools unpacked; nulls and other types go through pyarrow."""
+    arr = _combine(arr)
+    if arr.null_count == 0:
+        dtype = NUMPY_TYPES.get(arr.type)
+        if dtype is not None:
+            if len(arr) == 0:
+                return np.empty(0, dtype)
+            view = np.frombuffer(arr.buffers()[1], dtype, count=len(arr), offset=arr.offset * np.dtype(dtype).itemsize)
+            view.flags.writeable = False  # Arrow memory (possibly a memory-mapped file) is never written through
+            return view
+        if pa.types.is_boolean(arr.type):
+            if len(arr) == 0:
+                return np.empty(0, bool)
+            bits = np.frombuffer(arr.buffers()[1], np.uint8)
+            return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset:].view(np.bool_)
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _string_array(strings: list[str]) -> pa.Array:
+    encoded = [text.encode() for text in strings]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+
+
+def _episode_keys(keys: pa.Array) -> np.ndarray:
+    """An episode_key column (dictionary or plain strings) as an object array of str; each distinct
+    key becomes a Python string once."""
+    if not pa.types.is_dictionary(keys.type):
+        if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
+            keys = keys.cast(pa.string())
+        keys = pc.dictionary_encode(keys)
+    names = keys.dictionary
+    if not (pa.types.is_string(names.type) or pa.types.is_large_string(names.type)):
+        names = names.cast(pa.string())
+    if keys.null_count:  # rare: missing keys stay None, as pyarrow converts them
+        return keys.dictionary_decode().to_numpy(zero_copy_only=False).astype(object, copy=False)
+    return np.asarray(names.to_pylist(), dtype=object)[numpy_array(keys.indices)]
+
+
 def transitions_to_table(data: TransitionData) -> pa.Table:
     """The canonical Arrow table of ``data`` (numeric buffers are wrapped without copying)."""
 
-    def fixed_list(values: np.ndarray, width: int, value_type: pa.DataType) -> pa.Array:
-        flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=value_type)
-        return pa.FixedSizeListArray.from_arrays(flat, width)
+    def fixed_list(values: np.ndarray, width: int) -> pa.Array:
+        return pa.FixedSizeListArray.from_arrays(arrow_array(values.reshape(-1)), width)
 
     schema = canonical_schema(
         data.obs_dim, data.action_dim, data.metadata,
@@ -94,27 +153,25 @@ def transitions_to_table(data: TransitionData) -> pa.Table:
         episode_key=data.episode_key is not None,
     )
     columns: dict[str, pa.Array] = {
-        "episode_id": pa.array(np.asarray(data.episode_id, np.int64)),
-        "step": pa.array(np.asarray(data.step, np.int32)),
-        "obs": fixed_list(np.asarray(data.obs, np.float32), data.obs_dim, pa.float32()),
-        "action": fixed_list(np.asarray(data.action, np.float32), data.action_dim, pa.float32()),
-        "reward": pa.array(np.asarray(data.reward, np.float32)),
-        "next_obs": fixed_list(np.asarray(data.next_obs, np.float32), data.obs_dim, pa.float32()),
-        "terminated": pa.array(np.asarray(data.terminated, bool)),
-        "truncated": pa.array(np.asarray(data.truncated, bool)),
+        "episode_id": arrow_array(np.asarray(data.episode_id, np.int64)),
+        "step": arrow_array(np.asarray(data.step, np.int32)),
+        "obs": fixed_list(np.asarray(data.obs, np.float32), data.obs_dim),
+        "action": fixed_list(np.asarray(data.action, np.float32), data.action_dim),
+        "reward": arrow_array(np.asarray(data.reward, np.float32)),
+        "next_obs": fixed_list(np.asarray(data.next_obs, np.float32), data.obs_dim),
+        "terminated": arrow_array(np.asarray(data.terminated, bool)),
+        "truncated": arrow_array(np.asarray(data.truncated, bool)),
     }
     if data.timestamp is not None:
-        columns["timestamp"] = pa.array(np.asarray(data.timestamp, np.int64), pa.int64()).cast(
-            pa.timestamp("us", tz="UTC")
-        )
+        columns["timestamp"] = arrow_array(np.asarray(data.timestamp, np.int64)).cast(pa.timestamp("us", tz="UTC"))
     if data.obs_valid is not None:
-        columns["obs_valid"] = fixed_list(np.asarray(data.obs_valid, bool), data.obs_dim, pa.bool_())
+        columns["obs_valid"] = fixed_list(np.asarray(data.obs_valid, bool), data.obs_dim)
     if data.action_valid is not None:
-        columns["action_valid"] = fixed_list(np.asarray(data.action_valid, bool), data.action_dim, pa.bool_())
+        columns["action_valid"] = fixed_list(np.asarray(data.action_valid, bool), data.action_dim)
     if data.episode_key is not None:
-        keys = [str(k) for k in data.episode_key]
-        columns["episode_key"] = pa.array(keys, pa.string()).dictionary_encode().cast(
-            pa.dictionary(pa.int32(), pa.string())
+        names, codes = np.unique(np.asarray([str(k) for k in data.episode_key], dtype=object), return_inverse=True)
+        columns["episode_key"] = pa.DictionaryArray.from_arrays(
+            arrow_array(codes.astype(np.int32)), _string_array([str(n) for n in names])
         )
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
@@ -167,7 +224,7 @@ def _list_width(schema: pa.Schema, name: str, first: pa.Table | pa.RecordBatch |
     if first is None or first.num_rows == 0:
         return 0
     col = first.column(name)
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+    lengths = numpy_array(pc.list_value_length(col))
     valid = np.flatnonzero(~np.isnan(lengths.astype(np.float64)))
     return int(lengths[valid[0]]) if len(valid) else 0
 
@@ -312,7 +369,7 @@ def _check_metadata_widths(metadata: DatasetMetadata, obs_dim: int, action_dim: 
 
 
 def _first_null(arr: pa.Array | pa.ChunkedArray) -> int:
-    return int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+    return int(np.flatnonzero(numpy_array(arr.is_null()))[0])
 
 
 def _combine(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -324,7 +381,7 @@ def _scalar(batch: pa.Table | pa.RecordBatch, name: str, file: str | None, row_o
     dtype = SCALAR_TYPES[name]
     if col.null_count:
         if dtype.kind == "f":  # missing rewards become NaN and go through the non-finite policy
-            return np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=dtype)
+            return np.asarray(numpy_array(col.cast(pa.float64())), dtype=dtype)
         raise SchemaError(
             f"has {col.null_count} missing value(s); every row needs one", file=file, column=name,
             row=row_offset + _first_null(col),
@@ -332,7 +389,7 @@ def _scalar(batch: pa.Table | pa.RecordBatch, name: str, file: str | None, row_o
     try:
         if pa.types.is_timestamp(col.type) or pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             raise TypeError
-        values = col.to_numpy(zero_copy_only=False)
+        values = numpy_array(col)
         if dtype.kind == "b" and values.dtype.kind in "iuf":
             bad = np.flatnonzero((values != 0) & (values != 1))
             if len(bad):
@@ -360,10 +417,10 @@ def _float_values(col: pa.Array, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "b":
         if col.null_count:
             col = pc.fill_null(col, False)
-        return col.to_numpy(zero_copy_only=False).astype(bool, copy=False)
+        return numpy_array(col).astype(bool, copy=False)
     if col.null_count:
         col = col.cast(pa.float64())
-    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    return numpy_array(col).astype(dtype, copy=False)
 
 
 def _vector(
@@ -395,7 +452,7 @@ def _vector(
         # .values ignores the slice offset and keeps the slots of null rows, so slice it explicitly.
         values = col.values.slice(col.offset * width, n * width)
     else:
-        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        lengths = numpy_array(pc.list_value_length(col))
         lengths = np.where(np.isnan(lengths.astype(np.float64)), width, lengths)
         ragged = np.flatnonzero(lengths != width)
         if len(ragged):
@@ -411,7 +468,7 @@ def _vector(
     out = _float_values(values, dtype).reshape(n, width)
     if col.null_count:
         out = out.copy() if not out.flags.writeable else out
-        out[col.is_null().to_numpy(zero_copy_only=False)] = False if dtype.kind == "b" else np.nan
+        out[numpy_array(col.is_null())] = False if dtype.kind == "b" else np.nan
     return out
 
 
@@ -429,9 +486,9 @@ def _timestamp(batch: pa.Table | pa.RecordBatch, file: str | None, row_offset: i
             col = col.cast(pa.timestamp(col.type.unit))
         else:
             col = col.cast(pa.timestamp(col.type.unit, tz="UTC"))
-        return col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        return numpy_array(col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()))
     if pa.types.is_integer(col.type):  # already microseconds since the epoch
-        return col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        return numpy_array(col.cast(pa.int64()))
     raise SchemaError(f"expected timestamps, got Arrow type {col.type}", file=file, column="timestamp")
 
 
@@ -450,12 +507,7 @@ def batch_to_transitions(
         if mask in layout.optional:
             optional[mask] = _vector(batch, layout, mask, file, row_offset)
     if "episode_key" in layout.optional:
-        keys = _combine(batch.column("episode_key"))
-        if pa.types.is_dictionary(keys.type):
-            keys = keys.dictionary_decode()
-        if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
-            keys = keys.cast(pa.string())
-        optional["episode_key"] = keys.to_numpy(zero_copy_only=False).astype(object, copy=False)
+        optional["episode_key"] = _episode_keys(_combine(batch.column("episode_key")))
     return TransitionData(
         episode_id=_scalar(batch, "episode_id", file, row_offset),
         step=_scalar(batch, "step", file, row_offset),

@@ -134,6 +134,11 @@ class FinetuneConfig:
     """If set, the offline share moves linearly from ``offline_fraction`` to this value."""
     offline_anneal_steps: int | None = None
     """Env steps over which the offline share anneals (None: the whole run)."""
+    online_reuse_limit: float | None = None
+    """Caps the online share of a batch so that an online row is drawn at most this many times as
+    often as an offline row: online share <= r n_on / (r n_on + n_off), so the first few online
+    transitions are not replayed hundreds of times each (1: uniform over all rows; None: no cap,
+    the share is ``1 - offline_fraction`` from the first update)."""
     return_tail: TruncationTail | None = None
     """How returns-to-go (offline rows, and online episodes once they end) count past a truncation:
     "zero", "repeat_last_reward" or "lower" (``data/returns.py``). None: the pretraining run's
@@ -190,6 +195,8 @@ class FinetuneConfig:
             raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
         if self.return_tail is not None and self.return_tail not in TRUNCATION_TAILS:
             raise ConfigError(f"field 'return_tail': must be one of {', '.join(TRUNCATION_TAILS)}, got {self.return_tail!r}")
+        if self.online_reuse_limit is not None and not self.online_reuse_limit > 0:
+            raise ConfigError(f"field 'online_reuse_limit': must be > 0, got {self.online_reuse_limit}")
         if self.offline_anneal_steps is not None and self.offline_anneal_steps < 1:
             raise ConfigError(f"field 'offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
         if self.target_return is not None and self.eval_every < 1:
@@ -203,6 +210,15 @@ class FinetuneConfig:
         horizon = self.offline_anneal_steps or self.steps
         progress = min(1.0, max(0, step - 1) / max(horizon - 1, 1))
         return self.offline_fraction + progress * (self.offline_fraction_final - self.offline_fraction)
+
+    def batch_offline_fraction(self, step: int, online_rows: int, offline_rows: int) -> float:
+        """Offline share of the batch at env step ``step`` with the replay store's current sizes:
+        :meth:`offline_fraction_at`, raised where ``online_reuse_limit`` caps the online share."""
+        fraction = self.offline_fraction_at(step)
+        if self.online_reuse_limit is None or offline_rows == 0:
+            return fraction
+        weighted_online = self.online_reuse_limit * online_rows
+        return max(fraction, offline_rows / (weighted_online + offline_rows))
 
 
 def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: ReplayStore | None = None) -> RunResult:
@@ -336,7 +352,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         finished = episode.advance(env, action, next_obs, float(reward), terminated or truncated)
         if current <= warmup_steps or len(store) < agent_cfg.batch_size:
             return StepReport(episodes=finished)
-        fraction = cfg.offline_fraction_at(current)
+        fraction = cfg.batch_offline_fraction(current, store.online_size, store.offline_size)
         metrics: dict[str, float] = {"online/offline_fraction": fraction if store.offline_size else 0.0}
         metrics.update(regularizer_weights(agent, "online/"))
         sums: dict[str, float] = {}

@@ -204,3 +204,20 @@ def test_offline_fraction_anneals_linearly() -> None:
     assert short.offline_fraction_at(50) == 1.0
     with pytest.raises(ConfigError, match="offline_fraction"):
         FinetuneConfig(offline_fraction=1.5)
+
+
+def test_online_reuse_limit_caps_the_online_share_until_enough_online_rows_exist() -> None:
+    uncapped = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5)
+    assert uncapped.batch_offline_fraction(1, online_rows=10, offline_rows=3000) == 0.5
+    uniform = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5, online_reuse_limit=1.0)
+    # r = 1: every stored row equally likely, so the online share is the online rows' share.
+    assert uniform.batch_offline_fraction(1, online_rows=100, offline_rows=3000) == pytest.approx(3000 / 3100)
+    # Once the online part is large enough the configured split applies again.
+    assert uniform.batch_offline_fraction(1, online_rows=5000, offline_rows=3000) == 0.5
+    fourfold = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5, online_reuse_limit=4.0)
+    share = 1 - fourfold.batch_offline_fraction(1, online_rows=100, offline_rows=3000)
+    # An online row is drawn exactly 4 times as often as an offline row while the cap binds.
+    assert (share / 100) / ((1 - share) / 3000) == pytest.approx(4.0)
+    assert uniform.batch_offline_fraction(1, online_rows=100, offline_rows=0) == 0.5  # no offline data
+    with pytest.raises(ConfigError, match="online_reuse_limit"):
+        FinetuneConfig(online_reuse_limit=0.0)

@@ -16,7 +16,14 @@ from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.tracking import CSVSink, ProgressDisplay, Tracker, read_metrics_csv
 from dime_offline.trainers.collect import CollectConfig
 from dime_offline.trainers.evaluate import EvaluateConfig
-from dime_offline.trainers.loop import Cadence, LoopResult, StepReport, load_run_config, resolve_agent_config, run_loop
+from dime_offline.trainers.loop import (
+    Cadence,
+    LoopResult,
+    StepReport,
+    load_run_config,
+    resolve_agent_config,
+    run_loop,
+)
 from dime_offline.trainers.offline import PretrainConfig
 from dime_offline.trainers.online import FinetuneConfig
 from dime_offline.trainers.pipeline import PipelineConfig

@@ -134,11 +134,14 @@ class FinetuneConfig:
     """If set, the offline share moves linearly from ``offline_fraction`` to this value."""
     offline_anneal_steps: int | None = None
     """Env steps over which the offline share anneals (None: the whole run)."""
-    online_reuse_limit: float | None = None
+    online_reuse_limit: float | None = 1.0
     """Caps the online share of a batch so that an online row is drawn at most this many times as
     often as an offline row: online share <= r n_on / (r n_on + n_off), so the first few online
-    transitions are not replayed hundreds of times each (1: uniform over all rows; None: no cap,
-    the share is ``1 - offline_fraction`` from the first update)."""
+    transitions are not replayed hundreds of times each. 1 (default): every stored row equally
+    likely until the online rows reach ``1 - offline_fraction`` of the store; None: no cap, the
+    share is ``1 - offline_fraction`` from the first update (RLPD-style; it undid the pretrained
+    policy within 100 env steps on Pendulum: docs/benchmarks.md, "The first online batches").
+    On a large dataset the online share then stays small for long: raise r to learn faster online."""
     return_tail: TruncationTail | None = None
     """How returns-to-go (offline rows, and online episodes once they end) count past a truncation:
     "zero", "repeat_last_reward" or "lower" (``data/returns.py``). None: the pretraining run's

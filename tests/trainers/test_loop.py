@@ -214,9 +214,9 @@ def test_offline_fraction_anneals_linearly() -> None:
 
 
 def test_online_reuse_limit_caps_the_online_share_until_enough_online_rows_exist() -> None:
-    uncapped = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5)
+    uncapped = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5, online_reuse_limit=None)
     assert uncapped.batch_offline_fraction(1, online_rows=10, offline_rows=3000) == 0.5
-    uniform = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5, online_reuse_limit=1.0)
+    uniform = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5)  # the default r = 1
     # r = 1: every stored row equally likely, so the online share is the online rows' share.
     assert uniform.batch_offline_fraction(1, online_rows=100, offline_rows=3000) == pytest.approx(3000 / 3100)
     # Once the online part is large enough the configured split applies again.

@@ -5,12 +5,12 @@ Two starts, one loop (:func:`finetune`):
 * **From scratch** (no checkpoint): plain online DIME as the authors run it. ``learning_starts``
   uniform-random env steps with no updates, then ``utd`` agent updates per env step. Given
   ``data``, the logged transitions sit in the replay store beside the online ones and batches mix
-  them at ``offline_fraction`` (RLPD-style, no pretraining).
+  them at ``offline_fraction`` from the first update (RLPD-style, no pretraining).
 * **From a checkpoint**: the pretrained actor, critics, temperature, optimiser states and
   observation normaliser are loaded; an environment whose shapes or bounds differ is refused
   with one line. There is no random warm-up: the policy acts from the first step. Offline data,
-  when given, stays in the store and batches keep the configured offline fraction (50/50 by
-  default, optionally annealed linearly).
+  when given, stays in the store; batches take the configured offline fraction (50/50 by default,
+  optionally annealed linearly) once enough online rows exist (``online_reuse_limit``).
 
 Updates start once the store holds at least one batch of rows, so a pretrained agent fine-tuned
 without offline data does not fit its critics to a handful of transitions.
@@ -135,13 +135,14 @@ class FinetuneConfig:
     offline_anneal_steps: int | None = None
     """Env steps over which the offline share anneals (None: the whole run)."""
     online_reuse_limit: float | None = 1.0
-    """Caps the online share of a batch so that an online row is drawn at most this many times as
-    often as an offline row: online share <= r n_on / (r n_on + n_off), so the first few online
+    """When fine-tuning a pretrained agent, caps the online share of a batch so that an online row is
+    drawn at most this many times as often as an offline row: online share <= r n_on / (r n_on + n_off), so the first few online
     transitions are not replayed hundreds of times each. 1 (default): every stored row equally
     likely until the online rows reach ``1 - offline_fraction`` of the store; None: no cap, the
     share is ``1 - offline_fraction`` from the first update (RLPD-style; it undid the pretrained
     policy within 100 env steps on Pendulum: docs/benchmarks.md, "The first online batches").
-    On a large dataset the online share then stays small for long: raise r to learn faster online."""
+    On a large dataset the online share then stays small for long: raise r to learn faster online.
+    From scratch there is nothing learned to protect and the split applies from the first update."""
     return_tail: TruncationTail | None = None
     """How returns-to-go (offline rows, and online episodes once they end) count past a truncation:
     "zero", "repeat_last_reward" or "lower" (``data/returns.py``). None: the pretraining run's
@@ -355,7 +356,10 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         finished = episode.advance(env, action, next_obs, float(reward), terminated or truncated)
         if current <= warmup_steps or len(store) < agent_cfg.batch_size:
             return StepReport(episodes=finished)
-        fraction = cfg.batch_offline_fraction(current, store.online_size, store.offline_size)
+        if pretrained:
+            fraction = cfg.batch_offline_fraction(current, store.online_size, store.offline_size)
+        else:
+            fraction = cfg.offline_fraction_at(current)
         metrics: dict[str, float] = {"online/offline_fraction": fraction if store.offline_size else 0.0}
         metrics.update(regularizer_weights(agent, "online/"))
         sums: dict[str, float] = {}

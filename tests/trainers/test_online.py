@@ -117,10 +117,8 @@ def test_a_checkpoint_refuses_another_env_and_architecture_overrides(scratch_run
 def test_offline_data_is_mixed_into_batches_and_fits_the_normaliser(tmp_path: Path) -> None:
     data = tmp_path / "pendulum.parquet"
     collect(CollectConfig(env_id="Pendulum-v1", steps=150, out=str(data), quiet=True, max_episode_steps=EPISODE))
-    cfg = _cfg(
-        tmp_path, "rlpd", data=str(data), steps=80, eval_every=0, log_every=10, offline_fraction_final=0.0,
-        online_reuse_limit=None,
-    )
+    # From scratch the default online_reuse_limit does not apply: RLPD's split from the first update.
+    cfg = _cfg(tmp_path, "rlpd", data=str(data), steps=80, eval_every=0, log_every=10, offline_fraction_final=0.0)
     result = finetune(cfg)
     metrics = read_metrics_csv(Path(result.out_dir) / "metrics.csv")
     fractions = metrics["online/offline_fraction"][1]

@@ -21,6 +21,8 @@ kernels, so the policy it pulls toward is the one DIME samples.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from dime_offline.agent.regularization import ActorStepContext
@@ -53,6 +55,9 @@ class BehaviourLikelihood:
         seed: seeds the noising paths.
     """
 
+    KIND = "behaviour"
+    """The ``type`` of its description (:meth:`to_dict`)."""
+
     def __init__(self, weight: float, *, n_paths: int = 1, seed: int = 0) -> None:
         if n_paths < 1:
             raise ValueError(f"n_paths must be >= 1, got {n_paths}")
@@ -61,6 +66,15 @@ class BehaviourLikelihood:
         self.seed = seed
         self.generator = SeededGenerator(seed)
         """Draws the noising paths (its state travels with a run's checkpoint for a resume)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings, JSON-ready and tagged with :attr:`KIND` (a checkpoint's description)."""
+        return {"type": self.KIND, "weight": float(self.weight), "n_paths": self.n_paths, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> BehaviourLikelihood:
+        """Inverse of :meth:`to_dict` (a fresh generator); KeyError/TypeError/ValueError when malformed."""
+        return cls(float(spec["weight"]), n_paths=int(spec["n_paths"]), seed=int(spec["seed"]))
 
     def __call__(self, ctx: ActorStepContext) -> tuple[torch.Tensor, dict[str, float]]:
         """(penalty, metrics) with metrics under ``behaviour/``: the mean bound, penalty, weight, rows."""

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -153,6 +154,9 @@ class ConservativePenalty:
     online boundary does so).
     """
 
+    KIND = "conservative"
+    """The ``type`` of its description (:meth:`to_dict`)."""
+
     def __init__(
         self, weight: float, *, n_actions: int = 2, temperature: float = 1.0, lower_bound: bool = True, seed: int = 0
     ) -> None:
@@ -167,6 +171,25 @@ class ConservativePenalty:
         self.seed = seed
         self.generator = SeededGenerator(seed)
         """Draws the uniform candidates (its state travels with a run's checkpoint for a resume)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings, JSON-ready and tagged with :attr:`KIND` (a checkpoint's description)."""
+        return {
+            "type": self.KIND,
+            "weight": float(self.weight),
+            "n_actions": self.n_actions,
+            "temperature": self.temperature,
+            "lower_bound": bool(self.lower_bound),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> ConservativePenalty:
+        """Inverse of :meth:`to_dict` (a fresh generator); KeyError/TypeError/ValueError when malformed."""
+        return cls(
+            float(spec["weight"]), n_actions=int(spec["n_actions"]), temperature=float(spec["temperature"]),
+            lower_bound=bool(spec["lower_bound"]), seed=int(spec["seed"]),
+        )
 
     def _uniform(self, rows: int, act_dim: int, like: torch.Tensor) -> torch.Tensor:
         u = torch.rand((rows, act_dim), generator=self.generator.on(like.device), device=like.device, dtype=like.dtype)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from dime_offline.agent.config import DIMEConfig
-from dime_offline.agent.dime import DIMEAgent
+from dime_offline.agent.regularization import ActorRegularizer, CriticRegularizer
 from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.regularizers.behaviour import BehaviourLikelihood
@@ -150,18 +150,32 @@ class OfflineConfig:
         weight = self.behaviour_weight_online if phase == "online" else self.behaviour_weight
         return BehaviourLikelihood(weight, n_paths=self.behaviour_paths, seed=seed)
 
-    def attach(self, agent: DIMEAgent, phase: Phase, seed: int = 0) -> None:
+    def attach(self, agent: RegularizedAgent, phase: Phase, seed: int = 0) -> None:
         """Give ``agent`` both regularisers as ``phase`` uses them (replacing any it had)."""
         agent.critic_regularizer = self.critic_regularizer(phase, seed)
         agent.actor_regularizer = self.actor_regularizer(phase, seed + 1)
 
     def describe(self, phase: Phase, seed: int = 0) -> dict[str, Any]:
         """What :func:`describe_regularizers` records for an agent given ``attach(agent, phase, seed)``."""
-        return {"critic": _describe(self.critic_regularizer(phase, seed)), "actor": _describe(self.actor_regularizer(phase, seed + 1))}
+        return {"critic": self.critic_regularizer(phase, seed).to_dict(), "actor": self.actor_regularizer(phase, seed + 1).to_dict()}
 
 
 # ----------------------------------------------------------------------------------------------
-def describe_regularizers(agent: DIMEAgent) -> dict[str, Any]:
+REGULARIZER_TYPES: dict[str, type[ConservativePenalty | BehaviourLikelihood]] = {
+    ConservativePenalty.KIND: ConservativePenalty,
+    BehaviourLikelihood.KIND: BehaviourLikelihood,
+}
+"""The regulariser classes a checkpoint can record and rebuild, by their description's ``type``."""
+
+
+class RegularizedAgent(Protocol):
+    """What this module needs of an agent: its two regulariser slots (``DIMEAgent`` has them)."""
+
+    critic_regularizer: CriticRegularizer | None
+    actor_regularizer: ActorRegularizer | None
+
+
+def describe_regularizers(agent: RegularizedAgent) -> dict[str, Any]:
     """A JSON-ready description of the agent's regularisers, for a checkpoint's ``extra``.
 
     Raises ConfigError for a regulariser of a type this module cannot rebuild (a custom one): a
@@ -173,21 +187,12 @@ def describe_regularizers(agent: DIMEAgent) -> dict[str, Any]:
 def _describe(regularizer: object | None) -> dict[str, Any] | None:
     if regularizer is None:
         return None
-    if isinstance(regularizer, ConservativePenalty):
-        return {
-            "type": "conservative",
-            "weight": float(regularizer.weight),
-            "n_actions": regularizer.n_actions,
-            "temperature": regularizer.temperature,
-            "lower_bound": bool(regularizer.lower_bound),
-            "seed": regularizer.seed,
-        }
-    if isinstance(regularizer, BehaviourLikelihood):
-        return {"type": "behaviour", "weight": float(regularizer.weight), "n_paths": regularizer.n_paths, "seed": regularizer.seed}
-    raise ConfigError(f"cannot record a regulariser of type {type(regularizer).__name__} in a checkpoint")
+    if not isinstance(regularizer, tuple(REGULARIZER_TYPES.values())):
+        raise ConfigError(f"cannot record a regulariser of type {type(regularizer).__name__} in a checkpoint")
+    return regularizer.to_dict()
 
 
-def attach_regularizers(agent: DIMEAgent, description: dict[str, Any] | None, *, file: str | None = None) -> None:
+def attach_regularizers(agent: RegularizedAgent, description: dict[str, Any] | None, *, file: str | None = None) -> None:
     """Rebuild the regularisers of :func:`describe_regularizers` on ``agent`` (None: leave it as it is).
 
     ``file`` names the checkpoint in the one-line error raised for a malformed description.
@@ -195,8 +200,8 @@ def attach_regularizers(agent: DIMEAgent, description: dict[str, Any] | None, *,
     if description is None:
         return
     try:
-        agent.critic_regularizer = _rebuild(description.get("critic"), "conservative")  # type: ignore[assignment]
-        agent.actor_regularizer = _rebuild(description.get("actor"), "behaviour")  # type: ignore[assignment]
+        agent.critic_regularizer = _rebuild(description.get("critic"), ConservativePenalty.KIND)  # type: ignore[assignment]
+        agent.actor_regularizer = _rebuild(description.get("actor"), BehaviourLikelihood.KIND)  # type: ignore[assignment]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"the regulariser description in meta.json is invalid ({exc!r})", file=file) from None
 
@@ -207,15 +212,10 @@ def _rebuild(spec: dict[str, Any] | None, expected: str) -> ConservativePenalty 
     kind = spec["type"]
     if kind != expected:
         raise ValueError(f"expected a '{expected}' regulariser, found '{kind}'")
-    if kind == "conservative":
-        return ConservativePenalty(
-            float(spec["weight"]), n_actions=int(spec["n_actions"]), temperature=float(spec["temperature"]),
-            lower_bound=bool(spec["lower_bound"]), seed=int(spec["seed"]),
-        )
-    return BehaviourLikelihood(float(spec["weight"]), n_paths=int(spec["n_paths"]), seed=int(spec["seed"]))
+    return REGULARIZER_TYPES[kind].from_dict(spec)
 
 
-def regularizer_weights(agent: DIMEAgent, prefix: str) -> dict[str, float]:
+def regularizer_weights(agent: RegularizedAgent, prefix: str) -> dict[str, float]:
     """The current weights (and calibration switch) as metrics, e.g. ``online/conservative_weight``.
 
     Logged by the trainers on every step so the switch at the boundary shows in the metrics even

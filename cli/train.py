@@ -98,23 +98,34 @@ def evaluate_command(
             "deterministic", "Deterministic actions (best of K chains by the critics), or samples of the chain"
             " (the authors' protocol).")),
     ] = None,
+    baselines: Annotated[
+        list[str] | None,
+        typer.Option("--baseline", help=EVALUATE.help(
+            "baselines", "Compare with: random, the env's own controller (pi, pi_operator on the CSTR twin) on the"
+            " same seeds, or data (the logged episodes of --data). Repeatable.")),
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", help=EVALUATE.help("data", "Dataset of the data baseline."))] = None,
     config: ConfigFileOption = None,
     overrides: SetOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Roll out a checkpoint's policy and report return and normalised score."""
+    """Roll out a checkpoint's policy and report return and normalised score (beside baselines, if asked)."""
     from dime_offline.config import resolve_config
     from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
 
     cfg = resolve_config(
         EvaluateConfig, _str(config), overrides,
         checkpoint=_str(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic,
+        baselines=tuple(baselines) if baselines else None, data=_str(data),
     )
-    summary = evaluate_checkpoint(cfg).to_dict()
+    result = evaluate_checkpoint(cfg)
+    summary = result.to_dict()
     if json_output:
         print_json(summary)
         return
     typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']} ({summary['acting']} actions): {_describe(summary)}")
+    if result.baselines:
+        typer.echo(result.table())
 
 
 @app.command("export")

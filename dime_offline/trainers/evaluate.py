@@ -1,10 +1,13 @@
-"""Evaluate a saved checkpoint in an environment (the library side of ``dime-offline evaluate``)."""
+"""Evaluate a saved checkpoint in an environment (the library side of ``dime-offline evaluate``),
+optionally beside baselines (:mod:`dime_offline.evaluation.baselines`) on the same episodes."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from dime_offline.checkpoints import (
     check_checkpoint_fits,
@@ -13,9 +16,17 @@ from dime_offline.checkpoints import (
     resolve_checkpoint_dir,
     stable_path,
 )
+from dime_offline.data.load import NonFinitePolicy, load_dataset
 from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, make_env, recorded_env_id
 from dime_offline.errors import ConfigError
+from dime_offline.evaluation.baselines import (
+    DATA_BASELINE,
+    BaselineResult,
+    check_baselines,
+    controller_baseline,
+    data_baseline,
+)
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
 
@@ -39,18 +50,31 @@ class EvaluateConfig:
     """Override the environment's registered time limit."""
     device: str = "cpu"
     """Torch device for the agent."""
+    baselines: tuple[str, ...] = ()
+    """What to compare the policy with: "random" (uniform actions), an environment's own controller
+    ("pi", "pi_operator" on the CSTR twin), each on the policy's episode seeds, and "data" (the
+    logged episodes of ``data``)."""
+    data: str | None = None
+    """Dataset of the "data" baseline; its reference returns, if it records them, also normalise the
+    scores."""
+    nonfinite: NonFinitePolicy = "error"
+    """What to do with rows of ``data`` holding NaN/inf: "error" or "drop"."""
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
             raise ConfigError("field 'checkpoint': a checkpoint or run directory is required")
         if self.episodes < 1:
             raise ConfigError(f"field 'episodes': must be >= 1, got {self.episodes}")
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ConfigError(f"field 'baselines': each baseline once, got {list(self.baselines)}")
+        if DATA_BASELINE in self.baselines and not self.data:
+            raise ConfigError(f"field 'baselines': baseline '{DATA_BASELINE}' needs a dataset (--data logs.parquet)")
         check_device(self.device)
 
 
 @dataclass
 class EvaluateResult:
-    """Statistics of a checkpoint's evaluation."""
+    """Statistics of a checkpoint's evaluation, and of its baselines."""
 
     env_id: str
     checkpoint: str
@@ -58,36 +82,101 @@ class EvaluateResult:
     wall_seconds: float
     acting: str = "stochastic"
     """How actions were chosen: "stochastic" (samples) or the deterministic mode ("best_of_k", "noise_free")."""
+    seed: int = 0
+    """Episode ``i`` started from ``reset(seed=seed + i)`` (the paired baselines' too)."""
+    baselines: list[BaselineResult] = field(default_factory=list)
+    """The baselines, in the order asked for."""
+
+    @property
+    def episode_seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.stats.episodes))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON summary: the shared evaluation keys at the top level, plus what was evaluated."""
+        """JSON summary: the shared evaluation keys at the top level, plus what was evaluated, the episode
+        seeds and one block per baseline (its evaluation keys and the policy-minus-baseline difference)."""
         return {
             "command": "evaluate",
             "env": self.env_id,
             "checkpoint": self.checkpoint,
             "acting": self.acting,
             **self.stats.to_dict(),
+            "episode_seeds": self.episode_seeds,
+            "baselines": [baseline.to_dict(self.stats) for baseline in self.baselines],
             "wall_seconds": round(self.wall_seconds, 3),
         }
 
+    def table(self) -> str:
+        """The policy and its baselines, one row each; then, for the baselines run on the policy's seeds,
+        the returns per seed and the paired differences."""
+        header = ("", "episodes", "return (mean ± std)", "min", "max", "normalised", "terminated", "at bounds", "length",
+                  "policy − baseline")
+        rows = [header, _row(f"policy ({self.acting})", self.stats, "")]
+        for baseline in self.baselines:
+            diff = baseline.difference(self.stats)
+            if baseline.paired:
+                versus = (f"{diff['return_mean']:+.1f} ± {diff['per_seed_std']:.1f} (paired; policy better on"
+                          f" {diff['policy_better']} of {self.stats.episodes})")
+            else:
+                versus = f"{diff['return_mean']:+.1f} (means; other episodes)"
+            rows.append(_row(baseline.name, baseline.stats, versus))
+        lines = _columns(rows)
+        paired = [b for b in self.baselines if b.paired]
+        if paired:
+            seed_rows = [("seed", "policy", *[c for b in paired for c in (b.name, f"policy − {b.name}")])]
+            for i, seed in enumerate(self.episode_seeds):
+                mine = self.stats.returns[i]
+                cells = [c for b in paired for c in (f"{b.stats.returns[i]:.1f}", f"{mine - b.stats.returns[i]:+.1f}")]
+                seed_rows.append((str(seed), f"{mine:.1f}", *cells))
+            lines += ["", *_columns(seed_rows)]
+        return "\n".join(lines)
+
+
+def _row(name: str, stats: EpisodeStats, versus: str) -> tuple[str, ...]:
+    score = stats.normalized_score
+    bounds = "-" if stats.at_bounds is None else f"{100 * float(np.mean(stats.at_bounds)):.0f} %"
+    return (
+        name, str(stats.episodes), f"{stats.return_mean:.1f} ± {stats.return_std:.1f}", f"{stats.return_min:.1f}",
+        f"{stats.return_max:.1f}", "-" if score is None else f"{score:.1f}", f"{sum(stats.terminated)} of {stats.episodes}",
+        bounds, f"{stats.length_mean:.0f}", versus,
+    )
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns two spaces apart, a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return lines
+
 
 def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
-    """Load ``cfg.checkpoint``, refuse an environment that does not match it, and roll it out."""
+    """Load ``cfg.checkpoint``, refuse an environment (or dataset) that does not match it, roll it out,
+    then each baseline of ``cfg.baselines`` on the same episodes."""
     started = time.monotonic()
     directory = resolve_checkpoint_dir(cfg.checkpoint)
     meta = read_checkpoint_meta(directory)
     env_id = cfg.env_id or recorded_env_id(meta.env_id, f"checkpoint {cfg.checkpoint}")
+    check_baselines(cfg.baselines, env_id, cfg.data)
     env = make_env(env_id, max_episode_steps=cfg.max_episode_steps)
     try:
         spaces = SpaceSpec.from_env(env)
     finally:
         env.close()
     check_checkpoint_fits(directory, spaces, env_id)
+    metadata, logged = None, None
+    if cfg.data:  # read and checked before any rollout, so a bad file costs nothing
+        data = load_dataset(cfg.data, nonfinite=cfg.nonfinite, check_continuity=False)
+        metadata, logged = data.metadata, data_baseline(data, env_id, spaces, source=cfg.data)
     agent, _, _ = load_checkpoint(directory, device=cfg.device)
-    stats = evaluate(
-        agent, env_id, cfg.episodes, seed=cfg.seed, deterministic=cfg.deterministic, max_episode_steps=cfg.max_episode_steps
-    )
+    episodes = {"max_episode_steps": cfg.max_episode_steps, "metadata": metadata}
+    stats = evaluate(agent, env_id, cfg.episodes, seed=cfg.seed, deterministic=cfg.deterministic, **episodes)
+    baselines = [
+        logged if name == DATA_BASELINE and logged is not None
+        else controller_baseline(name, env_id, spaces, cfg.episodes, cfg.seed, **episodes)
+        for name in cfg.baselines
+    ]
     acting = agent.cfg.deterministic_act if cfg.deterministic else "stochastic"
     return EvaluateResult(
-        env_id=env_id, checkpoint=str(stable_path(directory)), stats=stats, wall_seconds=time.monotonic() - started, acting=acting
+        env_id=env_id, checkpoint=str(stable_path(directory)), stats=stats, wall_seconds=time.monotonic() - started,
+        acting=acting, seed=cfg.seed, baselines=baselines,
     )

@@ -1,4 +1,10 @@
-"""What every command shares: one-line errors with exit code 2, JSON output."""
+"""What every command shares: the apps it attaches to, one-line errors with exit code 2, JSON output,
+the common flags and summary lines.
+
+Command modules import this module only (never ``main`` or each other), so ``cli/`` has no import
+cycle: ``main`` imports every command module, which attaches its commands to :data:`app` /
+:data:`data_app` on import.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 USER_ERROR_EXIT_CODE = 2
 
+app = typer.Typer(
+    name="dime-offline",
+    help="Offline-to-online RL with DIME diffusion policies: data tools, pretraining, fine-tuning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+"""The ``dime-offline`` command (its entry point is ``main.app``, the same object)."""
+data_app = typer.Typer(help="Inspect, validate and convert datasets.", no_args_is_help=True)
+"""The ``dime-offline data`` group."""
+app.add_typer(data_app, name="data")
+
 ConfigFileOption = Annotated[
     Path | None,
     typer.Option("--config", help="YAML/JSON file of the command's config fields (see: dime-offline config show COMMAND)."),
@@ -25,6 +43,11 @@ ConfigFileOption = Annotated[
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config field: key=value, section.field=value (repeatable; see: dime-offline config show COMMAND)."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout (no progress bar).")]
+ResumeFlag = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the run in --out from its last checkpoint, with the run's saved settings."),
 ]
 
 
@@ -75,3 +98,20 @@ def _json_default(value: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     return str(value)
+
+
+def path_text(path: Path | None) -> str | None:
+    """A path flag as the config's string field (None stays None: the config's default applies)."""
+    return None if path is None else str(path)
+
+
+def describe_evaluation(block: dict[str, Any]) -> str:
+    """One line for an evaluation block: return mean ± std over N episodes, normalised score if known."""
+    text = f"return {block['return_mean']:.1f} ± {block['return_std']:.1f} over {block['episodes']} episodes"
+    if block.get("normalized_score") is not None:
+        text += f", normalised score {block['normalized_score']:.1f}"
+    if block.get("terminated_episodes"):
+        text += f"; {block['terminated_episodes']} of {block['episodes']} ended in a terminal state (fall, trip)"
+    if block.get("time_at_action_bounds"):
+        text += f"; {100 * block['time_at_action_bounds']:.0f} % of steps at an action bound"
+    return text

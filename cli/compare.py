@@ -9,9 +9,15 @@ import typer
 
 from dime_offline.config_docs import ConfigSource
 
-from .common import ConfigFileOption, SetOption, print_json, user_errors_exit_2
-from .main import app
-from .train import JsonFlag, _str
+from .common import (
+    ConfigFileOption,
+    JsonFlag,
+    SetOption,
+    app,
+    path_text,
+    print_json,
+    user_errors_exit_2,
+)
 
 COMPARE = ConfigSource("compare.py", "CompareConfig")
 
@@ -34,7 +40,7 @@ def compare_command(
     from dime_offline.config import resolve_config
 
     cfg = resolve_config(
-        CompareConfig, _str(config), overrides, paths=[str(p) for p in paths] if paths else None, out_dir=_str(out),
+        CompareConfig, path_text(config), overrides, paths=[str(p) for p in paths] if paths else None, out_dir=path_text(out),
         score=score, confidence=confidence,
     )
     result = compare(cfg)

@@ -6,8 +6,7 @@ from typing import Any
 
 import typer
 
-from .common import ConfigFileOption, SetOption, print_json, user_errors_exit_2
-from .main import app
+from .common import ConfigFileOption, SetOption, app, print_json, user_errors_exit_2
 
 config_app = typer.Typer(help="Show a command's configuration: every field, its value and what it does.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

@@ -8,8 +8,7 @@ import typer
 
 from dime_offline.config_docs import ConfigSource
 
-from .common import ConfigFileOption, print_json, user_errors_exit_2
-from .main import data_app
+from .common import ConfigFileOption, data_app, print_json, user_errors_exit_2
 
 CONVERT = ConfigSource("data/load.py", "ConvertConfig")
 

@@ -1,6 +1,7 @@
 """Entry point of the ``dime-offline`` command.
 
-Each command module registers its commands on the apps below; this file only mounts them.
+Each command module attaches its commands to the apps in ``common`` when imported; this file imports
+them all and adds the root options.
 """
 
 from __future__ import annotations
@@ -16,17 +17,9 @@ import os
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-import typer  # noqa: E402
+import typer
 
-app = typer.Typer(
-    name="dime-offline",
-    help="Offline-to-online RL with DIME diffusion policies: data tools, pretraining, fine-tuning.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-data_app = typer.Typer(help="Inspect, validate and convert datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
+from .common import app
 
 
 def _print_version(value: bool) -> None:

@@ -9,9 +9,14 @@ import typer
 
 from dime_offline.config_docs import ConfigSource
 
-from .common import ConfigFileOption, print_json, user_errors_exit_2
-from .main import app
-from .train import JsonFlag, _str
+from .common import (
+    ConfigFileOption,
+    JsonFlag,
+    app,
+    path_text,
+    print_json,
+    user_errors_exit_2,
+)
 
 OPE = ConfigSource("ope.py", "OPEConfig")
 
@@ -40,7 +45,7 @@ def ope_command(
     from dime_offline.ope import OPEConfig, evaluate_offline
 
     cfg = resolve_config(
-        OPEConfig, _str(config), overrides, checkpoint=_str(checkpoint), data=_str(data), steps=steps, out_dir=_str(out)
+        OPEConfig, path_text(config), overrides, checkpoint=path_text(checkpoint), data=path_text(data), steps=steps, out_dir=path_text(out)
     )
     summary = evaluate_offline(cfg).to_dict()
     if json_output:

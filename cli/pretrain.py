@@ -13,9 +13,15 @@ import typer
 
 from dime_offline.config_docs import ConfigSource
 
-from .common import print_json, user_errors_exit_2
-from .main import app
-from .train import JsonFlag, ResumeFlag, _describe, _str
+from .common import (
+    JsonFlag,
+    ResumeFlag,
+    app,
+    describe_evaluation,
+    path_text,
+    print_json,
+    user_errors_exit_2,
+)
 
 PRETRAIN = ConfigSource("trainers/offline.py", "PretrainConfig")
 
@@ -50,9 +56,9 @@ def pretrain_command(
         PRETRAIN_CONFIG_FILE,
         None if config is None else str(config),
         overrides,
-        data=_str(data),
+        data=path_text(data),
         steps=steps,
-        out_dir=_str(out),
+        out_dir=path_text(out),
         preset=preset,
         env_id=env,
         seed=seed,
@@ -69,8 +75,8 @@ def pretrain_command(
         f" in {summary['wall_seconds']:.1f} s ({summary['updates_per_second']:.1f} updates/s)"
     )
     if summary["final"] is not None:
-        typer.echo(f"final evaluation on {summary['env']}: {_describe(summary['final'])}")
-        typer.echo(f"best evaluation at step {summary['best']['step']}: {_describe(summary['best'])}")
+        typer.echo(f"final evaluation on {summary['env']}: {describe_evaluation(summary['final'])}")
+        typer.echo(f"best evaluation at step {summary['best']['step']}: {describe_evaluation(summary['best'])}")
     typer.echo(f"checkpoint: {summary['checkpoint']} (fine-tune with: dime-offline finetune --checkpoint {summary['out_dir']})")
     if summary["learning_curve"]:
         typer.echo(f"learning curve: {summary['learning_curve']}")

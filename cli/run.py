@@ -9,9 +9,14 @@ import typer
 
 from dime_offline.config_docs import ConfigSource
 
-from .common import print_json, user_errors_exit_2
-from .main import app
-from .train import JsonFlag, _describe, _str
+from .common import (
+    JsonFlag,
+    app,
+    describe_evaluation,
+    path_text,
+    print_json,
+    user_errors_exit_2,
+)
 
 PIPELINE = ConfigSource("trainers/pipeline.py", "PipelineConfig")
 
@@ -49,9 +54,9 @@ def run_command(
         PipelineConfig,
         None if config is None else str(config),
         overrides,
-        data=_str(data),
+        data=path_text(data),
         env_id=env,
-        out_dir=_str(out),
+        out_dir=path_text(out),
         pretrain_steps=pretrain_steps,
         finetune_steps=finetune_steps,
         preset=preset,
@@ -70,6 +75,6 @@ def run_command(
         typer.echo(f"logged data: mean episode return {summary['data_return_mean']:.1f}")
     for name, stage, unit in (("offline", "pretrain", "gradient steps"), ("online ", "finetune", "env steps")):
         curve = " -> ".join(f"{value:.0f}" for _, value in summary[f"{name.strip()}_curve"])
-        typer.echo(f"{name} (after {stages[stage]['steps']} {unit}): {_describe(stages[stage]['final'])}  [curve: {curve}]")
+        typer.echo(f"{name} (after {stages[stage]['steps']} {unit}): {describe_evaluation(stages[stage]['final'])}  [curve: {curve}]")
     typer.echo(f"figure: {summary['figure']}")
     typer.echo(f"checkpoint: {summary['checkpoint']}  ({summary['wall_seconds']:.0f} s in all; summary in {cfg.out_dir}/summary.json)")

@@ -7,9 +7,14 @@ from typing import Annotated
 
 import typer
 
-from .common import USER_ERROR_EXIT_CODE, SetOption, print_json, user_errors_exit_2
-from .main import app
-from .train import JsonFlag
+from .common import (
+    USER_ERROR_EXIT_CODE,
+    JsonFlag,
+    SetOption,
+    app,
+    print_json,
+    user_errors_exit_2,
+)
 
 
 @app.command("sweep")

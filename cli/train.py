@@ -8,25 +8,28 @@ stderr); evaluation blocks use the same keys everywhere (``return_mean``, ``retu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from dime_offline.config_docs import ConfigSource
 
-from .common import ConfigFileOption, SetOption, print_json, user_errors_exit_2
-from .main import app
+from .common import (
+    ConfigFileOption,
+    JsonFlag,
+    ResumeFlag,
+    SetOption,
+    app,
+    describe_evaluation,
+    path_text,
+    print_json,
+    user_errors_exit_2,
+)
 
 FINETUNE = ConfigSource("trainers/online.py", "FinetuneConfig")
 EVALUATE = ConfigSource("trainers/evaluate.py", "EvaluateConfig")
 COLLECT = ConfigSource("trainers/collect.py", "CollectConfig")
 EXPORT = ConfigSource("export.py", "ExportConfig")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout (no progress bar).")]
-ResumeFlag = Annotated[
-    bool,
-    typer.Option("--resume", help="Continue the run in --out from its last checkpoint, with the run's saved settings."),
-]
 
 
 @app.command("finetune")
@@ -61,9 +64,9 @@ def finetune_command(
         overrides,
         env_id=env,
         steps=steps,
-        out_dir=_str(out),
-        checkpoint=_str(checkpoint),
-        data=_str(data),
+        out_dir=path_text(out),
+        checkpoint=path_text(checkpoint),
+        data=path_text(data),
         preset=preset,
         seed=seed,
         overwrite=overwrite or None,
@@ -78,8 +81,8 @@ def finetune_command(
         f"finetune {summary['env']}: {summary['steps']} env steps, {summary['updates']} updates"
         f" in {summary['wall_seconds']:.1f} s ({summary['updates_per_second']:.1f} updates/s)"
     )
-    typer.echo(f"final evaluation: {_describe(summary['final'])}")
-    typer.echo(f"best evaluation at step {summary['best']['step']}: {_describe(summary['best'])}")
+    typer.echo(f"final evaluation: {describe_evaluation(summary['final'])}")
+    typer.echo(f"best evaluation at step {summary['best']['step']}: {describe_evaluation(summary['best'])}")
     typer.echo(f"checkpoint: {summary['checkpoint']} (best: {summary['best_checkpoint']})")
     if summary["learning_curve"]:
         typer.echo(f"learning curve: {summary['learning_curve']}")
@@ -114,16 +117,16 @@ def evaluate_command(
     from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
 
     cfg = resolve_config(
-        EvaluateConfig, _str(config), overrides,
-        checkpoint=_str(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic,
-        baselines=tuple(baselines) if baselines else None, data=_str(data),
+        EvaluateConfig, path_text(config), overrides,
+        checkpoint=path_text(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic,
+        baselines=tuple(baselines) if baselines else None, data=path_text(data),
     )
     result = evaluate_checkpoint(cfg)
     summary = result.to_dict()
     if json_output:
         print_json(summary)
         return
-    typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']} ({summary['acting']} actions): {_describe(summary)}")
+    typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']} ({summary['acting']} actions): {describe_evaluation(summary)}")
     if result.baselines:
         typer.echo(result.table())
 
@@ -150,8 +153,8 @@ def export_command(
     from dime_offline.export import ExportConfig, export_policy
 
     cfg = resolve_config(
-        ExportConfig, _str(config), overrides,
-        checkpoint=_str(checkpoint), out=_str(out), format=fmt, mode=mode, overwrite=overwrite or None,
+        ExportConfig, path_text(config), overrides,
+        checkpoint=path_text(checkpoint), out=path_text(out), format=fmt, mode=mode, overwrite=overwrite or None,
     )
     summary = export_policy(
         cfg.checkpoint, cfg.out, fmt=cfg.format, mode=cfg.mode, overwrite=cfg.overwrite, seed=cfg.seed
@@ -185,8 +188,8 @@ def collect_command(
     from dime_offline.trainers.collect import CollectConfig, collect
 
     cfg = resolve_config(
-        CollectConfig, _str(config), overrides,
-        env_id=env, policy=policy, steps=steps, out=_str(out), action_noise=noise, seed=seed, quiet=json_output or None,
+        CollectConfig, path_text(config), overrides,
+        env_id=env, policy=policy, steps=steps, out=path_text(out), action_noise=noise, seed=seed, quiet=json_output or None,
     )
     summary = collect(cfg).to_dict()
     if json_output:
@@ -197,20 +200,4 @@ def collect_command(
         f" -> {summary['out']} ({summary['wall_seconds']:.1f} s)"
     )
     if summary["completed"] is not None:
-        typer.echo(f"completed episodes: {_describe(summary['completed'])}")
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
-def _describe(block: dict[str, Any]) -> str:
-    """One line for an evaluation block: return mean ± std over N episodes, normalised score if known."""
-    text = f"return {block['return_mean']:.1f} ± {block['return_std']:.1f} over {block['episodes']} episodes"
-    if block.get("normalized_score") is not None:
-        text += f", normalised score {block['normalized_score']:.1f}"
-    if block.get("terminated_episodes"):
-        text += f"; {block['terminated_episodes']} of {block['episodes']} ended in a terminal state (fall, trip)"
-    if block.get("time_at_action_bounds"):
-        text += f"; {100 * block['time_at_action_bounds']:.0f} % of steps at an action bound"
-    return text
+        typer.echo(f"completed episodes: {describe_evaluation(summary['completed'])}")

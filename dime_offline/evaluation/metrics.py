@@ -27,6 +27,11 @@ references, which every v0/v1/v2 locomotion dataset reuses). Keyed by the lower-
 without version, so HalfCheetah-v4 and HalfCheetah-v5 share an entry."""
 
 
+REFERENCES_KEY = "reference_returns"
+"""Key in a checkpoint's ``extra`` of the (random, expert) returns its stage's evaluations took from the
+dataset (None: the dataset had none), so a later evaluation of the checkpoint normalises alike."""
+
+
 def env_family(env_id: str) -> str:
     """Lower-case env name without namespace or version: ``"HalfCheetah-v4" -> "halfcheetah"``."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -16,7 +16,8 @@ from dime_offline.checkpoints import (
     resolve_checkpoint_dir,
     stable_path,
 )
-from dime_offline.data.load import NonFinitePolicy, load_dataset
+from dime_offline.data.load import load_dataset
+from dime_offline.data.schema import DatasetMetadata
 from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, make_env, recorded_env_id
 from dime_offline.errors import ConfigError
@@ -27,7 +28,7 @@ from dime_offline.evaluation.baselines import (
     controller_baseline,
     data_baseline,
 )
-from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.evaluation.metrics import REFERENCES_KEY, EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
 
 
@@ -39,15 +40,17 @@ class EvaluateConfig:
     """Checkpoint directory, or a run directory (its ``checkpoint/`` is used)."""
     env_id: str | None = None
     """Environment id; None uses the one recorded in the checkpoint."""
-    episodes: int = 5
-    """Evaluation episodes."""
-    seed: int = 0
-    """Episode ``i`` starts from ``reset(seed=seed + i)``."""
-    deterministic: bool = True
+    episodes: int | None = None
+    """Evaluation episodes; None: as many as the run that wrote the checkpoint evaluated (else 5)."""
+    seed: int | None = None
+    """Episode ``i`` starts from ``reset(seed=seed + i)``; None: the episodes the run that wrote the
+    checkpoint evaluated on (its seed + 1000003), so the run's score is reproduced (else 0)."""
+    deterministic: bool | None = None
     """Deterministic actions (the checkpoint's ``deterministic_act``); false samples the chain (the
-    authors' protocol)."""
+    authors' protocol); None: as the run that wrote the checkpoint evaluated (else deterministic)."""
     max_episode_steps: int | None = None
-    """Override the environment's registered time limit."""
+    """Override the environment's registered time limit; None: the limit of the run that wrote the
+    checkpoint (else the registered one)."""
     device: str = "cpu"
     """Torch device for the agent."""
     baselines: tuple[str, ...] = ()
@@ -57,13 +60,13 @@ class EvaluateConfig:
     data: str | None = None
     """Dataset of the "data" baseline; its reference returns, if it records them, also normalise the
     scores."""
-    nonfinite: NonFinitePolicy = "error"
+    nonfinite: Literal["error", "drop"] = "error"
     """What to do with rows of ``data`` holding NaN/inf: "error" or "drop"."""
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
             raise ConfigError("field 'checkpoint': a checkpoint or run directory is required")
-        if self.episodes < 1:
+        if self.episodes is not None and self.episodes < 1:
             raise ConfigError(f"field 'episodes': must be >= 1, got {self.episodes}")
         if len(set(self.baselines)) != len(self.baselines):
             raise ConfigError(f"field 'baselines': each baseline once, got {list(self.baselines)}")
@@ -86,6 +89,9 @@ class EvaluateResult:
     """Episode ``i`` started from ``reset(seed=seed + i)`` (the paired baselines' too)."""
     baselines: list[BaselineResult] = field(default_factory=list)
     """The baselines, in the order asked for."""
+    as_run: bool = False
+    """The episodes, acting and time limit were those of the run that wrote the checkpoint, so the score
+    is the run's own for this checkpoint."""
 
     @property
     def episode_seeds(self) -> list[int]:
@@ -101,6 +107,7 @@ class EvaluateResult:
             "acting": self.acting,
             **self.stats.to_dict(),
             "episode_seeds": self.episode_seeds,
+            "as_run": self.as_run,
             "baselines": [baseline.to_dict(self.stats) for baseline in self.baselines],
             "wall_seconds": round(self.wall_seconds, 3),
         }
@@ -149,34 +156,77 @@ def _columns(rows: list[tuple[str, ...]]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class EpisodePlan:
+    """Which episodes an evaluation runs and how it acts: the config's fields, the unset ones taken from
+    the evaluation of the run that wrote the checkpoint."""
+
+    episodes: int
+    seed: int
+    deterministic: bool
+    max_episode_steps: int | None
+    references: tuple[float, float] | None
+    """Reference returns the run's evaluations normalised with (a dataset's), if any."""
+    as_run: bool
+    """True when this is exactly the run's own evaluation (episodes, seeds, acting, limit)."""
+
+
+def episode_plan(cfg: EvaluateConfig, extra: dict[str, Any]) -> EpisodePlan:
+    """The episodes ``cfg`` asks for, with what the checkpoint's stage recorded (``extra``) filling the
+    unset fields; a checkpoint without a stage config gets 5 episodes from seed 0, deterministic."""
+    from dime_offline.trainers.online import EVAL_SEED_OFFSET
+
+    run = extra.get("run_config") or {}
+    recorded = {}
+    if "eval_episodes" in run and "seed" in run:
+        recorded = {
+            "episodes": int(run["eval_episodes"]), "seed": int(run["seed"]) + EVAL_SEED_OFFSET,
+            "deterministic": bool(run.get("eval_deterministic", True)), "max_episode_steps": run.get("max_episode_steps"),
+        }
+    fallback = {"episodes": 5, "seed": 0, "deterministic": True, "max_episode_steps": None}
+    chosen = {
+        name: given if given is not None else recorded.get(name, fallback[name])
+        for name, given in (("episodes", cfg.episodes), ("seed", cfg.seed), ("deterministic", cfg.deterministic),
+                            ("max_episode_steps", cfg.max_episode_steps))
+    }
+    references = extra.get(REFERENCES_KEY)
+    return EpisodePlan(
+        **chosen, references=None if references is None else (float(references[0]), float(references[1])),
+        as_run=bool(recorded) and chosen == recorded,
+    )
+
+
 def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
-    """Load ``cfg.checkpoint``, refuse an environment (or dataset) that does not match it, roll it out,
-    then each baseline of ``cfg.baselines`` on the same episodes."""
+    """Load ``cfg.checkpoint``, refuse an environment (or dataset) that does not match it, roll it out on
+    the episodes of :func:`episode_plan`, then each baseline of ``cfg.baselines`` on the same episodes."""
     started = time.monotonic()
     directory = resolve_checkpoint_dir(cfg.checkpoint)
     meta = read_checkpoint_meta(directory)
     env_id = cfg.env_id or recorded_env_id(meta.env_id, f"checkpoint {cfg.checkpoint}")
     check_baselines(cfg.baselines, env_id, cfg.data)
-    env = make_env(env_id, max_episode_steps=cfg.max_episode_steps)
+    plan = episode_plan(cfg, meta.extra)
+    env = make_env(env_id, max_episode_steps=plan.max_episode_steps)
     try:
         spaces = SpaceSpec.from_env(env)
     finally:
         env.close()
     check_checkpoint_fits(directory, spaces, env_id)
-    metadata, logged = None, None
+    # the dataset's reference returns normalise the scores, else those the run's evaluations used
+    metadata = None if plan.references is None else DatasetMetadata(ref_min_score=plan.references[0], ref_max_score=plan.references[1])
+    logged = None
     if cfg.data:  # read and checked before any rollout, so a bad file costs nothing
         data = load_dataset(cfg.data, nonfinite=cfg.nonfinite, check_continuity=False)
         metadata, logged = data.metadata, data_baseline(data, env_id, spaces, source=cfg.data)
     agent, _, _ = load_checkpoint(directory, device=cfg.device)
-    episodes = {"max_episode_steps": cfg.max_episode_steps, "metadata": metadata}
-    stats = evaluate(agent, env_id, cfg.episodes, seed=cfg.seed, deterministic=cfg.deterministic, **episodes)
+    episodes = {"max_episode_steps": plan.max_episode_steps, "metadata": metadata}
+    stats = evaluate(agent, env_id, plan.episodes, seed=plan.seed, deterministic=plan.deterministic, **episodes)
     baselines = [
         logged if name == DATA_BASELINE and logged is not None
-        else controller_baseline(name, env_id, spaces, cfg.episodes, cfg.seed, **episodes)
+        else controller_baseline(name, env_id, spaces, plan.episodes, plan.seed, **episodes)
         for name in cfg.baselines
     ]
-    acting = agent.cfg.deterministic_act if cfg.deterministic else "stochastic"
+    acting = agent.cfg.deterministic_act if plan.deterministic else "stochastic"
     return EvaluateResult(
         env_id=env_id, checkpoint=str(stable_path(directory)), stats=stats, wall_seconds=time.monotonic() - started,
-        acting=acting, seed=cfg.seed, baselines=baselines,
+        acting=acting, seed=plan.seed, baselines=baselines, as_run=plan.as_run,
     )

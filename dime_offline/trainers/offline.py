@@ -45,7 +45,11 @@ from dime_offline.data.returns import value_support
 from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
 from dime_offline.errors import ConfigError
-from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.evaluation.metrics import (
+    REFERENCES_KEY,
+    EpisodeStats,
+    reference_returns,
+)
 from dime_offline.evaluation.rollout import evaluate
 from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import (
@@ -253,6 +257,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             "offline_agent_config": to_dict(offline_cfg),
             REGULARIZERS_KEY: online_regularizers,
             "run_config": to_dict(cfg),
+            REFERENCES_KEY: reference_returns(None, store.metadata),
         }
         writer = None if tag == "best" else resume_writer(state, tracker, current, generators=generators)
         save_checkpoint(target, agent, online_cfg, norm_stats, extra, spaces=spaces, env_id=env_id, resume_writer=writer)

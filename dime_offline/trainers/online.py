@@ -50,7 +50,11 @@ from dime_offline.envs.make import (
     recorded_env_id,
 )
 from dime_offline.errors import ConfigError
-from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.evaluation.metrics import (
+    REFERENCES_KEY,
+    EpisodeStats,
+    reference_returns,
+)
 from dime_offline.evaluation.rollout import evaluate
 from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import (
@@ -371,11 +375,12 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         metrics.update({f"train/{k}": sums[k] / counts[k] for k in sums})
         return StepReport(updates=agent_cfg.utd, metrics=metrics, episodes=finished)
 
+    eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
+
     def run_evaluation(current: int) -> EpisodeStats:
         return evaluate(
             agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET,
-            deterministic=cfg.eval_deterministic, max_episode_steps=cfg.max_episode_steps,
-            metadata=store.metadata if store.offline_size else None,
+            deterministic=cfg.eval_deterministic, max_episode_steps=cfg.max_episode_steps, metadata=eval_metadata,
         )
 
     def write_checkpoint(current: int, tag: CheckpointTag) -> None:
@@ -390,6 +395,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             "data": cfg.data,
             "run_config": to_dict(cfg),
             REGULARIZERS_KEY: describe_regularizers(agent),
+            REFERENCES_KEY: reference_returns(None, eval_metadata),
         }
         writer = None
         if tag != "best":

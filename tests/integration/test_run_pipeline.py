@@ -69,3 +69,29 @@ def test_run_without_an_environment_is_a_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", "--data", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "missing.parquet" in result.stderr
+
+
+def test_each_checkpoint_is_evaluated_once_and_that_number_is_reported_everywhere(tmp_path: Path) -> None:
+    """The printout, summary.json, each stage's metrics.csv and a later `evaluate` of the checkpoint (its
+    defaults: the run's own evaluation episodes) all give the one evaluation of each stage's final checkpoint."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--data", str(SAMPLE), "--out", str(out), "--pretrain-steps", "4",
+                                      "--finetune-steps", "10", "--set", "eval_episodes=2", "--set", "evaluations=2",
+                                      "--set", "torch_threads=1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    printed = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith(("offline", "online"))}
+    for stage, name, steps in (("pretrain", "offline", [2, 4]), ("finetune", "online", [5, 10])):
+        final = summary["stages"][stage]["final"]
+        with open(out / stage / "metrics.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["key"] == "eval/return_mean"]
+        assert [int(r["step"]) for r in rows] == steps  # one evaluation per scheduled step, none repeated
+        assert float(rows[-1]["value"]) == final["return_mean"] == summary[f"{name}_return_mean"]
+        assert final["normalized_score"] == summary[f"{name}_normalized_score"] is not None  # the sample's references
+        assert (f"return {final['return_mean']:.1f} ± {final['return_std']:.1f} over 2 episodes, "
+                f"normalised score {final['normalized_score']:.1f}") in printed[name]
+        again = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(out / stage), "--json"])
+        assert again.exit_code == 0, again.output
+        evaluated = json.loads(again.stdout)
+        assert evaluated["as_run"] and evaluated["episode_returns"] == final["episode_returns"]
+        assert evaluated["normalized_score"] == final["normalized_score"]

@@ -44,7 +44,9 @@ COMPARE_FIGURE = "compare.png"
 STAGES = ("pretrain", "finetune")
 """The training stages a run holds, in the order they run (``run`` holds both)."""
 STAGE_UNITS = {"pretrain": "gradient steps", "finetune": "env steps"}
-NOT_A_SETTING = frozenset({"seed", "out_dir", "overwrite", "quiet", "device", "torch_threads", "tensorboard", "data", "env_id"})
+NOT_A_SETTING = frozenset({
+    "seed", "out_dir", "overwrite", "quiet", "device", "torch_threads", "tensorboard", "trackers", "data", "env_id",
+})
 """Config fields that never make two runs different settings: the seed (the runs of a setting differ
 in it), where and how they ran, and the dataset (its own grouping axis)."""
 UNSET = "(unset)"

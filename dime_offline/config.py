@@ -10,6 +10,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,6 +80,18 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 pass
         raise ConfigError(f"field '{where}': expected {tp.__name__}, got {value!r}")
     return value
+
+
+def dotted_items(section: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A config as a dict (nested sections) as (dotted field, value) pairs: ``("offline.alpha", 0.1)``;
+    an empty section stays one pair."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in section.items():
+        if isinstance(value, dict) and value:
+            pairs.extend(dotted_items(value, f"{prefix}{key}."))
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
 
 
 def check_section(name: str, value: Any, section: type) -> None:

@@ -81,6 +81,10 @@ class TrainingDivergedError(DimeOfflineError):
     """Training produced non-finite values (typically a learning rate or reward scale far too large)."""
 
 
+class TrackerError(DimeOfflineError):
+    """An experiment tracker (MLflow, Weights & Biases) is not installed, or refused or lost a run."""
+
+
 class RunInterruptedError(DimeOfflineError):
     """The user stopped a run (Ctrl-C / SIGINT); a checkpoint of the last completed step was written."""
 

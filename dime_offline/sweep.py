@@ -14,7 +14,8 @@ on a filesystem every node writes to.
 Evaluations are reported to Tune as they happen (``score``: the mean evaluation return, in order
 over both stages of ``run``), so an ASHA scheduler can stop trials whose score lags at a rung; a
 stopped trial's folder is marked ``stopped.json``. Resuming (``resume``) skips the trials whose run
-is finished or was stopped, and reruns the rest from the start.
+is finished or was stopped; a trial whose run saved a checkpoint continues from it through the run's
+own ``resume``, the others start again.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ from dime_offline.compare import (
     CompareResult,
     compare,
 )
-from dime_offline.config import from_dict, to_dict
+from dime_offline.config import dotted_items, from_dict, to_dict
 from dime_offline.errors import ConfigError, DimeOfflineError
 from dime_offline.io import atomic_write_text
-from dime_offline.tracking import extra_sinks
+from dime_offline.trackers import check_trackers
+from dime_offline.tracking import METRICS_FILE, extra_sinks, read_metrics_csv
 from dime_offline.trainers.loop import SUMMARY_FILE
+from dime_offline.trainers.resume import holds_checkpoint
 
 RAY_HINT = "Ray Tune is not installed; install the extra with: pip install 'dime-offline[ray]'"
 PLAN_FILE = "sweep.json"
@@ -64,6 +67,8 @@ INPUT_PATH_FIELDS = ("data", "checkpoint")
 runs in another working directory (and, on a cluster, on another machine)."""
 SCORE_METRIC = "score"
 """What a trial reports to Tune at each evaluation: the mean evaluation return."""
+EVALUATIONS_METRIC = "evaluations"
+"""Reported with the score: the evaluation's number in the trial (a resumed trial's count on)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,8 @@ class SweepConfig:
     address: str | None = None
     """Ray cluster to attach to (``host:port``, or "auto"); None starts Ray on this machine."""
     resume: bool = False
-    """Continue the sweep already in ``out_dir``: finished and stopped trials are kept, the others rerun."""
+    """Continue the sweep already in ``out_dir``: finished and stopped trials are kept, an interrupted one
+    continues from its run's last checkpoint (the run's own resume), one that saved none starts again."""
     quiet: bool = False
     """No Ray Tune progress output (set by ``--json``)."""
 
@@ -176,7 +182,7 @@ def plan_trials(cfg: SweepConfig) -> list[Trial]:
         for seed in cfg.seeds:
             name = f"s{index:03d}-seed{seed}"
             data = to_dict(cls())
-            for key, value in [*_dotted(cfg.base), *setting.items()]:
+            for key, value in [*dotted_items(cfg.base), *setting.items()]:
                 _set_dotted(data, key, value)
             data.update(seed=seed, out_dir=str(trials_dir / name), torch_threads=cfg.torch_threads, quiet=True, overwrite=True)
             for key in INPUT_PATH_FIELDS:
@@ -229,17 +235,6 @@ def _draw(rng: np.random.Generator, spec: Any) -> Any:
     else:
         value = rng.uniform(low, high)
     return float(f"{value:.4g}")  # readable settings; four digits are finer than any tuning resolves
-
-
-def _dotted(section: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested mappings as (dotted key, value) pairs."""
-    pairs: list[tuple[str, Any]] = []
-    for key, value in section.items():
-        if isinstance(value, dict) and value:
-            pairs.extend(_dotted(value, f"{prefix}{key}."))
-        else:
-            pairs.append((f"{prefix}{key}", value))
-    return pairs
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -295,6 +290,7 @@ def sweep(cfg: SweepConfig) -> SweepResult:
     """Plan the trials, run those not done yet on Ray Tune, and compare every finished run."""
     start = time.perf_counter()
     trials = plan_trials(cfg)
+    check_trackers(name for trial in trials for name in trial.config.get("trackers", ()))
     out = Path(cfg.out_dir).resolve()
     _check_plan(out, trials, resume=cfg.resume)
     atomic_write_text(out / PLAN_FILE, json.dumps({"sweep": to_dict(cfg), "trials": [t.to_dict() for t in trials]},
@@ -311,7 +307,7 @@ def sweep(cfg: SweepConfig) -> SweepResult:
         elif (trial.run_dir / STOPPED_FILE).is_file():
             outcomes.append(TrialOutcome(trial.name, str(trial.run_dir), "stopped"))
         else:
-            error = errors.get(trial.name) or "the trial ended without a summary (interrupted); rerun with resume"
+            error = errors.get(trial.name) or "the trial ended without a summary (interrupted); continue it with resume"
             outcomes.append(TrialOutcome(trial.name, str(trial.run_dir), "failed", error))
     comparison = None
     if any((Path(t.run_dir) / SUMMARY_FILE).is_file() for t in outcomes):
@@ -368,7 +364,8 @@ def _run_on_tune(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, 
             scheduler = _asha(cfg.scheduler, {t.name: t.run_dir for t in trials})
         by_name = {t.name: t for t in trials}
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(run_trial, trials={t.name: t.to_dict() for t in trials}), {"cpu": cfg.cpus_per_trial}),
+            tune.with_resources(tune.with_parameters(run_trial, trials={t.name: t.to_dict() for t in trials}, resume=cfg.resume),
+                                {"cpu": cfg.cpus_per_trial}),
             param_space={"trial": tune.grid_search(list(by_name))},
             tune_config=tune.TuneConfig(metric=SCORE_METRIC, mode="max", scheduler=scheduler, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
@@ -413,44 +410,61 @@ def _asha(scheduler: SchedulerConfig, run_dirs: dict[str, Path]) -> Any:
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP:
                 atomic_write_text(run_dirs[trial.config["trial"]] / STOPPED_FILE, json.dumps({
-                    "scheduler": "asha", "evaluations": result.get("training_iteration"), SCORE_METRIC: result.get(SCORE_METRIC),
+                    "scheduler": "asha", EVALUATIONS_METRIC: result.get(EVALUATIONS_METRIC), SCORE_METRIC: result.get(SCORE_METRIC),
                 }) + "\n")
             return decision
 
-    return MarkingASHA(time_attr="training_iteration", max_t=10**6, grace_period=scheduler.grace_period,
+    return MarkingASHA(time_attr=EVALUATIONS_METRIC, max_t=10**6, grace_period=scheduler.grace_period,
                        reduction_factor=scheduler.reduction_factor)
 
 
 class TuneScoreSink:
-    """A metric sink that reports each evaluation's mean return to Ray Tune (inside a trial)."""
+    """A metric sink that reports each evaluation's mean return to Ray Tune (inside a trial), numbered
+    among the trial's evaluations (ASHA's time axis): over both stages of ``run`` in order, and on
+    after the evaluations a resumed stage had recorded before its checkpoint."""
 
-    def __init__(self, out_dir: Path) -> None:
-        del out_dir  # every stage of a trial reports into the same sequence of evaluations
+    def __init__(self, out_dir: Path, *, earlier: int = 0) -> None:
+        """``earlier``: evaluations of the trial's earlier stages; the stage's own ``metrics.csv`` (cut
+        back to its checkpoint when resumed, empty when new) holds those it had made already."""
+        recorded = read_metrics_csv(out_dir / METRICS_FILE).get(EVAL_RETURN_KEY)
+        self.evaluations = earlier + (0 if recorded is None else len(recorded[0]))
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if EVAL_RETURN_KEY in metrics:
             from ray import tune
 
-            tune.report({SCORE_METRIC: float(metrics[EVAL_RETURN_KEY]), "step": int(step)})
+            self.evaluations += 1
+            tune.report({SCORE_METRIC: float(metrics[EVAL_RETURN_KEY]), EVALUATIONS_METRIC: self.evaluations, "step": int(step)})
 
     def close(self) -> None:
         pass
 
 
-def run_trial(param: dict[str, Any], trials: dict[str, dict[str, Any]]) -> None:
+def run_trial(param: dict[str, Any], trials: dict[str, dict[str, Any]], resume: bool = False) -> None:
     """The Ray Tune trainable: the trial named ``param["trial"]`` (one of ``trials``, as :meth:`Trial.to_dict`)
     through its library entry point, evaluations reported to Tune.
 
-    Bad input (a :class:`DimeOfflineError`) ends the trial with its one line in ``error.txt``; any
-    other exception is a bug and reaches Tune with its traceback.
+    With ``resume`` (a resumed sweep) a trial whose run saved a checkpoint continues from it through
+    the run's own ``resume`` (a ``run`` trial resumes stage by stage); otherwise, and for a trial that
+    saved nothing, the run starts afresh. Bad input (a :class:`DimeOfflineError`) ends the trial with
+    its one line in ``error.txt``; any other exception is a bug and reaches Tune with its traceback.
     """
     trial = Trial(**trials[param["trial"]])
     cls, entry_point = entry_points()[trial.command]
+    config = trial.config
+    if resume and (trial.command == "run" or holds_checkpoint(trial.run_dir)):
+        config = {**config, "resume": True, "overwrite": False}
     trial.run_dir.mkdir(parents=True, exist_ok=True)
     (trial.run_dir / ERROR_FILE).unlink(missing_ok=True)
     atomic_write_text(trial.run_dir / TRIAL_FILE, json.dumps(trial.to_dict(), indent=2, sort_keys=True) + "\n")
+    stages: list[TuneScoreSink] = []
+
+    def score_sink(out_dir: Path) -> TuneScoreSink:
+        stages.append(TuneScoreSink(out_dir, earlier=stages[-1].evaluations if stages else 0))
+        return stages[-1]
+
     try:
-        with extra_sinks(TuneScoreSink):
-            entry_point(from_dict(cls, trial.config))
+        with extra_sinks(score_sink):
+            entry_point(from_dict(cls, config))
     except DimeOfflineError as err:
         atomic_write_text(trial.run_dir / ERROR_FILE, err.one_line() + "\n")

@@ -19,10 +19,10 @@ import csv
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -51,6 +51,24 @@ class MetricSink(Protocol):
 
     def close(self) -> None:
         """Flush and release resources."""
+        ...
+
+
+@runtime_checkable
+class RunRecordSink(MetricSink, Protocol):
+    """A sink that keeps a run record of its own (an MLflow or W&B run), which the run ends
+    explicitly: :meth:`finish` when it completes; :meth:`close` alone marks it failed or interrupted."""
+
+    name: str
+    """The tracker's name ("mlflow", "wandb")."""
+
+    @property
+    def record(self) -> dict[str, str]:
+        """What identifies the tracker run (kept in the run directory for a resume)."""
+        ...
+
+    def finish(self, outputs: Mapping[str, str]) -> None:
+        """Record the run's outputs (name -> path) and end the tracker run as finished."""
         ...
 
 
@@ -138,24 +156,45 @@ def extra_sinks(*factories: SinkFactory) -> Iterator[None]:
 
 
 def open_sinks(
-    out_dir: str | Path, *, tensorboard: bool = True, resume_at: MetricsPosition | None = None
+    out_dir: str | Path,
+    *,
+    tensorboard: bool = True,
+    resume_at: MetricsPosition | None = None,
+    trackers: Sequence[str] = (),
+    run_config: Mapping[str, Any] | None = None,
+    stage: str = "",
 ) -> tuple[list[MetricSink], list[str]]:
-    """The sinks for a run directory: ``metrics.csv`` always, ``tb/`` when requested and installed,
-    and those of the enclosing :func:`extra_sinks` blocks.
+    """The sinks for a run directory: those of ``trackers`` (MLflow, W&B), ``metrics.csv`` always,
+    ``tb/`` when requested and installed, and those of the enclosing :func:`extra_sinks` blocks.
 
-    Returns the sinks and a list of one-line notices for the user (the TensorBoard install hint).
-    ``resume_at`` continues a run's metrics from a checkpoint (see :class:`CSVSink`, :class:`TensorBoardSink`).
+    Returns the sinks and a list of one-line notices for the user (the TensorBoard install hint, a
+    tracker run that could not be continued). ``resume_at`` continues a run's metrics from a
+    checkpoint (see :class:`CSVSink`, :class:`TensorBoardSink`) and its tracker runs; otherwise the
+    trackers start new runs with ``run_config`` (the resolved config) as parameters, tagged with
+    ``stage``. The trackers open first: one that refuses (a one-line :class:`TrackerError`) stops
+    the run before its metrics are written.
     """
     out = Path(out_dir)
-    sinks: list[MetricSink] = [CSVSink(out / METRICS_FILE, resume_at=resume_at)]
+    sinks: list[MetricSink] = []
     notices: list[str] = []
-    if tensorboard:
-        try:
-            purge_step = None if resume_at is None else resume_at.step + 1
-            sinks.append(TensorBoardSink(out / TENSORBOARD_SUBDIR, purge_step=purge_step))
-        except ImportError:
-            notices.append(TENSORBOARD_HINT)
-    sinks.extend(factory(out) for factory in _EXTRA_SINKS.get())
+    if trackers:
+        from dime_offline.trackers import open_tracker_sinks  # it builds on this module
+
+        record_sinks, notices = open_tracker_sinks(out, trackers, run_config=run_config or {}, stage=stage,
+                                                   resume=resume_at is not None)
+        sinks.extend(record_sinks)
+    try:
+        sinks.append(CSVSink(out / METRICS_FILE, resume_at=resume_at))
+        if tensorboard:
+            try:
+                purge_step = None if resume_at is None else resume_at.step + 1
+                sinks.append(TensorBoardSink(out / TENSORBOARD_SUBDIR, purge_step=purge_step))
+            except ImportError:
+                notices.append(TENSORBOARD_HINT)
+        sinks.extend(factory(out) for factory in _EXTRA_SINKS.get())
+    except BaseException:
+        Tracker(sinks).close()
+        raise
     return sinks, notices
 
 
@@ -179,8 +218,18 @@ class Tracker:
         for sink in self.sinks:
             sink.write(step, metrics)
 
-    def close(self) -> None:
+    def finish(self, outputs: Mapping[str, str]) -> None:
+        """The run completed: its tracker records (:class:`RunRecordSink`) get ``outputs`` (name ->
+        path) and end as finished; then every sink closes."""
         for sink in self.sinks:
+            if isinstance(sink, RunRecordSink):
+                sink.finish(outputs)
+        self.close()
+
+    def close(self) -> None:
+        """Close every sink (a tracker record not finished ends as failed or interrupted); again: nothing."""
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
             sink.close()
 
     def __enter__(self) -> Tracker:

@@ -32,6 +32,7 @@ from dime_offline.config import from_dict, parse_override_value, resolve_config,
 from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.io import broken_link_reason, remove_path
+from dime_offline.trackers import TRACKER_RUNS_FILE, WANDB_SUBDIR
 from dime_offline.tracking import (
     METRICS_FILE,
     TENSORBOARD_SUBDIR,
@@ -56,7 +57,7 @@ FINETUNE_CONFIG_FILE = "finetune_config.json"
 """The resolved config of a fine-tuning run."""
 RUN_ARTEFACTS = (
     METRICS_FILE, TENSORBOARD_SUBDIR, RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR, LEARNING_CURVE_FILE, SUMMARY_FILE,
-    PRETRAIN_CONFIG_FILE, FINETUNE_CONFIG_FILE,
+    PRETRAIN_CONFIG_FILE, FINETUNE_CONFIG_FILE, TRACKER_RUNS_FILE, WANDB_SUBDIR,
 )
 """Everything a training stage writes into its run directory: any of them marks the directory as
 holding a run, and ``overwrite`` removes exactly these (a user's other files stay)."""
@@ -386,6 +387,22 @@ def run_loop(
     if checkpoint is not None and state.step >= first:
         checkpoint(state.step, "final")
     return state.result()
+
+
+def run_dir_fields(out: Path, loop: LoopResult, learning_curve: Path | None) -> dict[str, Any]:
+    """The :class:`RunResult` fields of a stage's run directory ``out``: its checkpoints, metrics and plot,
+    where every stage writes them."""
+    return {
+        "out_dir": str(out), "checkpoint": str(out / RUN_CHECKPOINT_SUBDIR),
+        "best_checkpoint": str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
+        "metrics_csv": str(out / METRICS_FILE), "learning_curve": None if learning_curve is None else str(learning_curve),
+    }
+
+
+def run_outputs(out: Path) -> dict[str, str]:
+    """What a finished stage's tracker runs record of it: its summary and final checkpoint (absolute paths)."""
+    folder = out.resolve()
+    return {"summary_file": str(folder / SUMMARY_FILE), "checkpoint_dir": str(folder / RUN_CHECKPOINT_SUBDIR)}
 
 
 def check_run_dir(out_dir: str, *, overwrite: bool) -> Path:

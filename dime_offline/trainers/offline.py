@@ -57,6 +57,7 @@ from dime_offline.regularizers import (
     OfflineConfig,
     regularizer_weights,
 )
+from dime_offline.trackers import TrackerName, check_trackers
 from dime_offline.tracking import (
     METRICS_FILE,
     ProgressDisplay,
@@ -75,7 +76,9 @@ from dime_offline.trainers.loop import (
     StepReport,
     check_run_dir,
     resolve_agent_config,
+    run_dir_fields,
     run_loop,
+    run_outputs,
     seed_everything,
     start_run_dir,
 )
@@ -143,6 +146,10 @@ class PretrainConfig:
     """Intra-op CPU threads for torch (process-wide); None keeps torch's default."""
     tensorboard: bool = True
     """Also write TensorBoard event files (when the tensorboard package is installed)."""
+    trackers: list[TrackerName] = field(default_factory=list)
+    """Experiment trackers to log to as well: "mlflow", "wandb" (``--set 'trackers=[mlflow]'``; extras
+    dime-offline[mlflow], [wandb]). They log the config, the metrics and the output paths to where
+    their environment points them (docs/experiments.md, "MLflow and Weights & Biases")."""
     quiet: bool = False
     """No progress bar (set by ``--json``)."""
     resume: bool = False
@@ -195,6 +202,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
     )
     online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
+    check_trackers(cfg.trackers)
     resume = open_resume(cfg, "pretrain")
     out = check_run_dir(cfg.out_dir, overwrite=cfg.overwrite) if resume is None else Path(cfg.out_dir)
     seed_everything(cfg.seed)
@@ -216,7 +224,10 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         load_agent_state(resume.directory, agent)
     else:
         start_run_dir(out)
-    sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics)
+    sinks, notices = open_sinks(
+        out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics,
+        trackers=cfg.trackers, run_config=to_dict(cfg), stage="pretrain",
+    )
     tracker = Tracker(sinks)
     progress = ProgressDisplay(cfg.steps, description=f"pretrain {Path(cfg.data).name}", enabled=not cfg.quiet, unit="gradient steps")
     for notice in notices:
@@ -271,32 +282,25 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
                 cadence, step, tracker=tracker, progress=progress,
                 evaluate=run_evaluation if evaluate_in_env else None, checkpoint=write_checkpoint, state=state,
             )
-    finally:
+        progress.close()
+        _enter_online_phase(agent, online_cfg, cfg)
+        curve = plot_learning_curve(
+            out / METRICS_FILE, out / LEARNING_CURVE_FILE, title=f"DIME offline pretraining on {Path(cfg.data).name}",
+            x_label="gradient steps",
+        )
+        result = PretrainResult(
+            command="pretrain", env=env_id, loop=loop, agent=agent, **run_dir_fields(out, loop, curve),
+            data=cfg.data,
+            transitions=store.offline_size,
+            regularizers_online=online_regularizers,
+            data_return_mean=None if store.normalization is None else store.normalization.episode_return_mean,
+            value_support=(online_cfg.v_min, online_cfg.v_max),
+        )
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        tracker.finish(run_outputs(out))
+    finally:  # the trackers' runs end as failed or interrupted unless finished above
         progress.close()
         tracker.close()
-
-    _enter_online_phase(agent, online_cfg, cfg)
-    curve = plot_learning_curve(
-        out / METRICS_FILE, out / LEARNING_CURVE_FILE, title=f"DIME offline pretraining on {Path(cfg.data).name}",
-        x_label="gradient steps",
-    )
-    result = PretrainResult(
-        command="pretrain",
-        env=env_id,
-        loop=loop,
-        out_dir=str(out),
-        checkpoint=str(out / RUN_CHECKPOINT_SUBDIR),
-        best_checkpoint=str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
-        metrics_csv=str(out / METRICS_FILE),
-        learning_curve=None if curve is None else str(curve),
-        agent=agent,
-        data=cfg.data,
-        transitions=store.offline_size,
-        regularizers_online=online_regularizers,
-        data_return_mean=None if store.normalization is None else store.normalization.episode_return_mean,
-        value_support=(online_cfg.v_min, online_cfg.v_max),
-    )
-    atomic_write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result
 
 

@@ -63,6 +63,7 @@ from dime_offline.regularizers import (
     describe_regularizers,
     regularizer_weights,
 )
+from dime_offline.trackers import TrackerName, check_trackers
 from dime_offline.tracking import (
     METRICS_FILE,
     ProgressDisplay,
@@ -82,7 +83,9 @@ from dime_offline.trainers.loop import (
     UniformRandomPolicy,
     check_run_dir,
     resolve_agent_config,
+    run_dir_fields,
     run_loop,
+    run_outputs,
     seed_everything,
     start_run_dir,
 )
@@ -183,6 +186,10 @@ class FinetuneConfig:
     often faster for the small "cpu" preset on a busy machine."""
     tensorboard: bool = True
     """Also write TensorBoard event files (when the tensorboard package is installed)."""
+    trackers: list[TrackerName] = field(default_factory=list)
+    """Experiment trackers to log to as well: "mlflow", "wandb" (``--set 'trackers=[mlflow]'``; extras
+    dime-offline[mlflow], [wandb]). They log the config, the metrics and the output paths to where
+    their environment points them (docs/experiments.md, "MLflow and Weights & Biases")."""
     quiet: bool = False
     """No progress bar (set by ``--json``)."""
     resume: bool = False
@@ -256,6 +263,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     )
     from_scratch = agent is None and cfg.checkpoint is None
     scratch_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent) if from_scratch else None
+    check_trackers(cfg.trackers)
     resume = open_resume(cfg, "finetune")
     if resume is not None and (agent is not None or offline is not None):
         raise ConfigError("a resumed run rebuilds itself from its config: pass neither an agent nor an offline store")
@@ -319,7 +327,10 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         )
     elif "replay" in resume.state.tensors:  # a finished run's checkpoint keeps no ring
         store.load_online_state(resume.state.tensors["replay"])
-    sinks, notices = open_sinks(out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics)
+    sinks, notices = open_sinks(
+        out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics,
+        trackers=cfg.trackers, run_config=to_dict(cfg), stage="finetune",
+    )
     tracker = Tracker(sinks)
     progress = ProgressDisplay(cfg.steps, description=f"finetune {cfg.env_id}", enabled=not cfg.quiet)
     for notice in notices:
@@ -414,30 +425,21 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 cadence, step, tracker=tracker, progress=progress, evaluate=run_evaluation, checkpoint=write_checkpoint,
                 state=state,
             )
-    finally:
+        progress.close()
+        if cfg.save_replay is not None:
+            write_online_replay(
+                store, env_spaces, cfg.save_replay, env_id=cfg.env_id,
+                source=f"dime-offline finetune: online replay of run {out}",
+                extra={"finetune": to_dict(cfg), "env_steps": loop.steps},
+            )
+        curve = plot_learning_curve(out / METRICS_FILE, out / LEARNING_CURVE_FILE, title=f"DIME fine-tuning on {cfg.env_id}")
+        result = RunResult(command="finetune", env=cfg.env_id, loop=loop, agent=agent, **run_dir_fields(out, loop, curve))
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        tracker.finish(run_outputs(out))
+    finally:  # the trackers' runs end as failed or interrupted unless finished above
         progress.close()
         tracker.close()
         env.close()
-
-    if cfg.save_replay is not None:
-        write_online_replay(
-            store, env_spaces, cfg.save_replay, env_id=cfg.env_id,
-            source=f"dime-offline finetune: online replay of run {out}",
-            extra={"finetune": to_dict(cfg), "env_steps": loop.steps},
-        )
-    curve = plot_learning_curve(out / METRICS_FILE, out / LEARNING_CURVE_FILE, title=f"DIME fine-tuning on {cfg.env_id}")
-    result = RunResult(
-        command="finetune",
-        env=cfg.env_id,
-        loop=loop,
-        out_dir=str(out),
-        checkpoint=str(out / RUN_CHECKPOINT_SUBDIR),
-        best_checkpoint=str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
-        metrics_csv=str(out / METRICS_FILE),
-        learning_curve=None if curve is None else str(curve),
-        agent=agent,
-    )
-    atomic_write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result
 
 

@@ -25,6 +25,7 @@ from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import OfflineConfig
+from dime_offline.trackers import TrackerName
 from dime_offline.tracking import plot_offline_to_online
 from dime_offline.trainers.loop import SUMMARY_FILE, RunResult
 from dime_offline.trainers.offline import PretrainConfig, PretrainResult, pretrain
@@ -67,6 +68,9 @@ class PipelineConfig:
     """Intra-op CPU threads for torch; None keeps torch's default."""
     quiet: bool = False
     """No progress bars (set by ``--json``)."""
+    trackers: list[TrackerName] = field(default_factory=list)
+    """Experiment trackers each stage also logs to: "mlflow", "wandb" (one tracker run per stage; see
+    ``PretrainConfig.trackers``)."""
     agent: dict[str, Any] = field(default_factory=dict)
     """DIMEConfig overrides for pretraining (kept by the checkpoint for fine-tuning)."""
     offline: OfflineConfig = field(default_factory=OfflineConfig)
@@ -135,7 +139,8 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         raise ConfigError(f"resume continues the run in {cfg.out_dir} and overwrite would delete it: set only one of them")
     start = time.perf_counter()
     out = Path(cfg.out_dir)  # each stage refuses to overwrite its own earlier run unless cfg.overwrite
-    common = {"seed": cfg.seed, "device": cfg.device, "torch_threads": cfg.torch_threads, "quiet": cfg.quiet}
+    common = {"seed": cfg.seed, "device": cfg.device, "torch_threads": cfg.torch_threads, "quiet": cfg.quiet,
+              "trackers": list(cfg.trackers)}
     pre = pretrain(
         PretrainConfig(
             data=cfg.data, env_id=cfg.env_id, steps=cfg.pretrain_steps, out_dir=str(out / "pretrain"),

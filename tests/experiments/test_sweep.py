@@ -174,7 +174,8 @@ def test_a_trial_reports_each_evaluation_and_writes_its_error_in_one_line(tmp_pa
     trial = plan_trials(cfg)[0]
     run_trial({"trial": trial.name}, trials={trial.name: trial.to_dict()})
     evaluations = [row for row in csv.DictReader((trial.run_dir / "metrics.csv").open()) if row["key"] == "eval/return_mean"]
-    assert reports == [{"score": float(row["value"]), "step": int(row["step"])} for row in evaluations]
+    assert reports == [{"score": float(row["value"]), "evaluations": number, "step": int(row["step"])}
+                       for number, row in enumerate(evaluations, start=1)]
     assert [r["step"] for r in reports] == [1, 2]
     assert json.loads((trial.run_dir / "trial.json").read_text())["seed"] == 3
     assert (trial.run_dir / "summary.json").is_file() and not (trial.run_dir / "error.txt").exists()

@@ -126,7 +126,10 @@ def evaluate_command(
     if json_output:
         print_json(summary)
         return
-    typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']} ({summary['acting']} actions): {describe_evaluation(summary)}")
+    seeds = summary["episode_seeds"]
+    episodes = "the run's own evaluation episodes" if summary["as_run"] else "episodes"
+    typer.echo(f"evaluate {summary['checkpoint']} on {summary['env']} ({summary['acting']} actions;"
+               f" {episodes}, seeds {seeds[0]}-{seeds[-1]}): {describe_evaluation(summary)}")
     if result.baselines:
         typer.echo(result.table())
 

@@ -257,11 +257,16 @@ class TransitionData:
         n = len(self)
         if n < 2:
             return np.zeros(0, np.int64), np.zeros(0)
-        same_episode = np.flatnonzero(self.episode_id[1:] == self.episode_id[:-1])
-        diff = np.abs(self.next_obs[same_episode].astype(np.float64) - self.obs[same_episode + 1])
-        scale = CONTINUITY_RTOL * np.maximum(1.0, np.abs(self.obs[same_episode + 1].astype(np.float64)))
+        # Logged data almost always repeats the observation exactly, so a cheap screen for rows
+        # that are not exactly equal comes first; only those rows, inside an episode, get the
+        # tolerance test. Every other row differs by 0, within any tolerance.
+        inexact = _rows_not_surely_equal(self.next_obs[:-1], self.obs[1:])
+        candidates = inexact[self.episode_id[inexact + 1] == self.episode_id[inexact]]
+        with np.errstate(invalid="ignore"):  # inf - inf: NaN, a break
+            diff = np.abs(self.next_obs[candidates].astype(np.float64) - self.obs[candidates + 1])
+        scale = CONTINUITY_RTOL * np.maximum(1.0, np.abs(self.obs[candidates + 1].astype(np.float64)))
         rows = (~(diff <= scale)).any(axis=1)
-        return same_episode[rows], np.nan_to_num(diff[rows], nan=np.inf).max(axis=1, initial=0.0)
+        return candidates[rows], np.nan_to_num(diff[rows], nan=np.inf).max(axis=1, initial=0.0)
 
     def validate(self, *, file: str | None = None, check_continuity: bool = True) -> list[str]:
         """Check the schema invariants; raise a :class:`DataError` subclass on the first violation.
@@ -355,6 +360,28 @@ class TransitionData:
                 raise ConsistencyError(msg, file=file, column="next_obs", row=int(broken[0]))
             warnings.append(msg)
         return warnings
+
+
+SCREEN_ROWS = 65536
+"""Rows compared at a time by :func:`_rows_not_surely_equal` (bounds its temporary mask)."""
+
+
+def _rows_not_surely_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted indices of the rows of two (N, O) arrays that are not exactly equal and finite in ``b``:
+    every row outside them differs by exactly 0 (NaN never equals; equal infinities differ by NaN)."""
+    width = max(a.shape[1], 1)
+    found = []
+    for start in range(0, a.shape[0], SCREEN_ROWS):
+        a_part, b_part = a[start:start + SCREEN_ROWS], b[start:start + SCREEN_ROWS]
+        # flatnonzero on the element mask is far cheaper than .any(axis=1) over a narrow row
+        rows = np.flatnonzero(np.not_equal(a_part, b_part)) // width
+        with np.errstate(over="ignore"):
+            total = b_part.sum()
+        if not np.isfinite(total):  # rare (inf, or an overflowing sum): find the rows themselves
+            rows = np.concatenate([rows, np.flatnonzero(~np.isfinite(b_part).all(axis=1))])
+        if len(rows):
+            found.append(start + np.unique(rows))
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
 def empty_like_schema(obs_dim: int, action_dim: int, metadata: DatasetMetadata | None = None) -> TransitionData:

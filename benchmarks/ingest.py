@@ -1,4 +1,4 @@
-"""Ingest benchmark: canonical Parquet -> ReplayStore, side by side with a plain pyarrow read.
+"""Ingest benchmark: canonical Parquet -> ReplayStore and -> load_dataset, side by side with a plain pyarrow read.
 
 Writes a synthetic, schema-valid HalfCheetah-shaped dataset (obs 17, action 6; 1000 episodes of
 1000 steps = 1M transitions by default) to a temporary Parquet file with the project's writer,
@@ -7,14 +7,16 @@ then measures in fresh worker processes (so peak-RSS figures are not polluted by
   (a) raw:   ``pyarrow.parquet.read_table`` + ``to_numpy`` of every column (fixed-size lists
              flattened to 2-D arrays) -- the floor any Parquet loader pays;
   (b) store: ``ReplayStore.from_parquet`` (record-batch streaming, action scaling, validation,
-             returns-to-go and normalisation statistics included).
+             returns-to-go and normalisation statistics included);
+  (c) load:  ``load_dataset`` (the whole file as checked ``TransitionData``: clean-up, non-finite
+             scan, schema, order, flags, bounds and the continuity check next_obs[t] == obs[t+1]).
 
 Each worker does one warm-up run (which also gives the peak-RSS growth over the RSS after imports)
-and ``--repeats`` timed runs; with ``--rounds`` the raw and store workers alternate that many times
-and the medians cover all their runs. Printed: rows/s
-of both, the time ratio b/a (goal <= 1.25, i.e. ingest >= 0.8x the raw rate), store bytes per
-transition against the raw bytes (goal <= 1.15x), peak RSS growth of each worker, and the cost of
-sampling batches of 256 from the 1M-row store (goal: well under 1 ms).
+and ``--repeats`` timed runs; the raw, store and load workers alternate ``--rounds`` times and the
+medians cover all their runs. Printed: the load average before and after, rows/s of each, the rate
+of (b) and (c) as a multiple of (a) (goal >= 0.8x each), store bytes per transition against the raw
+bytes (goal <= 1.15x), peak RSS growth of each worker, and the cost of sampling batches of 256 from
+the 1M-row store (goal: well under 1 ms).
 
 Run:  python benchmarks/ingest.py            (add --rows 200000 for a quick run)
 """
@@ -34,6 +36,8 @@ import time
 from pathlib import Path
 
 OBS_DIM, ACTION_DIM = 17, 6
+METHODS = ("raw", "store", "load")
+"""The workers, in the order each round runs them."""
 RAW_BYTES_PER_ROW = (2 * OBS_DIM + ACTION_DIM + 1) * 4 + 2
 """obs + next_obs + action + reward as float32, terminated + truncated as one byte each."""
 
@@ -105,6 +109,12 @@ def _store_read(path: Path) -> int:
     return len(store)
 
 
+def _load_read(path: Path) -> int:
+    from dime_offline.data.load import load_dataset
+
+    return len(load_dataset(path))
+
+
 def _time_sampling(path: Path, batch_size: int, iterations: int) -> dict[str, float]:
     import numpy as np
     import torch
@@ -143,15 +153,17 @@ def _time_sampling(path: Path, batch_size: int, iterations: int) -> dict[str, fl
 
 
 def worker(method: str, path: Path, repeats: int, batch_size: int) -> dict[str, object]:
-    import pyarrow.compute  # noqa: F401  (imports are not part of the memory figure)
+    # Imported before the RSS baseline: imports are not part of the memory figure.
+    import pyarrow.compute
     import pyarrow.parquet  # noqa: F401
     import torch
 
-    import dime_offline.data.parquet  # noqa: F401
+    import dime_offline.data.load
+    import dime_offline.data.parquet
     import dime_offline.data.replay  # noqa: F401
 
     rss_before = _rss_bytes()
-    read = {"raw": _raw_read, "store": _store_read}[method]
+    read = {"raw": _raw_read, "store": _store_read, "load": _load_read}[method]
     # The first run, in this fresh process, sets the peak; it also warms the page cache and allocators.
     rows = read(path)
     peak_rss_delta = _peak_rss_bytes() - rss_before
@@ -190,9 +202,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="transitions to generate")
     parser.add_argument("--episode-length", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (after one warm-up)")
-    parser.add_argument("--rounds", type=int, default=1, help="alternating raw/store worker rounds (more on a busy machine)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating raw/store/load worker rounds")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size for the sampling figures")
-    parser.add_argument("--worker", choices=["raw", "store"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=list(METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -204,27 +216,28 @@ def main() -> None:
     import pyarrow
     import torch
 
+    load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="dime-ingest-") as tmp:
         path = Path(tmp) / "halfcheetah_synthetic.parquet"
         start = time.perf_counter()
         _write_dataset(path, args.rows, args.episode_length)
         write_s = time.perf_counter() - start
         # Alternate the workers so that load from other processes hits both methods alike.
-        runs: dict[str, list[dict[str, object]]] = {"raw": [], "store": []}
+        runs: dict[str, list[dict[str, object]]] = {method: [] for method in METHODS}
         for _ in range(args.rounds):
-            for method in ("raw", "store"):
+            for method in METHODS:
                 runs[method].append(_run_worker(method, path, args.repeats, args.batch_size))
-        raw, store = _merge_rounds(runs["raw"]), _merge_rounds(runs["store"])
+        raw, store, load_run = (_merge_rounds(runs[method]) for method in METHODS)
         file_mb = path.stat().st_size / 1e6
 
     rows = int(raw["rows"])  # type: ignore[arg-type]
-    raw_t, store_t = float(raw["median"]), float(store["median"])  # type: ignore[arg-type]
+    raw_t = float(raw["median"])  # type: ignore[arg-type]
     bytes_per_row = int(store["store_nbytes"]) / int(store["store_offline_rows"])  # type: ignore[arg-type]
     sampling: dict[str, float] = store["sampling"]  # type: ignore[assignment]
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    load = _load_average()
     print("== dime-offline ingest benchmark ==")
     print(f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; {os.cpu_count()} logical CPUs;"
-          f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+          f" load average before {_fmt_load(load_before)}, after {_fmt_load(load)}")
     print(f"python {platform.python_version()}, torch {torch.__version__} ({raw['torch_threads']} threads),"
           f" numpy {numpy.__version__}, pyarrow {pyarrow.__version__}"
           f" (memory pool {pyarrow.default_memory_pool().backend_name}, {pyarrow.cpu_count()} CPU threads)")
@@ -232,12 +245,18 @@ def main() -> None:
           f" {file_mb:.1f} MB zstd Parquet, written in {write_s:.2f} s")
     print(f"timing: median of {args.rounds}x{args.repeats} runs, each worker process doing 1 warm-up first;"
           " peak RSS: growth during the warm-up run over the RSS after imports")
-    for label, res in (("(a) pyarrow read_table + to_numpy", raw), ("(b) ReplayStore.from_parquet    ", store)):
+    labelled = (
+        ("(a) pyarrow read_table + to_numpy", raw), ("(b) ReplayStore.from_parquet    ", store),
+        ("(c) load_dataset                ", load_run),
+    )
+    for label, res in labelled:
         wall = float(res["median"])  # type: ignore[arg-type]
         print(f"{label}: {wall:7.3f} s  {rows / wall:12,.0f} rows/s  CPU {float(res['cpu_median']):.3f} s"  # type: ignore[arg-type]
               f"  peak RSS +{int(res['peak_rss_delta']) / 1e6:.0f} MB   runs {_fmt(res['times'])}")  # type: ignore[arg-type]
-    print(f"time ratio b/a: {store_t / raw_t:.2f}  (goal <= 1.25; ingest rate {raw_t / store_t:.2f}x raw, goal >= 0.8x);"
-          f" CPU-time ratio {float(store['cpu_median']) / float(raw['cpu_median']):.2f}")  # type: ignore[arg-type]
+    for name, res in (("b", store), ("c", load_run)):
+        wall = float(res["median"])  # type: ignore[arg-type]
+        print(f"{name}: rate {raw_t / wall:.2f}x raw (goal >= 0.8x; time ratio {name}/a {wall / raw_t:.2f}, goal <= 1.25);"
+              f" CPU-time ratio {float(res['cpu_median']) / float(raw['cpu_median']):.2f}")  # type: ignore[arg-type]
     print(f"store bytes/transition: {bytes_per_row:.1f} vs raw {RAW_BYTES_PER_ROW}"
           f" -> {bytes_per_row / RAW_BYTES_PER_ROW:.3f}x (goal <= 1.15x; +4 B is the Monte-Carlo return)")
     for label in ("uniform", "mixed_0.5"):
@@ -255,6 +274,14 @@ def _merge_rounds(results: list[dict[str, object]]) -> dict[str, object]:
     merged["cpu_median"] = statistics.median(float(r["cpu_median"]) for r in results)  # type: ignore[arg-type]
     merged["peak_rss_delta"] = max(int(r["peak_rss_delta"]) for r in results)  # type: ignore[call-overload]
     return merged
+
+
+def _load_average() -> tuple[float, float, float]:
+    return os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+
+
+def _fmt_load(load: tuple[float, float, float]) -> str:
+    return f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
 
 
 def _fmt(times: object) -> str:

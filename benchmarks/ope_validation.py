@@ -39,9 +39,9 @@ import torch
 from dime_offline.data.load import load_dataset
 from dime_offline.data.schema import TransitionData
 from dime_offline.envs.make import make_env
+from dime_offline.evaluation.baselines import UniformRandomPolicy
 from dime_offline.ope import OPEConfig, fitted_q_evaluation
 from dime_offline.policy import load_policy
-from dime_offline.trainers.loop import UniformRandomPolicy
 from dime_offline.trainers.offline import PretrainConfig, pretrain
 from dime_offline.types import Policy
 

@@ -50,14 +50,22 @@ class ReferenceController:
     """Passed to the controller's ``act``: False lets a controller with a stochastic mode use it."""
 
 
-def _uniform_random(spaces: SpaceSpec, seed: int) -> Policy:
-    from dime_offline.trainers.loop import UniformRandomPolicy
+class UniformRandomPolicy:
+    """Actions drawn uniformly from [-1, 1]^A (the ``random`` baseline, fine-tuning's warm-up and
+    the ``--policy random`` collector)."""
 
-    return UniformRandomPolicy(spaces.action_dim, seed)
+    def __init__(self, action_dim: int, seed: int) -> None:
+        self.action_dim = action_dim
+        self.rng = np.random.default_rng(seed)
+        """The draws' generator (a run's checkpoint saves its state for a resume)."""
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """(B, A) float32 uniform actions for (B, O) observations; ``deterministic`` is ignored."""
+        return self.rng.uniform(-1.0, 1.0, size=(obs.shape[0], self.action_dim)).astype(np.float32)
 
 
 GENERIC_CONTROLLERS: dict[str, ReferenceController] = {
-    "random": ReferenceController("uniform random actions", _uniform_random),
+    "random": ReferenceController("uniform random actions", lambda spaces, seed: UniformRandomPolicy(spaces.action_dim, seed)),
 }
 """Controllers that act in any environment."""
 

@@ -25,9 +25,10 @@ from dime_offline.data.schema import DatasetMetadata, TransitionData
 from dime_offline.devices import check_device
 from dime_offline.envs.make import SpaceSpec, make_env
 from dime_offline.errors import ConfigError
+from dime_offline.evaluation.baselines import UniformRandomPolicy
 from dime_offline.evaluation.metrics import EpisodeStats, reference_returns
 from dime_offline.tracking import ProgressDisplay
-from dime_offline.trainers.loop import UniformRandomPolicy, seed_everything
+from dime_offline.trainers.loop import seed_everything
 from dime_offline.types import Policy
 
 RANDOM_POLICY = "random"

@@ -485,19 +485,6 @@ def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:
             base[key] = value
 
 
-class UniformRandomPolicy:
-    """Actions drawn uniformly from [-1, 1]^A (the warm-up and the ``--policy random`` collector)."""
-
-    def __init__(self, action_dim: int, seed: int) -> None:
-        self.action_dim = action_dim
-        self.rng = np.random.default_rng(seed)
-        """The draws' generator (a run's checkpoint saves its state for a resume)."""
-
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """(B, A) float32 uniform actions for (B, O) observations; ``deterministic`` is ignored."""
-        return self.rng.uniform(-1.0, 1.0, size=(obs.shape[0], self.action_dim)).astype(np.float32)
-
-
 @dataclass
 class RunResult:
     """The summary a training stage returns (and ``--json`` prints): same keys for every stage."""

@@ -50,6 +50,7 @@ from dime_offline.envs.make import (
     recorded_env_id,
 )
 from dime_offline.errors import ConfigError
+from dime_offline.evaluation.baselines import UniformRandomPolicy
 from dime_offline.evaluation.metrics import (
     REFERENCES_KEY,
     EpisodeStats,
@@ -80,7 +81,6 @@ from dime_offline.trainers.loop import (
     LoopState,
     RunResult,
     StepReport,
-    UniformRandomPolicy,
     check_run_dir,
     resolve_agent_config,
     run_dir_fields,

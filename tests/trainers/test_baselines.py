@@ -18,8 +18,8 @@ from dime_offline.data.load import load_dataset
 from dime_offline.envs import CSTR_ENV_ID
 from dime_offline.envs.pi_controller import PIController
 from dime_offline.errors import EnvironmentMismatchError
+from dime_offline.evaluation.baselines import UniformRandomPolicy
 from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
-from dime_offline.trainers.loop import UniformRandomPolicy
 from dime_offline.trainers.online import FinetuneConfig, finetune
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
@@ -53,20 +53,21 @@ def _invoke(*args: Any):
 
 
 def test_every_controller_starts_from_the_policys_initial_states(cstr_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first_obs: dict[int, np.ndarray] = {}  # per acting object, the observations of its first call
+    first_calls: list[tuple[object, np.ndarray]] = []  # (acting object, observations of its first call), kept alive
 
     for cls in (DIMEAgent, PIController, UniformRandomPolicy):
         original = cls.act
 
         def act(self: Any, obs: np.ndarray, *args: Any, _original: Any = original, **kwargs: Any) -> np.ndarray:
-            first_obs.setdefault(id(self), np.array(obs, copy=True))
+            if all(actor is not self for actor, _ in first_calls):
+                first_calls.append((self, np.array(obs, copy=True)))
             return _original(self, obs, *args, **kwargs)
 
         monkeypatch.setattr(cls, "act", act)
     result = evaluate_checkpoint(EvaluateConfig(
         checkpoint=str(cstr_run), episodes=3, seed=11, max_episode_steps=SHORT, baselines=("pi", "random", "pi_operator"),
     ))
-    policy_first, *baseline_firsts = first_obs.values()
+    policy_first, *baseline_firsts = (obs for _, obs in first_calls)
     assert len(baseline_firsts) == 3 and policy_first.shape == (3, 6)
     assert len({tuple(row) for row in policy_first}) == 3  # three different episodes...
     for first in baseline_firsts:

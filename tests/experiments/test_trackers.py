@@ -1,0 +1,263 @@
+"""MLflow and Weights & Biases sinks: the real packages against a local store (MLflow) and offline run
+files (W&B), each read back and compared to metrics.csv; a killed run resumed into the same tracker
+run; and, without either package, the one-line error naming the extra."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dime_offline_cli.main import app
+from typer.testing import CliRunner
+
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.errors import TrackerError
+from dime_offline.regularizers import OfflineConfig
+from dime_offline.sweep import SweepConfig, sweep
+from dime_offline.tracking import read_metrics_csv
+from dime_offline.trainers.offline import PretrainConfig, pretrain
+
+SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
+TINY_AGENT = {"critic_hidden": [32, 32], "score_hidden": [32, 32], "score_frequencies": 8, "score_time_hidden": 16,
+              "diffusion_steps": 4, "batch_size": 32}
+TIMING_KEY = "train/updates_per_second"
+"""Measures wall time: a resumed session logs it again with another value."""
+HIDE = {"mlflow": ("mlflow", "mlflow.tracking"), "wandb": ("wandb",)}
+"""Modules to hide from the import system, as if the extra were not installed."""
+
+
+class Killed(Exception):
+    """Stands for SIGKILL: the run dies where it is, after its periodic checkpoint at step 8."""
+
+
+def _pretrain_cfg(out: Path, trackers: list[str]) -> PretrainConfig:
+    return PretrainConfig(
+        data=str(SAMPLE), steps=16, out_dir=str(out), agent=dict(TINY_AGENT), eval_every=10, eval_episodes=1,
+        max_episode_steps=20, checkpoint_every=8, log_every=4, tensorboard=False, quiet=True, trackers=trackers,
+        offline=OfflineConfig(conservative_weight=0.5, n_actions=2),
+    )
+
+
+def _killed_then_resumed(cfg: PretrainConfig, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Run ``cfg`` killed at its 13th update (after the checkpoint at 8 and the log at 12, which reached
+    the trackers), then resume it; returns trackers.json as the killed session left it."""
+    original, calls = DIMEAgent.update, {"n": 0}
+
+    def dying_update(self: DIMEAgent, batch: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise Killed
+        return original(self, batch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DIMEAgent, "update", dying_update)
+        with pytest.raises(Killed):
+            pretrain(cfg)
+    first = json.loads((Path(cfg.out_dir) / "trackers.json").read_text())
+    pretrain(dataclasses.replace(cfg, resume=True))
+    return first
+
+
+def _csv_points(out: Path) -> dict[str, set[tuple[int, float]]]:
+    return {key: set(zip(steps.tolist(), values.tolist(), strict=True)) for key, (steps, values) in read_metrics_csv(out / "metrics.csv").items()}
+
+
+def _assert_same_points(logged: dict[str, set[tuple[int, float]]], out: Path) -> None:
+    """Every metric of metrics.csv at the same steps with the same values (a resumed session logs the
+    steps after the checkpoint again, equal to the first session's: the resume is exact on CPU)."""
+    expected = _csv_points(out)
+    assert set(logged) == set(expected)
+    for key, points in expected.items():
+        if key == TIMING_KEY:
+            assert {step for step, _ in logged[key]} == {step for step, _ in points}
+        else:
+            assert logged[key] == points, key
+
+
+def test_mlflow_run_holds_the_config_metrics_and_outputs_and_a_resume_continues_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow", reason="the mlflow extra is optional: pip install 'dime-offline[mlflow]'")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the local file store behind this switch
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
+    out = tmp_path / "run"
+    first = _killed_then_resumed(_pretrain_cfg(out, ["mlflow"]), monkeypatch)
+
+    client = MlflowClient()
+    run_id = first["mlflow"]["run_id"]
+    assert json.loads((out / "trackers.json").read_text())["mlflow"]["run_id"] == run_id
+    experiment = client.get_experiment_by_name("tests")
+    assert [run.info.run_id for run in client.search_runs([experiment.experiment_id])] == [run_id]  # continued, not a second run
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == f"{tmp_path.name}/run"
+    params = run.data.params
+    assert params["steps"] == "16" and params["offline.conservative_weight"] == "0.5" and params["agent.batch_size"] == "32"
+    assert params["trackers"] == '["mlflow"]' and params["data"] == str(SAMPLE) and params["env_id"] == "null"
+    tags = run.data.tags
+    assert tags["dime_offline.summary_file"] == str(out.resolve() / "summary.json")
+    assert tags["dime_offline.checkpoint_dir"] == str(out.resolve() / "checkpoint")
+    assert tags["dime_offline.stage"] == "pretrain"
+    logged = {key: {(m.step, m.value) for m in client.get_metric_history(run_id, key)} for key in run.data.metrics}
+    _assert_same_points(logged, out)
+    steps = [m.step for m in client.get_metric_history(run_id, "train/critic/loss")]
+    assert steps == [4, 8, 12, 12, 16]  # step 12 from the killed session and again from the resumed one
+
+
+def test_mlflow_marks_a_run_that_fails_and_one_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow", reason="the mlflow extra is optional: pip install 'dime-offline[mlflow]'")
+    from mlflow.tracking import MlflowClient
+
+    from dime_offline.errors import RunInterruptedError
+    from dime_offline.trackers import open_tracker_sinks
+    from dime_offline.tracking import Tracker
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    statuses = []
+    for error in (ValueError("a bug"), RunInterruptedError("interrupted")):
+        sinks, _ = open_tracker_sinks(tmp_path, ["mlflow"], run_config={"seed": 0}, stage="pretrain", resume=False)
+        tracker = Tracker(list(sinks))
+        with pytest.raises(type(error)):
+            try:
+                tracker.log(1, {"train/x": 1.0})
+                raise error
+            finally:
+                tracker.close()
+        statuses.append(MlflowClient().get_run(sinks[0].record["run_id"]).info.status)
+    assert statuses == ["FAILED", "KILLED"]
+
+
+def _wandb_records(run_file: Path) -> list[Any]:
+    """The records of a W&B transaction log (``run-<id>.wandb``): a 7-byte file header, then 32 KiB
+    blocks of chunks, each a 7-byte header (CRC32, little-endian length, type: 1 whole record, 2 first
+    part, 3 middle, 4 last) and the bytes of a protobuf ``Record``."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block = run_file.read_bytes(), 32768
+    assert data[:4] == b":W&B"
+    records, pending, position = [], b"", 7
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # the block's tail is padding
+            position += block - position % block
+            continue
+        length, kind = int.from_bytes(data[position + 4:position + 6], "little"), data[position + 6]
+        pending += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _wandb_run(out: Path, run_id: str) -> dict[str, Any]:
+    """History points per key, config, summary and exit codes of every offline session of run ``run_id`` in ``out/wandb``."""
+    sessions = sorted((out / "wandb").glob(f"offline-run-*-{run_id}"))
+    history: dict[str, set[tuple[int, float]]] = {}
+    config: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    exit_codes = []
+    for session in sessions:
+        records = _wandb_records(session / f"run-{run_id}.wandb")
+        deadline = time.monotonic() + 30
+        while records[-1].WhichOneof("record_type") != "exit" and time.monotonic() < deadline:
+            time.sleep(0.2)  # W&B's service may still be writing the session's last records
+            records = _wandb_records(session / f"run-{run_id}.wandb")
+        for record in records:
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+                for key, value in row.items():
+                    if "/" in key:
+                        history.setdefault(key, set()).add((row["step"], value))
+            elif kind in ("run", "config"):  # the config the run starts with, and later changes
+                updates = record.run.config.update if kind == "run" else record.config.update
+                config.update({item.key: json.loads(item.value_json) for item in updates})
+            elif kind == "summary":
+                summary.update({item.key: json.loads(item.value_json) for item in record.summary.update})
+            elif kind == "exit":
+                exit_codes.append(record.exit.exit_code)
+    return {"sessions": len(sessions), "history": history, "config": config, "summary": summary, "exit_codes": exit_codes}
+
+
+@pytest.fixture
+def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("wandb", reason="the wandb extra is optional: pip install 'dime-offline[wandb]'")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # W&B's files go into the run directory
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # nothing written under ~
+        monkeypatch.setenv(variable, str(tmp_path / "wandb-home"))
+
+
+@pytest.mark.usefixtures("wandb_offline")
+def test_wandb_offline_run_holds_the_config_metrics_and_outputs_and_a_resume_continues_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    first = _killed_then_resumed(_pretrain_cfg(out, ["wandb"]), monkeypatch)
+    run_id = first["wandb"]["run_id"]
+    assert json.loads((out / "trackers.json").read_text())["wandb"] == {"run_id": run_id, "project": "dime-offline"}
+    run = _wandb_run(out, run_id)
+    assert run["sessions"] == 2 and run["exit_codes"] == [1, 0]  # the killed session failed, the resumed one finished
+    _assert_same_points(run["history"], out)
+    assert run["config"]["steps"] == 16 and run["config"]["offline"]["conservative_weight"] == 0.5
+    assert run["summary"]["summary_file"] == str(out.resolve() / "summary.json")
+    assert run["summary"]["checkpoint_dir"] == str(out.resolve() / "checkpoint")
+
+
+@pytest.mark.usefixtures("wandb_offline")
+def test_cli_run_logs_each_stage_to_its_own_tracker_run_and_stdout_stays_one_json_object(tmp_path: Path) -> None:
+    sets = [f"agent.{key}={value}" for key, value in TINY_AGENT.items()]
+    sets += ["pretrain_steps=4", "finetune_steps=4", "evaluations=1", "eval_episodes=1", "trackers=[wandb]"]
+    result = CliRunner().invoke(app, ["run", "--data", str(SAMPLE), "--out", str(tmp_path / "run"), "--json",
+                                      *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.strip().splitlines()) == 1 and json.loads(result.stdout)["command"] == "run"
+    ids = set()
+    for stage in ("pretrain", "finetune"):
+        out = tmp_path / "run" / stage
+        run_id = json.loads((out / "trackers.json").read_text())["wandb"]["run_id"]
+        ids.add(run_id)
+        run = _wandb_run(out, run_id)
+        assert run["sessions"] == 1 and run["exit_codes"] == [0]
+        _assert_same_points(run["history"], out)
+        assert run["summary"]["summary_file"] == str(out.resolve() / "summary.json")
+    assert len(ids) == 2
+
+
+@pytest.mark.parametrize(("args", "missing"), [
+    (["pretrain", "--data", str(SAMPLE), "--set", "trackers=[mlflow]"], "mlflow"),
+    (["finetune", "--env", "Pendulum-v1", "--set", "trackers=[wandb]"], "wandb"),
+    (["run", "--data", str(SAMPLE), "--set", "trackers=[wandb, mlflow]"], "wandb"),
+])
+def test_a_missing_tracker_package_is_one_line_naming_the_extra_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], missing: str
+) -> None:
+    for name in HIDE["mlflow"] + HIDE["wandb"]:
+        monkeypatch.setitem(sys.modules, name, None)  # the import fails, as without the extras
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    label = {"mlflow": "MLflow", "wandb": "Weights & Biases"}[missing]
+    assert result.stderr == (f"error: {label} is not installed (field 'trackers' names {missing}); "
+                             f"install the extra with: pip install 'dime-offline[{missing}]'\n")
+    assert not out.exists()
+
+
+def test_a_sweep_naming_a_missing_tracker_stops_before_it_plans_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
+    cfg = SweepConfig(command="pretrain", base={"data": str(SAMPLE), "trackers": ["mlflow"]}, seeds=[0], out_dir=str(tmp_path / "sw"))
+    with pytest.raises(TrackerError, match=r"pip install 'dime-offline\[mlflow\]'"):
+        sweep(cfg)
+    assert not (tmp_path / "sw").exists()

@@ -25,8 +25,8 @@ import numpy as np
 
 from dime_offline.data.actions import action_bounds, to_unit_box
 from dime_offline.data.schema import DatasetMetadata, TransitionData
+from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.envs import CSTR_ENV_ID
-from dime_offline.envs.make import SpaceSpec, check_spaces_match
 from dime_offline.envs.pi_controller import PIController
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats, reference_returns
@@ -115,10 +115,13 @@ class BaselineResult:
     """True when it ran on the policy's episode seeds (a controller), so per-seed differences exist."""
 
     def difference(self, policy: EpisodeStats) -> dict[str, Any]:
-        """Policy minus baseline: of the mean returns and normalised scores, and per seed when paired
-        (``per_seed`` (E,), their standard deviation, and on how many seeds the policy did better)."""
+        """Policy minus baseline: of the mean returns and normalised scores, of the return per step (all
+        episodes' rewards over all their steps: what compares episodes of other lengths, e.g. cut short by
+        a trip or logged in pieces), and per seed when paired (``per_seed`` (E,), their standard
+        deviation, and on how many seeds the policy did better)."""
         block: dict[str, Any] = {
             "return_mean": policy.return_mean - self.stats.return_mean,
+            "return_per_step": _per_step(policy) - _per_step(self.stats),
             "normalized_score": None,
             "per_seed": None,
             "per_seed_std": None,
@@ -137,6 +140,10 @@ class BaselineResult:
             "baseline": self.name, "description": self.description, "paired": self.paired,
             **self.stats.to_dict(), "difference": self.difference(policy),
         }
+
+
+def _per_step(stats: EpisodeStats) -> float:
+    return float(np.sum(stats.returns) / max(int(np.sum(stats.lengths)), 1))
 
 
 def controller_baseline(

@@ -19,7 +19,7 @@ from dime_offline.checkpoints import (
 from dime_offline.data.load import load_dataset
 from dime_offline.data.schema import DatasetMetadata
 from dime_offline.devices import check_device
-from dime_offline.envs.make import SpaceSpec, make_env, recorded_env_id
+from dime_offline.envs.make import make_env, recorded_env_id, spaces_of
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.baselines import (
     DATA_BASELINE,
@@ -124,7 +124,7 @@ class EvaluateResult:
                 versus = (f"{diff['return_mean']:+.1f} ± {diff['per_seed_std']:.1f} (paired; policy better on"
                           f" {diff['policy_better']} of {self.stats.episodes})")
             else:
-                versus = f"{diff['return_mean']:+.1f} (means; other episodes)"
+                versus = f"{diff['return_mean']:+.1f} (means of other episodes; per step {diff['return_per_step']:+.2f})"
             rows.append(_row(baseline.name, baseline.stats, versus))
         lines = _columns(rows)
         paired = [b for b in self.baselines if b.paired]
@@ -207,7 +207,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
     plan = episode_plan(cfg, meta.extra)
     env = make_env(env_id, max_episode_steps=plan.max_episode_steps)
     try:
-        spaces = SpaceSpec.from_env(env)
+        spaces = spaces_of(env)
     finally:
         env.close()
     check_checkpoint_fits(directory, spaces, env_id)

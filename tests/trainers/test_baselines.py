@@ -114,6 +114,8 @@ def test_data_baseline_reports_the_logged_episode_returns(pendulum_run: Path) ->
     assert summary["normalized_score"] == pytest.approx(100 * (summary["return_mean"] - low) / (high - low))
     assert logged["difference"]["return_mean"] == pytest.approx(summary["return_mean"] - returns.mean())
     assert logged["difference"]["per_seed"] is None
+    per_step = sum(summary["episode_returns"]) / sum(summary["episode_lengths"]) - returns.sum() / lengths.sum()
+    assert logged["difference"]["return_per_step"] == pytest.approx(per_step)
 
 
 def test_the_text_output_shows_the_baselines_and_the_paired_seeds(cstr_run: Path) -> None:

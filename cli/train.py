@@ -93,13 +93,15 @@ def finetune_command(
 def evaluate_command(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint or run directory (required).")] = None,
     env: Annotated[str | None, typer.Option("--env", help="Gymnasium id (default: the checkpoint's).")] = None,
-    episodes: Annotated[int | None, typer.Option("--episodes", help=EVALUATE.help("episodes", "Evaluation episodes."))] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help=EVALUATE.help("seed", "Episode i starts from reset(seed + i)."))] = None,
+    episodes: Annotated[int | None, typer.Option("--episodes", help=EVALUATE.help(
+        "episodes", "Evaluation episodes (default: as many as the checkpoint's run evaluated)."))] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=EVALUATE.help(
+        "seed", "Episode i starts from reset(seed + i) (default: the checkpoint's run's evaluation episodes)."))] = None,
     deterministic: Annotated[
         bool | None,
         typer.Option("--deterministic/--stochastic", help=EVALUATE.help(
             "deterministic", "Deterministic actions (best of K chains by the critics), or samples of the chain"
-            " (the authors' protocol).")),
+            " (the authors' protocol) (default: as the checkpoint's run evaluated).")),
     ] = None,
     baselines: Annotated[
         list[str] | None,

@@ -31,7 +31,7 @@ import torch
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
-from dime_offline.envs.make import SpaceSpec, make_env
+from dime_offline.envs.make import make_env, spaces_of
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
 from dime_offline.types import Policy
@@ -74,7 +74,7 @@ def main() -> None:
 
     env = make_env(args.env, max_episode_steps=args.max_episode_steps)
     try:
-        spaces = SpaceSpec.from_env(env)
+        spaces = spaces_of(env)
     finally:
         env.close()
     agent = DIMEAgent(spaces.obs_dim, spaces.action_dim, DIMEConfig.preset("cpu"), seed=args.seed)

@@ -41,7 +41,7 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.config import from_dict, to_dict
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.schema import SCHEMA_VERSION
-from dime_offline.envs.make import SpaceSpec, check_spaces_match
+from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.io import (
     VERSION_DIGITS,

@@ -35,7 +35,7 @@ from torch import nn
 
 from dime_offline.agent.dime import DIMEAgent, best_of_k_actions
 from dime_offline.checkpoints import load_checkpoint
-from dime_offline.envs.make import SpaceSpec
+from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.io import atomic_path, atomic_write_text
 

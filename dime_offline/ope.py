@@ -56,8 +56,8 @@ from dime_offline.data.load import load_dataset
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail, value_support
 from dime_offline.data.schema import TransitionData
+from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.devices import check_device
-from dime_offline.envs.make import SpaceSpec, check_spaces_match
 from dime_offline.errors import ConfigError
 from dime_offline.io import atomic_path
 from dime_offline.nets.critic import DistributionalCritic

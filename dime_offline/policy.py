@@ -27,8 +27,8 @@ import torch
 
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import load_checkpoint
+from dime_offline.data.spaces import SpaceSpec
 from dime_offline.devices import check_device
-from dime_offline.envs.make import SpaceSpec
 from dime_offline.errors import ConfigError
 
 DeterministicMode = Literal["noise_free", "best_of_k"]

@@ -22,8 +22,9 @@ from dime_offline.checkpoints import check_checkpoint_fits, load_checkpoint
 from dime_offline.config import to_dict
 from dime_offline.data.parquet import write_parquet
 from dime_offline.data.schema import DatasetMetadata, TransitionData
+from dime_offline.data.spaces import SpaceSpec
 from dime_offline.devices import check_device
-from dime_offline.envs.make import SpaceSpec, make_env
+from dime_offline.envs.make import make_env, spaces_of
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.baselines import UniformRandomPolicy
 from dime_offline.evaluation.metrics import EpisodeStats, reference_returns
@@ -110,7 +111,7 @@ def collect(cfg: CollectConfig, policy: Policy | None = None) -> CollectResult:
     started = time.monotonic()
     seed_everything(cfg.seed)
     env = make_env(cfg.env_id, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
-    spaces = SpaceSpec.from_env(env)
+    spaces = spaces_of(env)
     if policy is None:
         policy = _load_policy(cfg, spaces)
     noise_rng = np.random.default_rng(cfg.seed + 1)

@@ -42,8 +42,9 @@ from dime_offline.config import check_section, save_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import value_support
+from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.devices import check_device
-from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
+from dime_offline.envs.make import make_env, spaces_of
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import (
     REFERENCES_KEY,
@@ -345,7 +346,7 @@ def _spaces(store: ReplayStore, env_id: str | None, cfg: PretrainConfig) -> Spac
     if env_id is not None:
         env = make_env(env_id, max_episode_steps=cfg.max_episode_steps)
         try:
-            env_spaces = SpaceSpec.from_env(env)
+            env_spaces = spaces_of(env)
         finally:
             env.close()
         check_spaces_match(spaces, env_spaces, expected_from=f"dataset {cfg.data}", actual_from=f"environment '{env_id}'")

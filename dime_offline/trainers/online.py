@@ -42,13 +42,9 @@ from dime_offline.data.load import load_replay_store
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail
+from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.devices import check_device
-from dime_offline.envs.make import (
-    SpaceSpec,
-    check_spaces_match,
-    make_env,
-    recorded_env_id,
-)
+from dime_offline.envs.make import make_env, recorded_env_id, spaces_of
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.baselines import UniformRandomPolicy
 from dime_offline.evaluation.metrics import (
@@ -272,7 +268,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     env = make_env(cfg.env_id, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
-    env_spaces = SpaceSpec.from_env(env)
+    env_spaces = spaces_of(env)
     env_name = f"environment '{cfg.env_id}'"
 
     norm_stats: NormalizationStats | None = None

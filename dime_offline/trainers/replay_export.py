@@ -26,7 +26,7 @@ from dime_offline.data.actions import unscale_action
 from dime_offline.data.parquet import write_parquet
 from dime_offline.data.replay import ReplayStore
 from dime_offline.data.schema import TransitionData
-from dime_offline.envs.make import SpaceSpec
+from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import DataError
 from dime_offline.trainers.collect import env_dataset_metadata
 

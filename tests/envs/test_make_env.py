@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dime_offline.data.schema import DatasetMetadata
-from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
+from dime_offline.data.spaces import SpaceSpec, check_spaces_match
+from dime_offline.envs.make import make_env, spaces_of
 from dime_offline.errors import ConfigError, EnvironmentMismatchError
 
 RECORDER_ID = "DimeTest/ActionRecorder-v0"
@@ -93,7 +94,7 @@ def test_dict_observations_are_flattened_to_one_vector() -> None:
     env = make_env(RECORDER_ID, seed=1, observation_space=dict_space)
     obs, _ = env.reset()
     assert obs.shape == (5,)
-    assert SpaceSpec.from_env(env).obs_dim == 5
+    assert spaces_of(env).obs_dim == 5
 
 
 def test_discrete_observations_are_refused() -> None:
@@ -124,12 +125,12 @@ def test_max_episode_steps_overrides_the_time_limit_as_truncation() -> None:
 
 
 def test_space_spec_reads_the_env_bounds_before_rescaling_and_round_trips() -> None:
-    spec = SpaceSpec.from_env(make_env("Pendulum-v1"))
+    spec = spaces_of(make_env("Pendulum-v1"))
     assert spec.obs_dim == 3 and spec.action_dim == 1
     assert spec.action_low == (-2.0,) and spec.action_high == (2.0,)
     assert spec.obs_low == (-1.0, -1.0, -8.0)
     assert SpaceSpec.from_dict(spec.to_dict()) == spec
-    unbounded = SpaceSpec.from_env(make_env(RECORDER_ID))
+    unbounded = spaces_of(make_env(RECORDER_ID))
     assert unbounded.obs_low is None and unbounded.obs_high is None
 
 
@@ -157,4 +158,4 @@ def test_space_spec_from_dataset_metadata() -> None:
     meta = DatasetMetadata(action_low=[0.0, -3.0], action_high=[10.0, -1.0])
     spec = SpaceSpec.from_metadata(meta, 3, 2)
     assert spec is not None
-    check_spaces_match(spec, SpaceSpec.from_env(make_env(RECORDER_ID)), expected_from="dataset d", actual_from="env")
+    check_spaces_match(spec, spaces_of(make_env(RECORDER_ID)), expected_from="dataset d", actual_from="env")

@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 
 from dime_offline.checkpoints import read_checkpoint_meta
 from dime_offline.data.parquet import read_parquet_metadata
+from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.envs import CSTR_ENV_ID
-from dime_offline.envs.make import SpaceSpec, check_spaces_match, make_env
+from dime_offline.envs.make import make_env, spaces_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "datasets" / "specs" / "telemetry" / "cstr.yaml"
@@ -83,7 +84,7 @@ def test_historian_export_to_a_finetuned_policy_for_the_twin(tmp_path: Path) -> 
     assert rows == converted["transitions"] and metadata.env_id == CSTR_ENV_ID
     env = make_env(CSTR_ENV_ID)
     try:
-        env_spaces = SpaceSpec.from_env(env)
+        env_spaces = spaces_of(env)
         assert metadata.obs_names == env.unwrapped.obs_names
         assert metadata.action_names == env.unwrapped.action_names
     finally:

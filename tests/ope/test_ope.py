@@ -18,7 +18,7 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import save_checkpoint
 from dime_offline.data.load import save_dataset
 from dime_offline.data.schema import DatasetMetadata, TransitionData
-from dime_offline.envs.make import SpaceSpec
+from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import ConfigError
 from dime_offline.ope import OPEConfig, evaluate_offline, fitted_q_evaluation
 

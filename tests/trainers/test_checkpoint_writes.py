@@ -18,7 +18,7 @@ from dime_offline.checkpoints import (
     resolve_checkpoint_dir,
     save_checkpoint,
 )
-from dime_offline.envs.make import SpaceSpec
+from dime_offline.data.spaces import SpaceSpec
 from dime_offline.io import atomic_write_text, versions
 from dime_offline.trainers.loop import check_run_dir, start_run_dir
 

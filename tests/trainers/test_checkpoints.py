@@ -22,7 +22,7 @@ from dime_offline.checkpoints import (
 )
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayStore
-from dime_offline.envs.make import SpaceSpec
+from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import CheckpointError
 
 SPACES = SpaceSpec(obs_dim=3, action_dim=2, action_low=(-2.0, 0.0), action_high=(2.0, 1.0))

@@ -10,7 +10,7 @@ import trainer_factories as tf
 
 from dime_offline.checkpoints import save_checkpoint
 from dime_offline.data.parquet import read_parquet
-from dime_offline.envs.make import SpaceSpec, make_env
+from dime_offline.envs.make import make_env, spaces_of
 from dime_offline.errors import ConfigError, EnvironmentMismatchError
 from dime_offline.evaluation.metrics import D4RL_REFERENCE_RETURNS
 from dime_offline.trainers.collect import CollectConfig, collect
@@ -73,7 +73,7 @@ def test_same_seed_same_dataset_and_noise_changes_checkpoint_actions(tmp_path: P
 
     env = make_env("Pendulum-v1")
     agent = tf.tiny_agent(3, 1)
-    save_checkpoint(tmp_path / "ckpt", agent, agent.cfg, None, spaces=SpaceSpec.from_env(env), env_id="Pendulum-v1")
+    save_checkpoint(tmp_path / "ckpt", agent, agent.cfg, None, spaces=spaces_of(env), env_id="Pendulum-v1")
     _, plain = _collect(tmp_path / "c", env_id="Pendulum-v1", steps=30, seed=1, policy=str(tmp_path / "ckpt"))
     _, noisy = _collect(tmp_path / "d", env_id="Pendulum-v1", steps=30, seed=1, policy=str(tmp_path / "ckpt"), action_noise=0.5)
     assert not np.allclose(plain.action, noisy.action)
@@ -90,7 +90,7 @@ def test_d4rl_reference_returns_travel_with_mujoco_datasets(tmp_path: Path) -> N
 
 def test_a_checkpoint_for_another_env_is_refused(tmp_path: Path) -> None:
     agent = tf.tiny_agent(3, 1)
-    spaces = SpaceSpec.from_env(make_env("Pendulum-v1"))
+    spaces = spaces_of(make_env("Pendulum-v1"))
     save_checkpoint(tmp_path / "ckpt", agent, agent.cfg, None, spaces=spaces, env_id="Pendulum-v1")
     with pytest.raises(EnvironmentMismatchError, match="observation dim 2, expected 3"):
         collect(CollectConfig(env_id="MountainCarContinuous-v0", policy=str(tmp_path / "ckpt"), steps=5,

@@ -10,7 +10,7 @@ import trainer_factories as tf
 
 from dime_offline.data.parquet import read_parquet
 from dime_offline.data.replay import ReplayStore
-from dime_offline.envs.make import SpaceSpec
+from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import ConfigError, DataError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.tracking import ProgressDisplay, Tracker

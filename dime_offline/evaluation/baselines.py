@@ -25,8 +25,8 @@ import numpy as np
 
 from dime_offline.data.actions import action_bounds, to_unit_box
 from dime_offline.data.schema import DatasetMetadata, TransitionData
+from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.envs import CSTR_ENV_ID
-from dime_offline.envs.make import SpaceSpec, check_spaces_match
 from dime_offline.envs.pi_controller import PIController
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats, reference_returns

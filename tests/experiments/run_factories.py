@@ -9,6 +9,9 @@ from typing import Any
 
 from dime_offline.tracking import CSVSink
 
+TINY_AGENT = {"critic_hidden": [32, 32], "score_hidden": [32, 32], "score_frequencies": 8, "score_time_hidden": 16,
+              "diffusion_steps": 4, "batch_size": 32}
+"""Agent overrides that keep the algorithm but make an update take milliseconds (for real short runs)."""
 REFERENCES = (-1000.0, 0.0)
 """(random, expert) returns of the synthetic datasets: a return R scores 100 * (R + 1000) / 1000."""
 

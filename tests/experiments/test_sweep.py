@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import socket
@@ -16,10 +17,12 @@ from typing import Any
 import pytest
 import yaml
 from dime_offline_cli.main import app
-from run_factories import make_stage_run
+from run_factories import TINY_AGENT, make_stage_run
 from typer.testing import CliRunner
 
 import dime_offline.sweep as sweep_module
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.config import from_dict
 from dime_offline.errors import ConfigError
 from dime_offline.sweep import (
     SchedulerConfig,
@@ -29,6 +32,7 @@ from dime_offline.sweep import (
     run_trial,
     sweep,
 )
+from dime_offline.trainers.offline import PretrainConfig, pretrain
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
 TINY_PRETRAIN = {"data": str(SAMPLE), "steps": 2, "eval_every": 0, "eval_episodes": 1, "max_episode_steps": 20,
@@ -164,12 +168,19 @@ def test_a_sweep_on_ray_tune_writes_normal_run_directories(tmp_path: Path) -> No
     assert [g["setting"] for g in groups] == ["offline.conservative_weight=0.3", "offline.conservative_weight=1.0"]
 
 
-def test_a_trial_reports_each_evaluation_and_writes_its_error_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The trainable without Ray: a stand-in ``ray.tune.report`` receives the score of every evaluation."""
+@pytest.fixture
+def tune_reports(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, float]]:
+    """What trials report to a stand-in ``ray.tune.report`` (the trainable runs in this process, without Ray)."""
     reports: list[dict[str, float]] = []
     fake_ray = types.ModuleType("ray")
     fake_ray.tune = types.SimpleNamespace(report=reports.append)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    return reports
+
+
+def test_a_trial_reports_each_evaluation_and_writes_its_error_in_one_line(tmp_path: Path, tune_reports: list[dict[str, float]]) -> None:
+    """The trainable without Ray: a stand-in ``ray.tune.report`` receives the score of every evaluation."""
+    reports = tune_reports
     cfg = SweepConfig(command="pretrain", base={**TINY_PRETRAIN, "eval_every": 1}, seeds=[3], out_dir=str(tmp_path / "sw"))
     trial = plan_trials(cfg)[0]
     run_trial({"trial": trial.name}, trials={trial.name: trial.to_dict()})
@@ -188,6 +199,97 @@ def test_a_trial_reports_each_evaluation_and_writes_its_error_in_one_line(tmp_pa
     run_trial({"trial": trial.name}, trials={trial.name: trial.to_dict()})
     error = (trial.run_dir / "error.txt").read_text()
     assert error.count("\n") == 1 and "gone.parquet" in error
+
+
+class Killed(Exception):
+    """Stands for SIGKILL of a trial's worker: the run dies where it is, with no clean-up."""
+
+
+def _tune_in_process(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, str]:
+    """Stands in for Ray Tune: each trial through the real trainable, in this process; a killed one fails."""
+    errors = {}
+    for trial in trials:
+        try:
+            run_trial({"trial": trial.name}, trials={trial.name: trial.to_dict()}, resume=cfg.resume)
+        except Killed:
+            errors[trial.name] = "killed"
+    return errors
+
+
+def _counted_updates(monkeypatch: pytest.MonkeyPatch, *, kill_at: int | None) -> dict[str, int]:
+    """Count the agent's updates from now on; the ``kill_at``-th raises :class:`Killed`."""
+    original, calls = DIMEAgent.update, {"n": 0}
+
+    def update(self: DIMEAgent, batch: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise Killed
+        return original(self, batch)
+
+    monkeypatch.setattr(DIMEAgent, "update", update)
+    return calls
+
+
+RESUMABLE = {**TINY_PRETRAIN, "steps": 12, "eval_every": 4, "checkpoint_every": 5, "log_every": 2, "agent": TINY_AGENT}
+"""A trial with evaluations at 4, 8, 12 and a periodic checkpoint at 5 (and 10)."""
+
+
+def _interrupted_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SweepConfig, Path]:
+    """A one-trial sweep whose trial is killed at its 8th update, after the checkpoint at step 5."""
+    cfg = SweepConfig(command="pretrain", base=RESUMABLE, seeds=[0], out_dir=str(tmp_path / "sw"), quiet=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(sweep_module, "_run_on_tune", _tune_in_process)
+        _counted_updates(patch, kill_at=8)
+        result = sweep(cfg)
+    run = tmp_path / "sw" / "trials" / "s000-seed0"
+    assert [t.status for t in result.trials] == ["failed"] and not (run / "summary.json").exists()
+    assert json.loads((run / "checkpoint" / "meta.json").read_text())["extra"]["gradient_steps"] == 5
+    return cfg, run
+
+
+def _metrics_without_time(run: Path) -> list[tuple[str, str, str]]:
+    rows = csv.DictReader((run / "metrics.csv").open())
+    return [(r["step"], r["key"], r["value"]) for r in rows if r["key"] != "train/updates_per_second"]
+
+
+def test_a_resumed_sweep_continues_an_interrupted_trial_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tune_reports: list[dict[str, float]]
+) -> None:
+    cfg, run = _interrupted_sweep(tmp_path, monkeypatch)
+    tune_reports.clear()
+    monkeypatch.setattr(sweep_module, "_run_on_tune", _tune_in_process)
+    updates = _counted_updates(monkeypatch, kill_at=None)
+    result = sweep(dataclasses.replace(cfg, resume=True))
+    assert [t.status for t in result.trials] == ["finished"]
+    assert updates["n"] == 12 - 5  # steps 6-12: continued from the checkpoint, not started over
+    assert [(r["evaluations"], r["step"]) for r in tune_reports] == [(2, 8), (3, 12)]  # the count goes on after step 4's
+    whole = sweep(dataclasses.replace(cfg, out_dir=str(tmp_path / "whole")))
+    assert _metrics_without_time(run) == _metrics_without_time(Path(whole.trials[0].run_dir))
+    again = sweep(dataclasses.replace(cfg, resume=True))
+    assert [t.status for t in again.trials] == ["kept"]
+
+
+@pytest.mark.slow
+def test_a_sweep_resumed_on_ray_tune_continues_the_interrupted_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tune_reports: list[dict[str, float]]
+) -> None:
+    """The same on Ray Tune: the rows the killed session wrote up to its checkpoint stay as they were
+    (a marked wall-clock value proves it), the rest equals an uninterrupted trial."""
+    cfg, run = _interrupted_sweep(tmp_path, monkeypatch)
+    monkeypatch.delitem(sys.modules, "ray")  # the real Ray from here on
+    pytest.importorskip("ray", reason="the ray extra is optional: pip install 'dime-offline[ray]'")
+    data = (run / "metrics.csv").read_bytes()
+    start = data.index(b"\n") + 1
+    end = data.index(b"\n", start)
+    step, wall, rest = data[start:end].split(b",", 2)
+    marked = b",".join((step, b"9" * len(wall), rest))  # as long as before: the checkpoint's byte position holds
+    (run / "metrics.csv").write_bytes(data[:start] + marked + data[end:])
+    result = sweep(dataclasses.replace(cfg, resume=True))
+    assert [t.status for t in result.trials] == ["finished"], result.trials
+    assert (run / "metrics.csv").read_bytes()[start:end] == marked
+    reference = tmp_path / "whole"
+    pretrain(from_dict(PretrainConfig, {**Trial(**json.loads((run / "trial.json").read_text())).config, "out_dir": str(reference)}))
+    assert _metrics_without_time(run) == _metrics_without_time(reference)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from dime_offline_cli.main import app
+from run_factories import TINY_AGENT
 from typer.testing import CliRunner
 
 from dime_offline.agent.dime import DIMEAgent
@@ -23,8 +24,6 @@ from dime_offline.tracking import read_metrics_csv
 from dime_offline.trainers.offline import PretrainConfig, pretrain
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
-TINY_AGENT = {"critic_hidden": [32, 32], "score_hidden": [32, 32], "score_frequencies": 8, "score_time_hidden": 16,
-              "diffusion_steps": 4, "batch_size": 32}
 TIMING_KEY = "train/updates_per_second"
 """Measures wall time: a resumed session logs it again with another value."""
 HIDE = {"mlflow": ("mlflow", "mlflow.tracking"), "wandb": ("wandb",)}

@@ -57,10 +57,14 @@ FINETUNE_CONFIG_FILE = "finetune_config.json"
 """The resolved config of a fine-tuning run."""
 RUN_ARTEFACTS = (
     METRICS_FILE, TENSORBOARD_SUBDIR, RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR, LEARNING_CURVE_FILE, SUMMARY_FILE,
-    PRETRAIN_CONFIG_FILE, FINETUNE_CONFIG_FILE, TRACKER_RUNS_FILE, WANDB_SUBDIR,
+    PRETRAIN_CONFIG_FILE, FINETUNE_CONFIG_FILE, TRACKER_RUNS_FILE,
 )
 """Everything a training stage writes into its run directory: any of them marks the directory as
-holding a run, and ``overwrite`` removes exactly these (a user's other files stay)."""
+holding a run, and ``overwrite`` removes exactly these and :data:`TRACKER_FOLDERS` (a user's other
+files stay)."""
+TRACKER_FOLDERS = (WANDB_SUBDIR,)
+"""Trackers' own folders in a run directory: removed with an earlier run, but alone they do not make
+a run (W&B may have written one for a run that stopped when another tracker refused to open)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -425,11 +429,11 @@ def check_run_dir(out_dir: str, *, overwrite: bool) -> Path:
 
 
 def start_run_dir(out: Path) -> None:
-    """Create ``out`` and remove what an earlier run wrote there (:data:`RUN_ARTEFACTS` and the
-    checkpoints' versions and temporaries only), so no stale ``best/`` checkpoint, TensorBoard
-    events, plot or summary mix with the new run's."""
+    """Create ``out`` and remove what an earlier run wrote there (:data:`RUN_ARTEFACTS`,
+    :data:`TRACKER_FOLDERS` and the checkpoints' versions and temporaries only), so no stale ``best/``
+    checkpoint, TensorBoard events, tracker run ids, plot or summary mix with the new run's."""
     out.mkdir(parents=True, exist_ok=True)
-    for path in [out / name for name in RUN_ARTEFACTS] + run_checkpoint_entries(out):
+    for path in [out / name for name in (*RUN_ARTEFACTS, *TRACKER_FOLDERS)] + run_checkpoint_entries(out):
         remove_path(path)
 
 

@@ -17,7 +17,7 @@ from run_factories import TINY_AGENT
 from typer.testing import CliRunner
 
 from dime_offline.agent.dime import DIMEAgent
-from dime_offline.errors import TrackerError
+from dime_offline.errors import ConfigError, TrackerError
 from dime_offline.regularizers import OfflineConfig
 from dime_offline.sweep import SweepConfig, sweep
 from dime_offline.tracking import read_metrics_csv
@@ -260,3 +260,17 @@ def test_a_sweep_naming_a_missing_tracker_stops_before_it_plans_anything(tmp_pat
     with pytest.raises(TrackerError, match=r"pip install 'dime-offline\[mlflow\]'"):
         sweep(cfg)
     assert not (tmp_path / "sw").exists()
+
+
+def test_overwrite_removes_the_tracker_run_ids_and_wandb_files_and_a_lone_wandb_folder_is_no_run(tmp_path: Path) -> None:
+    from dime_offline.trainers.loop import check_run_dir, start_run_dir
+
+    out = tmp_path / "run"
+    (out / "wandb" / "offline-run-1-abc").mkdir(parents=True)  # left by a run whose other tracker refused to open
+    assert check_run_dir(str(out), overwrite=False) == out
+    (out / "trackers.json").write_text('{"wandb": {"run_id": "abc", "project": "p"}}')
+    with pytest.raises(ConfigError, match="already holds a run"):
+        check_run_dir(str(out), overwrite=False)
+    (out / "notes.txt").write_text("mine")
+    start_run_dir(check_run_dir(str(out), overwrite=True))
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # a new run starts new tracker runs

@@ -23,7 +23,7 @@ def sweep_command(
     config: Annotated[Path, typer.Option("--config", help="Sweep file (YAML): command, base, parameters, seeds, scheduler.")],
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to attach to (host:port or auto); default: Ray on this machine.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the file's out_dir, else runs/sweep).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep in --out: keep finished trials, rerun the rest.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep in --out: keep finished trials, continue interrupted ones from their checkpoints.")] = False,
     overrides: SetOption = None,
     json_output: JsonFlag = False,
 ) -> None:
@@ -49,5 +49,5 @@ def sweep_command(
     if result.failed:
         first = result.failed[0]
         typer.echo(f"error: {len(result.failed)} of {len(result.trials)} trials failed, first {first.run_dir}: {first.error}"
-                   " (finished runs are kept; rerun with --resume)", err=True)
+                   " (finished runs are kept; continue with --resume)", err=True)
         raise typer.Exit(USER_ERROR_EXIT_CODE)

@@ -274,3 +274,20 @@ def test_overwrite_removes_the_tracker_run_ids_and_wandb_files_and_a_lone_wandb_
     (out / "notes.txt").write_text("mine")
     start_run_dir(check_run_dir(str(out), overwrite=True))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # a new run starts new tracker runs
+
+
+def test_a_recorded_mlflow_run_that_cannot_be_continued_gives_a_notice_and_a_new_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow", reason="the mlflow extra is optional: pip install 'dime-offline[mlflow]'")
+    from dime_offline.trackers import open_tracker_sinks
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    gone = {"run_id": "0" * 32, "tracking_uri": (tmp_path / "mlruns").as_uri()}
+    (tmp_path / "trackers.json").write_text(json.dumps({"mlflow": gone}))
+    sinks, notices = open_tracker_sinks(tmp_path, ["mlflow"], run_config={}, stage="finetune", resume=True)
+    new_id = sinks[0].record["run_id"]
+    sinks[0].close()
+    assert new_id != gone["run_id"] and json.loads((tmp_path / "trackers.json").read_text())["mlflow"]["run_id"] == new_id
+    assert len(notices) == 1 and notices[0].startswith(f"MLflow run {gone['run_id']} at ") and notices[0].endswith("logging to a new run")

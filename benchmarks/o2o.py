@@ -8,9 +8,11 @@ evaluated on ``--final-episodes`` episodes):
 * ``dime-offline``: ``dime-offline pretrain`` (conservative critic + behaviour term, defaults);
 * ``bc``: behaviour cloning, an MLP (2 x 256, ReLU, tanh output) regressing the data actions
   (MSE, Adam 3e-4) on standardised observations, written here (CORL's BC setting);
-* ``iql``, ``td3bc``: d3rlpy 2.8.1 IQL and TD3+BC with the settings of d3rlpy's own D4RL
-  reproductions (IQL: expectile 0.7, temperature 3, return-based reward scale x1000; TD3+BC:
-  alpha 2.5, standardised observations). d3rlpy is a benchmark-only extra (benchmarks/README.md).
+* ``iql``, ``td3bc``, ``cql``: d3rlpy 2.8.1 IQL, TD3+BC and CQL with the settings of d3rlpy's own
+  D4RL reproductions (IQL: expectile 0.7, temperature 3, return-based reward scale x1000; TD3+BC:
+  alpha 2.5, standardised observations; CQL: 2 x 256 encoders, actor lr 1e-4, 10 action samples,
+  conservative weight 5 with a Lagrangian threshold of 10). d3rlpy is a benchmark-only extra
+  (benchmarks/README.md).
 
 Online (``--online-steps`` env steps each, same update-to-data ratio, evaluations every
 ``--eval-every`` steps on ``--eval-episodes`` episodes):
@@ -43,12 +45,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,17 +61,22 @@ import torch
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.parquet import read_parquet_metadata
 from dime_offline.data.replay import ReplayStore
-from dime_offline.evaluation.metrics import EpisodeStats, normalized_score, reference_returns
+from dime_offline.evaluation.metrics import (
+    EpisodeStats,
+    normalized_score,
+    reference_returns,
+)
 from dime_offline.evaluation.rollout import evaluate
 from dime_offline.trainers.loop import seed_everything
 from dime_offline.trainers.online import EVAL_SEED_OFFSET, FinetuneConfig, finetune
 from dime_offline.types import Policy
 
-OFFLINE_METHODS = ("dime-offline", "bc", "iql", "td3bc")
+OFFLINE_METHODS = ("dime-offline", "bc", "iql", "td3bc", "cql")
+D3RLPY_METHODS = ("iql", "td3bc", "cql")
 ONLINE_METHODS = ("dime-finetune", "dime-scratch", "dime-rlpd")
 METHODS = OFFLINE_METHODS + ONLINE_METHODS
 D3RLPY_HINT = (
-    "the iql/td3bc baselines need d3rlpy 2.8.1: pip install d3rlpy==2.8.1 --no-deps && pip install tqdm"
+    "the iql/td3bc/cql baselines need d3rlpy 2.8.1: pip install d3rlpy==2.8.1 --no-deps && pip install tqdm"
     " 'gym>=0.26' click structlog colorama dataclasses-json scikit-learn (see benchmarks/README.md)"
 )
 
@@ -190,7 +197,7 @@ def import_d3rlpy() -> Any | None:
 
 
 def train_d3rlpy(method: str, store: ReplayStore, steps: int, batch_size: int, seed: int) -> D3rlpyPolicy:
-    """IQL or TD3+BC with d3rlpy's D4RL-reproduction settings on the store's data ([-1, 1] actions)."""
+    """IQL, TD3+BC or CQL with d3rlpy's D4RL-reproduction settings on the store's data ([-1, 1] actions)."""
     d3rlpy = import_d3rlpy()
     if d3rlpy is None:
         sys.exit(D3RLPY_HINT)
@@ -209,6 +216,13 @@ def train_d3rlpy(method: str, store: ReplayStore, steps: int, batch_size: int, s
             actor_learning_rate=3e-4, critic_learning_rate=3e-4, batch_size=batch_size, expectile=0.7,
             weight_temp=3.0, max_weight=100.0,
             reward_scaler=d3rlpy.preprocessing.ReturnBasedRewardScaler(multiplier=1000.0),
+        )
+    elif method == "cql":
+        encoder = d3rlpy.models.encoders.VectorEncoderFactory([256, 256])
+        config = d3rlpy.algos.CQLConfig(
+            actor_learning_rate=1e-4, critic_learning_rate=3e-4, temp_learning_rate=1e-4, alpha_learning_rate=3e-4,
+            initial_alpha=math.e, actor_encoder_factory=encoder, critic_encoder_factory=encoder,
+            batch_size=batch_size, n_action_samples=10, alpha_threshold=10.0, conservative_weight=5.0,
         )
     else:
         config = d3rlpy.algos.TD3PlusBCConfig(
@@ -269,7 +283,8 @@ def finetune_dime(setup: Setup, method: str, seed: int) -> dict[str, Any]:
         from dime_offline.checkpoints import load_checkpoint
 
         pretrained, _, _ = load_checkpoint(checkpoint)
-        curve.insert(0, (0, run_evaluation(pretrained, setup, seed, setup.eval_episodes, False).return_mean))
+        deterministic = setup.dime_acting == "deterministic"
+        curve.insert(0, (0, run_evaluation(pretrained, setup, seed, setup.eval_episodes, deterministic).return_mean))
     return {
         "curve": curve,
         "wall_seconds": result.loop.wall_seconds,
@@ -290,7 +305,7 @@ def run_method(setup: Setup, method: str, seed: int) -> dict[str, Any]:
         if method == "bc":
             policy, loss = train_bc(store, setup.offline_steps, setup.batch_size, seed)
             record["final_loss"] = loss
-        elif method in ("iql", "td3bc"):
+        elif method in D3RLPY_METHODS:
             policy = train_d3rlpy(method, store, setup.offline_steps, setup.batch_size, seed)
         else:
             policy, facts = pretrain_dime(setup, seed)
@@ -499,9 +514,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "setup.json").write_text(json.dumps(asdict(setup), indent=2) + "\n")
 
     methods = [m for m in METHODS if m in args.methods]
-    if {"iql", "td3bc"} & set(methods) and import_d3rlpy() is None:
-        print(f"[o2o] skipping iql and td3bc: {D3RLPY_HINT}", file=sys.stderr)
-        methods = [m for m in methods if m not in ("iql", "td3bc")]
+    if set(D3RLPY_METHODS) & set(methods) and import_d3rlpy() is None:
+        print(f"[o2o] skipping {', '.join(D3RLPY_METHODS)}: {D3RLPY_HINT}", file=sys.stderr)
+        methods = [m for m in methods if m not in D3RLPY_METHODS]
     if not args.report:
         # Offline methods first: dime-finetune needs the dime-offline checkpoint of its seed.
         for method in methods:

@@ -100,10 +100,12 @@ def _read_tracker_runs(out: Path) -> dict[str, dict[str, str]]:
         return {}
     try:
         runs = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(runs, dict) or not all(isinstance(run, dict) and isinstance(run.get("run_id"), str) for run in runs.values()):
+            raise ValueError('expected {"<tracker>": {"run_id": ...}, ...}')
     except (OSError, ValueError) as exc:
         raise TrackerError(f"unreadable tracker run ids ({exc}); delete the file to log the rest of the run to new tracker runs",
                            file=str(path)) from None
-    return runs if isinstance(runs, dict) else {}
+    return runs
 
 
 def _ending_status() -> Literal["interrupted", "failed"]:
@@ -136,13 +138,13 @@ class MLflowSink:
         self._finished = False
         with self._errors("cannot open a run"):
             if saved is not None:
-                self._client = MlflowClient(tracking_uri=saved["tracking_uri"])
+                self._client = MlflowClient(tracking_uri=saved.get("tracking_uri"))
                 try:
                     self._client.update_run(saved["run_id"], status="RUNNING")
                     self.run_id = saved["run_id"]
                     return
                 except MlflowException as exc:
-                    notices.append(f"MLflow run {saved['run_id']} at {saved['tracking_uri']} cannot be continued "
+                    notices.append(f"MLflow run {saved['run_id']} at {self._client.tracking_uri} cannot be continued "
                                    f"({' '.join(exc.message.split())}); logging to a new run")
             self._client = MlflowClient()
             experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
@@ -217,7 +219,7 @@ class WandbSink:
         import wandb
 
         self._finished = False
-        project = saved["project"] if saved else os.environ.get("WANDB_PROJECT") or DEFAULT_EXPERIMENT
+        project = (saved or {}).get("project") or os.environ.get("WANDB_PROJECT") or DEFAULT_EXPERIMENT
         try:
             self._run = wandb.init(
                 project=project, id=saved["run_id"] if saved else None, resume="allow" if saved else None,

@@ -291,3 +291,13 @@ def test_a_recorded_mlflow_run_that_cannot_be_continued_gives_a_notice_and_a_new
     sinks[0].close()
     assert new_id != gone["run_id"] and json.loads((tmp_path / "trackers.json").read_text())["mlflow"]["run_id"] == new_id
     assert len(notices) == 1 and notices[0].startswith(f"MLflow run {gone['run_id']} at ") and notices[0].endswith("logging to a new run")
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"mlflow": "abc"}', "[]"])
+def test_damaged_tracker_run_ids_are_one_line_naming_the_file(tmp_path: Path, content: str) -> None:
+    from dime_offline.trackers import open_tracker_sinks
+
+    (tmp_path / "trackers.json").write_text(content)
+    with pytest.raises(TrackerError, match=r"trackers\.json: unreadable tracker run ids .*delete the file") as caught:
+        open_tracker_sinks(tmp_path, ["mlflow"], run_config={}, stage="pretrain", resume=True)
+    assert "\n" not in caught.value.one_line()

@@ -60,6 +60,11 @@ class DeployedPolicy:
         # (and must match the exported graph, which is float32).
         agent.critic.set_matmul_dtype(torch.float32)
         agent.policy.matmul_dtype = torch.float32
+        # A deployed policy does not train: its chain's observation-free part is computed once, here,
+        # and acting skips the check that the parameters are unchanged (nets/acting.py).
+        if agent.device.type == "cpu":
+            agent.acting_constants.get(agent.policy)
+            agent.acting_constants.freeze()
         self.agent = agent
         self.spaces = spaces
         self.deterministic = deterministic

@@ -26,6 +26,7 @@ from dime_offline.agent.regularization import (
     CriticStepContext,
 )
 from dime_offline.errors import TrainingDivergedError
+from dime_offline.nets.acting import ActingConstants, ActingConstantsCache
 from dime_offline.nets.critic import DistributionalCritic
 from dime_offline.nets.diffusion import ChainSample, DiffusionPolicy
 from dime_offline.nets.precision import MatmulPrecision, resolve_matmul_dtype
@@ -38,18 +39,22 @@ CANDIDATE_NOISE_SEED = 20250713
 
 
 def best_of_k_actions(
-    policy: DiffusionPolicy, critic: DistributionalCritic, obs: torch.Tensor, noise: torch.Tensor
+    policy: DiffusionPolicy, critic: DistributionalCritic, obs: torch.Tensor, noise: torch.Tensor,
+    constants: ActingConstants | None = None,
 ) -> torch.Tensor:
     """Of K chains per state, the action with the highest mean expected Q: (B, O) -> (B, d) in [-1, 1].
 
     ``noise`` (N + 1, K, 1, d): the same K draws for every state (see
     :meth:`DiffusionPolicy.action_from_noise`), so the choice depends on the observation alone. The
-    critics must be in eval mode. Written with shape-generic ops only, so it also exports.
+    critics must be in eval mode. ``constants``: the policy's cached acting constants, if any.
+    Written with shape-generic ops only, so it also exports.
     """
     steps, k, _, act_dim = noise.shape
     batch = obs.shape[0]
     states = obs.repeat(k, 1)  # row j B + b: state b, candidate j
-    actions = policy.action_from_noise(states, noise.expand(-1, -1, batch, -1).reshape(steps, k * batch, act_dim))
+    actions = policy.action_from_noise(
+        states, noise.expand(-1, -1, batch, -1).reshape(steps, k * batch, act_dim), constants
+    )
     actions = actions.clamp(-1.0, 1.0).view(k, batch, act_dim)
     q = critic.expected_q(states, actions.reshape(k * batch, act_dim)).mean(0).view(k, batch)
     best = q.argmax(0).view(1, batch, 1).expand(1, batch, act_dim)
@@ -155,6 +160,9 @@ class DIMEAgent:
         self.update_generator = torch.Generator(self.device).manual_seed(seed + 1)
         self.act_generator = torch.Generator(self.device).manual_seed(seed + 2)
         self._candidate_noise_cache: torch.Tensor | None = None
+        self.acting_constants = ActingConstantsCache()
+        """The policy's observation-free chain quantities for ``act`` (``nets/acting.py``): kept while
+        the parameters stay the same; a deployed policy freezes it."""
         self.critic_updates = 0
         self.actor_updates = 0
 
@@ -197,19 +205,21 @@ class DIMEAgent:
         x = self._as_obs_tensor(obs)
         single = x.dim() == 1
         x = self.normalize_obs(x.unsqueeze(0) if single else x)
+        # The constants are validated on the CPU only (a byte comparison in NumPy).
+        constants = self.acting_constants.get(self.policy) if self.device.type == "cpu" else None
         if not deterministic:
-            action = self.policy.sample_action(x, generator=self.act_generator)
+            action = self.policy.sample_action(x, generator=self.act_generator, constants=constants)
         elif self.cfg.deterministic_act == "best_of_k":
-            action = self._best_of_k(x, self.cfg.act_candidates)
+            action = self._best_of_k(x, self.cfg.act_candidates, constants)
         else:
-            action = self.policy.sample_action(x, noise_free=True)
+            action = self.policy.sample_action(x, noise_free=True, constants=constants)
         out = action.clamp(-1.0, 1.0).cpu().numpy()
         return out[0] if single else out
 
-    def _best_of_k(self, obs: torch.Tensor, k: int) -> torch.Tensor:
+    def _best_of_k(self, obs: torch.Tensor, k: int, constants: ActingConstants | None = None) -> torch.Tensor:
         """:func:`best_of_k_actions` on this agent's fixed candidate noise, critics in eval mode."""
         with self._critic_frozen():
-            return best_of_k_actions(self.policy, self.critic, obs, self._candidate_noise(k))
+            return best_of_k_actions(self.policy, self.critic, obs, self._candidate_noise(k), constants)
 
     def candidate_noise(self, k: int) -> torch.Tensor:
         """The fixed noise of the 'best_of_k' mode for ``k`` candidates (for export)."""

@@ -31,6 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dime_offline.nets.acting import (
+    ActingConstants,
+    final_state_small_batch,
+    small_batch_applies,
+)
 from dime_offline.nets.precision import (
     SCORE_NET_BF16_MIN_ROWS,
     low_precision,
@@ -149,6 +154,17 @@ class DiffusionPolicy(nn.Module):
         decay = 1.0 - eta / self.prior_std**2  # prior drift x + eta * grad log p_0(x) = decay * x
         return eta, decay, torch.sqrt(2.0 * eta)
 
+    def acting_constants(self) -> ActingConstants:
+        """The chain's observation-free quantities for acting (``nets/acting.py``), without gradient."""
+        with torch.no_grad():
+            return ActingConstants(*self._kernel_coefficients(), self.score_net.time_part(self.step_index))
+
+    def acting_constant_sources(self) -> list[torch.Tensor]:
+        """The tensors :meth:`acting_constants` is computed from (besides ``prior_std``)."""
+        net = self.score_net
+        return [self.raw_dt, self.raw_friction, self.schedule, self.step_index, net.frequencies, net.phase,
+                *net.time_mlp.parameters(), net.first.weight, net.first.bias]
+
     # ----------------------------------------------------------------------------------------------
     def sample(
         self,
@@ -176,22 +192,45 @@ class DiffusionPolicy(nn.Module):
         return ChainSample(torch.tanh(x), x, running_cost, terminal_cost)
 
     def sample_action(
-        self, obs: torch.Tensor, generator: torch.Generator | None = None, noise_free: bool = False
+        self, obs: torch.Tensor, generator: torch.Generator | None = None, noise_free: bool = False,
+        constants: ActingConstants | None = None,
     ) -> torch.Tensor:
         """The action tanh(x_N) (B, d) of :meth:`sample`, without the costs: the same noise draws and
-        chain, so the same action for the same generator state; for acting, where only it is needed."""
-        eta, decay, noise_std = self._kernel_coefficients()
+        chain, so the same action for the same generator state; for acting, where only it is needed.
+        ``constants``: this policy's :meth:`acting_constants`, kept by the caller (no-gradient calls
+        only); small CPU batches then run the chain of ``nets/acting.py``."""
         x0, eps = self._initial_noise(obs, generator, noise_free)
-        return torch.tanh(self._denoise(obs, x0, noise_std[:, None, :] * eps, eta, decay, keep_path=False)[-1])
+        return self._acting_chain(obs, x0, eps, constants, plain=False)
 
-    def action_from_noise(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def action_from_noise(
+        self, obs: torch.Tensor, noise: torch.Tensor, constants: ActingConstants | None = None
+    ) -> torch.Tensor:
         """The action tanh(x_N) (B, d) for explicit standard normal draws ``noise`` (N + 1, B, d): row 0
         gives x_0 = prior_std * noise[0], rows 1..N the steps' injected noise (zeros: the noise-free
         chain). The same chain as :meth:`sample_action`, always in float32 and without fused kernels,
-        so it traces into an exported graph (ONNX, TorchScript) and replays a deployment exactly."""
-        eta, decay, noise_std = self._kernel_coefficients()
-        x0, eps = self.prior_std * noise[0], noise_std[:, None, :] * noise[1:]
-        return torch.tanh(self._denoise(obs, x0, eps, eta, decay, keep_path=False, plain=True)[-1])
+        so it traces into an exported graph (ONNX, TorchScript) and replays a deployment exactly.
+        ``constants``: as for :meth:`sample_action`."""
+        return self._acting_chain(obs, self.prior_std * noise[0], noise[1:], constants, plain=True)
+
+    def _acting_chain(
+        self, obs: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, constants: ActingConstants | None, *, plain: bool
+    ) -> torch.Tensor:
+        """tanh(x_N) from x_0 and the steps' standard normal draws ``eps`` (N, B, d), no path kept."""
+        if constants is None:
+            eta, decay, noise_std = self._kernel_coefficients()
+            time_part = None
+        else:
+            if torch.is_grad_enabled():
+                raise RuntimeError("cached acting constants carry no gradient; use them under torch.no_grad()")
+            eta, decay, noise_std, time_part = constants
+        noise = noise_std[:, None, :] * eps
+        rows = obs.shape[0]
+        if not (plain or score_net_dtype(self.matmul_dtype, rows, obs.device) == torch.float32):
+            time_part = None  # a bfloat16 chain computes it under its autocast, as it does without a cache
+        elif constants is not None and small_batch_applies(self.score_net, rows, obs.device):
+            return torch.tanh(final_state_small_batch(self.score_net, constants, obs, x0, noise))
+        x = self._denoise(obs, x0, noise, eta, decay, keep_path=False, plain=plain, time_part=time_part)[-1]
+        return torch.tanh(x)
 
     def _initial_noise(
         self, obs: torch.Tensor, generator: torch.Generator | None, noise_free: bool
@@ -206,11 +245,11 @@ class DiffusionPolicy(nn.Module):
 
     def _denoise(
         self, obs: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, eta: torch.Tensor, decay: torch.Tensor, *,
-        keep_path: bool, plain: bool = False,
+        keep_path: bool, plain: bool = False, time_part: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """The N denoising steps from x_0 = ``x`` with injected ``noise`` (N, B, d): [x_0, ..., x_N], or
         [x_N] alone when ``keep_path`` is false. ``plain``: float32 without fused kernels and without
-        branching on the batch size (for export)."""
+        branching on the batch size (for export). ``time_part``: the score net's, if already computed."""
         path = [x]
         if plain:
             dtype, fused = torch.float32, None
@@ -222,7 +261,7 @@ class DiffusionPolicy(nn.Module):
         with low_precision(obs.device, dtype):
             # (N, B, H) once per chain; unbind (not cond[n]) so backward stacks the N slices once instead
             # of scattering each into a fresh zero tensor of the full size.
-            cond = self.score_net.prepare(obs, self.step_index).unbind(0)
+            cond = self.score_net.prepare(obs, self.step_index, time_part).unbind(0)
             for n in range(self.n_steps):
                 u = self.score_net.control(x, cond[n], fused)
                 x = torch.addcmul(torch.addcmul(noise[n], u, eta[n]), x, decay[n])

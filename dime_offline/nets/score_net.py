@@ -99,15 +99,21 @@ class ScoreNet(nn.Module):
         angles = steps[:, None] * self.frequencies + self.phase
         return self.time_mlp(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1))
 
-    def prepare(self, obs: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    def time_part(self, steps: torch.Tensor) -> torch.Tensor:
+        """The first layer's time part plus its bias, (N, H), for raw step indices ``steps`` (N,): the
+        observation-free half of :meth:`prepare` (acting caches it while the parameters stay the same)."""
+        return F.linear(self.time_embedding(steps), self.first.weight[:, self.x_dim + self.obs_dim :], self.first.bias)
+
+    def prepare(self, obs: torch.Tensor, steps: torch.Tensor, time_part: torch.Tensor | None = None) -> torch.Tensor:
         """Per-step conditioning (N, B, H): the first layer's obs and time parts plus its bias.
 
-        ``obs`` (B, O); ``steps`` (N,) raw step indices. Feed ``cond[n]`` to :meth:`control` at step n.
+        ``obs`` (B, O); ``steps`` (N,) raw step indices; ``time_part``: :meth:`time_part` of ``steps``
+        if already computed. Feed ``cond[n]`` to :meth:`control` at step n.
         """
         d, o = self.x_dim, self.obs_dim
-        w = self.first.weight
-        obs_part = F.linear(obs, w[:, d : d + o])  # (B, H)
-        time_part = F.linear(self.time_embedding(steps), w[:, d + o :], self.first.bias)  # (N, H)
+        obs_part = F.linear(obs, self.first.weight[:, d : d + o])  # (B, H)
+        if time_part is None:
+            time_part = self.time_part(steps)
         return obs_part.unsqueeze(0) + time_part.unsqueeze(1)
 
     def fused_hidden_layers(self, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -120,7 +126,11 @@ class ScoreNet(nn.Module):
         """
         if torch.is_grad_enabled() or not fused_linear_gelu_available(self.first.weight.device):
             return None
-        return [(layer.weight.to(dtype), layer.bias.to(dtype)) for layer in self.hidden_layers if isinstance(layer, nn.Linear)]
+        return [(layer.weight.to(dtype), layer.bias.to(dtype)) for layer in self.dense_hidden_layers()]
+
+    def dense_hidden_layers(self) -> list[nn.Linear]:
+        """The Dense layers of the hidden stack after the first layer, each followed by a GELU."""
+        return [layer for layer in self.hidden_layers if isinstance(layer, nn.Linear)]
 
     def control(
         self, x: torch.Tensor, cond: torch.Tensor, fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None

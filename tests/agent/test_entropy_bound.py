@@ -42,7 +42,7 @@ class AffineControl(nn.Module):
         self.register_buffer("c", c)
         self.register_buffer("k", k)
 
-    def prepare(self, obs: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    def prepare(self, obs: torch.Tensor, steps: torch.Tensor, time_part: None = None) -> torch.Tensor:
         coeffs = torch.stack([self.c, self.k], dim=-1)  # (N, d, 2)
         return coeffs[:, None].expand(len(steps), obs.shape[0], *coeffs.shape[1:])
 

@@ -7,7 +7,9 @@ Variants, all on the same agent (cpu preset unless ``--preset``, HalfCheetah sha
   the score net's time conditioning; torch for every step);
 * ``training``: ``agent.act`` as a training agent runs it (cached constants, checked against the
   parameters by value on every call; NumPy steps for <= 4 rows);
-* ``deployed``: ``agent.act`` with the cache frozen, as ``load_policy`` sets it up (no check).
+* ``deployed``: ``agent.act`` with the cache frozen, as ``load_policy`` sets it up (no check);
+* ``onnxruntime``: ``load_policy(..., backend="onnxruntime")``'s actions (the policy traced to ONNX,
+  one onnxruntime thread), where the ``onnx`` extra is installed.
 
 For each acting mode (``stochastic`` samples, the deterministic ``noise_free`` and ``best_of_k``
 modes) and batch size it prints the median ms per call over ``--repeats`` blocks of ``--inner`` calls
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import statistics
 import time
@@ -34,6 +37,8 @@ import torch
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
+from dime_offline.data.spaces import SpaceSpec
+from dime_offline.policy import DeployedPolicy
 
 MODES = ("stochastic", "noise_free", "best_of_k")
 
@@ -73,6 +78,10 @@ def bench(agent: DIMEAgent, mode: str, batch: int, repeats: int, inner: int) -> 
         "training": act_after(agent, frozen=False),
         "deployed": act_after(agent, frozen=True),
     }
+    if importlib.util.find_spec("onnxruntime") is not None:
+        unit_box = SpaceSpec(agent.obs_dim, agent.act_dim, (-1.0,) * agent.act_dim, (1.0,) * agent.act_dim)
+        deployed = DeployedPolicy(agent, unit_box, deterministic=deterministic, backend="onnxruntime")
+        variants["onnxruntime"] = deployed.act
     out: dict[str, float] = {}
     reference = None
     for name, act in variants.items():  # the same noise for each: reset the acting stream first
@@ -113,7 +122,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, preset {args.preset}, obs {args.obs_dim}, action {args.act_dim}, "
           f"median of {args.repeats} blocks of {args.inner} calls, variants alternating")
     header = (f"{'threads':>7} {'mode':>10} {'batch':>5} {'before ms':>9} {'training ms':>11} {'deployed ms':>11} "
-              f"{'speed-up':>8} {'max |diff|':>10}")
+              f"{'speed-up':>8} {'onnxrt ms':>9} {'speed-up':>8} {'max |diff|':>10}")
     for threads in args.threads:
         torch.set_num_threads(threads)
         print(f"\n{threads} torch thread(s); load before: {load_average()}")
@@ -122,12 +131,15 @@ def main() -> None:
         for mode in args.modes:
             for batch in args.batches:
                 r = bench(agent, mode, batch, args.repeats, args.inner)
+                ort = r.get("onnxruntime", float("nan"))
+                diff = max(value for name, value in r.items() if name.endswith("_diff"))
                 print(f"{threads:>7} {mode:>10} {batch:>5} {r['before']:>9.3f} {r['training']:>11.3f} {r['deployed']:>11.3f} "
-                      f"{r['before'] / r['deployed']:>7.2f}x {max(r['training_diff'], r['deployed_diff']):>10.1e}")
+                      f"{r['before'] / r['deployed']:>7.2f}x {ort:>9.3f} {r['before'] / ort:>7.2f}x {diff:>10.1e}")
         print(f"load after: {load_average()}")
     print("\nbefore: the chain as act ran it before nets/acting.py; training: act with the cache checked by value "
-          "each call; deployed: the frozen cache of load_policy; speed-up = before / deployed; max |diff|: the "
-          "largest action difference from before on the same noise.")
+          "each call; deployed: the frozen cache of load_policy; onnxrt: load_policy(..., backend='onnxruntime') "
+          "(nan: the onnx extra is not installed); speed-up = before / deployed and before / onnxrt; max |diff|: "
+          "the largest action difference of any variant from before on the same noise.")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ onnxruntime). ONNX needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import warnings
@@ -31,78 +30,23 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 
-from dime_offline.agent.dime import DIMEAgent, best_of_k_actions
 from dime_offline.checkpoints import load_checkpoint
 from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.io import atomic_path, atomic_write_text
+from dime_offline.policy import GRAPH_MODES, GraphMode, PolicyGraph
 
 ExportFormat = Literal["onnx", "torchscript"]
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
-ExportMode = Literal["deterministic", "noise_input"]
-EXPORT_MODES: tuple[str, ...] = ("deterministic", "noise_input")
+ExportMode = GraphMode
+EXPORT_MODES = GRAPH_MODES
 ONNX_HINT = "ONNX export needs the onnx extra: pip install 'dime-offline[onnx]'"
 CHECK_ROWS = 16
 """Random observations the written file is checked on."""
 CHECK_TOLERANCE = 1e-4
 """Largest difference, in the actions' unit box, between the written file and the torch policy on
 the same inputs (the measured difference is a few 1e-7; the figure is stored in the JSON)."""
-
-
-class PolicyGraph(nn.Module):
-    """The policy as a graph in env units (the module docstring's contract).
-
-    ``mode="deterministic"``: ``forward(obs)``, the checkpoint's deterministic action (best of K
-    chains by the critics, which then travel in the graph, or the noise-free chain), exactly what
-    ``load_policy(checkpoint)`` returns. ``mode="noise_input"``: ``forward(obs, noise)``, the chain
-    with explicit noise (zeros: the noise-free chain; logged draws replay a stochastic deployment).
-    """
-
-    def __init__(self, agent: DIMEAgent, spaces: SpaceSpec, mode: ExportMode = "deterministic") -> None:
-        super().__init__()
-        if mode not in EXPORT_MODES:
-            raise ConfigError(f"unknown export mode '{mode}' (known: {', '.join(EXPORT_MODES)})")
-        self.mode = mode
-        self.policy = _frozen_float32(agent.policy)
-        self.policy.matmul_dtype = torch.float32
-        self.critic: nn.Module | None = None
-        if mode == "deterministic" and agent.cfg.deterministic_act == "best_of_k":
-            critic = _frozen_float32(agent.critic)
-            critic.set_matmul_dtype(torch.float32)
-            self.critic = critic
-            self.register_buffer("candidate_noise", agent.candidate_noise(agent.cfg.act_candidates).cpu())
-        if agent.obs_normalizer is None:
-            mean, std = torch.zeros(spaces.obs_dim), torch.ones(spaces.obs_dim)
-        else:
-            mean, std = (t.detach().cpu().float() for t in agent.obs_normalizer)
-        low = torch.tensor(spaces.action_low, dtype=torch.float32)
-        high = torch.tensor(spaces.action_high, dtype=torch.float32)
-        self.register_buffer("obs_mean", mean.clone())
-        self.register_buffer("obs_std", std.clone())
-        self.register_buffer("action_low", low)
-        self.register_buffer("half_range", (high - low) / 2.0)
-
-    @property
-    def noise_rows(self) -> int:
-        """N + 1: the rows of the ``noise`` input."""
-        return self.policy.n_steps + 1
-
-    def forward(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        x = (obs - self.obs_mean) / self.obs_std
-        if self.mode == "noise_input":
-            assert noise is not None
-            unit = self.policy.action_from_noise(x, noise)
-        elif self.critic is not None:
-            unit = best_of_k_actions(self.policy, self.critic, x, self.candidate_noise)
-        else:
-            unit = self.policy.action_from_noise(x, x.new_zeros((self.noise_rows, x.shape[0], self.half_range.shape[0])))
-        return self.action_low + (unit.clamp(-1.0, 1.0) + 1.0) * self.half_range
-
-
-def _frozen_float32(module: nn.Module) -> Any:
-    return copy.deepcopy(module).cpu().float().eval().requires_grad_(False)
 
 
 @dataclass(frozen=True)

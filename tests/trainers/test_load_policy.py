@@ -56,3 +56,35 @@ def test_bad_observations_and_paths_are_one_line_errors(run_dir: Path, tmp_path:
         load_policy(tmp_path / "nothing-here")
     with pytest.raises(ConfigError, match="device"):
         load_policy(run_dir, device="tpu9")
+
+
+@pytest.mark.parametrize("mode", ["best_of_k", "noise_free", "stochastic"])
+def test_the_onnxruntime_backend_gives_the_torch_backends_actions(run_dir: Path, mode: str) -> None:
+    pytest.importorskip("onnxruntime")
+    deterministic = mode != "stochastic"
+    kwargs = {"deterministic": deterministic, "seed": 3, "mode": None if mode == "stochastic" else mode}
+    torch_policy = load_policy(run_dir, **kwargs)  # type: ignore[arg-type]
+    onnx_policy = load_policy(run_dir, backend="onnxruntime", **kwargs)  # type: ignore[arg-type]
+    assert onnx_policy.backend == "onnxruntime" and torch_policy.agent.acting_constants.frozen
+    for batch in (1, 16):
+        obs = np.random.default_rng(batch).normal(size=(batch, 3)).astype(np.float32)
+        expected = torch_policy(obs)  # stochastic: both streams seeded alike, so the same draws in turn
+        np.testing.assert_allclose(onnx_policy(obs), expected, atol=1e-5)
+        np.testing.assert_allclose(onnx_policy.act(obs[0]), torch_policy.act(obs[0]), atol=1e-5)
+    np.testing.assert_allclose(  # the other kind of action on request, as the agent's act gives it
+        onnx_policy.act(obs, deterministic=not deterministic), torch_policy.act(obs, deterministic=not deterministic),
+        atol=1e-5,
+    )
+
+
+def test_the_onnxruntime_backend_without_its_packages_or_misnamed_is_a_one_line_error(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="unknown policy backend 'onnx'"):
+        load_policy(run_dir, backend="onnx")  # type: ignore[arg-type]
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'dime-offline\[onnx\]' \(missing: onnxruntime\)"):
+        load_policy(run_dir, backend="onnxruntime")

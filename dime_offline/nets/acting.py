@@ -4,22 +4,21 @@ the cost for the small batches a control loop asks for.
 A batch-1 chain is N = 16 steps of ~10 tiny operations, so the cost of launching an operation, not
 arithmetic, sets its time; and the score net's time conditioning (the time MLP on the N step indices
 and the first layer's time part, ~8 MFLOP) costs twice the arithmetic of a whole one-row chain, although
-it changes only when the policy trains. Two levers, both exact rewrites of the same computation:
+it changes only when the policy trains. Three levers, all rewrites of the same computation:
 
 * :class:`ActingConstantsCache` keeps what the chain needs that does not depend on the observations
   (:class:`ActingConstants`) and recomputes it only when a parameter it is computed from changed, judged
   by value: it keeps a copy of those parameters and compares them bit for bit (~1 MB, tens of us). Version
   counters cannot decide it: the fused Adam step updates parameters in place without bumping them. A
   frozen cache (deployed policies, which do not train) skips the comparison.
-* :func:`final_state_small_batch` runs the steps for a few rows through NumPy: a float32 product through
-  NumPy's BLAS costs ~3 us against ~8 us through torch's dispatcher at one row, and in-place NumPy
-  arithmetic on preallocated rows ~0.5 us an operation; the GELUs run torch's own kernel on the same
-  memory, so they are today's GELUs bit for bit. Above a few rows (:func:`small_batch_applies`)
-  NumPy's OpenBLAS starts threads that busy-wait against torch's (16 rows took 360 us instead of 47 on a
-  loaded 2-core machine), so larger batches run the torch chain with the cached constants.
-
-The products run in another BLAS than torch's, so actions agree with the torch chain to float32
-rounding (a few 1e-7), not bit for bit; ``tests/agent/test_acting.py`` checks them on fixed noise.
+* :func:`final_state` runs the steps as bare tensor operations (no module calls, weights sliced and
+  transposed once per chain, not per step): the same operations as ``DiffusionPolicy._denoise``'s
+  float32 chain, so the same bits, at ~2/3 of its time for 16 rows.
+* For up to 4 rows of the 256-wide score net (:func:`small_batch_applies`) the steps run in NumPy: a
+  float32 product through NumPy's BLAS costs ~3 us against ~8 us through torch's dispatcher at one
+  row, and in-place arithmetic on preallocated rows ~0.5 us an operation; the GELUs run torch's own
+  kernel on the same memory. Its products run in another BLAS, so these actions agree with the torch
+  chain to float32 rounding (a few 1e-7), not bit for bit (``tests/agent/test_acting.py``).
 """
 
 from __future__ import annotations
@@ -35,9 +34,10 @@ if TYPE_CHECKING:
     from dime_offline.nets.score_net import ScoreNet
 
 SMALL_BATCH_MAX_PRODUCT = 4 * 256 * 256
-"""The largest rows x inputs x outputs of one layer's product that :func:`final_state_small_batch` runs
-through NumPy: the largest measured that NumPy's OpenBLAS keeps on one thread (8 rows of the 256-wide
-score net; 16 rows went multi-threaded)."""
+"""The largest rows x inputs x outputs of one layer's product that :func:`final_state` runs through
+NumPy: OpenBLAS (NumPy's wheels) keeps a product of up to 65536 x 4 multiply-adds on one thread, and
+above it starts threads that wait for each other: on a loaded 2-core machine 5-16 rows of the 256-wide
+score net took 40-360 us per product against 4-6 us for 1-4 rows."""
 
 
 class ActingConstants(NamedTuple):
@@ -92,42 +92,58 @@ def small_batch_applies(score_net: ScoreNet, rows: int, device: torch.device) ->
     return rows * max(products + [score_net.x_dim * score_net.first.out_features]) <= SMALL_BATCH_MAX_PRODUCT
 
 
-def final_state_small_batch(
-    score_net: ScoreNet, constants: ActingConstants, obs: torch.Tensor, x: torch.Tensor, noise: torch.Tensor
+def final_state(
+    policy: DiffusionPolicy, constants: ActingConstants, obs: torch.Tensor, x: torch.Tensor, noise: torch.Tensor
 ) -> torch.Tensor:
-    """x_N of the denoising chain from x_0 = ``x`` (B, d) with injected noise ``noise`` (N, B, d, already
-    scaled by the noise standard deviation), for observations ``obs`` (B, O): the float32 steps of
-    ``DiffusionPolicy._denoise`` in NumPy (see the module docstring). CPU float32 tensors, no gradient."""
-    d, o = score_net.x_dim, score_net.obs_dim
-    first = score_net.first.weight.detach().numpy()
-    # As ScoreNet.prepare: the observation part, then both parts added per step (N, B, H).
-    cond = (obs.numpy() @ first[:, d : d + o].T)[None] + constants.time_part.numpy()[:, None]
-    w_x = first[:, :d].T
-    dense = [(layer.weight.detach().numpy().T, layer.bias.detach().numpy()) for layer in score_net.dense_hidden_layers()]
-    w_out, b_out = score_net.out.weight.detach().numpy().T, score_net.out.bias.detach().numpy()
-    eta, decay, clip = constants.eta.numpy(), constants.decay.numpy(), score_net.output_clip
-    noise_np = noise.numpy()
+    """x_N of the float32 denoising chain from x_0 = ``x`` (B, d) with injected ``noise`` (N, B, d, already
+    scaled by the noise standard deviation) for observations ``obs`` (B, O), no gradient: NumPy steps
+    where :func:`small_batch_applies`, bare torch steps elsewhere (the module docstring)."""
+    net = policy.score_net
+    cond = net.prepare(obs, policy.step_index, constants.time_part)  # (N, B, H)
+    w_x = net.first.weight[:, : net.x_dim].t()
+    dense = [(layer.weight.t(), layer.bias) for layer in net.dense_hidden_layers()]
+    w_out, b_out, clip = net.out.weight.t(), net.out.bias, net.output_clip
+    eta, decay = constants.eta, constants.decay
+    if small_batch_applies(net, x.shape[0], x.device):
+        return _final_state_numpy(cond, w_x, dense, w_out, b_out, clip, eta, decay, x, noise)
+    for n, cond_n in enumerate(cond.unbind(0)):  # ScoreNet.control's operations, in its order
+        h = F.gelu(torch.addmm(cond_n, x, w_x), approximate="tanh")
+        for weight, bias in dense:
+            h = F.gelu(torch.addmm(bias, h, weight), approximate="tanh")
+        u = torch.addmm(b_out, h, w_out).clamp_(-clip, clip)
+        x = torch.addcmul(torch.addcmul(noise[n], u, eta[n]), x, decay[n])
+    return x
+
+
+def _final_state_numpy(
+    cond: torch.Tensor, w_x: torch.Tensor, dense: list[tuple[torch.Tensor, torch.Tensor]], w_out: torch.Tensor,
+    b_out: torch.Tensor, clip: float, eta: torch.Tensor, decay: torch.Tensor, x: torch.Tensor, noise: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`final_state`'s loop in NumPy (CPU tensors in, a CPU tensor out)."""
+    cond_np, w_x_np, w_out_np, b_out_np = (t.detach().numpy() for t in (cond, w_x, w_out, b_out))
+    dense_np = [(weight.detach().numpy(), bias.detach().numpy()) for weight, bias in dense]
+    eta_np, decay_np, noise_np = eta.numpy(), decay.numpy(), noise.numpy()
     x_np = x.numpy().copy()  # updated in place
     rows = x_np.shape[0]
     # Each product writes into a preallocated array whose torch view feeds the GELU.
-    pre = [np.empty((rows, cond.shape[-1]), np.float32)] + [np.empty((rows, w.shape[1]), np.float32) for w, _ in dense]
+    pre = [np.empty((rows, w.shape[1]), np.float32) for w in [w_x_np] + [w for w, _ in dense_np]]
     pre_t = [torch.from_numpy(a) for a in pre]
-    u = np.empty((rows, d), np.float32)
-    for n in range(len(eta)):
-        np.matmul(x_np, w_x, out=pre[0])
-        pre[0] += cond[n]
+    u = np.empty((rows, w_out_np.shape[1]), np.float32)
+    for n in range(len(eta_np)):
+        np.matmul(x_np, w_x_np, out=pre[0])
+        pre[0] += cond_np[n]
         h = F.gelu(pre_t[0], approximate="tanh").numpy()
-        for (weight, bias), z, z_t in zip(dense, pre[1:], pre_t[1:]):
+        for (weight, bias), z, z_t in zip(dense_np, pre[1:], pre_t[1:]):
             np.matmul(h, weight, out=z)
             z += bias
             h = F.gelu(z_t, approximate="tanh").numpy()
-        np.matmul(h, w_out, out=u)
-        u += b_out
+        np.matmul(h, w_out_np, out=u)
+        u += b_out_np
         np.minimum(u, clip, out=u)
         np.maximum(u, -clip, out=u)
-        # x <- (noise + u eta) + x decay, the torch chain's two addcmuls
-        u *= eta[n]
+        # x <- (noise + u eta) + x decay, the torch steps' two addcmuls
+        u *= eta_np[n]
         u += noise_np[n]
-        x_np *= decay[n]
+        x_np *= decay_np[n]
         x_np += u
     return torch.from_numpy(x_np)

@@ -31,11 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dime_offline.nets.acting import (
-    ActingConstants,
-    final_state_small_batch,
-    small_batch_applies,
-)
+from dime_offline.nets import acting
 from dime_offline.nets.precision import (
     SCORE_NET_BF16_MIN_ROWS,
     low_precision,
@@ -154,10 +150,10 @@ class DiffusionPolicy(nn.Module):
         decay = 1.0 - eta / self.prior_std**2  # prior drift x + eta * grad log p_0(x) = decay * x
         return eta, decay, torch.sqrt(2.0 * eta)
 
-    def acting_constants(self) -> ActingConstants:
+    def acting_constants(self) -> acting.ActingConstants:
         """The chain's observation-free quantities for acting (``nets/acting.py``), without gradient."""
         with torch.no_grad():
-            return ActingConstants(*self._kernel_coefficients(), self.score_net.time_part(self.step_index))
+            return acting.ActingConstants(*self._kernel_coefficients(), self.score_net.time_part(self.step_index))
 
     def acting_constant_sources(self) -> list[torch.Tensor]:
         """The tensors :meth:`acting_constants` is computed from (besides ``prior_std``)."""
@@ -193,17 +189,17 @@ class DiffusionPolicy(nn.Module):
 
     def sample_action(
         self, obs: torch.Tensor, generator: torch.Generator | None = None, noise_free: bool = False,
-        constants: ActingConstants | None = None,
+        constants: acting.ActingConstants | None = None,
     ) -> torch.Tensor:
         """The action tanh(x_N) (B, d) of :meth:`sample`, without the costs: the same noise draws and
         chain, so the same action for the same generator state; for acting, where only it is needed.
         ``constants``: this policy's :meth:`acting_constants`, kept by the caller (no-gradient calls
-        only); small CPU batches then run the chain of ``nets/acting.py``."""
+        only): the chain then runs as ``nets/acting.py`` describes."""
         x0, eps = self._initial_noise(obs, generator, noise_free)
         return self._acting_chain(obs, x0, eps, constants, plain=False)
 
     def action_from_noise(
-        self, obs: torch.Tensor, noise: torch.Tensor, constants: ActingConstants | None = None
+        self, obs: torch.Tensor, noise: torch.Tensor, constants: acting.ActingConstants | None = None
     ) -> torch.Tensor:
         """The action tanh(x_N) (B, d) for explicit standard normal draws ``noise`` (N + 1, B, d): row 0
         gives x_0 = prior_std * noise[0], rows 1..N the steps' injected noise (zeros: the noise-free
@@ -213,7 +209,7 @@ class DiffusionPolicy(nn.Module):
         return self._acting_chain(obs, self.prior_std * noise[0], noise[1:], constants, plain=True)
 
     def _acting_chain(
-        self, obs: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, constants: ActingConstants | None, *, plain: bool
+        self, obs: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, constants: acting.ActingConstants | None, *, plain: bool
     ) -> torch.Tensor:
         """tanh(x_N) from x_0 and the steps' standard normal draws ``eps`` (N, B, d), no path kept."""
         if constants is None:
@@ -227,8 +223,8 @@ class DiffusionPolicy(nn.Module):
         rows = obs.shape[0]
         if not (plain or score_net_dtype(self.matmul_dtype, rows, obs.device) == torch.float32):
             time_part = None  # a bfloat16 chain computes it under its autocast, as it does without a cache
-        elif constants is not None and small_batch_applies(self.score_net, rows, obs.device):
-            return torch.tanh(final_state_small_batch(self.score_net, constants, obs, x0, noise))
+        elif constants is not None and (plain or rows < SCORE_NET_BF16_MIN_ROWS):  # no fused kernels either
+            return torch.tanh(acting.final_state(self, constants, obs, x0, noise))
         x = self._denoise(obs, x0, noise, eta, decay, keep_path=False, plain=plain, time_part=time_part)[-1]
         return torch.tanh(x)
 

@@ -20,6 +20,7 @@ not an approximation; ``tests/agent/test_nets.py`` checks it against the plain c
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -86,7 +87,7 @@ class ScoreNet(nn.Module):
         # One Dense over concat(x, obs, t_emb): a single weight so the init's fan-in is the full width.
         self.first = dense(x_dim + obs_dim + time_hidden, hidden[0])
         rest: list[nn.Module] = []
-        for w_in, w_out in zip(hidden[:-1], hidden[1:]):
+        for w_in, w_out in itertools.pairwise(hidden):
             rest += [dense(w_in, w_out), _gelu()]
         self.hidden_layers = nn.Sequential(*rest)
         self.out = dense(hidden[-1], x_dim)

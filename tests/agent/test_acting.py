@@ -1,5 +1,5 @@
-"""The acting chain (nets/acting.py): cached constants and NumPy steps give today's actions, and the cache
-follows the parameters, including the fused Adam step's in-place updates."""
+"""The acting chain (nets/acting.py): cached constants, bare torch steps and NumPy steps give the module
+chain's actions, and the cache follows the parameters, including the fused Adam step's in-place updates."""
 
 from __future__ import annotations
 
@@ -43,8 +43,10 @@ def test_cached_constants_give_the_same_actions_on_the_same_noise(rows: int, noi
         from_noise = policy.action_from_noise(obs, noise, cache.get(policy))
         from_noise_reference = policy.action_from_noise(obs, noise)
     assert reference.abs().max() > 0.1  # not a chain stuck at zero
-    torch.testing.assert_close(got, reference, atol=1e-6, rtol=0)
-    torch.testing.assert_close(from_noise, from_noise_reference, atol=1e-6, rtol=0)
+    # NumPy steps: float32 rounding apart; bare torch steps: the module chain's operations, the same bits
+    tolerance = 1e-6 if rows <= 64 else 0.0
+    torch.testing.assert_close(got, reference, atol=tolerance, rtol=0)
+    torch.testing.assert_close(from_noise, from_noise_reference, atol=tolerance, rtol=0)
     assert torch.equal(generator.get_state(), reference_generator.get_state())  # the same draws from the stream
 
 

@@ -71,7 +71,7 @@ def _normalizer_tensors(normalizer: Any, device: torch.device) -> tuple[torch.Te
         mean, std = normalizer
     else:
         mean, std = normalizer.mean, normalizer.std
-    as_tensor = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float32), device=device)  # noqa: E731
+    as_tensor = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float32), device=device)
     return as_tensor(mean), as_tensor(std).clamp_min(_MIN_OBS_STD)
 
 

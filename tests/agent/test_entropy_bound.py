@@ -161,7 +161,7 @@ def test_initial_network_policy_is_the_zero_control_chain() -> None:
     torch.manual_seed(0)
     policy = DiffusionPolicy(OBS_DIM, ACT_DIM, n_steps=N_STEPS, prior_std=SIGMA)
     eta = policy.step_sizes().detach().double().numpy()
-    entropy, bound = analytic_entropy_and_bound(eta, np.zeros_like(eta), np.zeros_like(eta))
+    _entropy, bound = analytic_entropy_and_bound(eta, np.zeros_like(eta), np.zeros_like(eta))
     samples, x_final = pre_tanh_bound_samples(policy, 6_000)
     se = samples.double().std().item() / math.sqrt(len(samples))
     assert samples.double().mean().item() == pytest.approx(bound, abs=4 * se + 1e-3)

@@ -18,8 +18,8 @@ seeded, so a deployment can be replayed exactly.
 Speed (``backend``): the default "torch" acts through the agent, whose chain keeps its
 observation-free part from the load on and runs batches of up to 4 rows through NumPy
 (``nets/acting.py``); "onnxruntime" (the ``onnx`` extra) traces the policy into an ONNX graph at
-load (about half a second) and runs that: fastest where the deterministic mode is best-of-K
-(K chains of 16 rows for one observation). Both give the same actions to float32 rounding
+load (about half a second) and runs that, faster still at every batch size measured (best-of-K
+at batch 1, 16 chains and the critics, ~1.6x). Both give the same actions to float32 rounding
 (measurements in docs/benchmarks.md).
 """
 

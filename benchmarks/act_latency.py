@@ -1,7 +1,8 @@
 """Latency of one ``act`` call at small batches (1-16 rows), before and after the acting chain of
 ``nets/acting.py``, in one process with the variants alternating.
 
-Variants, all on the same agent (cpu preset unless ``--preset``, HalfCheetah shapes: obs 17, action 6):
+Variants, all on the same agent (cpu preset unless ``--preset``, float32 products as ``load_policy``
+runs them, HalfCheetah shapes: obs 17, action 6):
 
 * ``before``: the chain as ``act`` ran it before the cache (every call recomputes the step sizes and
   the score net's time conditioning; torch for every step);
@@ -116,7 +117,8 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=10, help="calls per timed block")
     args = parser.parse_args()
 
-    agent = DIMEAgent(args.obs_dim, args.act_dim, DIMEConfig.preset(args.preset), seed=0)
+    # float32 products, as load_policy runs them (a training agent's critics may use bfloat16)
+    agent = DIMEAgent(args.obs_dim, args.act_dim, DIMEConfig.preset(args.preset, matmul_precision="float32"), seed=0)
     with torch.no_grad():  # a non-trivial chain: the output layer starts at 1e-8
         agent.policy.score_net.out.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
     print(f"torch {torch.__version__}, preset {args.preset}, obs {args.obs_dim}, action {args.act_dim}, "

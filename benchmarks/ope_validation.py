@@ -23,11 +23,13 @@ error, over the main set (checkpoints, random, full torque) and over all of them
 that it covers the upright states too.
 
     python benchmarks/ope_validation.py --workdir /tmp/ope-bench [--reuse] [--bootstrap 5] [--json out.json]
+        [--fqe-seeds 1 2] [--set critic=distributional]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dime_offline.config import apply_overrides, to_dict
 from dime_offline.data.load import load_dataset
 from dime_offline.data.schema import TransitionData
 from dime_offline.envs.make import make_env
@@ -163,7 +166,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8, help="rollouts per initial state of a stochastic policy")
     parser.add_argument("--controller-episodes", type=int, default=0,
                         help="add this many episodes of the swing-up controller (action noise 0.5) to the logged data")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="pretraining, the random policy, the added episodes")
+    parser.add_argument("--fqe-seeds", nargs="+", type=int, default=None, help="FQE seeds, one fit per seed (default: --seed)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an OPEConfig field for every fit, e.g. --set critic=distributional (repeatable)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -185,6 +191,8 @@ def main() -> None:
         "swing_up": (SwingUp(), True, False),
     }
     gamma = 0.99
+    base = apply_overrides(OPEConfig(data=args.data, steps=args.steps, fits=args.fits, bootstrap=args.bootstrap), args.set)
+    fqe_seeds = args.fqe_seeds or [args.seed]
     rows = []
     # True values depend on the policy, the initial states and the rollout settings only: kept in the
     # workdir so that a rerun with other FQE settings (--reuse) does not roll out again.
@@ -197,38 +205,41 @@ def main() -> None:
                                       deterministic=deterministic)
             truth_file.write_text(json.dumps(truths))
         truth = truths[name]
-        cfg = OPEConfig(data=args.data, steps=args.steps, fits=args.fits, bootstrap=args.bootstrap, seed=args.seed,
-                        policy_samples=None if deterministic else 8)
-        result = fitted_q_evaluation(policy, data, cfg, gamma=gamma, deterministic=deterministic)
-        row = {
-            "policy": name, "main_set": main_set, "truth": truth, "estimate": result.value.estimate,
-            "lo": result.value.lo, "hi": result.value.hi, "relative_error": abs(result.value.estimate - truth) / abs(truth),
-            "behaviour": result.behaviour_value.estimate, "action_gap": result.action_gap,
-        }
-        rows.append(row)
-        interval = "" if row["lo"] is None else f" [{row['lo']:.1f}, {row['hi']:.1f}]"
-        print(f"{name}: truth {truth:.1f}, OPE {row['estimate']:.1f}{interval}, relative error"
-              f" {row['relative_error']:.2f}, action gap {row['action_gap']:.2f}", flush=True)
+        for fqe_seed in fqe_seeds:
+            cfg = dataclasses.replace(base, seed=fqe_seed, policy_samples=None if deterministic else 8)
+            result = fitted_q_evaluation(policy, data, cfg, gamma=gamma, deterministic=deterministic)
+            row = {
+                "policy": name, "fqe_seed": fqe_seed, "main_set": main_set, "truth": truth, "estimate": result.value.estimate,
+                "lo": result.value.lo, "hi": result.value.hi, "relative_error": abs(result.value.estimate - truth) / abs(truth),
+                "behaviour": result.behaviour_value.estimate, "action_gap": result.action_gap,
+            }
+            rows.append(row)
+            interval = "" if row["lo"] is None else f" [{row['lo']:.1f}, {row['hi']:.1f}]"
+            print(f"{name} (FQE seed {fqe_seed}): truth {truth:.1f}, OPE {row['estimate']:.1f}{interval}, relative error"
+                  f" {row['relative_error']:.2f}, action gap {row['action_gap']:.2f}", flush=True)
 
-    summary: dict[str, object] = {"rows": rows, "args": vars(args), "load_end": os.getloadavg()}
-    for label, chosen in (("main_set", [r for r in rows if r["main_set"]]), ("all", rows)):
-        truth = np.array([r["truth"] for r in chosen])
-        estimate = np.array([r["estimate"] for r in chosen])
-        errors = [r["relative_error"] for r in chosen]
-        summary[label] = {"policies": len(chosen), "spearman": spearman(truth, estimate),
-                          "mean_relative_error": float(np.mean(errors)), "max_relative_error": float(np.max(errors))}
-        if all(r["lo"] is not None for r in chosen):
-            summary[label]["interval_covers_truth"] = sum(r["lo"] <= r["truth"] <= r["hi"] for r in chosen)  # type: ignore[index]
-        print(f"{label}: {summary[label]}", flush=True)
+    summary: dict[str, object] = {"rows": rows, "args": vars(args), "fqe": to_dict(base), "load_end": os.getloadavg()}
+    for fqe_seed in fqe_seeds:
+        seed_rows = [r for r in rows if r["fqe_seed"] == fqe_seed]
+        for label, chosen in (("main_set", [r for r in seed_rows if r["main_set"]]), ("all", seed_rows)):
+            truth = np.array([r["truth"] for r in chosen])
+            estimate = np.array([r["estimate"] for r in chosen])
+            errors = [r["relative_error"] for r in chosen]
+            figures = {"policies": len(chosen), "spearman": spearman(truth, estimate),
+                       "mean_relative_error": float(np.mean(errors)), "max_relative_error": float(np.max(errors))}
+            if all(r["lo"] is not None for r in chosen):
+                figures["interval_covers_truth"] = sum(r["lo"] <= r["truth"] <= r["hi"] for r in chosen)
+            summary[f"{label}_seed{fqe_seed}"] = figures
+            print(f"{label}, FQE seed {fqe_seed}: {figures}", flush=True)
     summary["wall_seconds"] = time.monotonic() - started
     print(f"behaviour (logged, Monte-Carlo): {rows[0]['behaviour']:.1f}; wall {summary['wall_seconds']:.0f} s;"
           f" load {os.getloadavg()}")
-    print("| policy | true value | OPE estimate | relative error | action gap |")
-    print("|---|---|---|---|---|")
+    print("| policy | FQE seed | true value | OPE estimate | relative error | action gap |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         interval = "" if r["lo"] is None else f" [{r['lo']:.1f}, {r['hi']:.1f}]"
-        print(f"| {r['policy']}{'' if r['main_set'] else ' (controller)'} | {r['truth']:.1f} | {r['estimate']:.1f}{interval}"
-              f" | {r['relative_error']:.2f} | {r['action_gap']:.2f} |")
+        print(f"| {r['policy']}{'' if r['main_set'] else ' (controller)'} | {r['fqe_seed']} | {r['truth']:.1f}"
+              f" | {r['estimate']:.1f}{interval} | {r['relative_error']:.2f} | {r['action_gap']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
 

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from dime_offline.agent.losses import c51_projection, critic_loss
 from dime_offline.checkpoints import read_checkpoint_meta, resolve_checkpoint_dir
@@ -60,11 +61,13 @@ from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.devices import check_device
 from dime_offline.errors import ConfigError
 from dime_offline.io import atomic_path
-from dime_offline.nets.critic import DistributionalCritic
+from dime_offline.nets.critic import DistributionalCritic, EnsembleDense
 from dime_offline.types import Policy
 
 PolicyMode = Literal["best_of_k", "noise_free", "stochastic"]
 POLICY_MODES: tuple[str, ...] = ("best_of_k", "noise_free", "stochastic")
+CriticKind = Literal["scalar", "distributional"]
+CRITIC_KINDS: tuple[str, ...] = ("scalar", "distributional")
 SUMMARY_FILE = "ope.json"
 CONFIG_FILE = "ope_config.json"
 _ACT_CHUNK_ROWS = 4096
@@ -93,8 +96,11 @@ class OPEConfig:
     """FQE gradient steps (each ensemble member takes every one)."""
     batch_size: int = 256
     """Transitions per FQE step."""
-    lr: float = 3e-4
-    """Adam learning rate of the FQE critic."""
+    lr: float = 1e-3
+    """Adam learning rate of the FQE critic (at the start, see ``lr_schedule``)."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """"cosine": the learning rate decays to 0 over the steps, so the fit ends settled instead of at a
+    point of its step noise; "constant": it stays at ``lr``."""
     target_update_interval: int = 10
     """Copy the critic into the target Q_k every this many steps. Each copy is one Bellman backup and a
     value needs about 3 / (1 - gamma) of them to reach its horizon (300 at gamma 0.99), so a short
@@ -106,13 +112,18 @@ class OPEConfig:
     """Bootstrap replicates (episode resamples) for the interval; 0: estimate only, no interval."""
     confidence: float = 0.9
     """Coverage of the percentile interval, in (0, 1)."""
+    critic: CriticKind = "scalar"
+    """"scalar": an ensemble MLP with layer normalisation regressing the Bellman target by mean squared
+    error (as d3rlpy's FQE), the target clipped to the value support; "distributional": the agent's
+    C51 critic with the projected target and cross-entropy. Scalar ranked the Pendulum validation
+    policies far better (docs/benchmarks.md, "Off-policy evaluation")."""
     hidden: tuple[int, ...] = (128, 128)
     """Hidden widths of the FQE critic."""
     n_atoms: int = 101
-    """Atoms of the categorical value distribution (C51)."""
+    """Atoms of the categorical value distribution (``critic="distributional"`` only)."""
     support_margin: float = 0.25
-    """Room around the data's values for the critic's support, as a share of their range
-    (``data/returns.py`` ``value_support``)."""
+    """Room around the data's values for the critic's support (a scalar critic's target clipping range),
+    as a share of their range (``data/returns.py`` ``value_support``)."""
     return_tail: TruncationTail = "lower"
     """Tail of the behaviour's Monte-Carlo returns after a truncated episode: "zero", "repeat_last_reward"
     or "lower" (``data/returns.py``); FQE itself bootstraps through truncations."""
@@ -146,6 +157,10 @@ class OPEConfig:
                 raise ConfigError(f"field '{name}': must be {expected}, got {getattr(self, name)!r}")
         if self.policy_mode is not None and self.policy_mode not in POLICY_MODES:
             raise ConfigError(f"field 'policy_mode': expected one of {list(POLICY_MODES)}, got {self.policy_mode!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"field 'lr_schedule': expected 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.critic not in CRITIC_KINDS:
+            raise ConfigError(f"field 'critic': expected one of {list(CRITIC_KINDS)}, got {self.critic!r}")
         if self.return_tail not in TRUNCATION_TAILS:
             raise ConfigError(f"field 'return_tail': expected one of {list(TRUNCATION_TAILS)}, got {self.return_tail!r}")
         check_device(self.device)
@@ -336,18 +351,21 @@ def fitted_q_evaluation(
     v_min, v_max = value_support(
         store.mc_return[:n_rows].double().cpu().numpy(), reward.double().cpu().numpy(), gamma, margin=cfg.support_margin
     )
+    # A scalar critic regresses values in units of a twentieth of the support (about 120 on Pendulum;
+    # 100 to 300 measured alike, docs/benchmarks.md): targets of order one whatever the reward units.
+    value_scale = (v_max - v_min) / 20.0
     obs = store.normalization.normalize_obs(store.obs[:n_rows])
     next_obs = store.normalization.normalize_obs(store.next_obs[:n_rows])
     starts_t = torch.as_tensor(starts, device=store.device)
 
-    def point_estimate(critic: DistributionalCritic) -> float:
+    def point_estimate(critic: FQECritic) -> float:
         """The whole-data fits' value of the policy at the initial states (the estimate)."""
         with torch.no_grad():
             return float(torch.stack([critic.expected_q(obs[starts_t], a[starts_t])[: cfg.fits] for a in state_actions]).mean())
 
     critic, earlier = _fit(
         obs, store.action[:n_rows], reward, next_obs, store.terminated[:n_rows].float(), next_actions, row_weights,
-        cfg, gamma=gamma, support=(v_min, v_max), device=store.device, probe=point_estimate,
+        cfg, gamma=gamma, support=(v_min, v_max), value_scale=value_scale, device=store.device, probe=point_estimate,
     )
 
     # (samples, M, N) -> (M, N): each member's value of the policy at every logged state.
@@ -440,6 +458,40 @@ def _act(policy: Policy, obs: np.ndarray, deterministic: bool) -> np.ndarray:
     return np.clip(actions, -1.0, 1.0)
 
 
+class ScalarCritic(nn.Module):
+    """E independent MLPs Q(s, a) -> one value each, with layer normalisation after every hidden layer.
+
+    The layers output the value in units of ``value_scale`` (the regression then sees targets of order
+    one whatever the reward units). Layer normalisation bounds what the network can extrapolate to at
+    actions the data lacks; without it a policy pushing one action to the bound (full torque) drove
+    the estimate to -7000 and on (targets are clipped to the support as well, see :func:`_fit`).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], n_critics: int, value_scale: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = obs_dim + act_dim
+        for h in hidden:
+            layers += [EnsembleDense(n_critics, width, h), nn.LayerNorm(h, elementwise_affine=False), nn.ReLU()]
+            width = h
+        layers.append(EnsembleDense(n_critics, width, 1))
+        self.net = nn.Sequential(*layers)
+        self.n_critics = n_critics
+        self.value_scale = value_scale
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Values in units of ``value_scale``, (E, B), for obs (B, O) and action (B, d)."""
+        x = torch.cat([obs, action], dim=-1)
+        return self.net(x.unsqueeze(0).expand(self.n_critics, *x.shape)).squeeze(-1)
+
+    def expected_q(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Values in reward units, (E, B)."""
+        return self.forward(obs, action) * self.value_scale
+
+
+FQECritic = ScalarCritic | DistributionalCritic
+
+
 def _fit(
     obs: torch.Tensor,
     action: torch.Tensor,
@@ -452,37 +504,55 @@ def _fit(
     *,
     gamma: float,
     support: tuple[float, float],
+    value_scale: float,
     device: torch.device,
-    probe: Callable[[DistributionalCritic], float],
-) -> tuple[DistributionalCritic, float]:
-    """Train the (fits + bootstrap)-member C51 critic by FQE; returns it in eval mode, and what ``probe``
+    probe: Callable[[FQECritic], float],
+) -> tuple[FQECritic, float]:
+    """Train the (fits + bootstrap)-member critic by FQE; returns it in eval mode, and what ``probe``
     said of it (in eval mode) after three quarters of the steps."""
     members = row_weights.shape[0]
+    critic: FQECritic
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        critic = DistributionalCritic(
-            obs.shape[1], action.shape[1], hidden=cfg.hidden, n_atoms=cfg.n_atoms, v_min=support[0], v_max=support[1],
-            n_critics=members,
-        ).to(device)
+        if cfg.critic == "scalar":
+            critic = ScalarCritic(obs.shape[1], action.shape[1], cfg.hidden, members, value_scale).to(device)
+        else:
+            critic = DistributionalCritic(
+                obs.shape[1], action.shape[1], hidden=cfg.hidden, n_atoms=cfg.n_atoms, v_min=support[0], v_max=support[1],
+                n_critics=members,
+            ).to(device)
     target = copy.deepcopy(critic).eval()
     optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps) if cfg.lr_schedule == "cosine" else None
     generator = torch.Generator().manual_seed(cfg.seed)
-    atoms = critic.support
     samples, n_rows = next_actions.shape[0], obs.shape[0]
     probe_step, probed = cfg.steps - cfg.steps // 4, float("nan")
     critic.train()
     for step in range(1, cfg.steps + 1):
         rows = torch.randint(n_rows, (cfg.batch_size,), generator=generator).to(device)
         draw = torch.randint(samples, (cfg.batch_size,), generator=generator).to(device)
+        weights = row_weights[:, rows]
         with torch.no_grad():
-            next_probs = target(next_obs[rows], next_actions[draw, rows]).softmax(-1)  # (M, B, K)
             discount = gamma * (1.0 - terminated[rows])
-            shifted = reward[rows, None] + discount[:, None] * atoms[None, :]
-            target_probs = c51_projection(next_probs, shifted.unsqueeze(0), atoms)
-        loss, _ = critic_loss(critic(obs[rows], action[rows]), target_probs, 0.0, sample_weight=row_weights[:, rows])
+            if isinstance(critic, ScalarCritic):
+                # Every policy's value lies in the support (the logged rewards held for ever): clipping
+                # the target there stops a critic that extrapolates from feeding on itself.
+                bootstrapped = reward[rows] + discount * target.expected_q(next_obs[rows], next_actions[draw, rows])
+                target_values = bootstrapped.clamp(*support) / value_scale
+            else:
+                atoms = critic.support
+                next_probs = target(next_obs[rows], next_actions[draw, rows]).softmax(-1)  # (M, B, K)
+                shifted = reward[rows, None] + discount[:, None] * atoms[None, :]
+                target_probs = c51_projection(next_probs, shifted.unsqueeze(0), atoms)
+        if isinstance(critic, ScalarCritic):
+            loss = ((critic(obs[rows], action[rows]) - target_values).square() * weights).mean(-1).sum()
+        else:
+            loss, _ = critic_loss(critic(obs[rows], action[rows]), target_probs, 0.0, sample_weight=weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if step % cfg.target_update_interval == 0:
             target.load_state_dict(critic.state_dict())
         if step == probe_step:  # eval mode reads the running statistics and changes nothing
@@ -491,7 +561,7 @@ def _fit(
     return critic.eval(), probed
 
 
-def _expected_q(critic: DistributionalCritic, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+def _expected_q(critic: FQECritic, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """(M, N) expected values of every member at (obs, actions), in chunks."""
     return torch.cat(
         [critic.expected_q(obs[i : i + 65536], actions[i : i + 65536]) for i in range(0, obs.shape[0], 65536)], dim=1

@@ -8,7 +8,8 @@ ICLR 2021):
     Q_{k+1} = argmin_Q  E_(s, a, r, s') in data  loss( Q(s, a),  r + gamma (1 - terminated) Q_k(s', pi(s')) )
 
 By default Q is an ensemble of scalar MLPs with layer normalisation (:class:`ScalarCritic`) regressing
-the target, clipped to the value support, by mean squared error, as d3rlpy's FQE does; with
+the target by mean squared error, as d3rlpy's FQE does, its values held to the range any policy's
+value has while its rewards stay in the logged range; with
 ``critic="distributional"`` it is the project's C51 critic (:class:`~dime_offline.nets.critic.DistributionalCritic`)
 trained on the projected Bellman target (:func:`~dime_offline.agent.losses.c51_projection`) with
 cross-entropy. The scalar critic ranked the Pendulum validation policies far better (docs/benchmarks.md).
@@ -117,7 +118,7 @@ class OPEConfig:
     """Coverage of the percentile interval, in (0, 1)."""
     critic: CriticKind = "scalar"
     """"scalar": an ensemble MLP with layer normalisation regressing the Bellman target by mean squared
-    error (as d3rlpy's FQE), the target clipped to the value support; "distributional": the agent's
+    error (as d3rlpy's FQE), its values held to the logged rewards' range; "distributional": the agent's
     C51 critic with the projected target and cross-entropy. Scalar ranked the Pendulum validation
     policies far better (docs/benchmarks.md, "Off-policy evaluation")."""
     hidden: tuple[int, ...] = (128, 128)
@@ -125,8 +126,8 @@ class OPEConfig:
     n_atoms: int = 101
     """Atoms of the categorical value distribution (``critic="distributional"`` only)."""
     support_margin: float = 0.25
-    """Room around the data's values for the critic's support (a scalar critic's target clipping range),
-    as a share of their range (``data/returns.py`` ``value_support``)."""
+    """Room around the data's values for the critic's support, as a share of their range
+    (``data/returns.py`` ``value_support``); a scalar critic's outputs are in units of a twentieth of it."""
     return_tail: TruncationTail = "lower"
     """Tail of the behaviour's Monte-Carlo returns after a truncated episode: "zero", "repeat_last_reward"
     or "lower" (``data/returns.py``); FQE itself bootstraps through truncations."""
@@ -351,9 +352,10 @@ def fitted_q_evaluation(
     row_weights = torch.as_tensor(episode_weights)[:, episode_of_row].to(store.device)
 
     reward = store.reward[:n_rows]
-    v_min, v_max = value_support(
-        store.mc_return[:n_rows].double().cpu().numpy(), reward.double().cpu().numpy(), gamma, margin=cfg.support_margin
-    )
+    returns_np, reward_np = store.mc_return[:n_rows].double().cpu().numpy(), reward.double().cpu().numpy()
+    v_min, v_max = value_support(returns_np, reward_np, gamma, margin=cfg.support_margin)
+    # Any policy's value while its rewards stay in the logged range (the support without margin).
+    value_range = value_support(returns_np, reward_np, gamma, margin=0.0)
     # A scalar critic regresses values in units of a twentieth of the support (about 120 on Pendulum;
     # 100 to 300 measured alike, docs/benchmarks.md): targets of order one whatever the reward units.
     value_scale = (v_max - v_min) / 20.0
@@ -368,7 +370,8 @@ def fitted_q_evaluation(
 
     critic, earlier = _fit(
         obs, store.action[:n_rows], reward, next_obs, store.terminated[:n_rows].float(), next_actions, row_weights,
-        cfg, gamma=gamma, support=(v_min, v_max), value_scale=value_scale, device=store.device, probe=point_estimate,
+        cfg, gamma=gamma, support=(v_min, v_max), value_scale=value_scale, value_range=value_range, device=store.device,
+        probe=point_estimate,
     )
 
     # (samples, M, N) -> (M, N): each member's value of the policy at every logged state.
@@ -467,10 +470,17 @@ class ScalarCritic(nn.Module):
     The layers output the value in units of ``value_scale`` (the regression then sees targets of order
     one whatever the reward units). Layer normalisation bounds what the network can extrapolate to at
     actions the data lacks; without it a policy pushing one action to the bound (full torque) drove
-    the estimate to -7000 and on (targets are clipped to the support as well, see :func:`_fit`).
+    the estimate to -7000 and on. Values are read clipped to ``value_range``, the values a policy can
+    have while its rewards stay in the logged range: the Bellman target built from them stays in it
+    too, so a critic that extrapolates cannot feed on itself, and a policy that leaves the data is not
+    reported better than the best logged reward held for ever (an uncovered swing-up controller read
+    +56 to +107 on Pendulum, where every reward is below 0).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], n_critics: int, value_scale: float) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], n_critics: int, value_scale: float,
+        value_range: tuple[float, float],
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = obs_dim + act_dim
@@ -481,6 +491,7 @@ class ScalarCritic(nn.Module):
         self.net = nn.Sequential(*layers)
         self.n_critics = n_critics
         self.value_scale = value_scale
+        self.value_range = value_range
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Values in units of ``value_scale``, (E, B), for obs (B, O) and action (B, d)."""
@@ -488,8 +499,8 @@ class ScalarCritic(nn.Module):
         return self.net(x.unsqueeze(0).expand(self.n_critics, *x.shape)).squeeze(-1)
 
     def expected_q(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Values in reward units, (E, B)."""
-        return self.forward(obs, action) * self.value_scale
+        """Values in reward units, clipped to ``value_range``, (E, B)."""
+        return (self.forward(obs, action) * self.value_scale).clamp(*self.value_range)
 
 
 FQECritic = ScalarCritic | DistributionalCritic
@@ -508,6 +519,7 @@ def _fit(
     gamma: float,
     support: tuple[float, float],
     value_scale: float,
+    value_range: tuple[float, float],
     device: torch.device,
     probe: Callable[[FQECritic], float],
 ) -> tuple[FQECritic, float]:
@@ -518,7 +530,7 @@ def _fit(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if cfg.critic == "scalar":
-            critic = ScalarCritic(obs.shape[1], action.shape[1], cfg.hidden, members, value_scale).to(device)
+            critic = ScalarCritic(obs.shape[1], action.shape[1], cfg.hidden, members, value_scale, value_range).to(device)
         else:
             critic = DistributionalCritic(
                 obs.shape[1], action.shape[1], hidden=cfg.hidden, n_atoms=cfg.n_atoms, v_min=support[0], v_max=support[1],
@@ -538,10 +550,9 @@ def _fit(
         with torch.no_grad():
             discount = gamma * (1.0 - terminated[rows])
             if isinstance(critic, ScalarCritic):
-                # Every policy's value lies in the support (the logged rewards held for ever): clipping
-                # the target there stops a critic that extrapolates from feeding on itself.
+                # In value_range, as the clipped Q_k is (r_min + gamma r_min / (1 - gamma) = r_min / (1 - gamma)).
                 bootstrapped = reward[rows] + discount * target.expected_q(next_obs[rows], next_actions[draw, rows])
-                target_values = bootstrapped.clamp(*support) / value_scale
+                target_values = bootstrapped / value_scale
             else:
                 atoms = critic.support
                 next_probs = target(next_obs[rows], next_actions[draw, rows]).softmax(-1)  # (M, B, K)

@@ -232,6 +232,7 @@ class OPEResult:
             "checkpoint": self.checkpoint,
             "data": self.data,
             "acting": self.acting,
+            "critic": cfg.critic,
             "gamma": self.gamma,
             "value": self.value.to_dict(),
             "mean_state_value": self.mean_state_value.to_dict(),

@@ -211,6 +211,7 @@ def test_the_command_prints_one_json_object_and_writes_the_same_summary(checkpoi
     assert len(lines) == 1
     summary = json.loads(lines[0])
     assert summary["acting"] == "best_of_k" and summary["gamma"] == 0.99 and summary["steps"] == 30
+    assert summary["critic"] == "scalar"
     assert summary["transitions"] == 2000 and summary["episodes"] == 10
     value = summary["value"]
     assert value["lo"] <= value["hi"] and np.isfinite(value["estimate"])

@@ -283,7 +283,7 @@ class DIMEAgent:
         rows_obs, rows_action = [obs, next_obs], [batch.action, next_action]
         extra_rows = getattr(regularizer, "extra_rows", None)
         if extra_rows is not None:  # the regulariser's rows join the pass (one batch normalisation)
-            extra_obs, extra_action = extra_rows(obs, batch, chain.action[n:])
+            extra_obs, extra_action = extra_rows(obs, batch, chain.action[n:], next_action)
             rows_obs.append(extra_obs)
             rows_action.append(extra_action)
         logits = self.critic(torch.cat(rows_obs), torch.cat(rows_action))

@@ -65,11 +65,12 @@ class ActorStepContext:
 class CriticRegularizer(Protocol):
     """An extra critic loss term (e.g. a conservative penalty).
 
-    It may also define ``extra_rows(obs, batch, policy_actions) -> (obs_rows (P, O), action_rows (P, A))``:
-    the agent then appends these rows to its joint training-mode pass and hands their logits over as
-    ``CriticStepContext.extra_logits``. ``policy_actions`` are policy samples (without gradient) at
-    the states its optional ``policy_states(obs) -> (S, O)`` names (an empty (0, A) tensor without
-    it); the agent draws them in the same chain pass as the next-state actions. Values compared with the batch's must come from that pass: a
+    It may also define ``extra_rows(obs, batch, policy_actions, next_actions) -> (obs_rows (P, O),
+    action_rows (P, A))``: the agent then appends these rows to its joint training-mode pass and hands
+    their logits over as ``CriticStepContext.extra_logits``. ``policy_actions`` are policy samples
+    (without gradient) at the states its optional ``policy_states(obs) -> (S, O)`` names (an empty
+    (0, A) tensor without it), drawn in the same chain pass as ``next_actions``, the (B, A) next-state
+    actions of the target. Values compared with the batch's must come from that pass: a
     separate eval-mode pass lets the critic move eval-mode values through feature-mean shifts that the
     training-mode batch statistics cancel (see dime_offline/regularizers/conservative.py).
     """

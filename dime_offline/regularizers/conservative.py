@@ -10,7 +10,9 @@ For each critic k and state s of the batch (Kumar et al. 2020, CQL; Nakamoto et 
   toward lower atoms. It can never leave [v_min, v_max]: the C51 support itself bounds how far
   any value can be pushed either way.
 * The candidates a_j are ``n_actions`` uniform actions in [-1, 1]^d and ``n_actions`` samples of
-  the diffusion policy at s. ``tau * log mean exp(. / tau)`` is a soft maximum over them (the hard
+  the diffusion policy at s. With ``reuse_next_actions`` one of the policy samples is the agent's
+  next-state action a' ~ pi(.|s') of the same row, scored at s (CQL's reference implementation
+  also scores next-state policy actions at s): it costs no chain of its own. ``tau * log mean exp(. / tau)`` is a soft maximum over them (the hard
   maximum as tau -> 0, the mean as tau -> infinity), so the penalty pushes down whichever candidate
   currently looks best, which is where an actor that maximises Q would go.
 * **No density correction.** CQL(H)'s importance-sampled form subtracts log pi(a_j|s) (and the
@@ -146,6 +148,8 @@ class ConservativePenalty:
         weight: multiplies the gap in units of the support width; stable below 1 (module docstring);
             0 switches the term off (the agent then skips it).
         n_actions: M, uniform actions and policy samples per state (each).
+        reuse_next_actions: one of the M policy samples per state is the agent's next-state action
+            (drawn for the target anyway), so the agent runs chains for M - 1 samples per state.
         temperature: tau of the soft maximum, in atoms.
         lower_bound: Cal-QL calibration of the policy candidates by the Monte-Carlo return-to-go.
         seed: seeds the uniform candidates (the policy samples use the agent's update noise).
@@ -158,7 +162,8 @@ class ConservativePenalty:
     """The ``type`` of its description (:meth:`to_dict`)."""
 
     def __init__(
-        self, weight: float, *, n_actions: int = 2, temperature: float = 1.0, lower_bound: bool = True, seed: int = 0
+        self, weight: float, *, n_actions: int = 2, temperature: float = 1.0, lower_bound: bool = True, seed: int = 0,
+        reuse_next_actions: bool = False,
     ) -> None:
         if n_actions < 1:
             raise ValueError(f"n_actions must be >= 1, got {n_actions}")
@@ -169,6 +174,7 @@ class ConservativePenalty:
         self.temperature = temperature
         self.lower_bound = lower_bound
         self.seed = seed
+        self.reuse_next_actions = reuse_next_actions
         self.generator = SeededGenerator(seed)
         """Draws the uniform candidates (its state travels with a run's checkpoint for a resume)."""
 
@@ -181,6 +187,7 @@ class ConservativePenalty:
             "temperature": self.temperature,
             "lower_bound": bool(self.lower_bound),
             "seed": self.seed,
+            "reuse_next_actions": self.reuse_next_actions,
         }
 
     @classmethod
@@ -189,6 +196,7 @@ class ConservativePenalty:
         return cls(
             float(spec["weight"]), n_actions=int(spec["n_actions"]), temperature=float(spec["temperature"]),
             lower_bound=bool(spec["lower_bound"]), seed=int(spec["seed"]),
+            reuse_next_actions=bool(spec.get("reuse_next_actions", False)),  # absent before the option existed
         )
 
     def _uniform(self, rows: int, act_dim: int, like: torch.Tensor) -> torch.Tensor:
@@ -196,19 +204,25 @@ class ConservativePenalty:
         return 2.0 * u - 1.0
 
     def policy_states(self, obs: torch.Tensor) -> torch.Tensor:
-        """The states the agent samples policy candidates at, in its next-state chain: (M B, O), state b
-        at rows j B + b."""
-        return obs.repeat(self.n_actions, 1)
+        """The states the agent samples policy candidates at, in its next-state chain: (S B, O), state b
+        at rows j B + b; S = M, or M - 1 when the next-state actions are reused."""
+        return obs.repeat(self.n_actions - int(self.reuse_next_actions), 1)
 
-    def extra_rows(self, obs: torch.Tensor, batch: Batch, policy_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def extra_rows(
+        self, obs: torch.Tensor, batch: Batch, policy_actions: torch.Tensor, next_actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The candidates the agent adds to its joint pass: (2 M B, O) states and (2 M B, d) actions.
 
-        ``policy_actions`` (M B, d) are the agent's samples at :meth:`policy_states`. Rows [0, M B) hold
-        uniform actions, rows [M B, 2 M B) the policy samples; row j B + b of each half belongs to state b.
+        ``policy_actions`` (S B, d) are the agent's samples at :meth:`policy_states`, ``next_actions``
+        (B, d) its next-state actions (row b drawn at the next state of row b). Rows [0, M B) hold
+        uniform actions, rows [M B, 2 M B) the policy samples (the next-state actions first when
+        reused); row j B + b of each half belongs to state b.
         """
         batch_size, act_dim = batch.action.shape
         uniform = self._uniform(self.n_actions * batch_size, act_dim, batch.action)
-        return self.policy_states(obs).repeat(2, 1), torch.cat([uniform, policy_actions])
+        if self.reuse_next_actions:
+            policy_actions = torch.cat([next_actions, policy_actions])
+        return obs.repeat(2 * self.n_actions, 1), torch.cat([uniform, policy_actions])
 
     def candidate_values(self, ctx: CriticStepContext) -> CandidateValues:
         """Expected values at the data actions and at the candidates, all from the joint pass."""

@@ -59,6 +59,10 @@ class OfflineConfig:
     n_actions: int = 2
     """Uniform actions and diffusion-policy samples per state in the penalty (each); the penalty's
     cost grows with it (the policy samples need M extra chains per state)."""
+    reuse_next_actions: bool = False
+    """One of the ``n_actions`` policy samples per state is the next-state action a' ~ pi(s') that the
+    critic's target draws anyway (scored at s, as CQL's reference implementation also does), which
+    saves a batch of chains per gradient step."""
     softmax_temperature: float = 1.0
     """tau of the soft maximum over the candidates' values, in atoms (-> 0: hard maximum)."""
     behaviour_weight: float = 0.1
@@ -143,6 +147,7 @@ class OfflineConfig:
             temperature=self.softmax_temperature,
             lower_bound=self.calibration_online if online else self.calibration,
             seed=seed,
+            reuse_next_actions=self.reuse_next_actions,
         )
 
     def actor_regularizer(self, phase: Phase, seed: int = 0) -> BehaviourLikelihood:

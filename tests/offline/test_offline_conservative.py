@@ -127,7 +127,8 @@ def test_extra_rows_layout_uniform_then_policy_each_state_repeated_per_candidate
     policy_states = penalty.policy_states(obs)
     assert policy_states.shape == (3 * 8, 3)
     policy_actions = agent.sample_actions(policy_states).action
-    rows_obs, rows_action = penalty.extra_rows(obs, batch, policy_actions)
+    next_actions = agent.sample_actions(agent.normalize_obs(batch.next_obs)).action
+    rows_obs, rows_action = penalty.extra_rows(obs, batch, policy_actions, next_actions)
     assert rows_obs.shape == (2 * 3 * 8, 3) and rows_action.shape == (2 * 3 * 8, 2)
     for j in range(6):  # block j holds every state once, in batch order
         assert torch.equal(rows_obs[j * 8 : (j + 1) * 8], obs)
@@ -135,8 +136,42 @@ def test_extra_rows_layout_uniform_then_policy_each_state_repeated_per_candidate
     assert uniform.min() >= -1 and uniform.max() <= 1 and uniform.std() > 0.4  # U[-1, 1]: std 0.577
     # The same seed gives the same uniform candidates.
     assert torch.equal(rows_action[3 * 8 :], policy_actions)
-    again = ConservativePenalty(0.5, n_actions=3, seed=4).extra_rows(obs, batch, policy_actions)[1][: 3 * 8]
+    again = ConservativePenalty(0.5, n_actions=3, seed=4).extra_rows(obs, batch, policy_actions, next_actions)[1][: 3 * 8]
     assert torch.equal(again, uniform)
+
+
+def test_reused_next_state_actions_replace_one_policy_sample_per_state() -> None:
+    agent = DIMEAgent(3, 2, tiny_config(), seed=0)
+    batch = _batch()
+    penalty = ConservativePenalty(0.5, n_actions=3, seed=4, reuse_next_actions=True)
+    obs = agent.normalize_obs(batch.obs)
+    policy_states = penalty.policy_states(obs)
+    assert policy_states.shape == (2 * 8, 3)  # chains for M - 1 samples per state
+    policy_actions = agent.sample_actions(policy_states).action
+    next_actions = agent.sample_actions(agent.normalize_obs(batch.next_obs)).action
+    rows_obs, rows_action = penalty.extra_rows(obs, batch, policy_actions, next_actions)
+    assert rows_obs.shape == (2 * 3 * 8, 3) and rows_action.shape == (2 * 3 * 8, 2)
+    for j in range(6):  # every candidate block is scored at the batch's states, next-state ones too
+        assert torch.equal(rows_obs[j * 8 : (j + 1) * 8], obs)
+    assert torch.equal(rows_action[3 * 8 : 4 * 8], next_actions)
+    assert torch.equal(rows_action[4 * 8 :], policy_actions)
+    assert ConservativePenalty.from_dict(penalty.to_dict()).reuse_next_actions
+
+
+def test_with_reuse_the_agent_runs_chains_for_one_sample_fewer_per_state() -> None:
+    store = ReplayStore.empty(3, 2, online_capacity=64)
+    rng = np.random.default_rng(0)
+    store.add(rng.normal(size=(64, 3)), rng.uniform(-1, 1, (64, 2)), rng.normal(size=64), rng.normal(size=(64, 3)),
+              np.zeros(64, bool), np.zeros(64, bool))
+    chain_rows = {}
+    for reuse in (False, True):
+        agent = DIMEAgent(3, 2, tiny_config(batch_size=16), seed=0,
+                          critic_regularizer=ConservativePenalty(0.5, n_actions=2, reuse_next_actions=reuse))
+        sample = agent.policy.sample
+        agent.policy.sample = lambda obs, *a, _s=sample, _r=reuse, **k: chain_rows.setdefault(_r, obs.shape[0]) and _s(obs, *a, **k)
+        metrics = agent.update(store.sample(16))
+        assert np.isfinite(metrics["conservative/gap"])
+    assert chain_rows == {False: 16 * 3, True: 16 * 2}  # s' plus M (or M - 1) samples per state
 
 
 def test_penalty_is_zero_when_the_candidates_are_the_data_actions() -> None:

@@ -88,7 +88,8 @@ def run_cli(args: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", nargs="+", default=["online", "pretrain"], choices=["online", "pretrain"])
-    parser.add_argument("--variants", nargs="+", default=["float32", "auto"], help="agent.matmul_precision values")
+    parser.add_argument("--variants", nargs="+", default=["float32", "auto"],
+                        help="agent.matmul_precision values, or FIELD=VALUE settings (--set) to compare")
     parser.add_argument("--env", default="HalfCheetah-v4")
     parser.add_argument("--pretrain-env", default="Hopper-v4")
     parser.add_argument("--warmup", type=int, default=300, help="random env steps before learning (online)")
@@ -109,7 +110,8 @@ def main() -> None:
             for job in args.jobs:
                 for variant in args.variants:
                     out = work / f"{job}-{variant}-{round_}"
-                    common = ["--out", str(out), "--set", f"agent.matmul_precision={variant}", "--set", f"log_every={LOG_EVERY}",
+                    setting = variant if "=" in variant else f"agent.matmul_precision={variant}"
+                    common = ["--out", str(out), "--set", setting, "--set", f"log_every={LOG_EVERY}",
                               "--set", "tensorboard=false", "--set", "eval_episodes=1", "--set", "checkpoint_every=0"]
                     if job == "online":
                         run_cli(["finetune", "--env", args.env, "--steps", str(args.warmup + args.steps),

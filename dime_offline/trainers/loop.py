@@ -15,7 +15,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -200,6 +200,10 @@ class LoopState:
     """The run is complete (all steps, or the target return reached): nothing left to resume."""
     stopped_by_time: bool = False
     stopped_by_target: bool = False
+    evaluation_owed: bool = False
+    """Step ``step``'s evaluation is under way; in a checkpoint: a stop interrupted it, and a resume
+    runs it and the rest of that step's iteration (best checkpoint, target-return stop, periodic
+    checkpoint) before the next step."""
     accumulator: _MeanAccumulator = field(default_factory=_MeanAccumulator, repr=False)
     """Step metrics since the last log point."""
 
@@ -209,6 +213,7 @@ class LoopState:
             "step": self.step, "updates": self.updates, "last_periodic": self.last_periodic,
             "wall_seconds": self.wall_seconds, "eval_seconds": self.eval_seconds, "finished": self.finished,
             "stopped_by_time": self.stopped_by_time, "stopped_by_target": self.stopped_by_target,
+            "evaluation_owed": self.evaluation_owed,
             "evaluations": [{"step": r.step, "stats": dataclasses.asdict(r.stats)} for r in self.evaluations],
             "metric_sums": self.accumulator.sums, "metric_counts": self.accumulator.counts,
         }
@@ -225,6 +230,7 @@ class LoopState:
             step=int(data["step"]), updates=int(data["updates"]), last_periodic=data["last_periodic"],
             wall_seconds=float(data["wall_seconds"]), eval_seconds=float(data["eval_seconds"]), finished=bool(data["finished"]),
             stopped_by_time=bool(data["stopped_by_time"]), stopped_by_target=bool(data["stopped_by_target"]),
+            evaluation_owed=bool(data.get("evaluation_owed", False)),  # absent before dime-offline recorded it
             evaluations=[EvalRecord(int(r["step"]), stats(r["stats"])) for r in data["evaluations"]],
             accumulator=_MeanAccumulator(data["metric_sums"], data["metric_counts"]),
         )
@@ -240,30 +246,34 @@ class LoopState:
 class _StopSignals:
     """SIGINT (Ctrl-C) and SIGTERM while the loop runs: a signal that arrives during a step or its
     bookkeeping is held until the step's iteration ends, so the checkpoint written on the way out
-    holds whole steps; during an evaluation (which may take long) or on a second signal the loop
-    stops at once. Outside the main thread signals stay as they are."""
+    holds whole steps; during an evaluation (which may take long) the loop stops at once, and the
+    checkpoint holds the state before the evaluation, which a resume then runs. A second signal
+    stops the loop at once wherever it is (``forced``): the state may then be half a step, and is not
+    saved. Outside the main thread signals stay as they are."""
 
     def __init__(self) -> None:
         self.pending = False
         self.immediate = False
+        self.forced = False
 
-    @classmethod
     @contextlib.contextmanager
-    def installed(cls) -> Iterator[_StopSignals]:
+    def installed(self) -> Iterator[None]:
         """Handle both signals within this block (the previous handlers come back after it)."""
-        signals = cls()
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, signals._handle)
+                previous[sig] = signal.signal(sig, self._handle)
         try:
-            yield signals
+            yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.immediate or self.pending:
+        if self.immediate:
+            raise KeyboardInterrupt
+        if self.pending:
+            self.forced = True
             raise KeyboardInterrupt
         self.pending = True
 
@@ -288,6 +298,7 @@ def run_loop(
     evaluate: Callable[[int], EpisodeStats] | None = None,
     checkpoint: Callable[[int, CheckpointTag], None] | None = None,
     state: LoopState | None = None,
+    eval_generators: Sequence[torch.Generator] = (),
 ) -> LoopResult:
     """Call ``step(1..total_steps)`` with logging, evaluation and checkpoints on schedule.
 
@@ -303,7 +314,13 @@ def run_loop(
             evaluation that beat every earlier one, ``"final"`` once at the end, also when
             SIGINT/SIGTERM stops the run, which then raises :class:`RunInterruptedError`).
         state: the loop's state, updated in place as steps complete (a checkpoint function
-            records it for a resume); one restored from a checkpoint continues after its step.
+            records it for a resume); one restored from a checkpoint continues after its step,
+            after the evaluation a stop interrupted (``state.evaluation_owed``) and the rest of its
+            iteration.
+        eval_generators: the generators ``evaluate`` draws from besides the global RNGs (a
+            stochastic policy's); a stop during an evaluation puts them and the global RNGs back
+            where they stood before it, so the checkpoint written then is the state a resume
+            repeats the evaluation from.
     """
     state = LoopState() if state is None else state
     start = time.monotonic()
@@ -314,6 +331,8 @@ def run_loop(
     latest: dict[str, float] = {}
     last_eval_return = state.evaluations[-1].stats.return_mean if state.evaluations else None
     first = state.step + 1
+    evaluation_owed_at_start = state.evaluation_owed
+    signals = _StopSignals()
 
     def log_train(at: int) -> None:
         nonlocal updates_at_last_log, time_at_last_log, latest
@@ -328,9 +347,62 @@ def run_loop(
         state.wall_seconds = wall_before + time.monotonic() - start
         state.eval_seconds = eval_before + eval_seconds
 
+    def progressed() -> bool:
+        """Whether this session changed the state its run's last checkpoint holds."""
+        return state.step >= first or (evaluation_owed_at_start and not state.evaluation_owed)
+
+    def saved_step() -> int:
+        """The step the run's resumable checkpoint holds (0: none): this session's last periodic one,
+        else the one a resumed session started from."""
+        return max(first - 1, state.last_periodic or 0)
+
+    def end_iteration(current: int, is_last: bool) -> bool:
+        """What follows step ``current``'s training log: its evaluation (with the best checkpoint and
+        the target-return stop), the periodic checkpoint and the progress display; returns whether the
+        run ends with this step."""
+        nonlocal eval_seconds, last_eval_return
+        if evaluate is not None and ((cadence.eval_every and current % cadence.eval_every == 0) or is_last):
+            state.evaluation_owed = True
+            eval_start = time.monotonic()
+            with _rewound_if_interrupted(eval_generators), signals.at_once():
+                stats = evaluate(current)
+            state.evaluation_owed = False
+            eval_seconds += time.monotonic() - eval_start
+            is_best = all(stats.return_mean > r.stats.return_mean for r in state.evaluations)
+            state.evaluations.append(EvalRecord(current, stats))
+            tracker.log(current, stats.to_metrics("eval"))
+            last_eval_return = stats.return_mean
+            if is_best and checkpoint is not None:
+                clock()
+                checkpoint(current, "best")
+            if not is_last and cadence.target_return is not None and stats.return_mean >= cadence.target_return:
+                state.stopped_by_target = is_last = True
+                if current % cadence.log_every:
+                    log_train(current)
+        if checkpoint is not None and cadence.checkpoint_every and current % cadence.checkpoint_every == 0 and not is_last:
+            state.last_periodic = current
+            clock()
+            checkpoint(current, "periodic")
+        progress.update(
+            current,
+            updates_per_second=latest.get("train/updates_per_second"),
+            eval_return=last_eval_return,
+            alpha=latest.get(PROGRESS_ALPHA_KEY),
+            entropy_bound=latest.get(PROGRESS_ENTROPY_KEY),
+        )
+        return is_last
+
     try:
-        with _StopSignals.installed() as signals:
+        with signals.installed():
+            # A stop during the last session's evaluation: that iteration ends first, as it would have.
+            ended = state.evaluation_owed and end_iteration(
+                state.step, state.step == cadence.total_steps or state.stopped_by_time
+            )
             for current in range(first, cadence.total_steps + 1):
+                if ended:
+                    break
+                if signals.pending:
+                    raise KeyboardInterrupt
                 report = step(current)
                 state.step = current
                 state.updates += report.updates
@@ -341,56 +413,55 @@ def run_loop(
                 out_of_time = cadence.max_wall_seconds is not None and time.monotonic() - start >= cadence.max_wall_seconds
                 is_last = current == cadence.total_steps or out_of_time
                 state.stopped_by_time = out_of_time and current < cadence.total_steps
-
                 if current % cadence.log_every == 0 or is_last:
                     log_train(current)
-                if evaluate is not None and ((cadence.eval_every and current % cadence.eval_every == 0) or is_last):
-                    eval_start = time.monotonic()
-                    with signals.at_once():
-                        stats = evaluate(current)
-                    eval_seconds += time.monotonic() - eval_start
-                    is_best = all(stats.return_mean > r.stats.return_mean for r in state.evaluations)
-                    state.evaluations.append(EvalRecord(current, stats))
-                    tracker.log(current, stats.to_metrics("eval"))
-                    last_eval_return = stats.return_mean
-                    if is_best and checkpoint is not None:
-                        clock()
-                        checkpoint(current, "best")
-                    if not is_last and cadence.target_return is not None and stats.return_mean >= cadence.target_return:
-                        state.stopped_by_target = is_last = True
-                        if current % cadence.log_every:
-                            log_train(current)
-                if checkpoint is not None and cadence.checkpoint_every and current % cadence.checkpoint_every == 0 and not is_last:
-                    state.last_periodic = current
-                    clock()
-                    checkpoint(current, "periodic")
-                progress.update(
-                    current,
-                    updates_per_second=latest.get("train/updates_per_second"),
-                    eval_return=last_eval_return,
-                    alpha=latest.get(PROGRESS_ALPHA_KEY),
-                    entropy_bound=latest.get(PROGRESS_ENTROPY_KEY),
-                )
-                if is_last:
-                    break
-                if signals.pending:
-                    raise KeyboardInterrupt
+                ended = end_iteration(current, is_last)
     except KeyboardInterrupt:
-        if checkpoint is None or state.step == 0 or state.step < first:
-            raise RunInterruptedError("interrupted before the first step completed; nothing to save") from None
+        saved = saved_step()
+        kept = f"the run's checkpoint holds steps 1-{saved}; continue with --resume" if saved else None
+        if checkpoint is None:
+            raise RunInterruptedError(f"interrupted after {state.step} steps; nothing to save") from None
+        if signals.forced:
+            raise RunInterruptedError(
+                f"stopped at once by a second signal (possibly mid-step), without a checkpoint; {kept or 'none had been written'}"
+            ) from None
+        if not progressed():
+            raise RunInterruptedError(f"interrupted before step {first} completed; {kept or 'nothing to save'}") from None
         clock()
         checkpoint(state.step, "final")  # before the partial log below, which a resume drops again
-        log_train(state.step)
-        raise RunInterruptedError(f"interrupted: steps 1-{state.step} are saved in the run's checkpoint; continue with --resume") from None
+        if accumulator.counts:
+            log_train(state.step)
+        owed = f" (its evaluation at step {state.step} runs first)" if state.evaluation_owed else ""
+        raise RunInterruptedError(
+            f"interrupted: steps 1-{state.step} are saved in the run's checkpoint; continue with --resume{owed}"
+        ) from None
     except TrainingDivergedError as err:
-        kept = f"the last good checkpoint is from step {state.last_periodic}" if state.last_periodic else "no checkpoint had been written"
+        saved = saved_step()
+        kept = f"the last good checkpoint is from step {saved}" if saved else "no checkpoint had been written"
         raise TrainingDivergedError(f"{err.message} at step {state.step + 1}; {kept}") from None
 
     state.finished = state.step == cadence.total_steps or state.stopped_by_target
     clock()
-    if checkpoint is not None and state.step >= first:
+    if checkpoint is not None and progressed():
         checkpoint(state.step, "final")
     return state.result()
+
+
+@contextlib.contextmanager
+def _rewound_if_interrupted(generators: Sequence[torch.Generator]) -> Iterator[None]:
+    """Put ``generators`` and Python's, numpy's and torch's global RNGs back where they stood when
+    the block began if a KeyboardInterrupt leaves it."""
+    saved = [generator.get_state() for generator in generators]
+    global_rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    except KeyboardInterrupt:
+        for generator, generator_state in zip(generators, saved):
+            generator.set_state(generator_state)
+        random.setstate(global_rngs[0])
+        np.random.set_state(global_rngs[1])
+        torch.set_rng_state(global_rngs[2])
+        raise
 
 
 def run_dir_fields(out: Path, loop: LoopResult, learning_curve: Path | None) -> dict[str, Any]:

@@ -282,6 +282,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             loop = run_loop(
                 cadence, step, tracker=tracker, progress=progress,
                 evaluate=run_evaluation if evaluate_in_env else None, checkpoint=write_checkpoint, state=state,
+                eval_generators=[agent.act_generator],
             )
         progress.close()
         _enter_online_phase(agent, online_cfg, cfg)

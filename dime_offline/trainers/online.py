@@ -419,7 +419,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         else:
             loop = run_loop(
                 cadence, step, tracker=tracker, progress=progress, evaluate=run_evaluation, checkpoint=write_checkpoint,
-                state=state,
+                state=state, eval_generators=[agent.act_generator],
             )
         progress.close()
         if cfg.save_replay is not None:

@@ -13,8 +13,10 @@ never read it):
 
 A resumed run rebuilds everything the way the first session did (data, environment, agent), then
 loads the agent's ``state.pt`` and this state on top, cuts ``metrics.csv`` back to where it stood
-at the checkpoint and continues TensorBoard from the next step; from a periodic checkpoint the
-result is the uninterrupted run's, bit for bit on CPU (wall-clock columns aside).
+at the checkpoint and continues TensorBoard from the next step; from a periodic checkpoint, or one
+written when a signal stopped the run (after a whole step, or before an evaluation, which the
+resumed loop then runs first: ``LoopState.evaluation_owed``), the result is the uninterrupted
+run's, bit for bit on CPU (wall-clock columns aside).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -90,6 +92,26 @@ def test_ctrl_c_saves_the_completed_steps_and_exits_130(tmp_path: Path) -> None:
     with pytest.raises(RunInterruptedError, match="nothing to save"):
         _run(tmp_path / "first", cadence, [], fail_at=(1, KeyboardInterrupt()), checkpoints=(none := []))
     assert none == []
+
+
+def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path: Path) -> None:
+    """The second signal may land mid-step: a checkpoint then would record half a step as a whole one."""
+    checkpoints: list[tuple[int, str]] = []
+
+    def step(current: int) -> StepReport:
+        if current == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # held until the step ends
+            os.kill(os.getpid(), signal.SIGINT)  # stops here, mid-step
+        return StepReport(updates=1, metrics={"train/value": 1.0})
+
+    tracker = Tracker([CSVSink(tmp_path / "m.csv")])
+    with pytest.raises(RunInterruptedError, match="second signal .* the run's checkpoint holds steps 1-3") as caught:
+        run_loop(
+            Cadence(total_steps=10, checkpoint_every=3, log_every=100), step, tracker=tracker,
+            progress=ProgressDisplay(10, description="t", enabled=False), checkpoint=lambda s, tag: checkpoints.append((s, tag)),
+        )
+    tracker.close()
+    assert caught.value.exit_code == 130 and checkpoints == [(3, "periodic")]
 
 
 def test_divergence_stops_without_overwriting_the_last_good_checkpoint(tmp_path: Path) -> None:

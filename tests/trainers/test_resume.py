@@ -1,5 +1,6 @@
 """--resume: a run killed after a periodic checkpoint and resumed ends exactly as the uninterrupted
-run (metrics and weights, bit for bit on CPU); stops by signal save whole steps; mistakes are one line."""
+run (metrics and weights, bit for bit on CPU); stops by signal save whole steps, or the state before
+an interrupted evaluation, which the resumed run then runs first; mistakes are one line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -22,9 +24,12 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import load_checkpoint, resolve_checkpoint_dir
 from dime_offline.errors import ConfigError, RunInterruptedError
 from dime_offline.regularizers import OfflineConfig
+from dime_offline.trainers import offline as offline_trainer
+from dime_offline.trainers import online as online_trainer
 from dime_offline.trainers.collect import CollectConfig, collect
 from dime_offline.trainers.offline import PretrainConfig, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
+from dime_offline.trainers.resume import read_resume_state
 
 EPISODE = 25
 """Pendulum episodes are cut to this many steps (so runs cross episode ends and resume mid-episode)."""
@@ -164,6 +169,80 @@ def test_ctrl_c_and_sigterm_save_whole_steps_and_the_run_resumes_exactly(tmp_pat
         resumed = finetune(_finetune_cfg(out, checkpoint_every=0, resume=True))
         assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
         _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
+
+
+def _signal_in_evaluation(patch: pytest.MonkeyPatch, stage: ModuleType, number: int) -> None:
+    """Send SIGINT to this process in the ``number``-th evaluation of the next run of ``stage``'s
+    trainer, at its policy's third action (so a stochastic policy has drawn noise by then)."""
+    original_evaluate, original_act = stage.evaluate, DIMEAgent.act
+    seen = {"evaluations": 0, "evaluating": False, "actions": 0}
+
+    def evaluate(*args, **kwargs):
+        seen["evaluations"] += 1
+        seen["evaluating"], seen["actions"] = True, 0
+        try:
+            return original_evaluate(*args, **kwargs)
+        finally:
+            seen["evaluating"] = False
+
+    def act(self, obs, deterministic=False):
+        if seen["evaluating"] and seen["evaluations"] == number:
+            seen["actions"] += 1
+            if seen["actions"] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original_act(self, obs, deterministic)
+
+    patch.setattr(stage, "evaluate", evaluate)
+    patch.setattr(DIMEAgent, "act", act)
+
+
+@pytest.mark.parametrize(
+    ("stage", "evaluation", "step"),
+    [("pretrain", 2, 30), ("pretrain", 3, 40), ("finetune", 1, 40), ("finetune", 3, 90)],
+    ids=["pretrain-mid-run", "pretrain-final", "finetune-mid-run", "finetune-final"],
+)
+def test_a_run_stopped_during_an_evaluation_resumes_with_that_evaluation(
+    tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch, stage: str, evaluation: int, step: int
+) -> None:
+    """Stochastic evaluations (they draw from the agent's acting noise, which fine-tuning acts with
+    too): the stop saves the state before the evaluation, and the resumed run repeats it first."""
+    if stage == "pretrain":  # evaluations at 15, 30 and 40; step 30 is no log step (its partial log is dropped again)
+        module, train = offline_trainer, pretrain
+
+        def cfg(out: Path, **changes):
+            return _pretrain_cfg(out, data, eval_deterministic=False, log_every=7, **changes)
+    else:  # evaluations at 40, 80 and 90, periodic checkpoints at 35 and 70
+        module, train = online_trainer, finetune
+
+        def cfg(out: Path, **changes):
+            return _finetune_cfg(out, eval_deterministic=False, **changes)
+
+    whole = train(cfg(tmp_path / "whole"))
+    with monkeypatch.context() as patch:
+        _signal_in_evaluation(patch, module, evaluation)
+        with pytest.raises(RunInterruptedError, match=rf"steps 1-{step} are saved.*its evaluation at step {step} runs first"):
+            train(cfg(tmp_path / "stopped"))
+    saved = read_resume_state(resolve_checkpoint_dir(tmp_path / "stopped"))
+    assert saved.loop.step == step and saved.loop.evaluation_owed
+    assert [r.step for r in saved.loop.evaluations] == [r.step for r in whole.loop.evaluations[: evaluation - 1]]
+    resumed = train(cfg(tmp_path / "stopped", resume=True))
+    assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
+    _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
+    _assert_same_state(_state(tmp_path / "stopped" / "best"), _state(tmp_path / "whole" / "best"))
+    assert [(r.step, r.stats) for r in resumed.loop.evaluations] == [(r.step, r.stats) for r in whole.loop.evaluations]
+    assert resumed.loop.updates == whole.loop.updates and not read_resume_state(resolve_checkpoint_dir(resumed.out_dir)).loop.evaluation_owed
+
+
+def test_the_resume_state_of_an_older_checkpoint_loads(tmp_path: Path, data: str) -> None:
+    """Loop states written before ``evaluation_owed`` existed owe no evaluation."""
+    pretrain(_pretrain_cfg(tmp_path / "run", data, steps=5))
+    state_file = resolve_checkpoint_dir(tmp_path / "run") / "resume" / "state.json"
+    document = json.loads(state_file.read_text())
+    del document["loop"]["evaluation_owed"]
+    state_file.write_text(json.dumps(document))
+    loop = read_resume_state(resolve_checkpoint_dir(tmp_path / "run")).loop
+    assert loop.step == 5 and loop.finished and not loop.evaluation_owed
+    assert pretrain(_pretrain_cfg(tmp_path / "run", data, steps=5, resume=True)).loop.steps == 5
 
 
 @pytest.mark.slow  # three CLI processes (torch imports): ~40 s on a busy 2-core machine

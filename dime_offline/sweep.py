@@ -16,6 +16,11 @@ over both stages of ``run``), so an ASHA scheduler can stop trials whose score l
 stopped trial's folder is marked ``stopped.json``. Resuming (``resume``) skips the trials whose run
 is finished or was stopped; a trial whose run saved a checkpoint continues from it through the run's
 own ``resume``, the others start again.
+
+Trials that log to MLflow or W&B (``trackers`` in the base config) are grouped there under the
+sweep's ``name``: MLflow nests their runs under a run of the sweep's own (opened here, continued on
+resume, finished when every trial has finished), W&B gives them the sweep as their group; both tag
+each trial's runs with its setting and seed (:class:`~dime_offline.trackers.TrackerGroup`).
 """
 
 from __future__ import annotations
@@ -46,8 +51,13 @@ from dime_offline.compare import (
 from dime_offline.config import dotted_items, from_dict, to_dict
 from dime_offline.errors import ConfigError, DimeOfflineError
 from dime_offline.io import atomic_write_text
-from dime_offline.trackers import check_trackers
-from dime_offline.tracking import METRICS_FILE, extra_sinks, read_metrics_csv
+from dime_offline.trackers import (
+    TrackerGroup,
+    check_trackers,
+    open_tracker_sinks,
+    tracker_group,
+)
+from dime_offline.tracking import METRICS_FILE, Tracker, extra_sinks, read_metrics_csv
 from dime_offline.trainers.loop import SUMMARY_FILE
 from dime_offline.trainers.resume import holds_checkpoint
 
@@ -118,6 +128,9 @@ class SweepConfig:
     """Optional early stopping (ASHA)."""
     out_dir: str = "runs/sweep"
     """Output folder: ``trials/<name>/`` run directories, ``compare/``, ``sweep.json`` and Tune's ``ray/``."""
+    name: str | None = None
+    """The sweep's name in the experiment trackers (the MLflow run its trials' runs nest under, the W&B
+    group); None: the output folder's name."""
     address: str | None = None
     """Ray cluster to attach to (``host:port``, or "auto"); None starts Ray on this machine."""
     resume: bool = False
@@ -293,11 +306,28 @@ def sweep(cfg: SweepConfig) -> SweepResult:
     check_trackers(name for trial in trials for name in trial.config.get("trackers", ()))
     out = Path(cfg.out_dir).resolve()
     _check_plan(out, trials, resume=cfg.resume)
-    atomic_write_text(out / PLAN_FILE, json.dumps({"sweep": to_dict(cfg), "trials": [t.to_dict() for t in trials]},
-                                                   indent=2, sort_keys=True) + "\n")
+    group: dict[str, Any] = {"sweep": cfg.name or out.name, "mlflow_parent": None}
+    sweep_run = Tracker([])
+    if any("mlflow" in trial.config.get("trackers", ()) for trial in trials):
+        sweep_run, group["mlflow_parent"] = _open_mlflow_sweep_run(cfg, out, group["sweep"])
+    with sweep_run:  # left unfinished (an error, a failed trial, Ctrl-C), the sweep's run ends failed or killed
+        atomic_write_text(out / PLAN_FILE, json.dumps({"sweep": to_dict(cfg), "trials": [t.to_dict() for t in trials]},
+                                                       indent=2, sort_keys=True) + "\n")
+        outcomes = _run_pending(trials, cfg, out, group)
+        comparison = None
+        if any((Path(t.run_dir) / SUMMARY_FILE).is_file() for t in outcomes):
+            comparison = compare(CompareConfig(paths=(str(out / TRIALS_SUBDIR),), out_dir=str(out / COMPARE_SUBDIR)))
+        if not any(t.status == "failed" for t in outcomes):
+            outputs = {} if comparison is None else {"compare_json": comparison.json_path, "compare_figure": comparison.figure}
+            sweep_run.finish({key: path for key, path in outputs.items() if path is not None})
+    return SweepResult(str(out), outcomes, time.perf_counter() - start, comparison)
+
+
+def _run_pending(trials: list[Trial], cfg: SweepConfig, out: Path, group: dict[str, Any]) -> list[TrialOutcome]:
+    """Run the trials not finished or stopped yet on Ray Tune; returns every trial's outcome."""
     kept = {t.name for t in trials if _is_done(t.run_dir)}
     pending = [t for t in trials if t.name not in kept]
-    errors = _run_on_tune(pending, cfg, out) if pending else {}
+    errors = _run_on_tune(pending, cfg, out, group) if pending else {}
     outcomes = []
     for trial in trials:
         if trial.name in kept:
@@ -309,10 +339,16 @@ def sweep(cfg: SweepConfig) -> SweepResult:
         else:
             error = errors.get(trial.name) or "the trial ended without a summary (interrupted); continue it with resume"
             outcomes.append(TrialOutcome(trial.name, str(trial.run_dir), "failed", error))
-    comparison = None
-    if any((Path(t.run_dir) / SUMMARY_FILE).is_file() for t in outcomes):
-        comparison = compare(CompareConfig(paths=(str(out / TRIALS_SUBDIR),), out_dir=str(out / COMPARE_SUBDIR)))
-    return SweepResult(str(out), outcomes, time.perf_counter() - start, comparison)
+    return outcomes
+
+
+def _open_mlflow_sweep_run(cfg: SweepConfig, out: Path, name: str) -> tuple[Tracker, dict[str, str]]:
+    """The sweep's own MLflow run (continued on resume, through ``out/trackers.json``), with the sweep
+    config as parameters; returns it and what the trials' runs need to nest under it."""
+    sinks, notices = open_tracker_sinks(out, ["mlflow"], run_config=to_dict(cfg), stage="sweep", resume=cfg.resume, run_name=name)
+    for notice in notices:
+        print(notice, file=sys.stderr)
+    return Tracker(list(sinks)), sinks[0].record
 
 
 def _check_plan(out: Path, trials: list[Trial], *, resume: bool) -> None:
@@ -338,8 +374,9 @@ def _is_done(run_dir: Path) -> bool:
     return (run_dir / SUMMARY_FILE).is_file() or (run_dir / STOPPED_FILE).is_file()
 
 
-def _run_on_tune(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, str]:
-    """Run ``trials`` as Ray Tune trials; returns the failed trials' one-line errors by name."""
+def _run_on_tune(trials: list[Trial], cfg: SweepConfig, out: Path, group: dict[str, Any]) -> dict[str, str]:
+    """Run ``trials`` as Ray Tune trials, their tracker runs grouped by ``group`` (see :func:`run_trial`);
+    returns the failed trials' one-line errors by name."""
     try:
         import ray
         from ray import tune
@@ -364,7 +401,8 @@ def _run_on_tune(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, 
             scheduler = _asha(cfg.scheduler, {t.name: t.run_dir for t in trials})
         by_name = {t.name: t for t in trials}
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(run_trial, trials={t.name: t.to_dict() for t in trials}, resume=cfg.resume),
+            tune.with_resources(tune.with_parameters(run_trial, trials={t.name: t.to_dict() for t in trials}, resume=cfg.resume,
+                                                     group=group),
                                 {"cpu": cfg.cpus_per_trial}),
             param_space={"trial": tune.grid_search(list(by_name))},
             tune_config=tune.TuneConfig(metric=SCORE_METRIC, mode="max", scheduler=scheduler, trial_dirname_creator=_trial_name),
@@ -440,7 +478,9 @@ class TuneScoreSink:
         pass
 
 
-def run_trial(param: dict[str, Any], trials: dict[str, dict[str, Any]], resume: bool = False) -> None:
+def run_trial(
+    param: dict[str, Any], trials: dict[str, dict[str, Any]], resume: bool = False, group: Mapping[str, Any] | None = None,
+) -> None:
     """The Ray Tune trainable: the trial named ``param["trial"]`` (one of ``trials``, as :meth:`Trial.to_dict`)
     through its library entry point, evaluations reported to Tune.
 
@@ -448,6 +488,8 @@ def run_trial(param: dict[str, Any], trials: dict[str, dict[str, Any]], resume: 
     the run's own ``resume`` (a ``run`` trial resumes stage by stage); otherwise, and for a trial that
     saved nothing, the run starts afresh. Bad input (a :class:`DimeOfflineError`) ends the trial with
     its one line in ``error.txt``; any other exception is a bug and reaches Tune with its traceback.
+    ``group`` (``sweep``: the sweep's name, ``mlflow_parent``: its MLflow run or None) groups the
+    trial's tracker runs (:class:`~dime_offline.trackers.TrackerGroup`); None leaves them ungrouped.
     """
     trial = Trial(**trials[param["trial"]])
     cls, entry_point = entry_points()[trial.command]
@@ -463,8 +505,10 @@ def run_trial(param: dict[str, Any], trials: dict[str, dict[str, Any]], resume: 
         stages.append(TuneScoreSink(out_dir, earlier=stages[-1].evaluations if stages else 0))
         return stages[-1]
 
+    grouped = (contextlib.nullcontext() if group is None
+               else tracker_group(TrackerGroup(trial=trial.name, setting=trial.setting, seed=trial.seed, **group)))
     try:
-        with extra_sinks(score_sink):
+        with extra_sinks(score_sink), grouped:
             entry_point(from_dict(cls, config))
     except DimeOfflineError as err:
         atomic_write_text(trial.run_dir / ERROR_FILE, err.one_line() + "\n")

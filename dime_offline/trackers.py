@@ -11,6 +11,10 @@ stage of ``run`` is one):
   run marked finished; a run that stops on an error is marked failed, one stopped by Ctrl-C/SIGTERM
   killed (MLflow) or exit code 130 (W&B).
 
+The runs of a sweep's trials are grouped (:class:`TrackerGroup`, set by the sweep around each trial):
+MLflow nests them under the sweep's own run, W&B puts them in a group named after the sweep; both
+tag each with its setting and seed.
+
 The tracker run ids are kept in the run directory's ``trackers.json``, so ``--resume`` continues the
 same MLflow run and W&B run (a resumed session re-logs the metrics logged after the checkpoint it
 continues from, which CSV and TensorBoard drop; MLflow and W&B keep both).
@@ -25,11 +29,13 @@ one line naming the extra to install.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +56,62 @@ DEFAULT_EXPERIMENT = "dime-offline"
 WANDB_STEP_KEY = "step"
 """The W&B x axis every metric is logged against."""
 INTERRUPTED_EXIT_CODE = RunInterruptedError.exit_code
+MLFLOW_PARENT_TAG = "mlflow.parentRunId"
+"""The tag by which MLflow shows a run nested under another (``mlflow.utils.mlflow_tags``)."""
+WANDB_TAG_LIMIT = 64
+"""W&B refuses longer tags."""
+
+
+@dataclass(frozen=True)
+class TrackerGroup:
+    """The sweep a run is a trial of, as its tracker runs record it (docs/experiments.md)."""
+
+    sweep: str
+    """The sweep's name: the W&B group and the name of the MLflow run the trial's runs nest under."""
+    trial: str
+    """The trial's name (``s000-seed0``)."""
+    setting: Mapping[str, Any]
+    """The swept fields' values of the trial (dotted field -> value)."""
+    seed: int
+    """The trial's seed."""
+    mlflow_parent: Mapping[str, str] | None = None
+    """The sweep's MLflow run (``run_id``, ``tracking_uri``, ``experiment_id``) that the trial's MLflow
+    runs nest under, in its experiment and at its tracking URI; None when the sweep has none."""
+
+    @property
+    def setting_label(self) -> str:
+        """``field=value, ...`` of the swept fields; "base" for a sweep over seeds only."""
+        return ", ".join(f"{key}={_param_value(value)}" for key, value in self.setting.items()) or "base"
+
+    def mlflow_tags(self) -> dict[str, str]:
+        tags = {"dime_offline.sweep": self.sweep, "dime_offline.trial": self.trial,
+                "dime_offline.setting": self.setting_label, "dime_offline.seed": str(self.seed)}
+        if self.mlflow_parent is not None:
+            tags[MLFLOW_PARENT_TAG] = self.mlflow_parent["run_id"]
+        return tags
+
+    def wandb_tags(self) -> list[str]:
+        """``field=value`` for each swept field and the seed; a path value is shortened to its file name
+        and a tag cut at W&B's limit (the run's config keeps every full value)."""
+        def short(value: Any) -> str:
+            text = _param_value(value)
+            return Path(text).name if isinstance(value, str) and os.sep in text else text
+
+        return [f"{key}={short(value)}"[:WANDB_TAG_LIMIT] for key, value in [*self.setting.items(), ("seed", self.seed)]]
+
+
+_GROUP: contextvars.ContextVar[TrackerGroup | None] = contextvars.ContextVar("tracker_group", default=None)
+
+
+@contextlib.contextmanager
+def tracker_group(group: TrackerGroup) -> Iterator[None]:
+    """Every tracker run opened inside this block records ``group``: how a sweep groups its trials'
+    runs without the training stages knowing about it."""
+    token = _GROUP.set(group)
+    try:
+        yield
+    finally:
+        _GROUP.reset(token)
 
 
 def tracker_hint(name: str) -> str:
@@ -72,15 +134,16 @@ def check_trackers(trackers: Iterable[str]) -> None:
 
 
 def open_tracker_sinks(
-    out: Path, trackers: Sequence[str], *, run_config: Mapping[str, Any], stage: str, resume: bool
+    out: Path, trackers: Sequence[str], *, run_config: Mapping[str, Any], stage: str, resume: bool, run_name: str | None = None,
 ) -> tuple[list[RunRecordSink], list[str]]:
-    """A sink for each tracker, logging to a new tracker run, or continuing the one recorded in
-    ``out/trackers.json`` when ``resume``; the ids are saved there. Returns the sinks and one-line
-    notices (a recorded run that could not be continued)."""
+    """A sink for each tracker, logging to a new tracker run (named ``run_name``, by default
+    ``<parent>/<folder>`` of ``out``), or continuing the one recorded in ``out/trackers.json`` when
+    ``resume``; the ids are saved there. Returns the sinks and one-line notices (a recorded run that
+    could not be continued)."""
     saved = _read_tracker_runs(out) if resume else {}
     sinks: list[RunRecordSink] = []
     notices: list[str] = []
-    run_name = f"{out.resolve().parent.name}/{out.resolve().name}"
+    run_name = run_name or f"{out.resolve().parent.name}/{out.resolve().name}"
     try:
         for tracker in dict.fromkeys(trackers):
             kind = MLflowSink if tracker == "mlflow" else WandbSink
@@ -120,7 +183,8 @@ def _param_value(value: Any) -> str:
 
 class MLflowSink:
     """Logs to an MLflow run through ``MlflowClient`` (no global active run, so runs of one process
-    never mix): parameters when the run is created, metrics in batches, outputs as tags."""
+    never mix): parameters when the run is created, metrics in batches, outputs as tags. A run
+    opened inside :func:`tracker_group` is tagged with the trial and nested under the sweep's run."""
 
     name = "mlflow"
     MAX_BATCH = 100
@@ -140,16 +204,20 @@ class MLflowSink:
             if saved is not None:
                 self._client = MlflowClient(tracking_uri=saved.get("tracking_uri"))
                 try:
+                    self.experiment_id = self._client.get_run(saved["run_id"]).info.experiment_id
                     self._client.update_run(saved["run_id"], status="RUNNING")
                     self.run_id = saved["run_id"]
                     return
                 except MlflowException as exc:
                     notices.append(f"MLflow run {saved['run_id']} at {self._client.tracking_uri} cannot be continued "
                                    f"({' '.join(exc.message.split())}); logging to a new run")
-            self._client = MlflowClient()
-            experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-            tags = {"dime_offline.stage": stage, "dime_offline.run_dir": str(out.resolve())}
-            self.run_id = self._client.create_run(self._experiment_id(experiment), run_name=run_name, tags=tags).info.run_id
+            group = _GROUP.get()
+            parent = None if group is None else group.mlflow_parent
+            self._client = MlflowClient(tracking_uri=None if parent is None else parent["tracking_uri"])
+            self.experiment_id = (parent["experiment_id"] if parent is not None
+                                  else self._experiment_id(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT))
+            tags = {"dime_offline.stage": stage, "dime_offline.run_dir": str(out.resolve()), **({} if group is None else group.mlflow_tags())}
+            self.run_id = self._client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
             params = [Param(key, _param_value(value)) for key, value in dotted_items(run_config)]
             for start in range(0, len(params), self.MAX_BATCH):
                 self._client.log_batch(self.run_id, params=params[start:start + self.MAX_BATCH])
@@ -168,7 +236,7 @@ class MLflowSink:
 
     @property
     def record(self) -> dict[str, str]:
-        return {"run_id": self.run_id, "tracking_uri": self._client.tracking_uri}
+        return {"run_id": self.run_id, "tracking_uri": self._client.tracking_uri, "experiment_id": self.experiment_id}
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -207,7 +275,8 @@ class MLflowSink:
 
 class WandbSink:
     """Logs to a W&B run (``wandb.init`` with the recorded id and ``resume="allow"`` when continuing);
-    every metric against the ``step`` axis, console capture off (stdout belongs to ``--json``)."""
+    every metric against the ``step`` axis, console capture off (stdout belongs to ``--json``). A run
+    opened inside :func:`tracker_group` joins the sweep's group, tagged with its setting and seed."""
 
     name = "wandb"
 
@@ -220,10 +289,12 @@ class WandbSink:
 
         self._finished = False
         project = (saved or {}).get("project") or os.environ.get("WANDB_PROJECT") or DEFAULT_EXPERIMENT
+        group = _GROUP.get()
         try:
             self._run = wandb.init(
                 project=project, id=saved["run_id"] if saved else None, resume="allow" if saved else None,
                 name=run_name, job_type=stage, config=None if saved else dict(run_config),
+                group=None if group is None else group.sweep, tags=None if group is None else group.wandb_tags(),
                 dir=os.environ.get("WANDB_DIR") or str(out), settings=wandb.Settings(console="off"),
             )
         except wandb.errors.Error as exc:

@@ -19,6 +19,7 @@ import yaml
 from dime_offline_cli.main import app
 from run_factories import TINY_AGENT, make_stage_run
 from typer.testing import CliRunner
+from wandb_files import wandb_run
 
 import dime_offline.sweep as sweep_module
 from dime_offline.agent.dime import DIMEAgent
@@ -91,7 +92,7 @@ def test_bad_parameters_fail_before_anything_runs(tmp_path: Path, parameters: di
 def _fake_tune(ran: list[list[str]]) -> Any:
     """Stands in for Ray Tune: each trial 'finishes' with a known score, and the names run are recorded."""
 
-    def run(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, str]:
+    def run(trials: list[Trial], cfg: SweepConfig, out: Path, group: dict[str, Any]) -> dict[str, str]:
         ran.append([t.name for t in trials])
         for t in trials:
             make_stage_run(t.run_dir, "pretrain", -500.0 + 100.0 * t.seed, seed=t.seed, **{
@@ -205,12 +206,12 @@ class Killed(Exception):
     """Stands for SIGKILL of a trial's worker: the run dies where it is, with no clean-up."""
 
 
-def _tune_in_process(trials: list[Trial], cfg: SweepConfig, out: Path) -> dict[str, str]:
+def _tune_in_process(trials: list[Trial], cfg: SweepConfig, out: Path, group: dict[str, Any]) -> dict[str, str]:
     """Stands in for Ray Tune: each trial through the real trainable, in this process; a killed one fails."""
     errors = {}
     for trial in trials:
         try:
-            run_trial({"trial": trial.name}, trials={trial.name: trial.to_dict()}, resume=cfg.resume)
+            run_trial({"trial": trial.name}, trials={trial.name: trial.to_dict()}, resume=cfg.resume, group=group)
         except Killed:
             errors[trial.name] = "killed"
     return errors
@@ -346,3 +347,97 @@ def test_the_same_sweep_file_runs_on_a_cluster_started_with_ray_start(tmp_path: 
         head.terminate()  # --block tears the head's processes down on SIGTERM
         head.wait(timeout=60)
         shutil.rmtree(f"/tmp/ray-{port}", ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trials grouped in the experiment trackers
+
+WEIGHTS = {"offline.conservative_weight": [0.3, 1.0]}
+
+
+def _tracked_sweep(tmp_path: Path, trackers: list[str], **fields: Any) -> SweepConfig:
+    return SweepConfig(command="pretrain", base={**TINY_PRETRAIN, "trackers": trackers}, parameters=WEIGHTS,
+                       out_dir=str(tmp_path / "pendulum-cw"), quiet=True, **fields)
+
+
+def _mlflow_sweep_runs(sweep_dir: Path) -> tuple[Any, list[Any]]:
+    """The sweep's own MLflow run (its id from the sweep folder's trackers.json) and the runs nested under it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(json.loads((sweep_dir / "trackers.json").read_text())["mlflow"]["run_id"])
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return parent, sorted(children, key=lambda run: run.data.tags["dime_offline.trial"])
+
+
+def _assert_trial_runs(children: list[Any], sweep_dir: Path, sweep_name: str, expected: list[tuple[str, float, int]]) -> None:
+    """Each trial's MLflow run: tagged with the sweep, trial, setting and seed, its config's values as parameters."""
+    assert [run.data.tags["dime_offline.trial"] for run in children] == [trial for trial, _, _ in expected]
+    for run, (trial, weight, seed) in zip(children, expected, strict=True):
+        tags, params = run.data.tags, run.data.params
+        assert tags["dime_offline.sweep"] == sweep_name and tags["dime_offline.stage"] == "pretrain"
+        assert tags["dime_offline.setting"] == f"offline.conservative_weight={weight}" and tags["dime_offline.seed"] == str(seed)
+        assert params["offline.conservative_weight"] == str(weight) and params["seed"] == str(seed)
+        assert tags["dime_offline.run_dir"] == str(sweep_dir / "trials" / trial) and run.info.status == "FINISHED"
+
+
+@pytest.mark.usefixtures("mlflow_store", "tune_reports")  # the trials run in this process, without Ray
+def test_mlflow_runs_of_a_sweeps_trials_nest_under_the_sweeps_own_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setattr(sweep_module, "_run_on_tune", _tune_in_process)
+    cfg = _tracked_sweep(tmp_path, ["mlflow"], seeds=[0, 1], name="weights")
+    result = sweep(cfg)
+    assert [t.status for t in result.trials] == ["finished"] * 4
+    sweep_dir = Path(result.out_dir)
+    parent, children = _mlflow_sweep_runs(sweep_dir)
+    experiment = MlflowClient().get_experiment_by_name("tests")  # MLFLOW_EXPERIMENT_NAME
+    assert parent.info.experiment_id == experiment.experiment_id and parent.info.run_name == "weights"
+    assert parent.info.status == "FINISHED" and parent.data.tags["dime_offline.stage"] == "sweep"
+    assert parent.data.params["parameters.offline.conservative_weight"] == "[0.3, 1.0]" and parent.data.params["seeds"] == "[0, 1]"
+    assert parent.data.tags["dime_offline.compare_json"] == str(sweep_dir / "compare" / "compare.json")
+    _assert_trial_runs(children, sweep_dir, "weights", [("s000-seed0", 0.3, 0), ("s000-seed1", 0.3, 1),
+                                                        ("s001-seed0", 1.0, 0), ("s001-seed1", 1.0, 1)])
+    assert len(MlflowClient().search_runs([experiment.experiment_id])) == 5  # the sweep's run and its trials', nothing else
+
+    again = sweep(dataclasses.replace(cfg, resume=True))
+    assert [t.status for t in again.trials] == ["kept"] * 4
+    assert len(MlflowClient().search_runs([experiment.experiment_id])) == 5  # the resumed sweep continued its run
+    assert MlflowClient().get_run(parent.info.run_id).info.status == "FINISHED"
+
+    monkeypatch.setattr(sweep_module, "_run_on_tune", lambda trials, cfg, out, group: {})  # every trial ends without a summary
+    failed = sweep(dataclasses.replace(cfg, out_dir=str(tmp_path / "failing")))
+    assert len(failed.failed) == 4
+    assert _mlflow_sweep_runs(tmp_path / "failing")[0].info.status == "FAILED"
+
+
+@pytest.mark.usefixtures("wandb_offline", "tune_reports")
+def test_wandb_runs_of_a_sweeps_trials_share_its_group_tagged_with_setting_and_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sweep_module, "_run_on_tune", _tune_in_process)
+    result = sweep(_tracked_sweep(tmp_path, ["wandb"], seeds=[0]))
+    assert [t.status for t in result.trials] == ["finished"] * 2
+    for trial, weight in (("s000-seed0", 0.3), ("s001-seed0", 1.0)):
+        run_dir = Path(result.out_dir) / "trials" / trial
+        run = wandb_run(run_dir, json.loads((run_dir / "trackers.json").read_text())["wandb"]["run_id"])
+        assert run["group"] == "pendulum-cw"  # the output folder's name: the sweep file names none
+        assert run["job_type"] == "pretrain" and run["tags"] == [f"offline.conservative_weight={weight}", "seed=0"]
+        assert run["exit_codes"] == [0] and run["config"]["offline"]["conservative_weight"] == weight
+    assert not (Path(result.out_dir) / "trackers.json").exists()  # without MLflow the sweep opens no run of its own
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("mlflow_store", "wandb_offline")
+def test_trials_on_ray_tune_log_into_the_sweeps_groups(tmp_path: Path) -> None:
+    """The grouping reaches the trials in Ray's worker processes (both trackers at once)."""
+    pytest.importorskip("ray", reason="the ray extra is optional: pip install 'dime-offline[ray]'")
+    result = sweep(_tracked_sweep(tmp_path, ["mlflow", "wandb"], seeds=[0], name="on-ray"))
+    assert [t.status for t in result.trials] == ["finished"] * 2
+    sweep_dir = Path(result.out_dir)
+    parent, children = _mlflow_sweep_runs(sweep_dir)
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "on-ray"
+    _assert_trial_runs(children, sweep_dir, "on-ray", [("s000-seed0", 0.3, 0), ("s001-seed0", 1.0, 0)])
+    for trial in ("s000-seed0", "s001-seed0"):
+        run_dir = sweep_dir / "trials" / trial
+        assert wandb_run(run_dir, json.loads((run_dir / "trackers.json").read_text())["wandb"]["run_id"])["group"] == "on-ray"

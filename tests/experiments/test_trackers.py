@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from dime_offline_cli.main import app
 from run_factories import TINY_AGENT
 from typer.testing import CliRunner
+from wandb_files import wandb_run
 
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.errors import ConfigError, TrackerError
@@ -78,15 +78,12 @@ def _assert_same_points(logged: dict[str, set[tuple[int, float]]], out: Path) ->
             assert logged[key] == points, key
 
 
+@pytest.mark.usefixtures("mlflow_store")
 def test_mlflow_run_holds_the_config_metrics_and_outputs_and_a_resume_continues_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("mlflow", reason="the mlflow extra is optional: pip install 'dime-offline[mlflow]'")
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the local file store behind this switch
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
     out = tmp_path / "run"
     first = _killed_then_resumed(_pretrain_cfg(out, ["mlflow"]), monkeypatch)
 
@@ -110,16 +107,14 @@ def test_mlflow_run_holds_the_config_metrics_and_outputs_and_a_resume_continues_
     assert steps == [4, 8, 12, 12, 16]  # step 12 from the killed session and again from the resumed one
 
 
-def test_mlflow_marks_a_run_that_fails_and_one_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("mlflow", reason="the mlflow extra is optional: pip install 'dime-offline[mlflow]'")
+@pytest.mark.usefixtures("mlflow_store")
+def test_mlflow_marks_a_run_that_fails_and_one_interrupted(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from dime_offline.errors import RunInterruptedError
     from dime_offline.trackers import open_tracker_sinks
     from dime_offline.tracking import Tracker
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     statuses = []
     for error in (ValueError("a bug"), RunInterruptedError("interrupted")):
         sinks, _ = open_tracker_sinks(tmp_path, ["mlflow"], run_config={"seed": 0}, stage="pretrain", resume=False)
@@ -134,69 +129,6 @@ def test_mlflow_marks_a_run_that_fails_and_one_interrupted(tmp_path: Path, monke
     assert statuses == ["FAILED", "KILLED"]
 
 
-def _wandb_records(run_file: Path) -> list[Any]:
-    """The records of a W&B transaction log (``run-<id>.wandb``): a 7-byte file header, then 32 KiB
-    blocks of chunks, each a 7-byte header (CRC32, little-endian length, type: 1 whole record, 2 first
-    part, 3 middle, 4 last) and the bytes of a protobuf ``Record``."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block = run_file.read_bytes(), 32768
-    assert data[:4] == b":W&B"
-    records, pending, position = [], b"", 7
-    while position + 7 <= len(data):
-        if block - position % block < 7:  # the block's tail is padding
-            position += block - position % block
-            continue
-        length, kind = int.from_bytes(data[position + 4:position + 6], "little"), data[position + 6]
-        pending += data[position + 7:position + 7 + length]
-        position += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
-def _wandb_run(out: Path, run_id: str) -> dict[str, Any]:
-    """History points per key, config, summary and exit codes of every offline session of run ``run_id`` in ``out/wandb``."""
-    sessions = sorted((out / "wandb").glob(f"offline-run-*-{run_id}"))
-    history: dict[str, set[tuple[int, float]]] = {}
-    config: dict[str, Any] = {}
-    summary: dict[str, Any] = {}
-    exit_codes = []
-    for session in sessions:
-        records = _wandb_records(session / f"run-{run_id}.wandb")
-        deadline = time.monotonic() + 30
-        while records[-1].WhichOneof("record_type") != "exit" and time.monotonic() < deadline:
-            time.sleep(0.2)  # W&B's service may still be writing the session's last records
-            records = _wandb_records(session / f"run-{run_id}.wandb")
-        for record in records:
-            kind = record.WhichOneof("record_type")
-            if kind == "history":
-                row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-                for key, value in row.items():
-                    if "/" in key:
-                        history.setdefault(key, set()).add((row["step"], value))
-            elif kind in ("run", "config"):  # the config the run starts with, and later changes
-                updates = record.run.config.update if kind == "run" else record.config.update
-                config.update({item.key: json.loads(item.value_json) for item in updates})
-            elif kind == "summary":
-                summary.update({item.key: json.loads(item.value_json) for item in record.summary.update})
-            elif kind == "exit":
-                exit_codes.append(record.exit.exit_code)
-    return {"sessions": len(sessions), "history": history, "config": config, "summary": summary, "exit_codes": exit_codes}
-
-
-@pytest.fixture
-def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("wandb", reason="the wandb extra is optional: pip install 'dime-offline[wandb]'")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.delenv("WANDB_DIR", raising=False)  # W&B's files go into the run directory
-    monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # nothing written under ~
-        monkeypatch.setenv(variable, str(tmp_path / "wandb-home"))
-
 
 @pytest.mark.usefixtures("wandb_offline")
 def test_wandb_offline_run_holds_the_config_metrics_and_outputs_and_a_resume_continues_it(
@@ -206,7 +138,7 @@ def test_wandb_offline_run_holds_the_config_metrics_and_outputs_and_a_resume_con
     first = _killed_then_resumed(_pretrain_cfg(out, ["wandb"]), monkeypatch)
     run_id = first["wandb"]["run_id"]
     assert json.loads((out / "trackers.json").read_text())["wandb"] == {"run_id": run_id, "project": "dime-offline"}
-    run = _wandb_run(out, run_id)
+    run = wandb_run(out, run_id)
     assert run["sessions"] == 2 and run["exit_codes"] == [1, 0]  # the killed session failed, the resumed one finished
     _assert_same_points(run["history"], out)
     assert run["config"]["steps"] == 16 and run["config"]["offline"]["conservative_weight"] == 0.5
@@ -227,7 +159,7 @@ def test_cli_run_logs_each_stage_to_its_own_tracker_run_and_stdout_stays_one_jso
         out = tmp_path / "run" / stage
         run_id = json.loads((out / "trackers.json").read_text())["wandb"]["run_id"]
         ids.add(run_id)
-        run = _wandb_run(out, run_id)
+        run = wandb_run(out, run_id)
         assert run["sessions"] == 1 and run["exit_codes"] == [0]
         _assert_same_points(run["history"], out)
         assert run["summary"]["summary_file"] == str(out.resolve() / "summary.json")
@@ -276,14 +208,10 @@ def test_overwrite_removes_the_tracker_run_ids_and_wandb_files_and_a_lone_wandb_
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # a new run starts new tracker runs
 
 
-def test_a_recorded_mlflow_run_that_cannot_be_continued_gives_a_notice_and_a_new_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("mlflow", reason="the mlflow extra is optional: pip install 'dime-offline[mlflow]'")
+@pytest.mark.usefixtures("mlflow_store")
+def test_a_recorded_mlflow_run_that_cannot_be_continued_gives_a_notice_and_a_new_run(tmp_path: Path) -> None:
     from dime_offline.trackers import open_tracker_sinks
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     gone = {"run_id": "0" * 32, "tracking_uri": (tmp_path / "mlruns").as_uri()}
     (tmp_path / "trackers.json").write_text(json.dumps({"mlflow": gone}))
     sinks, notices = open_tracker_sinks(tmp_path, ["mlflow"], run_config={}, stage="finetune", resume=True)

@@ -229,3 +229,16 @@ def test_damaged_tracker_run_ids_are_one_line_naming_the_file(tmp_path: Path, co
     with pytest.raises(TrackerError, match=r"trackers\.json: unreadable tracker run ids .*delete the file") as caught:
         open_tracker_sinks(tmp_path, ["mlflow"], run_config={}, stage="pretrain", resume=True)
     assert "\n" not in caught.value.one_line()
+
+
+def test_a_trials_wandb_tags_name_each_swept_field_and_the_seed_within_the_length_limit() -> None:
+    from dime_offline.trackers import WANDB_TAG_LIMIT, TrackerGroup
+
+    long_id = "CSTR-" + "x" * 80
+    group = TrackerGroup(sweep="s", trial="s003-seed2", seed=2,
+                         setting={"data": str(SAMPLE), "agent.critic_hidden": [64, 64], "env_id": long_id})
+    assert group.wandb_tags() == ["data=pendulum-medium-replay-dime.parquet", "agent.critic_hidden=[64, 64]",
+                                  f"env_id={long_id}"[:WANDB_TAG_LIMIT], "seed=2"]  # W&B refuses a longer tag
+    assert group.mlflow_tags()["dime_offline.setting"] == f"data={SAMPLE}, agent.critic_hidden=[64, 64], env_id={long_id}"
+    assert "mlflow.parentRunId" not in group.mlflow_tags()  # no sweep run to nest under
+    assert TrackerGroup(sweep="s", trial="s000-seed0", setting={}, seed=0).setting_label == "base"

@@ -42,7 +42,11 @@ from dime_offline.converters import convert_telemetry, load_spec
 from dime_offline.envs import CSTR_ENV_ID
 from dime_offline.envs.make import make_env
 from dime_offline.envs.pi_controller import SETPOINT_INDEX, PIController
-from dime_offline.envs.telemetry import TelemetryConfig, generate_telemetry, write_telemetry
+from dime_offline.envs.telemetry import (
+    TelemetryConfig,
+    generate_telemetry,
+    write_telemetry,
+)
 from dime_offline.io import atomic_path, atomic_write_text
 from dime_offline.trainers.loop import EvalRecord
 from dime_offline.trainers.offline import PretrainConfig, pretrain
@@ -257,6 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = [args.eval_seed + i for i in range(args.eval_episodes)]
     offline_agent, _, _ = load_checkpoint(pre.checkpoint)
     online_agent, _, _ = load_checkpoint(fine.checkpoint)
+    for agent in (offline_agent, online_agent):  # averaged weights, if kept, in every mode (as `evaluate`)
+        agent.adopt_acting_average()
     controllers: list[tuple[str, Policy, bool]] = [
         ("PI (deterministic)", PIController(seed=args.eval_seed), True),
         ("PI + operator (behaviour policy)", PIController(seed=args.eval_seed), False),

@@ -42,6 +42,7 @@ def main() -> None:
     print(f"load {os.getloadavg()}")
     for path in args.checkpoints:
         agent, cfg, meta = load_checkpoint(path)
+        agent.adopt_acting_average()  # averaged weights, if kept, in every mode (as `evaluate`)
         env_id = args.env or meta.env_id
         row: dict[str, float] = {}
         for mode in modes:

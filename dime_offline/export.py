@@ -2,7 +2,8 @@
 
 The graph holds what acting needs and nothing else (no optimiser state): raw observations in,
 actions in the environment's units out, with the checkpoint's observation normalisation and action
-scaling inside. The batch size B is free. Two modes:
+scaling inside, and its averaged weights when it keeps them (``agent.acting_average_decay`` > 0),
+in both modes, as ``load_policy`` acts. The batch size B is free. Two modes:
 
 * ``deterministic`` (default): ``obs (B, O) -> action (B, A)``, exactly the action
   :func:`~dime_offline.load_policy` returns by default. With the checkpoint's ``best_of_k``

@@ -13,7 +13,9 @@ checkpoint's ``deterministic_act`` says (``mode`` overrides it): "noise_free" ru
 chain from the prior mean without injected noise, "best_of_k" takes, of K chains on fixed noise,
 the action the critics value most. ``deterministic=False``
 samples DIME's stochastic chain, as training and the authors' evaluation do; its noise stream is
-seeded, so a deployment can be replayed exactly.
+seeded, so a deployment can be replayed exactly. A checkpoint that keeps averaged weights
+(``agent.acting_average_decay`` > 0) acts with the average in every mode, the stochastic chain
+included, and so does its exported graph (``DIMEAgent.adopt_acting_average``).
 
 Speed (``backend``): the default "torch" acts through the agent, whose chain keeps its
 observation-free part from the load on and runs batches of up to 4 rows through NumPy
@@ -60,6 +62,8 @@ class PolicyGraph(nn.Module):
     chains by the critics, which then travel in the graph, or the noise-free chain), exactly what
     ``load_policy(checkpoint)`` returns. ``mode="noise_input"``: ``forward(obs, noise)``, the chain
     with explicit noise (zeros: the noise-free chain; logged draws replay a stochastic deployment).
+    Both modes hold the agent's acting networks (``acting_policy``, ``acting_critic``): its weight
+    average when it keeps one.
     """
 
     def __init__(
@@ -70,11 +74,11 @@ class PolicyGraph(nn.Module):
             raise ConfigError(f"unknown export mode '{mode}' (known: {', '.join(GRAPH_MODES)})")
         self.mode = mode
         self.unit_actions = unit_actions
-        self.policy = _frozen_float32(agent.policy)
+        self.policy = _frozen_float32(agent.acting_policy)
         self.policy.matmul_dtype = torch.float32
         self.critic: nn.Module | None = None
         if mode == "deterministic" and agent.cfg.deterministic_act == "best_of_k":
-            critic = _frozen_float32(agent.critic)
+            critic = _frozen_float32(agent.acting_critic)
             critic.set_matmul_dtype(torch.float32)
             self.critic = critic
             self.register_buffer("candidate_noise", agent.candidate_noise(agent.cfg.act_candidates).cpu())
@@ -117,7 +121,8 @@ class DeployedPolicy:
     """``policy(obs) -> action`` in environment units (see the module docstring).
 
     Args:
-        agent: the trained agent (its observation normaliser is applied inside ``act``).
+        agent: the trained agent (its observation normaliser is applied inside ``act``); one that keeps
+            averaged weights adopts them as its live ones (it acts with the average in every mode).
         spaces: observation width and action bounds the policy was trained for.
         deterministic: a deterministic action (True) or a sample of the stochastic chain (False).
         seed: seeds the stochastic chain's noise.
@@ -138,6 +143,7 @@ class DeployedPolicy:
                 raise ConfigError(f"unknown deterministic mode '{mode}' (known: {', '.join(DETERMINISTIC_MODES)})")
             agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=mode)
         agent.act_generator.manual_seed(seed)
+        agent.adopt_acting_average()  # a deployed policy acts with the average in every mode
         # float32 throughout: a deployed action must not depend on the batch size or on bf16 rounding
         # (and must match the exported graph, which is float32).
         agent.critic.set_matmul_dtype(torch.float32)

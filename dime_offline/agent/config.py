@@ -120,11 +120,17 @@ class DIMEConfig:
     request is never answered with a sample.)"""
     act_candidates: int = 16
     """K, the chains 'best_of_k' chooses among."""
+    acting_average_decay: float = 0.0
+    """Decay of the exponential moving average of the policy's and critics' weights (and batch-renorm
+    statistics) used for deterministic acting, evaluation and deployment, updated after every
+    ``update``; 0 = act with the live weights. Exploration always uses the live weights. Our
+    addition, off pending a multi-seed study (docs/algorithm.md section 9.2)."""
 
     def __post_init__(self) -> None:
         checks = [
             (self.deterministic_act in ("noise_free", "best_of_k"), "deterministic_act must be 'noise_free' or 'best_of_k'"),
             (self.act_candidates >= 1, "act_candidates must be >= 1"),
+            (0.0 <= self.acting_average_decay < 1.0, "acting_average_decay must lie in [0, 1)"),
             (self.batch_size > 0, "batch_size must be > 0"),
             (self.utd > 0, "utd must be > 0"),
             (self.policy_delay > 0, "policy_delay must be > 0"),

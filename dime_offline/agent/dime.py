@@ -75,6 +75,16 @@ def _normalizer_tensors(normalizer: Any, device: torch.device) -> tuple[torch.Te
     return as_tensor(mean), as_tensor(std).clamp_min(_MIN_OBS_STD)
 
 
+def _frozen_copy(module: torch.nn.Module) -> Any:
+    """A copy of ``module`` in eval mode without gradients (an acting average: updated by lerp, never trained)."""
+    return copy.deepcopy(module).eval().requires_grad_(False)
+
+
+def _state_tensors(*modules: torch.nn.Module) -> list[torch.Tensor]:
+    """Every parameter and buffer of ``modules``, in an order equal for copies of the same modules."""
+    return [t.detach() for module in modules for t in (*module.parameters(), *module.buffers())]
+
+
 def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
     """Adam with torch's fused kernel (one pass over each parameter instead of a dozen per-op
     passes): the same update to float32 rounding, and 11x faster on the paper preset's critics
@@ -148,6 +158,14 @@ class DIMEAgent:
                 brn_r_max=cfg.brn_r_max,
                 brn_d_max=cfg.brn_d_max,
             ).to(self.device)
+        self.acting_policy: DiffusionPolicy = self.policy
+        """The policy deterministic actions come from: with ``cfg.acting_average_decay`` > 0 a separate
+        exponential moving average of ``policy`` (updated after every :meth:`update`), else ``policy``."""
+        self.acting_critic: DistributionalCritic = self.critic
+        """The critics 'best_of_k' chooses with: the average of ``critic`` (weights and batch-renorm
+        statistics), always in eval mode, or ``critic`` itself, as ``acting_policy``."""
+        if cfg.acting_average_decay > 0:
+            self.acting_policy, self.acting_critic = _frozen_copy(self.policy), _frozen_copy(self.critic)
         self.set_matmul_precision(cfg.matmul_precision)
         self.log_alpha = torch.tensor(float(np.log(cfg.alpha_init)), device=self.device, requires_grad=True)
         self.target_entropy = cfg.target_entropy(act_dim)
@@ -172,8 +190,9 @@ class DIMEAgent:
         ``nets/precision.py``); a compute setting only, so a loaded agent may change it."""
         self.cfg = dataclasses.replace(self.cfg, matmul_precision=precision)
         self.matmul_dtype = resolve_matmul_dtype(precision, self.device)
-        self.policy.matmul_dtype = self.matmul_dtype
-        self.critic.set_matmul_dtype(self.matmul_dtype)
+        for policy, critic in {(self.policy, self.critic), (self.acting_policy, self.acting_critic)}:
+            policy.matmul_dtype = self.matmul_dtype
+            critic.set_matmul_dtype(self.matmul_dtype)
 
     @property
     def alpha(self) -> float:
@@ -199,27 +218,33 @@ class DIMEAgent:
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions in [-1, 1] for raw observations: (O,) -> (d,) or (B, O) -> (B, d).
 
-        Samples the stochastic chain (the authors' evaluation protocol) unless ``deterministic``: then
-        the action is a function of the observation alone, chosen as ``cfg.deterministic_act`` says.
+        Samples the stochastic chain of the live policy (exploration, and the authors' evaluation
+        protocol) unless ``deterministic``: then the action is a function of the observation alone,
+        chosen as ``cfg.deterministic_act`` says, by the acting networks (``acting_policy``, the
+        weight average when ``cfg.acting_average_decay`` > 0).
         """
         x = self._as_obs_tensor(obs)
         single = x.dim() == 1
         x = self.normalize_obs(x.unsqueeze(0) if single else x)
+        policy = self.acting_policy if deterministic else self.policy
         # The constants are validated on the CPU only (a byte comparison in NumPy).
-        constants = self.acting_constants.get(self.policy) if self.device.type == "cpu" else None
+        constants = self.acting_constants.get(policy) if self.device.type == "cpu" else None
         if not deterministic:
-            action = self.policy.sample_action(x, generator=self.act_generator, constants=constants)
+            action = policy.sample_action(x, generator=self.act_generator, constants=constants)
         elif self.cfg.deterministic_act == "best_of_k":
             action = self._best_of_k(x, self.cfg.act_candidates, constants)
         else:
-            action = self.policy.sample_action(x, noise_free=True, constants=constants)
+            action = policy.sample_action(x, noise_free=True, constants=constants)
         out = action.clamp(-1.0, 1.0).cpu().numpy()
         return out[0] if single else out
 
     def _best_of_k(self, obs: torch.Tensor, k: int, constants: ActingConstants | None = None) -> torch.Tensor:
-        """:func:`best_of_k_actions` on this agent's fixed candidate noise, critics in eval mode."""
-        with self._critic_frozen():
-            return best_of_k_actions(self.policy, self.critic, obs, self._candidate_noise(k), constants)
+        """:func:`best_of_k_actions` of the acting networks on this agent's fixed candidate noise, critics
+        in eval mode (``constants``: those of ``acting_policy``)."""
+        # A separate average is always in eval mode without gradients; the live critics are switched.
+        frozen = self._critic_frozen() if self.acting_critic is self.critic else contextlib.nullcontext()
+        with frozen:
+            return best_of_k_actions(self.acting_policy, self.acting_critic, obs, self._candidate_noise(k), constants)
 
     def candidate_noise(self, k: int) -> torch.Tensor:
         """The fixed noise of the 'best_of_k' mode for ``k`` candidates (for export)."""
@@ -325,6 +350,7 @@ class DIMEAgent:
 
         if self.critic_updates % cfg.policy_delay == 0:
             metrics.update(self._actor_and_temperature_step(obs, batch, alpha))
+        self._update_acting_average()
         return metrics
 
     def _actor_and_temperature_step(self, obs: torch.Tensor, batch: Batch, alpha: torch.Tensor) -> dict[str, float]:
@@ -370,14 +396,52 @@ class DIMEAgent:
         )
         return metrics
 
+    @torch.no_grad()
+    def _update_acting_average(self) -> None:
+        """Move the acting average (1 - decay) of the way to the live weights: all floating tensors in
+        one fused call, integer buffers (batch-renorm step counts) copied. Nothing without an average."""
+        if self.acting_policy is self.policy:
+            return
+        live = _state_tensors(self.policy, self.critic)
+        average = _state_tensors(self.acting_policy, self.acting_critic)
+        floating = [i for i, t in enumerate(live) if t.is_floating_point()]
+        torch._foreach_lerp_([average[i] for i in floating], [live[i] for i in floating], 1.0 - self.cfg.acting_average_decay)
+        for kept, current in zip(average, live):
+            if not current.is_floating_point():
+                kept.copy_(current)
+
+    def set_acting_average_decay(self, decay: float) -> None:
+        """Change ``cfg.acting_average_decay`` of a built agent (fine-tuning a checkpoint with another
+        decay): an average kept goes on with the new decay, a new one starts at the live weights, and
+        0 drops it (deterministic acting goes back to the live weights)."""
+        self.cfg = dataclasses.replace(self.cfg, acting_average_decay=decay)  # validated there
+        if decay == 0:
+            self.acting_policy, self.acting_critic = self.policy, self.critic
+        elif self.acting_policy is self.policy:
+            self.acting_policy, self.acting_critic = _frozen_copy(self.policy), _frozen_copy(self.critic)
+
+    def adopt_acting_average(self) -> None:
+        """Act with the averaged weights in every mode from now on, stochastic chain included: the live
+        networks take the average's values (for a policy loaded to act, which no longer trains:
+        ``load_policy``, ``evaluate``, ``collect``). Without an average nothing changes."""
+        if self.acting_policy is self.policy:
+            return
+        self.policy.load_state_dict(self.acting_policy.state_dict())
+        self.critic.load_state_dict(self.acting_critic.state_dict())
+        self.acting_policy, self.acting_critic = self.policy, self.critic
+
     # ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: modules, optimisers, temperature, counters, RNG, normaliser, config.
+        """Everything needed to resume: modules (and their acting average, if kept), optimisers,
+        temperature, counters, RNG, normaliser, config.
 
         A deep copy: a snapshot that later updates do not change. (Torch's own state dicts hold live
         tensors, and ``Optimizer.load_state_dict`` keeps same-device tensors as they are, so without the
         copy an agent loaded in memory would share Adam moments with its source.)
         """
+        average = {} if self.acting_policy is self.policy else {
+            "acting_policy": self.acting_policy.state_dict(), "acting_critic": self.acting_critic.state_dict(),
+        }
         return copy.deepcopy({
             "config": dataclasses.asdict(self.cfg),
             "policy": self.policy.state_dict(),
@@ -393,12 +457,20 @@ class DIMEAgent:
             "obs_normalizer": None
             if self.obs_normalizer is None
             else {"mean": self.obs_normalizer[0], "std": self.obs_normalizer[1]},
+            **average,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (the agent must have been built with the same network shapes)."""
+        """Restore a :meth:`state_dict` (the agent must have been built with the same network shapes).
+
+        An agent that keeps an acting average takes the saved one, or, from a state saved without one
+        (older, or with decay 0), starts it at the live weights; an agent without one ignores it.
+        """
         self.policy.load_state_dict(state["policy"])
         self.critic.load_state_dict(state["critic"])
+        if self.acting_policy is not self.policy:
+            self.acting_policy.load_state_dict(state.get("acting_policy", state["policy"]))
+            self.acting_critic.load_state_dict(state.get("acting_critic", state["critic"]))
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])

@@ -23,6 +23,7 @@ it changes only when the policy trains. Three levers, all rewrites of the same c
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -53,35 +54,46 @@ class ActingConstants(NamedTuple):
     """(N, H) the score net's first-layer time part plus bias (:meth:`ScoreNet.time_part`)."""
 
 
+class _KeptConstants(NamedTuple):
+    constants: ActingConstants
+    sources: list[np.ndarray]
+    """Copies of the parameters the constants were computed from."""
+    prior_std: float
+
+
 class ActingConstantsCache:
-    """A policy's :class:`ActingConstants`, recomputed when a parameter they come from changed value."""
+    """Each policy's :class:`ActingConstants`, recomputed when a parameter they come from changed value.
+
+    Kept per policy module (an agent acts with its live policy and, when it averages weights, with
+    the averaged one): alternating between the two recomputes nothing.
+    """
 
     def __init__(self) -> None:
-        self._constants: ActingConstants | None = None
-        self._sources: list[np.ndarray] = []
-        self._prior_std: float | None = None
+        self._kept: weakref.WeakKeyDictionary[DiffusionPolicy, _KeptConstants] = weakref.WeakKeyDictionary()
         self.frozen = False
         """Skip the comparison once the constants exist (for policies that no longer train)."""
 
     def get(self, policy: DiffusionPolicy) -> ActingConstants:
         """The constants for ``policy``'s current parameters (a CPU policy)."""
-        if self._constants is not None and (self.frozen or self._still_valid(policy)):
-            return self._constants
+        kept = self._kept.get(policy)
+        if kept is not None and (self.frozen or _still_valid(kept, policy)):
+            return kept.constants
         with torch.no_grad():
-            self._constants = policy.acting_constants()
-            self._sources = [t.detach().numpy().copy() for t in policy.acting_constant_sources()]
-        self._prior_std = policy.prior_std
-        return self._constants
+            constants = policy.acting_constants()
+            sources = [t.detach().numpy().copy() for t in policy.acting_constant_sources()]
+        self._kept[policy] = _KeptConstants(constants, sources, policy.prior_std)
+        return constants
 
     def freeze(self) -> None:
         """From now on, return the constants without checking the parameters (deployed policies)."""
         self.frozen = True
 
-    def _still_valid(self, policy: DiffusionPolicy) -> bool:
-        sources = policy.acting_constant_sources()
-        return policy.prior_std == self._prior_std and len(sources) == len(self._sources) and all(
-            np.array_equal(t.detach().numpy(), kept) for t, kept in zip(sources, self._sources)
-        )
+
+def _still_valid(kept: _KeptConstants, policy: DiffusionPolicy) -> bool:
+    sources = policy.acting_constant_sources()
+    return policy.prior_std == kept.prior_std and len(sources) == len(kept.sources) and all(
+        np.array_equal(t.detach().numpy(), source) for t, source in zip(sources, kept.sources)
+    )
 
 
 def small_batch_applies(score_net: ScoreNet, rows: int, device: torch.device) -> bool:

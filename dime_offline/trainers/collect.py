@@ -232,4 +232,5 @@ def _load_policy(cfg: CollectConfig, spaces: SpaceSpec) -> Policy:
         return UniformRandomPolicy(spaces.action_dim, seed=cfg.seed)
     check_checkpoint_fits(cfg.policy, spaces, cfg.env_id)
     agent, _, _ = load_checkpoint(cfg.policy, device=cfg.device)
+    agent.adopt_acting_average()  # a checkpoint acts with its averaged weights, if kept, in every mode
     return agent

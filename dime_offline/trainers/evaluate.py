@@ -218,6 +218,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
         data = load_dataset(cfg.data, nonfinite=cfg.nonfinite, check_continuity=False)
         metadata, logged = data.metadata, data_baseline(data, env_id, spaces, source=cfg.data)
     agent, _, _ = load_checkpoint(directory, device=cfg.device)
+    agent.adopt_acting_average()  # a checkpoint acts with its averaged weights, if kept, in every mode
     episodes = {"max_episode_steps": plan.max_episode_steps, "metadata": metadata}
     stats = evaluate(agent, env_id, plan.episodes, seed=plan.seed, deterministic=plan.deterministic, **episodes)
     baselines = [

@@ -97,7 +97,9 @@ from dime_offline.trainers.resume import (
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
 evaluation of a run, and never the training episodes' seeds."""
-CHECKPOINT_TUNABLE_FIELDS = ("utd", "batch_size", "learning_starts", "buffer_size", "deterministic_act", "act_candidates")
+CHECKPOINT_TUNABLE_FIELDS = (
+    "utd", "batch_size", "learning_starts", "buffer_size", "deterministic_act", "act_candidates", "acting_average_decay",
+)
 """DIMEConfig fields that may still be overridden when the agent comes from a checkpoint; they
 steer the trainer or how deterministic actions are chosen, whereas every other field is fixed by
 the weights and optimiser state."""
@@ -294,6 +296,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             norm_stats = offline.normalization
     else:
         agent_cfg = scratch_cfg
+    if agent is not None:  # a checkpoint's or the caller's agent follows an overridden decay (a new average starts here)
+        agent.set_acting_average_decay(agent_cfg.acting_average_decay)
     pretrained = not from_scratch if resume is None else bool(resume.meta.extra.get("pretrained", not from_scratch))
 
     store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces, return_tail or ReplayConfig.truncation)

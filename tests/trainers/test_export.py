@@ -16,20 +16,12 @@ from typer.testing import CliRunner
 from dime_offline import load_policy
 from dime_offline.errors import ConfigError
 from dime_offline.export import ONNX_HINT, export_policy
-from dime_offline.trainers.offline import PretrainConfig, pretrain
-
-SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pretrained Pendulum policy: observation normalisation inside, torque bounds +-2."""
-    out = tmp_path_factory.mktemp("export") / "pre"
-    pretrain(PretrainConfig(
-        data=str(SAMPLE), steps=3, out_dir=str(out), agent=dict(tf.TINY_AGENT), eval_every=0, eval_episodes=1,
-        max_episode_steps=5, tensorboard=False, quiet=True,
-    ))
-    return out
+    return tf.pretrained_pendulum(tmp_path_factory.mktemp("export") / "pre")
 
 
 def _onnx_actions(path: Path, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:

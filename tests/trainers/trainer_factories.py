@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -9,6 +10,7 @@ import numpy as np
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
+from dime_offline.trainers.offline import PretrainConfig, pretrain
 
 TINY_AGENT: dict[str, Any] = {
     "critic_hidden": [32, 32],
@@ -31,6 +33,19 @@ def tiny_agent_config() -> DIMEConfig:
 
 def tiny_agent(obs_dim: int, act_dim: int, seed: int = 0) -> DIMEAgent:
     return DIMEAgent(obs_dim, act_dim, tiny_agent_config(), seed=seed)
+
+
+PENDULUM_SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-medium-replay-dime.parquet"
+
+
+def pretrained_pendulum(out: Path) -> Path:
+    """A tiny agent pretrained 3 steps on the Pendulum sample into run directory ``out``: observation
+    normalisation inside, torque bounds +-2, no acting average."""
+    pretrain(PretrainConfig(
+        data=str(PENDULUM_SAMPLE), steps=3, out_dir=str(out), agent=dict(TINY_AGENT), eval_every=0, eval_episodes=1,
+        max_episode_steps=5, tensorboard=False, quiet=True,
+    ))
+    return out
 
 
 class CountdownEnv(gym.Env[np.ndarray, np.ndarray]):

@@ -296,8 +296,11 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             norm_stats = offline.normalization
     else:
         agent_cfg = scratch_cfg
-    if agent is not None:  # a checkpoint's or the caller's agent follows an overridden decay (a new average starts here)
-        agent.set_acting_average_decay(agent_cfg.acting_average_decay)
+    if agent is not None:  # a checkpoint's or the caller's agent takes the overridable acting fields
+        agent.cfg = dataclasses.replace(
+            agent.cfg, deterministic_act=agent_cfg.deterministic_act, act_candidates=agent_cfg.act_candidates
+        )
+        agent.set_acting_average_decay(agent_cfg.acting_average_decay)  # a new average starts here
     pretrained = not from_scratch if resume is None else bool(resume.meta.extra.get("pretrained", not from_scratch))
 
     store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces, return_tail or ReplayConfig.truncation)

@@ -106,6 +106,17 @@ def test_fine_tuning_a_checkpoint_skips_the_warm_up_and_continues_its_counters(s
     assert read_checkpoint_meta(result.out_dir).extra["source_checkpoint"] == scratch_run.out_dir
 
 
+def test_a_checkpoint_takes_the_acting_overrides_for_its_own_evaluations(scratch_run, tmp_path: Path) -> None:
+    saved = scratch_run.agent.cfg
+    chosen = {"deterministic_act": "noise_free" if saved.deterministic_act == "best_of_k" else "best_of_k",
+              "act_candidates": saved.act_candidates + 3}
+    result = finetune(_cfg(tmp_path, "acting", checkpoint=scratch_run.out_dir, steps=20, eval_every=0, agent=chosen))
+    # the run's agent acts as its config.json says, not as the checkpoint did
+    assert (result.agent.cfg.deterministic_act, result.agent.cfg.act_candidates) == tuple(chosen.values())
+    _, reloaded, _ = load_checkpoint(result.out_dir)
+    assert (reloaded.deterministic_act, reloaded.act_candidates) == tuple(chosen.values())
+
+
 def test_a_checkpoint_refuses_another_env_and_architecture_overrides(scratch_run, tmp_path: Path) -> None:
     with pytest.raises(EnvironmentMismatchError) as info:
         finetune(_cfg(tmp_path, "x", checkpoint=scratch_run.out_dir, env_id="MountainCarContinuous-v0"))

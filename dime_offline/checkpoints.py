@@ -204,11 +204,11 @@ def save_checkpoint(
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
         try:
             torch.save(agent.state_dict(), tmp / STATE_FILE)
+            if resume_writer is not None:
+                (tmp / RESUME_SUBDIR).mkdir()
+                resume_writer(tmp / RESUME_SUBDIR)  # torch.save again
         except RuntimeError as exc:  # torch's writer reports a full disk or a failed write this way
             raise CheckpointError(f"cannot write the checkpoint, the previous one is kept ({exc})", file=str(directory)) from None
-        if resume_writer is not None:
-            (tmp / RESUME_SUBDIR).mkdir()
-            resume_writer(tmp / RESUME_SUBDIR)
     return directory
 
 

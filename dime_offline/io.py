@@ -31,11 +31,31 @@ VERSION_DIGITS = 6
 
 
 @contextlib.contextmanager
+def naming_path(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise a filesystem error that names no file as an ``OSError`` naming ``path``: a write or
+    flush deep inside a library (pyarrow, pandas, h5py, a buffered file) that met a full disk reports
+    only the errno, and the CLI can then say in one line which output failed."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, os.strerror(err.errno), os.fspath(path)) from err
+    except RuntimeError as err:  # h5py reports a failed write or flush as a RuntimeError quoting the errno
+        quoted = re.search(r"\berrno = (\d+)", str(err))
+        if quoted is None:
+            raise
+        code = int(quoted.group(1))
+        raise OSError(code, os.strerror(code), os.fspath(path)) from err
+
+
+@contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; fsync it and rename it onto ``target`` only on success.
 
     Works for files and directories: the caller writes whatever it likes at the yielded path.
-    On an exception the temporary path is removed and ``target`` is left as it was.
+    On an exception the temporary path is removed and ``target`` is left as it was; a filesystem
+    error that names no file is re-raised naming ``target`` (:func:`naming_path`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -43,18 +63,19 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = _make_temporary(target)
     staging = tmp / target.name
     try:
-        yield staging
-        if not staging.exists():
-            raise FileNotFoundError(f"nothing was written to {staging}")
-        fsync_tree(staging)
-        if target.is_dir() and not target.is_symlink():
-            # os.replace cannot replace a non-empty directory: move the old one aside first.
-            old = tmp / (target.name + ".old")
-            os.replace(target, old)
-            os.replace(staging, target)
-        else:
-            os.replace(staging, target)
-        fsync_directory(target.parent)
+        with naming_path(target):
+            yield staging
+            if not staging.exists():
+                raise FileNotFoundError(f"nothing was written to {staging}")
+            fsync_tree(staging)
+            if target.is_dir() and not target.is_symlink():
+                # os.replace cannot replace a non-empty directory: move the old one aside first.
+                old = tmp / (target.name + ".old")
+                os.replace(target, old)
+                os.replace(staging, target)
+            else:
+                os.replace(staging, target)
+            fsync_directory(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -71,7 +92,8 @@ def versioned_directory(target: str | os.PathLike[str], *, keep: int = 2) -> Ite
 
     The filled directory is fsynced and renamed to ``<target>.v<N>`` (N one above the highest
     version present), then ``target`` becomes a relative symbolic link to it in one atomic rename;
-    then all but the newest ``keep`` versions are removed. On an exception nothing changes.
+    then all but the newest ``keep`` versions are removed. On an exception nothing changes (a
+    filesystem error that names no file is re-raised naming ``target``: :func:`naming_path`).
 
     A ``target`` that is a plain directory (written before versioning) becomes a version itself
     at the swap, so it stays findable: :func:`newest_version` is the fallback for readers when
@@ -85,19 +107,20 @@ def versioned_directory(target: str | os.PathLike[str], *, keep: int = 2) -> Ite
     remove_stale_temporaries(target)
     staging = _make_temporary(target)
     try:
-        yield staging
-        fsync_tree(staging)
-        number = max((n for n, _ in versions(target)), default=0) + 1
-        if target.is_dir() and not target.is_symlink():
-            os.rename(target, version_path(target, number))
-            number += 1
-        final = version_path(target, number)
-        os.rename(staging, final)
-        fsync_directory(parent)
-        link = parent / f"{_temporary_prefix(target)}link.tmp"
-        os.symlink(final.name, link)
-        os.replace(link, target)
-        fsync_directory(parent)
+        with naming_path(target):
+            yield staging
+            fsync_tree(staging)
+            number = max((n for n, _ in versions(target)), default=0) + 1
+            if target.is_dir() and not target.is_symlink():
+                os.rename(target, version_path(target, number))
+                number += 1
+            final = version_path(target, number)
+            os.rename(staging, final)
+            fsync_directory(parent)
+            link = parent / f"{_temporary_prefix(target)}link.tmp"
+            os.symlink(final.name, link)
+            os.replace(link, target)
+            fsync_directory(parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -26,7 +26,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dime_offline.io import atomic_path
+from dime_offline.io import atomic_path, naming_path
 
 NAMESPACES = ("train", "eval", "offline", "online")
 """Allowed first components of a metric key."""
@@ -88,23 +88,27 @@ class CSVSink:
     """Appends rows ``step, wall_seconds, key, value`` to a CSV file, flushing after each write.
 
     With ``resume_at`` the file is kept up to that position (later rows are cut) and appended to.
+    A write that fails (a full disk) raises an ``OSError`` naming the file.
     """
 
     def __init__(self, path: str | Path, *, resume_at: MetricsPosition | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_at is None:
-            self._start = time.monotonic()
-            self._file: IO[str] = self.path.open("w", newline="")
+        self._start = time.monotonic() - (0.0 if resume_at is None else resume_at.wall_seconds)
+        with naming_path(self.path):
+            self._file: IO[str] = self.path.open("w" if resume_at is None else "r+", newline="")
             self._writer = csv.writer(self._file)
-            self._writer.writerow(CSV_HEADER)
-        else:
-            self._start = time.monotonic() - resume_at.wall_seconds
-            self._file = self.path.open("r+", newline="")
-            self._file.truncate(resume_at.csv_bytes)
-            self._file.seek(resume_at.csv_bytes)
-            self._writer = csv.writer(self._file)
-        self._file.flush()
+            try:
+                if resume_at is None:
+                    self._writer.writerow(CSV_HEADER)
+                else:
+                    self._file.truncate(resume_at.csv_bytes)
+                    self._file.seek(resume_at.csv_bytes)
+                self._file.flush()
+            except OSError:
+                with contextlib.suppress(OSError):  # the header that did not fit fails again here
+                    self._file.close()
+                raise
 
     def position(self, step: int) -> MetricsPosition:
         """Where the file stands now, recorded by a checkpoint at ``step``."""
@@ -112,13 +116,15 @@ class CSVSink:
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         elapsed = round(time.monotonic() - self._start, 3)
-        for key in sorted(metrics):
-            self._writer.writerow((int(step), elapsed, key, repr(float(metrics[key]))))
-        self._file.flush()
+        with naming_path(self.path):
+            for key in sorted(metrics):
+                self._writer.writerow((int(step), elapsed, key, repr(float(metrics[key]))))
+            self._file.flush()
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            with naming_path(self.path):
+                self._file.close()
 
 
 class TensorBoardSink:

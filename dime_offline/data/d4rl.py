@@ -300,7 +300,9 @@ def write_d4rl_hdf5(data: TransitionData, path: str | os.PathLike[str]) -> tuple
     if len(unflagged):
         timeouts[unflagged] = True
         notes.append(f"{len(unflagged)} episode(s) ending with neither flag were written with timeouts=True")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    # The core driver keeps the file in memory until it is closed: a write that fails (a full disk)
+    # then fails once, in close, instead of in the background as each dataset is released.
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", driver="core", backing_store=True) as h5:
         h5.create_dataset("observations", data=data.obs)
         h5.create_dataset("actions", data=data.action)
         h5.create_dataset("rewards", data=data.reward)

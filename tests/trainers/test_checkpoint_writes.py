@@ -3,6 +3,7 @@ are pruned, temporaries of killed writers are cleaned, plain (pre-versioning) ch
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -19,7 +20,13 @@ from dime_offline.checkpoints import (
     save_checkpoint,
 )
 from dime_offline.data.spaces import SpaceSpec
-from dime_offline.io import atomic_write_text, versions
+from dime_offline.io import (
+    atomic_path,
+    atomic_write_text,
+    versioned_directory,
+    versions,
+)
+from dime_offline.tracking import CSVSink
 from dime_offline.trainers.loop import check_run_dir, start_run_dir
 
 SPACES = SpaceSpec(obs_dim=3, action_dim=2, action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
@@ -145,3 +152,46 @@ def test_a_new_run_removes_every_version_and_an_old_run_is_recognised_by_them(tm
     (out / "notes.txt").write_text("mine")
     start_run_dir(check_run_dir(str(out), overwrite=True))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device"),
+     RuntimeError("Can't decrement id ref count (file write failed: ..., errno = 28, error message = 'No space left on device')")],
+    ids=["pyarrow-or-buffered-file", "h5py"],
+)
+def test_a_full_disk_reported_without_a_file_name_names_the_target(tmp_path: Path, failure: Exception) -> None:
+    """Libraries report a failed write by its errno only; the error then names the output (the CLI's line)."""
+    target = tmp_path / "data.parquet"
+    target.write_text("the old file")
+    with pytest.raises(OSError) as caught, atomic_path(target) as staging:
+        staging.write_text("half")
+        raise failure
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    assert target.read_text() == "the old file" and os.listdir(tmp_path) == ["data.parquet"]
+    with pytest.raises(OSError) as caught, versioned_directory(tmp_path / "checkpoint"):
+        raise failure
+    assert caught.value.filename == str(tmp_path / "checkpoint") and os.listdir(tmp_path) == ["data.parquet"]
+    with pytest.raises(RuntimeError, match="a bug"), atomic_path(target):
+        raise RuntimeError("a bug")  # anything else passes unchanged
+
+
+def test_metrics_that_do_not_fit_name_the_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = CSVSink(tmp_path / "metrics.csv")
+
+    class FullDisk:
+        closed = False
+
+        def writerow(self, row: object) -> None:
+            pass
+
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        close = flush
+
+    sink._file = sink._writer = FullDisk()  # type: ignore[assignment]
+    for call in (lambda: sink.write(1, {"train/x": 1.0}), sink.close):
+        with pytest.raises(OSError) as caught:
+            call()
+        assert caught.value.filename == str(tmp_path / "metrics.csv") and caught.value.errno == errno.ENOSPC

@@ -1,0 +1,90 @@
+"""Start-up benchmark: `dime-offline --help` and the `data` commands in fresh processes.
+
+Issue 10's target: `--help` and every `data` command take at most 0.5 s and never import torch (a
+torch import alone takes 1-5 s). Each command runs ``--repeats`` times in a fresh process,
+alternating with the baselines, which measure what any Python CLI pays: the interpreter itself
+(``python -c pass``) and ``minari --help`` (the reference the issue names; skipped when minari is
+not installed). Printed per command: median wall and CPU seconds (CPU counts the process's own
+work, so it stays meaningful on a shared machine), and the load average before and after.
+
+`data make-telemetry` simulates the plant (0.1 h here), so its time is start-up plus a little work;
+`data from-telemetry` converts the repository's small historian sample.
+
+Run:  python benchmarks/startup.py                 (7 repeats)
+      python benchmarks/startup.py --repeats 2     (quick)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "datasets" / "samples" / "pendulum-random-tiny.parquet"
+HISTORIAN = ROOT / "datasets" / "samples" / "cstr-historian-sample.csv"
+CSTR_SPEC = ROOT / "datasets" / "specs" / "telemetry" / "cstr.yaml"
+TARGET_SECONDS = 0.5
+
+
+def commands(tmp: Path) -> dict[str, list[str]]:
+    """Name -> argv of each measured command (and the baselines)."""
+    script = shutil.which("dime-offline", path=str(Path(sys.executable).parent))  # what a user runs
+    cli = [script] if script is not None else [sys.executable, "-m", "dime_offline_cli.main"]
+    measured = {
+        "python -c pass (baseline)": [sys.executable, "-c", "pass"],
+        "--help": [*cli, "--help"],
+        "--version": [*cli, "--version"],
+        "data --help": [*cli, "data", "--help"],
+        "data inspect": [*cli, "data", "inspect", str(SAMPLE), "--json"],
+        "data convert (parquet)": [*cli, "data", "convert", str(SAMPLE), str(tmp / "out.parquet")],
+        "data convert (hdf5)": [*cli, "data", "convert", str(SAMPLE), str(tmp / "out.hdf5")],
+        "data profile": [*cli, "data", "profile", str(HISTORIAN), "--json"],
+        "data from-telemetry": [*cli, "data", "from-telemetry", str(HISTORIAN), "--spec", str(CSTR_SPEC),
+                                "--out", str(tmp / "cstr.parquet")],
+        "data make-telemetry (0.1 h)": [*cli, "data", "make-telemetry", "--out", str(tmp / "h.csv"), "--hours", "0.1"],
+    }
+    minari = shutil.which("minari", path=str(Path(sys.executable).parent)) or shutil.which("minari")
+    if minari is not None:
+        measured["minari --help (reference)"] = [minari, "--help"]
+    return measured
+
+
+def run_once(argv: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one fresh process running ``argv``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7, help="Fresh processes per command (median reported).")
+    args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as folder:
+        measured = commands(Path(folder))
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in measured}
+        for _ in range(args.repeats):  # alternating, so a change in load hits every command alike
+            for name, argv in measured.items():
+                times[name].append(run_once(argv))
+    print(f"{'command':32s} {'wall s':>8s} {'cpu s':>8s}  (median of {args.repeats}; target <= {TARGET_SECONDS} s)")
+    for name, samples in times.items():
+        wall = statistics.median(w for w, _ in samples)
+        cpu = statistics.median(c for _, c in samples)
+        print(f"{name:32s} {wall:8.3f} {cpu:8.3f}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

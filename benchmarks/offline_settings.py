@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dime_offline.config import load_run_config
 from dime_offline.data.replay import ReplayStore
 from dime_offline.tracking import read_metrics_csv
-from dime_offline.trainers.loop import load_run_config
 from dime_offline.trainers.offline import PretrainConfig, pretrain
 
 AUTO = "offline.alpha_mode=auto"

@@ -69,7 +69,7 @@ def _resolve(command: str, path: str | None, overrides: list[str] | None) -> tup
     if "agent" not in {f.name for f in dataclasses.fields(cls)}:
         return resolve_config(cls, path, overrides), {}, ""
     from dime_offline.agent.config import DIMEConfig
-    from dime_offline.trainers.loop import load_run_config, resolve_agent_config
+    from dime_offline.config import load_run_config, resolve_agent_config
 
     cfg = load_run_config(cls, path, overrides)
     if getattr(cfg, "checkpoint", None):

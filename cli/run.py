@@ -47,7 +47,7 @@ def run_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Pretrain on logged data, fine-tune online, and compare the two evaluations (a few minutes by default)."""
-    from dime_offline.trainers.loop import load_run_config
+    from dime_offline.config import load_run_config
     from dime_offline.trainers.pipeline import PipelineConfig, run_pipeline
 
     cfg = load_run_config(

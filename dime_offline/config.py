@@ -1,7 +1,9 @@
 """Typed configs: dataclass <-> dict/JSON/YAML, dotted overrides, saving beside checkpoints.
 
 Each component defines its own frozen dataclass next to the code it configures, with one
-docstring per field. This module only knows how to move any such dataclass to and from disk.
+docstring per field. This module only knows how to move any such dataclass to and from disk, and
+how a training run's config takes its typed agent overrides (``agent.<field>=<value>``), resolved
+against a preset once (:func:`load_run_config`, :func:`resolve_agent_config`).
 """
 
 from __future__ import annotations
@@ -183,6 +185,58 @@ def resolve_config(
     if missing:
         raise ConfigError(f"field '{missing[0]}': required, and not given (e.g. --set {missing[0]}=...)")
     return from_dict(cls, data)
+
+
+AGENT_OVERRIDE_PREFIX = "agent."
+
+
+def load_run_config(
+    cls: type[C],
+    path: str | None = None,
+    overrides: list[str] | None = None,
+    **fields: Any,
+) -> C:
+    """Defaults < YAML/JSON file < explicit ``fields`` (CLI flags given) < ``key=value`` overrides.
+
+    ``cls`` must have a ``agent: dict`` field of DIME hyperparameter overrides; overrides written
+    ``agent.<field>=<value>`` (dotted further for nested sections) go into it, the rest are
+    applied to ``cls`` itself. Fields given as None are treated as not given.
+    """
+    run_sets: list[str] = []
+    agent_sets: list[str] = []
+    for item in overrides or []:
+        (agent_sets if item.strip().startswith(AGENT_OVERRIDE_PREFIX) else run_sets).append(item)
+    cfg = resolve_config(cls, path, run_sets, **fields)
+    agent: dict[str, Any] = dict(cfg.agent)  # type: ignore[attr-defined]
+    for item in agent_sets:
+        key, sep, raw = item.strip()[len(AGENT_OVERRIDE_PREFIX):].partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' must look like agent.field=value")
+        node = agent
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': 'agent.{part}' is not a config section")
+        node[parts[-1]] = parse_override_value(AGENT_OVERRIDE_PREFIX + key, raw)
+    return dataclasses.replace(cfg, agent=agent)  # type: ignore[type-var]
+
+
+def resolve_agent_config(agent_cls: type[C], preset: C, overrides: Mapping[str, Any]) -> C:
+    """``preset`` with the (possibly nested) ``overrides`` applied; unknown fields are a ConfigError."""
+    merged = to_dict(preset)
+    _merge(merged, dict(overrides), "agent")
+    return from_dict(agent_cls, merged, _prefix="agent.")
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:
+    for key, value in new.items():
+        if key not in base:
+            raise ConfigError(f"unknown field '{where}.{key}' (known: {', '.join(sorted(base))})")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            _merge(base[key], value, f"{where}.{key}")
+        else:
+            base[key] = value
 
 
 def _defaults(cls: type) -> dict[str, Any]:

@@ -186,7 +186,7 @@ def plan_trials(cfg: SweepConfig) -> list[Trial]:
     """Every (setting, seed) trial of the sweep, each config built and checked (a bad field or value
     fails here, before anything runs)."""
     from dime_offline.agent.config import DIMEConfig
-    from dime_offline.trainers.loop import resolve_agent_config
+    from dime_offline.config import resolve_agent_config
 
     cls, _ = entry_points()[cfg.command]
     trials_dir = Path(cfg.out_dir).resolve() / TRIALS_SUBDIR

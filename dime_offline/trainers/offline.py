@@ -38,7 +38,12 @@ from dime_offline.checkpoints import (
     load_agent_state,
     save_checkpoint,
 )
-from dime_offline.config import check_section, save_config, to_dict
+from dime_offline.config import (
+    check_section,
+    resolve_agent_config,
+    save_config,
+    to_dict,
+)
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import value_support
@@ -76,7 +81,6 @@ from dime_offline.trainers.loop import (
     RunResult,
     StepReport,
     check_run_dir,
-    resolve_agent_config,
     run_dir_fields,
     run_loop,
     run_outputs,

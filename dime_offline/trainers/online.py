@@ -37,7 +37,7 @@ from dime_offline.checkpoints import (
     read_checkpoint_meta,
     save_checkpoint,
 )
-from dime_offline.config import save_config, to_dict
+from dime_offline.config import resolve_agent_config, save_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
@@ -78,7 +78,6 @@ from dime_offline.trainers.loop import (
     RunResult,
     StepReport,
     check_run_dir,
-    resolve_agent_config,
     run_dir_fields,
     run_loop,
     run_outputs,

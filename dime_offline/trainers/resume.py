@@ -40,10 +40,10 @@ from dime_offline.checkpoints import (
     read_checkpoint_meta,
     resolve_checkpoint_dir,
 )
-from dime_offline.config import to_dict
+from dime_offline.config import load_run_config, to_dict
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.tracking import MetricsPosition, Tracker
-from dime_offline.trainers.loop import LoopState, load_run_config
+from dime_offline.trainers.loop import LoopState
 
 C = TypeVar("C")
 

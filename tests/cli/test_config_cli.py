@@ -13,9 +13,9 @@ from dime_offline_cli.main import app
 from typer.testing import CliRunner
 
 from dime_offline.agent.config import DIMEConfig
+from dime_offline.config import load_run_config, resolve_agent_config
 from dime_offline.config_docs import NOT_LITERAL, ConfigSource, field_docs
 from dime_offline.regularizers.schedule import OfflineConfig
-from dime_offline.trainers.loop import load_run_config, resolve_agent_config
 from dime_offline.trainers.offline import PretrainConfig
 
 PACKAGE = Path(__file__).resolve().parents[2] / "dime_offline"

@@ -13,6 +13,7 @@ import torch
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
+from dime_offline.config import load_run_config, resolve_agent_config
 from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.tracking import CSVSink, ProgressDisplay, Tracker, read_metrics_csv
@@ -22,8 +23,6 @@ from dime_offline.trainers.loop import (
     Cadence,
     LoopResult,
     StepReport,
-    load_run_config,
-    resolve_agent_config,
     run_loop,
 )
 from dime_offline.trainers.offline import PretrainConfig

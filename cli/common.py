@@ -18,11 +18,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from dime_offline.errors import DimeOfflineError
+from dime_offline.errors import DimeOfflineError, RunInterruptedError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = RunInterruptedError.exit_code
 
 app = typer.Typer(
     name="dime-offline",
@@ -63,7 +64,8 @@ permissions, a path that loops or names a file where a folder is needed."""
 
 def user_errors_exit_2(func: F) -> F:
     """Turn a :class:`DimeOfflineError`, or a filesystem fault naming a path, into one line on stderr
-    and the error's exit code (2; 130 for an interrupted run), with no traceback."""
+    and the error's exit code (2; 130 for an interrupted run), with no traceback. A Ctrl-C that no
+    training loop turned into a saved stop (one during loading, or a second one) exits 130 too."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -72,6 +74,9 @@ def user_errors_exit_2(func: F) -> F:
         except DimeOfflineError as err:
             typer.echo(f"error: {err.one_line()}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
         except OSError as err:
             if err.errno not in FILESYSTEM_ERRNOS or err.filename is None:
                 raise

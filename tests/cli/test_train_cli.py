@@ -176,6 +176,19 @@ def test_filesystem_faults_are_one_line_exit_2(tmp_path: Path, monkeypatch: pyte
     assert "cannot write the checkpoint" in line and str(tmp_path / "full") in line
 
 
+def test_ctrl_c_before_training_is_one_line_exit_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the data loads no loop can save anything: the run stops, with no run directory left."""
+    from dime_offline.trainers import offline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(offline, "load_replay_store", interrupted)
+    result = _invoke("pretrain", "--data", SAMPLE, "--out", tmp_path / "run")
+    assert result.exit_code == 130 and result.stderr.strip() == "error: interrupted" and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [("log_every=0", "log_every"), ("checkpoint_every=-1", "checkpoint_every"), ("max_wall_seconds=-1", "max_wall_seconds"),

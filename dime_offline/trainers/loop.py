@@ -246,7 +246,8 @@ class _StopSignals:
     """SIGINT (Ctrl-C) and SIGTERM while the loop runs: a signal that arrives during a step or its
     bookkeeping is held until the step's iteration ends, so the checkpoint written on the way out
     holds whole steps; during an evaluation (which may take long) the loop stops at once, and the
-    checkpoint holds the state before the evaluation, which a resume then runs. A second signal
+    checkpoint holds the state before the evaluation, which a resume then runs; during the final
+    checkpoint it waits for it. A second signal
     stops the loop at once wherever it is (``forced``): the state may then be half a step, and is not
     saved. Outside the main thread signals stay as they are."""
 
@@ -415,6 +416,11 @@ def run_loop(
                 if current % cadence.log_every == 0 or is_last:
                     log_train(current)
                 ended = end_iteration(current, is_last)
+            # Still under the handlers: a signal now waits for the final checkpoint (nothing is left to stop).
+            state.finished = state.step == cadence.total_steps or state.stopped_by_target
+            clock()
+            if checkpoint is not None and progressed():
+                checkpoint(state.step, "final")
     except KeyboardInterrupt:
         saved = saved_step()
         kept = f"the run's checkpoint holds steps 1-{saved}; continue with --resume" if saved else None
@@ -439,10 +445,6 @@ def run_loop(
         kept = f"the last good checkpoint is from step {saved}" if saved else "no checkpoint had been written"
         raise TrainingDivergedError(f"{err.message} at step {state.step + 1}; {kept}") from None
 
-    state.finished = state.step == cadence.total_steps or state.stopped_by_target
-    clock()
-    if checkpoint is not None and progressed():
-        checkpoint(state.step, "final")
     return state.result()
 
 

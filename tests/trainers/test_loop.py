@@ -113,6 +113,23 @@ def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path: Path) -> N
     assert caught.value.exit_code == 130 and checkpoints == [(3, "periodic")]
 
 
+def test_a_signal_during_the_final_checkpoint_waits_for_it(tmp_path: Path) -> None:
+    checkpoints: list[tuple[int, str]] = []
+
+    def checkpoint(step: int, tag: str) -> None:
+        if tag == "final":
+            os.kill(os.getpid(), signal.SIGINT)  # held: the save goes on, and nothing is left to stop
+        checkpoints.append((step, tag))
+
+    tracker = Tracker([CSVSink(tmp_path / "m.csv")])
+    result = run_loop(
+        Cadence(total_steps=4, log_every=2), lambda current: StepReport(updates=1), tracker=tracker,
+        progress=ProgressDisplay(4, description="t", enabled=False), checkpoint=checkpoint,
+    )
+    tracker.close()
+    assert result.steps == 4 and checkpoints == [(4, "final")]
+
+
 def test_divergence_stops_without_overwriting_the_last_good_checkpoint(tmp_path: Path) -> None:
     cadence = Cadence(total_steps=10, eval_every=0, checkpoint_every=3, log_every=100)
     checkpoints: list[tuple[int, str]] = []

@@ -247,9 +247,9 @@ class _StopSignals:
     bookkeeping is held until the step's iteration ends, so the checkpoint written on the way out
     holds whole steps; during an evaluation (which may take long) the loop stops at once, and the
     checkpoint holds the state before the evaluation, which a resume then runs; during the final
-    checkpoint it waits for it. A second signal
-    stops the loop at once wherever it is (``forced``): the state may then be half a step, and is not
-    saved. Outside the main thread signals stay as they are."""
+    checkpoint it waits for it. A second signal stops the loop at once wherever it is (``forced``):
+    the state may then be half a step, and is not saved. Outside the main thread signals stay as
+    they are."""
 
     def __init__(self) -> None:
         self.pending = False

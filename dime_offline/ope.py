@@ -16,7 +16,9 @@ cross-entropy. The scalar critic ranked the Pendulum validation policies far bet
 Neither has DIME's entropy terms: the estimand is the plain discounted return in the data's reward
 units. Q_k is a target copy refreshed every ``target_update_interval`` steps. The
 policy is fixed, so its actions at every logged state are computed once before training, and each
-FQE step costs one small critic update. The value is then
+FQE step costs one small critic update. A policy with memory (an
+:class:`~dime_offline.types.EpisodicPolicy`, as the CSTR twin's PI loop, which remembers its previous
+temperature) is replayed along the logged episodes, its memory fed by the logged history. The value is then
 
     V(pi) = mean over the data's initial states s_0 of E[Q(s_0, pi(s_0))]
 
@@ -66,7 +68,7 @@ from dime_offline.devices import check_device
 from dime_offline.errors import ConfigError
 from dime_offline.io import atomic_path
 from dime_offline.nets.critic import DistributionalCritic, EnsembleDense
-from dime_offline.types import Policy
+from dime_offline.types import EpisodicPolicy, Policy
 
 PolicyMode = Literal["best_of_k", "noise_free", "stochastic"]
 POLICY_MODES: tuple[str, ...] = ("best_of_k", "noise_free", "stochastic")
@@ -354,9 +356,11 @@ def fitted_q_evaluation(
 
     reward = store.reward[:n_rows]
     returns_np, reward_np = store.mc_return[:n_rows].double().cpu().numpy(), reward.double().cpu().numpy()
-    v_min, v_max = value_support(returns_np, reward_np, gamma, margin=cfg.support_margin)
+    # A terminal step's reward (an interlock trip's penalty) enters the bounds once, as it is earned.
+    terminated_np = store.terminated[:n_rows].cpu().numpy().astype(bool)
+    v_min, v_max = value_support(returns_np, reward_np, gamma, margin=cfg.support_margin, terminated=terminated_np)
     # Any policy's value while its rewards stay in the logged range (the support without margin).
-    value_range = value_support(returns_np, reward_np, gamma, margin=0.0)
+    value_range = value_support(returns_np, reward_np, gamma, margin=0.0, terminated=terminated_np)
     # A scalar critic regresses values in units of a twentieth of the support (about 120 on Pendulum;
     # 100 to 300 measured alike, docs/benchmarks.md): targets of order one whatever the reward units.
     value_scale = (v_max - v_min) / 20.0
@@ -436,7 +440,14 @@ def _policy_actions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The policy's actions at every logged state and successor state, ``samples`` draws each: two
     (samples, N, A) tensors. A successor state equal to the next row's state reuses that row's action,
-    so only episode ends (and gaps) cost an extra policy call."""
+    so only episode ends (and gaps) cost an extra policy call. A policy with memory
+    (:class:`~dime_offline.types.EpisodicPolicy`) is replayed along the logged episodes instead."""
+    if isinstance(policy, EpisodicPolicy):
+        replays = [_replayed_actions(policy, data, deterministic) for _ in range(samples)]
+        return (
+            torch.as_tensor(np.stack([at_states for at_states, _ in replays]), device=store.device),
+            torch.as_tensor(np.stack([at_next for _, at_next in replays]), device=store.device),
+        )
     same_episode = np.append(data.episode_id[1:] == data.episode_id[:-1], False)
     continues = same_episode.copy()
     continues[:-1] &= np.all(data.next_obs[:-1] == data.obs[1:], axis=1)
@@ -456,10 +467,36 @@ def _policy_actions(
     )
 
 
-def _act(policy: Policy, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+def _replayed_actions(policy: EpisodicPolicy, data: TransitionData, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(N, A) actions of a policy with memory at every logged state and successor state, its memory
+    fed by the logged history: the episodes run side by side as the rows of one batch (row e is
+    episode e in every call, as in a rollout), step t showing each episode's t-th observation and,
+    after its last, its last successor state. Q(s, a) stays a function of the logged (s, a) when the
+    memory is the policy's recent observations (the PI loop's previous temperature): what the next
+    step remembers is in s. An episode starts from a reset memory, as a rollout does."""
+    starts, lengths = data.episode_starts(), data.episode_lengths()
+    last = starts + lengths - 1
+    at_states = np.empty(data.action.shape, np.float32)
+    at_next = np.empty(data.action.shape, np.float32)
+    policy.reset()
+    for t in range(int(lengths.max(initial=0)) + 1):
+        rows = np.minimum(starts + t, last)
+        # An ended episode shows its last successor state again; that row's actions are not kept.
+        obs = np.where((t < lengths)[:, None], data.obs[rows], data.next_obs[rows])
+        actions = _act(policy, obs, deterministic, chunk_rows=max(len(obs), 1))  # one call: a batch row is an episode
+        inside, ending = t < lengths, t == lengths
+        at_states[rows[inside]] = actions[inside]
+        at_next[last[ending]] = actions[ending]
+    continuing = np.ones(len(data), bool)
+    continuing[last] = False
+    at_next[continuing] = at_states[np.flatnonzero(continuing) + 1]
+    return at_states, at_next
+
+
+def _act(policy: Policy, obs: np.ndarray, deterministic: bool, chunk_rows: int = _ACT_CHUNK_ROWS) -> np.ndarray:
     chunks = [
-        np.asarray(policy.act(np.ascontiguousarray(obs[i : i + _ACT_CHUNK_ROWS], dtype=np.float32), deterministic=deterministic))
-        for i in range(0, len(obs), _ACT_CHUNK_ROWS)
+        np.asarray(policy.act(np.ascontiguousarray(obs[i : i + chunk_rows], dtype=np.float32), deterministic=deterministic))
+        for i in range(0, len(obs), chunk_rows)
     ]
     actions = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros((0, 0), np.float32)
     return np.clip(actions, -1.0, 1.0)

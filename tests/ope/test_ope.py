@@ -20,7 +20,12 @@ from dime_offline.data.load import save_dataset
 from dime_offline.data.schema import DatasetMetadata, TransitionData
 from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import ConfigError
-from dime_offline.ope import OPEConfig, evaluate_offline, fitted_q_evaluation
+from dime_offline.ope import (
+    OPEConfig,
+    _replayed_actions,
+    evaluate_offline,
+    fitted_q_evaluation,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "pendulum-random-tiny.parquet"
 FAST = {"steps": 800, "batch_size": 64, "hidden": (32, 32), "n_atoms": 51, "lr": 3e-3, "lr_schedule": "constant", "fits": 2,
@@ -88,13 +93,15 @@ def test_constant_reward_without_terminations_is_worth_r_over_one_minus_gamma(cr
 
 def test_a_step_into_a_terminal_state_is_worth_its_reward() -> None:
     data = synthetic([-3.0] * 200, 1, terminated=True)
-    # The support spans [-375, 75] (it has room for -3 / (1 - gamma)): -3 is a small step in it,
-    # hence the longer fit, and the decaying learning rate so that it ends settled. 200 rows: with 40
-    # the critic fitted them within 0.05 but read -3.4 at the policy's action between them.
+    # A terminal reward enters the support once: [-3.75, 0.75] (without the terminal mask it had
+    # room for -3 / (1 - gamma), [-375, 75], where -3 is a small step; the longer fit and the
+    # decaying learning rate were sized for that). 200 rows: with 40 the critic fitted them within
+    # 0.05 but read -3.4 at the policy's action between them.
     cfg = OPEConfig(**{**FAST, "steps": 2000, "lr_schedule": "cosine"})
     result = fitted_q_evaluation(ZeroPolicy(), data, cfg, gamma=0.99)
     assert result.value.estimate == pytest.approx(-3.0, abs=0.3)
     assert result.behaviour_value.estimate == pytest.approx(-3.0)
+    assert result.support == pytest.approx((-3.75, 0.75))
 
 
 def test_interval_covers_the_estimate_and_the_truth_and_a_seed_reproduces_the_run() -> None:
@@ -171,6 +178,41 @@ def test_policies_of_clearly_different_quality_are_ranked_as_their_true_values()
     assert np.all(np.diff(truths) < -2.0)  # clearly different: about -3.5, -10, -26, -30
     assert np.all(np.diff(estimates) < 0), (truths, estimates)
     assert np.allclose(estimates, truths, rtol=0.3), (truths, estimates)
+
+
+class PreviousObservation:
+    """A policy with memory: it acts on the observation one step earlier (its own after a reset),
+    as a PI loop's proportional-on-measurement term does."""
+
+    def __init__(self) -> None:
+        self.previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.previous = None
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        remembered = obs if self.previous is None or len(self.previous) != len(obs) else self.previous
+        self.previous = obs.copy()
+        return (remembered[:, :1] / 2.0).astype(np.float32)
+
+
+def test_a_policy_with_memory_is_replayed_along_the_logged_episodes() -> None:
+    """Its action at a logged state remembers the episode's previous state (none at the start),
+    and at a successor state the transition's own state, also after an episode's last step; the
+    episodes differ in length (an ended one waits in the batch)."""
+    full = drift_episodes(5, 6)
+    keep = np.ones(len(full), bool)
+    keep[[9, 10, 11, 19, 20, 21, 22, 23]] = False  # episode 1 keeps 3 steps, episode 3 one
+    data = full.select(keep)
+    assert data.episode_lengths().tolist() == [6, 3, 6, 1, 6]
+    at_states, at_next = _replayed_actions(PreviousObservation(), data, deterministic=True)
+    starts = data.episode_starts()
+    remembered = np.roll(data.obs, 1, axis=0)
+    remembered[starts] = data.obs[starts]
+    np.testing.assert_array_equal(at_states, remembered / 2.0)
+    np.testing.assert_array_equal(at_next, data.obs / 2.0)
+    # A memoryless reading (every row's own state) differs: the test sees the replay.
+    assert not np.allclose(at_states, data.obs / 2.0)
 
 
 def test_config_fields_are_checked() -> None:

@@ -111,3 +111,16 @@ def test_value_support_covers_returns_and_held_rewards_with_a_margin() -> None:
     assert (low, high) == pytest.approx((0.0, 9.0))
     with pytest.raises(ValueError, match="margin"):
         value_support(returns, reward, 0.9, margin=-1.0)
+
+
+def test_a_terminal_reward_enters_the_support_once() -> None:
+    """A trip's penalty is earned once: the floor is the other rewards held for ever plus it, not it for ever."""
+    returns = np.array([-30.0, -100.0])
+    reward = np.array([-1.0, -2.0, -100.0])
+    terminated = np.array([False, False, True])
+    # -2 / 0.1 held for ever, then -100 once: -120 (without the mask: -100 / 0.1 = -1000).
+    assert value_support(returns, reward, 0.9, margin=0.0, terminated=terminated) == pytest.approx((-120.0, 0.0))
+    assert value_support(returns, reward, 0.9, margin=0.0) == pytest.approx((-1000.0, 0.0))
+    # A positive terminal bonus raises the ceiling once: 0.5 / 0.1 + 3.
+    up = value_support(np.array([1.0]), np.array([0.5, 3.0]), 0.9, margin=0.0, terminated=np.array([False, True]))
+    assert up == pytest.approx((0.0, 8.0))

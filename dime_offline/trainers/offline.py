@@ -22,7 +22,6 @@ so it equals the final checkpoint and can go straight to ``finetune(cfg, agent=r
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,18 +31,8 @@ import torch
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
-from dime_offline.checkpoints import (
-    RUN_BEST_SUBDIR,
-    RUN_CHECKPOINT_SUBDIR,
-    load_agent_state,
-    save_checkpoint,
-)
-from dime_offline.config import (
-    check_section,
-    resolve_agent_config,
-    save_config,
-    to_dict,
-)
+from dime_offline.checkpoints import load_agent_state
+from dime_offline.config import check_section, resolve_agent_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import value_support
@@ -57,42 +46,21 @@ from dime_offline.evaluation.metrics import (
     reference_returns,
 )
 from dime_offline.evaluation.rollout import evaluate
-from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import (
     REGULARIZERS_KEY,
     OfflineConfig,
     regularizer_weights,
 )
-from dime_offline.trackers import TrackerName, check_trackers
-from dime_offline.tracking import (
-    METRICS_FILE,
-    ProgressDisplay,
-    Tracker,
-    open_sinks,
-    plot_learning_curve,
-)
+from dime_offline.trackers import TrackerName
 from dime_offline.trainers.loop import (
-    LEARNING_CURVE_FILE,
     PRETRAIN_CONFIG_FILE,
-    SUMMARY_FILE,
     Cadence,
     CheckpointTag,
-    LoopState,
     RunResult,
     StepReport,
-    check_run_dir,
-    run_dir_fields,
-    run_loop,
-    run_outputs,
-    seed_everything,
-    start_run_dir,
 )
-from dime_offline.trainers.resume import (
-    open_resume,
-    regularizer_generators,
-    restore_generators,
-    resume_writer,
-)
+from dime_offline.trainers.resume import regularizer_generators
+from dime_offline.trainers.scaffold import RunScaffold
 
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i`` (as in fine-tuning)."""
@@ -207,12 +175,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
     )
     online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
-    check_trackers(cfg.trackers)
-    resume = open_resume(cfg, "pretrain")
-    out = check_run_dir(cfg.out_dir, overwrite=cfg.overwrite) if resume is None else Path(cfg.out_dir)
-    seed_everything(cfg.seed)
-    if cfg.torch_threads is not None:
-        torch.set_num_threads(cfg.torch_threads)
+    run = RunScaffold.prepare(cfg, "pretrain", config_file=PRETRAIN_CONFIG_FILE)
     store = _load_store(cfg, online_cfg)
     online_cfg = _fit_value_support(online_cfg, store, cfg)
     reward_std = None if store.normalization is None else store.normalization.reward_std
@@ -225,89 +188,59 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     agent = DIMEAgent(store.obs_dim, store.action_dim, offline_cfg, obs_normalizer=normalizer, device=cfg.device, seed=cfg.seed)
     cfg.offline.attach(agent, "offline", seed=cfg.seed)
     online_regularizers = cfg.offline.describe("online", seed=cfg.seed)
-    if resume is not None:  # the agent of the first session's checkpoint, on top of the same build
-        load_agent_state(resume.directory, agent)
-    else:
-        start_run_dir(out)
-    sinks, notices = open_sinks(
-        out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics,
-        trackers=cfg.trackers, run_config=to_dict(cfg), stage="pretrain",
-    )
-    tracker = Tracker(sinks)
-    progress = ProgressDisplay(cfg.steps, description=f"pretrain {Path(cfg.data).name}", enabled=not cfg.quiet, unit="gradient steps")
-    for notice in notices:
-        progress.notice(notice)
-    if env_id is not None and not evaluate_in_env:
-        progress.notice(f"the dataset's environment '{env_id}' is not registered here: no evaluation rollouts")
-    if resume is None:
-        save_config(cfg, out / PRETRAIN_CONFIG_FILE)
+    if run.resume is not None:  # the agent of the first session's checkpoint, on top of the same build
+        load_agent_state(run.resume.directory, agent)
+    with run.recording(description=f"pretrain {Path(cfg.data).name}", unit="gradient steps"):
+        if env_id is not None and not evaluate_in_env:
+            run.progress.notice(f"the dataset's environment '{env_id}' is not registered here: no evaluation rollouts")
+        sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
+        run.track_generators({"sampler": sample_generator, **regularizer_generators(agent)})
 
-    sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
-    generators = {"sampler": sample_generator, **regularizer_generators(agent)}
-    state = LoopState()
-    if resume is not None:
-        state = resume.state.loop
-        restore_generators(generators, resume.state)
+        def step(current: int) -> StepReport:
+            batch = store.sample(offline_cfg.batch_size, generator=sample_generator)
+            metrics = {f"train/{k}": v for k, v in agent.update(batch).items()}
+            metrics.update(regularizer_weights(agent, OFFLINE_METRIC_PREFIX))
+            return StepReport(updates=1, metrics=metrics)
 
-    def step(current: int) -> StepReport:
-        metrics = {f"train/{k}": v for k, v in agent.update(store.sample(offline_cfg.batch_size, generator=sample_generator)).items()}
-        metrics.update(regularizer_weights(agent, OFFLINE_METRIC_PREFIX))
-        return StepReport(updates=1, metrics=metrics)
-
-    def run_evaluation(current: int) -> EpisodeStats:
-        assert env_id is not None
-        return evaluate(
-            agent, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic,
-            max_episode_steps=cfg.max_episode_steps, metadata=store.metadata,
-        )
-
-    def write_checkpoint(current: int, tag: CheckpointTag) -> None:
-        target = out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
-        extra = {
-            "stage": "pretrain",
-            "gradient_steps": current,
-            "env_steps": 0,
-            "data": cfg.data,
-            "transitions": store.offline_size,
-            "offline": to_dict(cfg.offline),
-            "offline_agent_config": to_dict(offline_cfg),
-            REGULARIZERS_KEY: online_regularizers,
-            "run_config": to_dict(cfg),
-            REFERENCES_KEY: reference_returns(None, store.metadata),
-        }
-        writer = None if tag == "best" else resume_writer(state, tracker, current, generators=generators)
-        save_checkpoint(target, agent, online_cfg, norm_stats, extra, spaces=spaces, env_id=env_id, resume_writer=writer)
-
-    try:
-        if state.finished:
-            progress.notice(f"the run in {out} is already complete ({state.step} steps): nothing to resume")
-            loop = state.result()
-        else:
-            loop = run_loop(
-                cadence, step, tracker=tracker, progress=progress,
-                evaluate=run_evaluation if evaluate_in_env else None, checkpoint=write_checkpoint, state=state,
-                eval_generators=[agent.act_generator],
+        def run_evaluation(current: int) -> EpisodeStats:
+            assert env_id is not None
+            return evaluate(
+                agent, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic,
+                max_episode_steps=cfg.max_episode_steps, metadata=store.metadata,
             )
-        progress.close()
+
+        def write_checkpoint(current: int, tag: CheckpointTag) -> None:
+            extra = {
+                "stage": "pretrain",
+                "gradient_steps": current,
+                "env_steps": 0,
+                "data": cfg.data,
+                "transitions": store.offline_size,
+                "offline": to_dict(cfg.offline),
+                "offline_agent_config": to_dict(offline_cfg),
+                REGULARIZERS_KEY: online_regularizers,
+                "run_config": to_dict(cfg),
+                REFERENCES_KEY: reference_returns(None, store.metadata),
+            }
+            run.save_checkpoint(current, tag, agent, online_cfg, norm_stats, extra, spaces=spaces, env_id=env_id)
+
+        loop = run.run_loop(
+            cadence, step, evaluate=run_evaluation if evaluate_in_env else None, checkpoint=write_checkpoint,
+            eval_generators=[agent.act_generator],
+        )
         _enter_online_phase(agent, online_cfg, cfg)
-        curve = plot_learning_curve(
-            out / METRICS_FILE, out / LEARNING_CURVE_FILE, title=f"DIME offline pretraining on {Path(cfg.data).name}",
-            x_label="gradient steps",
+        return run.finish(
+            loop,
+            lambda run_dir: PretrainResult(
+                command="pretrain", env=env_id, loop=loop, agent=agent, **run_dir,
+                data=cfg.data,
+                transitions=store.offline_size,
+                regularizers_online=online_regularizers,
+                data_return_mean=None if store.normalization is None else store.normalization.episode_return_mean,
+                value_support=(online_cfg.v_min, online_cfg.v_max),
+            ),
+            curve_title=f"DIME offline pretraining on {Path(cfg.data).name}", x_label="gradient steps",
         )
-        result = PretrainResult(
-            command="pretrain", env=env_id, loop=loop, agent=agent, **run_dir_fields(out, loop, curve),
-            data=cfg.data,
-            transitions=store.offline_size,
-            regularizers_online=online_regularizers,
-            data_return_mean=None if store.normalization is None else store.normalization.episode_return_mean,
-            value_support=(online_cfg.v_min, online_cfg.v_max),
-        )
-        atomic_write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
-        tracker.finish(run_outputs(out))
-    finally:  # the trackers' runs end as failed or interrupted unless finished above
-        progress.close()
-        tracker.close()
-    return result
 
 
 def _load_store(cfg: PretrainConfig, agent_cfg: DIMEConfig) -> ReplayStore:

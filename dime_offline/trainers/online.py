@@ -19,7 +19,6 @@ without offline data does not fit its critics to a handful of transitions.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,11 @@ import torch
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import (
-    RUN_BEST_SUBDIR,
-    RUN_CHECKPOINT_SUBDIR,
     check_checkpoint_fits,
     load_checkpoint,
     read_checkpoint_meta,
-    save_checkpoint,
 )
-from dime_offline.config import resolve_agent_config, save_config, to_dict
+from dime_offline.config import resolve_agent_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
@@ -53,45 +49,24 @@ from dime_offline.evaluation.metrics import (
     reference_returns,
 )
 from dime_offline.evaluation.rollout import evaluate
-from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import (
     REGULARIZERS_KEY,
     attach_regularizers,
     describe_regularizers,
     regularizer_weights,
 )
-from dime_offline.trackers import TrackerName, check_trackers
-from dime_offline.tracking import (
-    METRICS_FILE,
-    ProgressDisplay,
-    Tracker,
-    open_sinks,
-    plot_learning_curve,
-)
+from dime_offline.trackers import TrackerName
 from dime_offline.trainers.loop import (
     FINETUNE_CONFIG_FILE,
-    LEARNING_CURVE_FILE,
-    SUMMARY_FILE,
     Cadence,
     CheckpointTag,
-    LoopState,
     RunResult,
     StepReport,
     check_run_dir,
-    run_dir_fields,
-    run_loop,
-    run_outputs,
-    seed_everything,
-    start_run_dir,
 )
 from dime_offline.trainers.replay_export import write_online_replay
-from dime_offline.trainers.resume import (
-    RunningEpisode,
-    open_resume,
-    regularizer_generators,
-    restore_generators,
-    resume_writer,
-)
+from dime_offline.trainers.resume import RunningEpisode, regularizer_generators
+from dime_offline.trainers.scaffold import RunScaffold
 
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
@@ -260,14 +235,10 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     )
     from_scratch = agent is None and cfg.checkpoint is None
     scratch_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent) if from_scratch else None
-    check_trackers(cfg.trackers)
-    resume = open_resume(cfg, "finetune")
-    if resume is not None and (agent is not None or offline is not None):
+    if cfg.resume and (agent is not None or offline is not None):
         raise ConfigError("a resumed run rebuilds itself from its config: pass neither an agent nor an offline store")
-    out = _check_out_dir(cfg) if resume is None else Path(cfg.out_dir)
-    seed_everything(cfg.seed)
-    if cfg.torch_threads is not None:
-        torch.set_num_threads(cfg.torch_threads)
+    run = RunScaffold.prepare(cfg, "finetune", config_file=FINETUNE_CONFIG_FILE, check_out_dir=_check_out_dir)
+    resume = run.resume
     env = make_env(cfg.env_id, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
     env_spaces = spaces_of(env)
     env_name = f"environment '{cfg.env_id}'"
@@ -320,129 +291,103 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             env_spaces.obs_dim, env_spaces.action_dim, agent_cfg, obs_normalizer=normalizer, device=cfg.device, seed=cfg.seed
         )
 
-    if resume is None:
-        start_run_dir(out)
-    elif store.offline_size != resume.meta.extra.get("offline_rows", store.offline_size):
+    if resume is not None and store.offline_size != resume.meta.extra.get("offline_rows", store.offline_size):
         raise ConfigError(
-            f"cannot resume: the run in {out} kept {resume.meta.extra['offline_rows']} offline rows in its replay store, its"
-            f" data now gives {store.offline_size} (a run started from a store in memory resumes only with the same data)"
+            f"cannot resume: the run in {run.out} kept {resume.meta.extra['offline_rows']} offline rows in its replay store,"
+            f" its data now gives {store.offline_size} (a run started from a store in memory resumes only with the same data)"
         )
-    elif "replay" in resume.state.tensors:  # a finished run's checkpoint keeps no ring
+    if resume is not None and "replay" in resume.state.tensors:  # a finished run's checkpoint keeps no ring
         store.load_online_state(resume.state.tensors["replay"])
-    sinks, notices = open_sinks(
-        out, tensorboard=cfg.tensorboard, resume_at=None if resume is None else resume.state.metrics,
-        trackers=cfg.trackers, run_config=to_dict(cfg), stage="finetune",
-    )
-    tracker = Tracker(sinks)
-    progress = ProgressDisplay(cfg.steps, description=f"finetune {cfg.env_id}", enabled=not cfg.quiet)
-    for notice in notices:
-        progress.notice(notice)
-    if resume is None:
-        save_config(cfg, out / FINETUNE_CONFIG_FILE)
-
-    warmup_steps = 0 if pretrained else agent_cfg.learning_starts
-    if not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
-        # The presets' 5,000 random steps are sized for runs of 10^5-10^6 steps; in a short run they
-        # would leave little or no learning (a user-set value is kept as it is).
-        warmup_steps = int(cfg.steps * MAX_DEFAULT_WARMUP_SHARE)
-        progress.notice(
-            f"note: {warmup_steps} uniform-random warm-up steps ({MAX_DEFAULT_WARMUP_SHARE:.0%} of --steps) instead of the"
-            f" preset's {agent_cfg.learning_starts}; set agent.learning_starts to choose"
-        )
-    elif not pretrained and warmup_steps >= cfg.steps:
-        progress.notice(
-            f"note: agent.learning_starts={warmup_steps} >= --steps {cfg.steps}: the run only collects random steps, no update"
-        )
-    warmup_policy = UniformRandomPolicy(env_spaces.action_dim, seed=cfg.seed)
-    sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
-    generators = {"sampler": sample_generator, "warmup": warmup_policy.rng, **regularizer_generators(agent)}
-    episode = RunningEpisode.start(env)
-    state = LoopState()
-    if resume is not None:
-        state = resume.state.loop
-        if not state.finished:
-            episode = RunningEpisode.replay(env, resume.state, notice=progress.notice)
-        restore_generators(generators, resume.state)
-
-    def step(current: int) -> StepReport:
-        policy = warmup_policy if current <= warmup_steps else agent
-        obs = episode.obs
-        action = policy.act(np.asarray(obs, np.float32)[None])[0]
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        store.add(obs, action, reward, next_obs, terminated, truncated)
-        finished = episode.advance(env, action, next_obs, float(reward), terminated or truncated)
-        if current <= warmup_steps or len(store) < agent_cfg.batch_size:
-            return StepReport(episodes=finished)
-        if pretrained:
-            fraction = cfg.batch_offline_fraction(current, store.online_size, store.offline_size)
-        else:
-            fraction = cfg.offline_fraction_at(current)
-        metrics: dict[str, float] = {"online/offline_fraction": fraction if store.offline_size else 0.0}
-        metrics.update(regularizer_weights(agent, "online/"))
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        for _ in range(agent_cfg.utd):
-            for key, value in agent.update(store.sample(agent_cfg.batch_size, fraction, generator=sample_generator)).items():
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-        metrics.update({f"train/{k}": sums[k] / counts[k] for k in sums})
-        return StepReport(updates=agent_cfg.utd, metrics=metrics, episodes=finished)
-
-    eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
-
-    def run_evaluation(current: int) -> EpisodeStats:
-        return evaluate(
-            agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET,
-            deterministic=cfg.eval_deterministic, max_episode_steps=cfg.max_episode_steps, metadata=eval_metadata,
-        )
-
-    def write_checkpoint(current: int, tag: CheckpointTag) -> None:
-        target = out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
-        extra = {
-            "stage": "finetune",
-            "pretrained": pretrained,
-            "offline_rows": store.offline_size,
-            "env_steps": current,
-            "source_checkpoint": cfg.checkpoint,
-            "return_tail": store.config.truncation,
-            "data": cfg.data,
-            "run_config": to_dict(cfg),
-            REGULARIZERS_KEY: describe_regularizers(agent),
-            REFERENCES_KEY: reference_returns(None, eval_metadata),
-        }
-        writer = None
-        if tag != "best":
-            tensors = episode.tensors() if state.finished else {**episode.tensors(), "replay": store.online_state()}
-            writer = resume_writer(state, tracker, current, generators=generators, stage=episode.facts(), tensors=tensors)
-        save_checkpoint(
-            target, agent, agent_cfg, norm_stats, extra, spaces=env_spaces, env_id=cfg.env_id, resume_writer=writer
-        )
-
-    try:
-        if state.finished:
-            progress.notice(f"the run in {out} is already complete ({state.step} steps): nothing to resume")
-            loop = state.result()
-        else:
-            loop = run_loop(
-                cadence, step, tracker=tracker, progress=progress, evaluate=run_evaluation, checkpoint=write_checkpoint,
-                state=state, eval_generators=[agent.act_generator],
+    with run.recording(description=f"finetune {cfg.env_id}", resources=[env]):
+        warmup_steps = 0 if pretrained else agent_cfg.learning_starts
+        if not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
+            # The presets' 5,000 random steps are sized for runs of 10^5-10^6 steps; in a short run they
+            # would leave little or no learning (a user-set value is kept as it is).
+            warmup_steps = int(cfg.steps * MAX_DEFAULT_WARMUP_SHARE)
+            run.progress.notice(
+                f"note: {warmup_steps} uniform-random warm-up steps ({MAX_DEFAULT_WARMUP_SHARE:.0%} of --steps) instead of"
+                f" the preset's {agent_cfg.learning_starts}; set agent.learning_starts to choose"
             )
-        progress.close()
+        elif not pretrained and warmup_steps >= cfg.steps:
+            run.progress.notice(
+                f"note: agent.learning_starts={warmup_steps} >= --steps {cfg.steps}: the run only collects random steps,"
+                " no update"
+            )
+        warmup_policy = UniformRandomPolicy(env_spaces.action_dim, seed=cfg.seed)
+        sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
+        episode = RunningEpisode.start(env)
+        if resume is not None and not run.state.finished:
+            episode = RunningEpisode.replay(env, resume.state, notice=run.progress.notice)
+        run.track_generators({"sampler": sample_generator, "warmup": warmup_policy.rng, **regularizer_generators(agent)})
+
+        def step(current: int) -> StepReport:
+            policy = warmup_policy if current <= warmup_steps else agent
+            obs = episode.obs
+            action = policy.act(np.asarray(obs, np.float32)[None])[0]
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            store.add(obs, action, reward, next_obs, terminated, truncated)
+            finished = episode.advance(env, action, next_obs, float(reward), terminated or truncated)
+            if current <= warmup_steps or len(store) < agent_cfg.batch_size:
+                return StepReport(episodes=finished)
+            if pretrained:
+                fraction = cfg.batch_offline_fraction(current, store.online_size, store.offline_size)
+            else:
+                fraction = cfg.offline_fraction_at(current)
+            metrics: dict[str, float] = {"online/offline_fraction": fraction if store.offline_size else 0.0}
+            metrics.update(regularizer_weights(agent, "online/"))
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            for _ in range(agent_cfg.utd):
+                for key, value in agent.update(store.sample(agent_cfg.batch_size, fraction, generator=sample_generator)).items():
+                    sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
+            metrics.update({f"train/{k}": sums[k] / counts[k] for k in sums})
+            return StepReport(updates=agent_cfg.utd, metrics=metrics, episodes=finished)
+
+        eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
+
+        def run_evaluation(current: int) -> EpisodeStats:
+            return evaluate(
+                agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET,
+                deterministic=cfg.eval_deterministic, max_episode_steps=cfg.max_episode_steps, metadata=eval_metadata,
+            )
+
+        def resume_stage_state() -> tuple[dict[str, Any], dict[str, Any]]:
+            """The running episode, and the online replay ring unless the run is finished."""
+            tensors = episode.tensors() if run.state.finished else {**episode.tensors(), "replay": store.online_state()}
+            return episode.facts(), tensors
+
+        def write_checkpoint(current: int, tag: CheckpointTag) -> None:
+            extra = {
+                "stage": "finetune",
+                "pretrained": pretrained,
+                "offline_rows": store.offline_size,
+                "env_steps": current,
+                "source_checkpoint": cfg.checkpoint,
+                "return_tail": store.config.truncation,
+                "data": cfg.data,
+                "run_config": to_dict(cfg),
+                REGULARIZERS_KEY: describe_regularizers(agent),
+                REFERENCES_KEY: reference_returns(None, eval_metadata),
+            }
+            run.save_checkpoint(
+                current, tag, agent, agent_cfg, norm_stats, extra, spaces=env_spaces, env_id=cfg.env_id,
+                stage_state=resume_stage_state,
+            )
+
+        loop = run.run_loop(
+            cadence, step, evaluate=run_evaluation, checkpoint=write_checkpoint, eval_generators=[agent.act_generator]
+        )
         if cfg.save_replay is not None:
             write_online_replay(
                 store, env_spaces, cfg.save_replay, env_id=cfg.env_id,
-                source=f"dime-offline finetune: online replay of run {out}",
+                source=f"dime-offline finetune: online replay of run {run.out}",
                 extra={"finetune": to_dict(cfg), "env_steps": loop.steps},
             )
-        curve = plot_learning_curve(out / METRICS_FILE, out / LEARNING_CURVE_FILE, title=f"DIME fine-tuning on {cfg.env_id}")
-        result = RunResult(command="finetune", env=cfg.env_id, loop=loop, agent=agent, **run_dir_fields(out, loop, curve))
-        atomic_write_text(out / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
-        tracker.finish(run_outputs(out))
-    finally:  # the trackers' runs end as failed or interrupted unless finished above
-        progress.close()
-        tracker.close()
-        env.close()
-    return result
+        return run.finish(
+            loop, lambda run_dir: RunResult(command="finetune", env=cfg.env_id, loop=loop, agent=agent, **run_dir),
+            curve_title=f"DIME fine-tuning on {cfg.env_id}",
+        )
 
 
 def _check_out_dir(cfg: FinetuneConfig) -> Path:

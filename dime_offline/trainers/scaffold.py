@@ -1,0 +1,228 @@
+"""What every training stage does around its loop, in one place: a run's scaffolding.
+
+A stage (:func:`~dime_offline.trainers.offline.pretrain`, :func:`~dime_offline.trainers.online.finetune`)
+builds its data, environment and agent and defines one step, an evaluation and what its checkpoints
+hold; everything else is a :class:`RunScaffold`'s:
+
+1. :meth:`RunScaffold.prepare`, once every setting is checked and before anything is loaded: the
+   trackers' packages, the run directory (free of an earlier run, or holding the checkpoint that
+   ``--resume`` continues), the seeds and torch's threads;
+2. :meth:`RunScaffold.recording`, once the stage is built: the run directory started afresh (or
+   continued), the metric sinks and trackers, the progress display and the saved config; when the
+   block ends, however it ends, the display, the sinks (trackers end as failed unless finished)
+   and the stage's own resources close;
+3. :meth:`RunScaffold.track_generators`: the RNGs a checkpoint records, put back on a resume;
+4. :meth:`RunScaffold.save_checkpoint` (``checkpoint/`` or ``best/``, with the resume state where
+   a run continues from), :meth:`RunScaffold.run_loop` (the shared loop, or nothing when a resumed
+   run was already complete) and :meth:`RunScaffold.finish` (learning curve, ``summary.json``, the
+   trackers' outputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import torch
+
+from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.dime import DIMEAgent
+from dime_offline.checkpoints import (
+    RUN_BEST_SUBDIR,
+    RUN_CHECKPOINT_SUBDIR,
+    save_checkpoint,
+)
+from dime_offline.config import save_config, to_dict
+from dime_offline.data.normalization import NormalizationStats
+from dime_offline.data.spaces import SpaceSpec
+from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.io import atomic_write_text
+from dime_offline.trackers import check_trackers
+from dime_offline.tracking import (
+    METRICS_FILE,
+    ProgressDisplay,
+    Tracker,
+    open_sinks,
+    plot_learning_curve,
+)
+from dime_offline.trainers.loop import (
+    LEARNING_CURVE_FILE,
+    SUMMARY_FILE,
+    Cadence,
+    CheckpointTag,
+    LoopResult,
+    LoopState,
+    RunResult,
+    StepReport,
+    check_run_dir,
+    run_dir_fields,
+    run_loop,
+    run_outputs,
+    seed_everything,
+    start_run_dir,
+)
+from dime_offline.trainers.resume import (
+    ResumePoint,
+    open_resume,
+    restore_generators,
+    resume_writer,
+)
+
+R = TypeVar("R", bound=RunResult)
+
+
+class Closeable(Protocol):
+    """A stage's resource that ends with its run (an environment)."""
+
+    def close(self) -> None: ...
+
+
+class RunScaffold:
+    """One run of a stage: its directory, resume point, seeds, sinks, display, checkpoints and summary.
+
+    Attributes:
+        cfg: the stage's run config (``out_dir``, ``overwrite``, ``resume``, ``seed``, ``torch_threads``,
+            ``trackers``, ``tensorboard``, ``steps``, ``quiet``).
+        stage: the stage's name ("pretrain", "finetune"): tracker tag, checkpoint stage, summary command.
+        out: the run directory.
+        resume: the checkpoint a resumed run continues from (None for a new run).
+        state: the loop's state: a new one, or the resumed checkpoint's.
+    """
+
+    def __init__(self, cfg: Any, stage: str, config_file: str, out: Path, resume: ResumePoint | None) -> None:
+        self.cfg = cfg
+        self.stage = stage
+        self.out = out
+        self.resume = resume
+        self.state = LoopState() if resume is None else resume.state.loop
+        self._config_file = config_file
+        self._generators: dict[str, Any] = {}
+        self._tracker: Tracker | None = None
+        self._progress: ProgressDisplay | None = None
+
+    @classmethod
+    def prepare(
+        cls, cfg: Any, stage: str, *, config_file: str, check_out_dir: Callable[[Any], Path] | None = None
+    ) -> RunScaffold:
+        """Check the trackers and the run directory (``check_out_dir(cfg)``, by default
+        :func:`check_run_dir`; a resumed run's is the checkpoint's), then seed the process and set
+        torch's threads. Nothing is written. ``config_file``: the name ``cfg`` is saved under."""
+        check_trackers(cfg.trackers)
+        resume = open_resume(cfg, stage)
+        if resume is not None:
+            out = Path(cfg.out_dir)
+        elif check_out_dir is not None:
+            out = check_out_dir(cfg)
+        else:
+            out = check_run_dir(cfg.out_dir, overwrite=cfg.overwrite)
+        seed_everything(cfg.seed)
+        if cfg.torch_threads is not None:
+            torch.set_num_threads(cfg.torch_threads)
+        return cls(cfg, stage, config_file, out, resume)
+
+    @property
+    def tracker(self) -> Tracker:
+        """The run's metric sinks (within :meth:`recording`)."""
+        assert self._tracker is not None, "only within recording()"
+        return self._tracker
+
+    @property
+    def progress(self) -> ProgressDisplay:
+        """The run's progress display, for the stage's notices (within :meth:`recording`)."""
+        assert self._progress is not None, "only within recording()"
+        return self._progress
+
+    @contextlib.contextmanager
+    def recording(self, *, description: str, unit: str = "env steps", resources: Sequence[Closeable] = ()) -> Iterator[None]:
+        """Within this block the run writes: a new run starts its directory afresh (an earlier run's
+        outputs removed) and saves its config; the metric sinks continue a resumed run's metrics.
+        When the block ends the progress display, the sinks and ``resources`` (the stage's
+        environment) close, in that order."""
+        cfg = self.cfg
+        try:
+            if self.resume is None:
+                start_run_dir(self.out)
+            sinks, notices = open_sinks(
+                self.out, tensorboard=cfg.tensorboard, resume_at=None if self.resume is None else self.resume.state.metrics,
+                trackers=cfg.trackers, run_config=to_dict(cfg), stage=self.stage,
+            )
+            self._tracker = Tracker(sinks)
+            self._progress = ProgressDisplay(cfg.steps, description=description, enabled=not cfg.quiet, unit=unit)
+            for notice in notices:
+                self._progress.notice(notice)
+            if self.resume is None:
+                save_config(cfg, self.out / self._config_file)
+            yield
+        finally:  # the trackers' runs end as failed or interrupted unless finish() ended them
+            if self._progress is not None:
+                self._progress.close()
+            if self._tracker is not None:
+                self._tracker.close()
+            for resource in resources:
+                resource.close()
+
+    def track_generators(self, generators: Mapping[str, Any]) -> None:
+        """The generators (torch, a regulariser's, numpy's, by name) every resumable checkpoint records;
+        on a resume they, and the global RNGs, are put back where the checkpoint left them."""
+        self._generators = dict(generators)
+        if self.resume is not None:
+            restore_generators(self._generators, self.resume.state)
+
+    def save_checkpoint(
+        self,
+        step: int,
+        tag: CheckpointTag,
+        agent: DIMEAgent,
+        agent_cfg: DIMEConfig,
+        normalization: NormalizationStats | None,
+        extra: Mapping[str, Any],
+        *,
+        spaces: SpaceSpec,
+        env_id: str | None,
+        stage_state: Callable[[], tuple[Mapping[str, Any], Mapping[str, Any]]] | None = None,
+    ) -> None:
+        """Write the checkpoint ``tag`` asks for at ``step``: ``best/``, or ``checkpoint/`` with the
+        resume state (the loop, the metrics' position, the tracked generators and ``stage_state()``'s
+        JSON facts and tensors, taken now)."""
+        target = self.out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
+        writer = None
+        if tag != "best":
+            facts, tensors = stage_state() if stage_state is not None else (None, None)
+            writer = resume_writer(self.state, self.tracker, step, generators=self._generators, stage=facts, tensors=tensors)
+        save_checkpoint(target, agent, agent_cfg, normalization, dict(extra), spaces=spaces, env_id=env_id, resume_writer=writer)
+
+    def run_loop(
+        self,
+        cadence: Cadence,
+        step: Callable[[int], StepReport],
+        *,
+        evaluate: Callable[[int], EpisodeStats] | None,
+        checkpoint: Callable[[int, CheckpointTag], None],
+        eval_generators: Sequence[torch.Generator] = (),
+    ) -> LoopResult:
+        """:func:`~dime_offline.trainers.loop.run_loop` on this run's state, sinks and display (a resumed
+        run that was already complete runs nothing, with a notice); the display closes after it."""
+        if self.state.finished:
+            self.progress.notice(f"the run in {self.out} is already complete ({self.state.step} steps): nothing to resume")
+            loop = self.state.result()
+        else:
+            loop = run_loop(
+                cadence, step, tracker=self.tracker, progress=self.progress, evaluate=evaluate, checkpoint=checkpoint,
+                state=self.state, eval_generators=eval_generators,
+            )
+        self.progress.close()
+        return loop
+
+    def finish(
+        self, loop: LoopResult, result: Callable[[dict[str, Any]], R], *, curve_title: str, x_label: str = "env steps"
+    ) -> R:
+        """Plot the learning curve, build the stage's result from the run directory's fields
+        (:func:`run_dir_fields`), write it to ``summary.json`` and end the trackers' runs as finished."""
+        curve = plot_learning_curve(self.out / METRICS_FILE, self.out / LEARNING_CURVE_FILE, title=curve_title, x_label=x_label)
+        summary = result(run_dir_fields(self.out, loop, curve))
+        atomic_write_text(self.out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
+        self.tracker.finish(run_outputs(self.out))
+        return summary

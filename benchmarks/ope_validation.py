@@ -24,7 +24,7 @@ the logged data, so that it covers the upright states too.
 
 **cstr**. Logged data: ``--hours`` of the CSTR twin's historian export under its PI loop and
 operator (``--telemetry-seed``), converted with the shipped spec as benchmarks/cstr_demo.py does
-(written into the workdir), or ``--data``. Policies:
+(written into the workdir), or ``--data``; ``--operator-noise`` widens the logged actions. Policies:
 
 * DIME checkpoints along pretraining on that data, with the demo's agent and offline settings
   (``cstr_demo.DEMO_AGENT``, ``DEMO_OFFLINE``), acting in their deployment mode;
@@ -230,9 +230,11 @@ def policies_for(suite: Suite, runs: dict[str, Path], seed: int) -> dict[str, Ca
 def logged_data(suite: Suite, args: argparse.Namespace, workdir: Path) -> tuple[str, TransitionData, str]:
     """(file pretrained on, data FQE sees, a tag naming that data for the truth cache)."""
     if suite.env_id == CSTR_ENV_ID and args.data is None:
-        logs = workdir / f"logs-{args.hours:g}h-seed{args.telemetry_seed}.parquet"
+        operator = PIConfig(output_noise=args.operator_noise if args.operator_noise is not None else PIConfig.output_noise)
+        noise_tag = "" if args.operator_noise is None else f"-noise{args.operator_noise:g}"
+        logs = workdir / f"logs-{args.hours:g}h-seed{args.telemetry_seed}{noise_tag}.parquet"
         if not (args.reuse and logs.is_file()):
-            telemetry = generate_telemetry(TelemetryConfig(hours=args.hours, seed=args.telemetry_seed))
+            telemetry = generate_telemetry(TelemetryConfig(hours=args.hours, seed=args.telemetry_seed, controller=operator))
             historian = write_telemetry(telemetry.long, workdir / "historian.csv")
             convert_telemetry(historian, load_spec(SHIPPED_SPEC), logs)
         path = str(logs)
@@ -318,6 +320,8 @@ def main() -> None:
                         " generated historian export on the CSTR twin)")
     parser.add_argument("--hours", type=float, default=60.0, help="cstr: hours of generated plant history")
     parser.add_argument("--telemetry-seed", type=int, default=11, help="cstr: seed of the generated plant history")
+    parser.add_argument("--operator-noise", type=float, default=None,
+                        help="cstr: std of the operator's noise on the logged PI output, K (default 0.3): wider logged actions")
     parser.add_argument("--budgets", nargs="+", type=int, default=[100, 400, 1500], help="pretraining steps per checkpoint")
     parser.add_argument("--workdir", default=None, help="where the data, checkpoints and truths go"
                         " (default: runs/ope-validation, runs/ope-validation-cstr)")

@@ -174,7 +174,7 @@ class EpisodePlan:
 def episode_plan(cfg: EvaluateConfig, extra: dict[str, Any]) -> EpisodePlan:
     """The episodes ``cfg`` asks for, with what the checkpoint's stage recorded (``extra``) filling the
     unset fields; a checkpoint without a stage config gets 5 episodes from seed 0, deterministic."""
-    from dime_offline.trainers.online import EVAL_SEED_OFFSET
+    from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET
 
     run = extra.get("run_config") or {}
     recorded = {}

@@ -101,6 +101,15 @@ class Cadence:
         if self.max_wall_seconds is not None and self.max_wall_seconds <= 0:
             raise ConfigError(f"field 'max_wall_seconds': must be positive, got {self.max_wall_seconds}")
 
+    @classmethod
+    def of_run(cls, cfg: Any) -> Cadence:
+        """The cadence a stage's run config sets (``steps``, ``eval_every``, ``checkpoint_every``,
+        ``log_every``, ``max_wall_seconds`` and, where the stage has it, ``target_return``)."""
+        return cls(
+            total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+            max_wall_seconds=cfg.max_wall_seconds, target_return=getattr(cfg, "target_return", None),
+        )
+
 
 @dataclass
 class StepReport:

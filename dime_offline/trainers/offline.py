@@ -59,11 +59,8 @@ from dime_offline.trainers.loop import (
     RunResult,
     StepReport,
 )
-from dime_offline.trainers.resume import regularizer_generators
-from dime_offline.trainers.scaffold import RunScaffold
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold
 
-EVAL_SEED_OFFSET = 1_000_003
-"""Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i`` (as in fine-tuning)."""
 OFFLINE_METRIC_PREFIX = "offline/"
 
 
@@ -170,10 +167,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     if not cfg.data:
         raise ConfigError("no dataset given (e.g. --data logs.parquet)")
     # Every setting is checked before anything is written.
-    cadence = Cadence(
-        total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds,
-    )
+    cadence = Cadence.of_run(cfg)
     online_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent)
     run = RunScaffold.prepare(cfg, "pretrain", config_file=PRETRAIN_CONFIG_FILE)
     store = _load_store(cfg, online_cfg)
@@ -194,7 +188,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         if env_id is not None and not evaluate_in_env:
             run.progress.notice(f"the dataset's environment '{env_id}' is not registered here: no evaluation rollouts")
         sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
-        run.track_generators({"sampler": sample_generator, **regularizer_generators(agent)})
+        run.track_generators(agent, {"sampler": sample_generator})
 
         def step(current: int) -> StepReport:
             batch = store.sample(offline_cfg.batch_size, generator=sample_generator)

@@ -65,12 +65,9 @@ from dime_offline.trainers.loop import (
     check_run_dir,
 )
 from dime_offline.trainers.replay_export import write_online_replay
-from dime_offline.trainers.resume import RunningEpisode, regularizer_generators
-from dime_offline.trainers.scaffold import RunScaffold
+from dime_offline.trainers.resume import RunningEpisode
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold
 
-EVAL_SEED_OFFSET = 1_000_003
-"""Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
-evaluation of a run, and never the training episodes' seeds."""
 CHECKPOINT_TUNABLE_FIELDS = (
     "utd", "batch_size", "learning_starts", "buffer_size", "deterministic_act", "act_candidates", "acting_average_decay",
 )
@@ -229,10 +226,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     if agent is not None and cfg.checkpoint is not None:
         raise ConfigError("pass either an agent or cfg.checkpoint, not both")
     # Every setting is checked before anything is written.
-    cadence = Cadence(
-        total_steps=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-        log_every=cfg.log_every, max_wall_seconds=cfg.max_wall_seconds, target_return=cfg.target_return,
-    )
+    cadence = Cadence.of_run(cfg)
     from_scratch = agent is None and cfg.checkpoint is None
     scratch_cfg = resolve_agent_config(DIMEConfig, DIMEConfig.preset(cfg.preset), cfg.agent) if from_scratch else None
     if cfg.resume and (agent is not None or offline is not None):
@@ -318,7 +312,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         episode = RunningEpisode.start(env)
         if resume is not None and not run.state.finished:
             episode = RunningEpisode.replay(env, resume.state, notice=run.progress.notice)
-        run.track_generators({"sampler": sample_generator, "warmup": warmup_policy.rng, **regularizer_generators(agent)})
+        run.track_generators(agent, {"sampler": sample_generator, "warmup": warmup_policy.rng})
 
         def step(current: int) -> StepReport:
             policy = warmup_policy if current <= warmup_steps else agent

@@ -67,11 +67,16 @@ from dime_offline.trainers.loop import (
 from dime_offline.trainers.resume import (
     ResumePoint,
     open_resume,
+    regularizer_generators,
     restore_generators,
     resume_writer,
 )
 
 R = TypeVar("R", bound=RunResult)
+
+EVAL_SEED_OFFSET = 1_000_003
+"""Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
+evaluation of a run, in every stage, and never the training episodes' seeds."""
 
 
 class Closeable(Protocol):
@@ -164,10 +169,11 @@ class RunScaffold:
             for resource in resources:
                 resource.close()
 
-    def track_generators(self, generators: Mapping[str, Any]) -> None:
-        """The generators (torch, a regulariser's, numpy's, by name) every resumable checkpoint records;
-        on a resume they, and the global RNGs, are put back where the checkpoint left them."""
-        self._generators = dict(generators)
+    def track_generators(self, agent: DIMEAgent, generators: Mapping[str, Any]) -> None:
+        """The generators every resumable checkpoint records: the stage's (torch or numpy, by name) and
+        ``agent``'s regularisers'; on a resume they, and the global RNGs, are put back where the
+        checkpoint left them."""
+        self._generators = {**generators, **regularizer_generators(agent)}
         if self.resume is not None:
             restore_generators(self._generators, self.resume.state)
 

@@ -8,7 +8,7 @@ not all of those):
 2. ``data``, ``nets``; ``converters``, ``envs``
 3. ``agent``; ``regularizers`` (the agent's hook protocol and config only, never the concrete agent)
 4. ``evaluation``, ``tracking`` (with ``trackers``), ``checkpoints``; ``policy``; ``export``, ``ope``
-5. ``trainers``
+5. ``trainers`` (within it, what the stages share, ``loop``, ``resume`` and ``scaffold``, imports no stage)
 6. ``compare``; ``sweep``
 
 The CLI (``cli/``, installed as ``dime_offline_cli``) sits on top: the library never imports it, and
@@ -116,6 +116,17 @@ def test_imports_follow_the_layers(path: Path) -> None:
     assert layer in ALLOWED, f"{rel}: '{layer}' has no place in ALLOWED (add it where it belongs in the direction)"
     bad = _disallowed(imports, layer)
     assert not bad, f"{rel} imports {sorted(bad)}"
+
+
+TRAINERS_SHARED = ("loop", "resume", "scaffold")
+"""The trainers' modules every stage builds on: the loop, the resume state and a run's scaffolding."""
+
+
+@pytest.mark.parametrize("name", TRAINERS_SHARED)
+def test_what_the_training_stages_share_imports_no_stage(name: str) -> None:
+    """A stage is written against the run's scaffolding, never the other way round (one owner per run)."""
+    trainers = {i.split(".")[2] for i in _imports(PACKAGE / "trainers" / f"{name}.py") if i.startswith("dime_offline.trainers.")}
+    assert trainers <= set(TRAINERS_SHARED), f"trainers/{name}.py imports the stage modules {sorted(trainers - set(TRAINERS_SHARED))}"
 
 
 def test_the_allowed_imports_point_one_way() -> None:

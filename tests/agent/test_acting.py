@@ -14,6 +14,8 @@ from dime_offline.nets import acting
 from dime_offline.nets.diffusion import DiffusionPolicy
 from tests.agent.test_agent import ACT, OBS, SMALL, run
 
+# These tests perturb and update the live networks, so the agents act with them (no average).
+LIVE = dataclasses.replace(SMALL, acting_average_decay=0.0)
 WIDE = (64, 64)  # NumPy steps up to 64 rows (SMALL_BATCH_MAX_PRODUCT / 64^2)
 
 
@@ -68,7 +70,8 @@ def test_the_cache_follows_in_place_parameter_changes_and_a_frozen_one_does_not(
 
 def test_act_after_fused_adam_updates_uses_the_new_parameters() -> None:
     """Fused Adam writes parameters in place without bumping their version: the cache compares values."""
-    agent = DIMEAgent(OBS, ACT, dataclasses.replace(SMALL, score_hidden=WIDE, actor_lr=0.05), seed=0)
+    cfg = dataclasses.replace(LIVE, score_hidden=WIDE, actor_lr=0.05)
+    agent = DIMEAgent(OBS, ACT, cfg, seed=0)
     obs = np.random.default_rng(1).normal(size=(1, OBS)).astype(np.float32)
     before = agent.act(obs, deterministic=True)
     time_weight = agent.policy.score_net.time_mlp[0].weight
@@ -87,7 +90,7 @@ def test_act_after_fused_adam_updates_uses_the_new_parameters() -> None:
 @pytest.mark.parametrize("mode", ["stochastic", "noise_free", "best_of_k"])
 @pytest.mark.parametrize("rows", [1, 3, 20])
 def test_agent_act_matches_the_uncached_chain(mode: str, rows: int) -> None:
-    cfg = dataclasses.replace(SMALL, score_hidden=WIDE, deterministic_act="best_of_k" if mode == "best_of_k" else "noise_free")
+    cfg = dataclasses.replace(LIVE, score_hidden=WIDE, deterministic_act="best_of_k" if mode == "best_of_k" else "noise_free")
     agent = DIMEAgent(OBS, ACT, cfg, seed=0)
     with torch.no_grad():
         for p in agent.policy.parameters():

@@ -21,8 +21,9 @@ from dime_offline.errors import ConfigError
 from dime_offline.export import export_policy
 
 DECAY = 0.8
-# batch renorm past its warm-up, float32 products: deployment's precision, so actions compare to 1e-5
-SMALL = dataclasses.replace(test_agent.SMALL, brn_warmup_steps=2, matmul_precision="float32")
+# batch renorm past its warm-up, float32 products: deployment's precision, so actions compare to 1e-5;
+# SMALL keeps no average (the live weights), AVERAGED one
+SMALL = dataclasses.replace(test_agent.SMALL, brn_warmup_steps=2, matmul_precision="float32", acting_average_decay=0.0)
 AVERAGED = dataclasses.replace(SMALL, acting_average_decay=DECAY)
 SPACES = SpaceSpec(obs_dim=OBS, action_dim=ACT, action_low=(-2.0, -1.0), action_high=(2.0, 3.0))
 

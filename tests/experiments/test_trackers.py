@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,9 @@ def _killed_then_resumed(cfg: PretrainConfig, monkeypatch: pytest.MonkeyPatch) -
         with pytest.raises(Killed):
             pretrain(cfg)
     first = json.loads((Path(cfg.out_dir) / "trackers.json").read_text())
+    # W&B names an offline session's folder by its start time to the second; a resume within the same
+    # second as the killed session would write into that session's folder (seen as one session).
+    time.sleep(1.01 - time.time() % 1.0)
     pretrain(dataclasses.replace(cfg, resume=True))
     return first
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dime_offline.config import setting_text
 from dime_offline.errors import ConfigError, DataError
 from dime_offline.io import atomic_path, atomic_write_text
 from dime_offline.tracking import METRICS_FILE, read_metrics_csv
@@ -293,11 +294,7 @@ def setting_labels(runs: Sequence[RunRecord]) -> list[str]:
     varying = [key for key in keys if len({json.dumps(config.get(key, UNSET), sort_keys=True) for config in configs}) > 1]
     if not varying:
         return [runs[0].command if len({run.command for run in runs}) == 1 else "all"] * len(runs)
-    return [", ".join(f"{key}={_short(config.get(key, UNSET))}" for key in varying) for config in configs]
-
-
-def _short(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    return [setting_text((key, config.get(key, UNSET)) for key in varying) for config in configs]
 
 
 # ---------------------------------------------------------------------------------------------------

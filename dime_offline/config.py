@@ -12,7 +12,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,6 +94,17 @@ def dotted_items(section: Mapping[str, Any], prefix: str = "") -> list[tuple[str
         else:
             pairs.append((f"{prefix}{key}", value))
     return pairs
+
+
+def setting_value_text(value: Any) -> str:
+    """A config value as it shows in a setting's label or a tracker parameter: strings as they are,
+    everything else as JSON (``0.3``, ``true``, ``[128, 128]``)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def setting_text(pairs: Iterable[tuple[str, Any]]) -> str:
+    """``field=value, ...`` of (dotted field, value) pairs: how sweeps, trackers and ``compare`` name a setting."""
+    return ", ".join(f"{key}={setting_value_text(value)}" for key, value in pairs)
 
 
 def check_section(name: str, value: Any, section: type) -> None:

@@ -48,7 +48,7 @@ from dime_offline.compare import (
     CompareResult,
     compare,
 )
-from dime_offline.config import dotted_items, from_dict, to_dict
+from dime_offline.config import dotted_items, from_dict, setting_text, to_dict
 from dime_offline.errors import ConfigError, DimeOfflineError
 from dime_offline.io import atomic_write_text
 from dime_offline.trackers import (
@@ -201,7 +201,7 @@ def plan_trials(cfg: SweepConfig) -> list[Trial]:
             for key in INPUT_PATH_FIELDS:
                 if isinstance(data.get(key), str) and data[key] and Path(data[key]).exists():
                     data[key] = str(Path(data[key]).resolve())
-            where = ", ".join(f"{k}={v}" for k, v in setting.items()) or "base"
+            where = setting_text(setting.items()) or "base"
             try:
                 config = from_dict(cls, data)
                 if getattr(config, "checkpoint", None) is None:  # from a checkpoint the trainer checks the agent fields

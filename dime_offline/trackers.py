@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dime_offline.config import dotted_items
+from dime_offline.config import dotted_items, setting_text, setting_value_text
 from dime_offline.errors import RunInterruptedError, TrackerError
 from dime_offline.io import atomic_write_text
 from dime_offline.tracking import NAMESPACES, RunRecordSink
@@ -81,7 +81,7 @@ class TrackerGroup:
     @property
     def setting_label(self) -> str:
         """``field=value, ...`` of the swept fields; "base" for a sweep over seeds only."""
-        return ", ".join(f"{key}={_param_value(value)}" for key, value in self.setting.items()) or "base"
+        return setting_text(self.setting.items()) or "base"
 
     def mlflow_tags(self) -> dict[str, str]:
         tags = {"dime_offline.sweep": self.sweep, "dime_offline.trial": self.trial,
@@ -94,7 +94,7 @@ class TrackerGroup:
         """``field=value`` for each swept field and the seed; a path value is shortened to its file name
         and a tag cut at W&B's limit (the run's config keeps every full value)."""
         def short(value: Any) -> str:
-            text = _param_value(value)
+            text = setting_value_text(value)
             return Path(text).name if isinstance(value, str) and os.sep in text else text
 
         return [f"{key}={short(value)}"[:WANDB_TAG_LIMIT] for key, value in [*self.setting.items(), ("seed", self.seed)]]
@@ -177,10 +177,6 @@ def _ending_status() -> Literal["interrupted", "failed"]:
     return "interrupted" if isinstance(error, (KeyboardInterrupt, RunInterruptedError)) else "failed"
 
 
-def _param_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 class MLflowSink:
     """Logs to an MLflow run through ``MlflowClient`` (no global active run, so runs of one process
     never mix): parameters when the run is created, metrics in batches, outputs as tags. A run
@@ -218,7 +214,7 @@ class MLflowSink:
                                   else self._experiment_id(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT))
             tags = {"dime_offline.stage": stage, "dime_offline.run_dir": str(out.resolve()), **({} if group is None else group.mlflow_tags())}
             self.run_id = self._client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
-            params = [Param(key, _param_value(value)) for key, value in dotted_items(run_config)]
+            params = [Param(key, setting_value_text(value)) for key, value in dotted_items(run_config)]
             for start in range(0, len(params), self.MAX_BATCH):
                 self._client.log_batch(self.run_id, params=params[start:start + self.MAX_BATCH])
 

@@ -251,9 +251,12 @@ def _fit_value_support(agent_cfg: DIMEConfig, store: ReplayStore, cfg: PretrainC
     if cfg.offline.value_support != "data" or "v_min" in cfg.agent or "v_max" in cfg.agent:
         return agent_cfg
     n = store.offline_size
+    # A terminal step's reward (an interlock trip's penalty) counts once, as it is earned: held for ever
+    # it would stretch the support ~100x past every logged value (CSTR twin: [-16 000, 3 000] for values
+    # of about -40, all in one atom: pretrained policies scored -450 to -800, the logged PI loop -210).
     v_min, v_max = value_support(
         store.mc_return[:n].cpu().numpy(), store.reward[:n].cpu().numpy(), agent_cfg.gamma,
-        margin=cfg.offline.value_support_margin,
+        margin=cfg.offline.value_support_margin, terminated=store.terminated[:n].cpu().numpy().astype(bool),
     )
     return dataclasses.replace(agent_cfg, v_min=round(v_min, 3), v_max=round(v_max, 3))
 

@@ -7,6 +7,8 @@ boundary as the pretraining config says (read back from the runs' metrics).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -180,3 +182,12 @@ def test_the_value_support_is_fitted_to_the_data_unless_the_user_sets_it(tmp_pat
     assert v_min == pytest.approx(-0.5 * core_high, rel=1e-3) and v_max == pytest.approx(1.5 * core_high, rel=1e-3)
     assert support("preset", {"value_support": "preset"}, {}) == (-1600.0, 1600.0)
     assert support("user", {}, {"v_min": -7.0}) == (-7.0, 1600.0)
+
+    # A trip: the last step of the first episode terminates with a penalty of -50. It counts once, so
+    # the low end is -50 (and the margin), not the -50 / (1 - gamma) of a penalty held for ever.
+    reward, terminated, truncated = logged.reward.copy(), logged.terminated.copy(), logged.truncated.copy()
+    last = int(np.flatnonzero(logged.episode_id == 0)[-1])
+    reward[last], terminated[last], truncated[last] = -50.0, True, False
+    write_parquet(dataclasses.replace(logged, reward=reward, terminated=terminated, truncated=truncated), data)
+    v_min, v_max = support("trip", {"value_support_margin": 0.0}, {})
+    assert v_min == pytest.approx(-50.0, rel=1e-3) and v_max == pytest.approx(core_high, rel=1e-3)

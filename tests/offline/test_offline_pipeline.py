@@ -8,7 +8,6 @@ boundary as the pretraining config says (read back from the runs' metrics).
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from pathlib import Path
 

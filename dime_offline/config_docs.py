@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import inspect
 import json
-import textwrap
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,41 @@ NOT_LITERAL = object()
 
 
 def class_fields(source: str, class_name: str) -> dict[str, FieldSource]:
-    """The annotated fields of class ``class_name`` in ``source``, in order."""
+    """The annotated fields of class ``class_name`` in ``source``, in dataclass order: those of its
+    bases first (a base defined in ``source``, or imported from a ``dime_offline`` module and read
+    from that module's file), then its own; a field declared again keeps its base's place, as in a
+    dataclass."""
     tree = ast.parse(source)
-    constants = _module_constants(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == class_name:
-            return _fields(node, constants)
+            fields: dict[str, FieldSource] = {}
+            for base in node.bases:
+                fields.update(_base_fields(tree, source, base))
+            fields.update(_fields(node, _module_constants(tree)))
+            return fields
     raise LookupError(f"class {class_name} not found")
 
 
+def _base_fields(tree: ast.Module, source: str, base: ast.expr) -> dict[str, FieldSource]:
+    """The fields of base class ``base`` of a class in ``tree`` (none for a base from outside
+    ``dime_offline``, such as ``Protocol``)."""
+    if not isinstance(base, ast.Name):
+        return {}
+    if any(isinstance(node, ast.ClassDef) and node.name == base.id for node in tree.body):
+        return class_fields(source, base.id)
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("dime_offline."):
+            for alias in node.names:
+                if (alias.asname or alias.name) == base.id:
+                    module = PACKAGE_DIR.joinpath(*node.module.split(".")[1:])
+                    path = module / "__init__.py" if module.is_dir() else module.with_suffix(".py")
+                    return class_fields(path.read_text(encoding="utf-8"), alias.name)
+    return {}
+
+
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring of each field of dataclass ``cls``, by field name."""
-    fields = class_fields(textwrap.dedent(inspect.getsource(cls)), cls.__name__)
+    """The docstring of each field of dataclass ``cls``, by field name (inherited fields' included)."""
+    fields = class_fields(inspect.getsource(sys.modules[cls.__module__]), cls.__name__)
     return {f.name: fields[f.name].doc if f.name in fields else "" for f in dataclasses.fields(cls)}
 
 
@@ -116,9 +139,17 @@ def documented_yaml(cfg: Any, sections: dict[str, Any] | None = None, *, title: 
     return "\n".join(lines) + "\n"
 
 
+def _shown_fields(cfg: Any) -> list[dataclasses.Field[Any]]:
+    """``cfg``'s fields in the order ``config show`` lists them: the class's own first, then each
+    base's (a command's data and budget lead, the run settings it shares with others follow)."""
+    classes = type(cfg).__mro__
+    introduced = {name: depth for depth, klass in enumerate(classes) for name in inspect.get_annotations(klass)}
+    return sorted(dataclasses.fields(cfg), key=lambda f: introduced[f.name])
+
+
 def _emit(cfg: Any, sections: dict[str, Any], lines: list[str], indent: str) -> None:
     docs = field_docs(type(cfg))
-    for f in dataclasses.fields(cfg):
+    for f in _shown_fields(cfg):
         value = sections.get(f.name, getattr(cfg, f.name))
         if lines and not indent:
             lines.append("")
@@ -141,7 +172,7 @@ def documented_dict(cfg: Any, sections: dict[str, Any] | None = None) -> dict[st
 
 def _collect(cfg: Any, sections: dict[str, Any], values: dict[str, Any], docs: dict[str, str], prefix: str) -> None:
     field_doc = field_docs(type(cfg))
-    for f in dataclasses.fields(cfg):
+    for f in _shown_fields(cfg):
         value = sections.get(f.name, getattr(cfg, f.name))
         docs[prefix + f.name] = field_doc[f.name]
         if dataclasses.is_dataclass(value):

@@ -37,7 +37,6 @@ from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import value_support
 from dime_offline.data.spaces import SpaceSpec, check_spaces_match
-from dime_offline.devices import check_device
 from dime_offline.envs.make import make_env, spaces_of
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import (
@@ -51,7 +50,6 @@ from dime_offline.regularizers import (
     OfflineConfig,
     regularizer_weights,
 )
-from dime_offline.trackers import TrackerName
 from dime_offline.trainers.loop import (
     PRETRAIN_CONFIG_FILE,
     Cadence,
@@ -59,29 +57,23 @@ from dime_offline.trainers.loop import (
     RunResult,
     StepReport,
 )
-from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold, StageSettings
 
 OFFLINE_METRIC_PREFIX = "offline/"
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """Everything ``dime-offline pretrain`` does. Load with ``load_run_config(PretrainConfig, ...)``."""
+class PretrainConfig(StageSettings):
+    """Everything ``dime-offline pretrain`` does: its own fields below, the shared run settings in
+    :class:`StageSettings`. Load with ``load_run_config(PretrainConfig, ...)``."""
 
     data: str = ""
     """Dataset: a canonical Parquet file or folder (streamed), a D4RL-style HDF5 file or a local
     Minari dataset id/folder."""
     steps: int = 100_000
     """Gradient steps (critic updates; the actor updates on every ``agent.policy_delay``-th)."""
-    seed: int = 0
-    """Seeds the agent's initialisation and noise, the regularisers and the batch sampling."""
     out_dir: str = "runs/pretrain"
     """Run directory: metrics.csv, tb/, checkpoint/, best/, learning_curve.png, summary.json, pretrain_config.json."""
-    overwrite: bool = False
-    """Allow writing into an ``out_dir`` that already holds a run: the files and folders the earlier run
-    wrote are removed when the new run starts (other files in the folder stay)."""
-    preset: str = "cpu"
-    """DIME hyperparameter preset: "paper" (authors') or "cpu" (small networks)."""
     agent: dict[str, Any] = field(default_factory=dict)
     """DIMEConfig overrides on top of the preset (``--set agent.batch_size=512``); these are the
     agent's *online* settings, which the checkpoint keeps (offline temperature: see ``offline``)."""
@@ -92,51 +84,19 @@ class PretrainConfig:
     evaluated when it is a registered gymnasium id (a given id must exist)."""
     eval_every: int = 10_000
     """Evaluate every this many gradient steps when an environment is available (0: only at the end)."""
-    eval_episodes: int = 5
-    """Episodes per evaluation (authors: 5)."""
-    eval_deterministic: bool = True
-    """Evaluate deterministic actions (``agent.deterministic_act``, best of K chains by the critics by
-    default: docs/algorithm.md section 9); false samples the chain, the authors' protocol."""
     normalize_obs: bool = True
     """Normalise observations with the dataset's statistics (stored in the checkpoint, used online)."""
     nonfinite: Literal["error", "drop"] = "error"
     """NaN/inf in the data: "error" stops with the first bad row; "drop" cuts the affected episodes
     before their first non-finite transition (see ``load_dataset``)."""
-    checkpoint_every: int = 50_000
-    """Overwrite ``checkpoint/`` every this many gradient steps (0: only at the end); ``best/`` follows evaluations."""
-    log_every: int = 1000
-    """Average and write training metrics every this many gradient steps."""
-    max_wall_seconds: float | None = None
-    """Stop early, with a final evaluation and checkpoint, after this much wall time."""
-    max_episode_steps: int | None = None
-    """Override the evaluation environment's registered time limit."""
-    device: str = "cpu"
-    """Torch device of the agent and the replay store."""
-    torch_threads: int | None = None
-    """Intra-op CPU threads for torch (process-wide); None keeps torch's default."""
-    tensorboard: bool = True
-    """Also write TensorBoard event files (when the tensorboard package is installed)."""
-    trackers: list[TrackerName] = field(default_factory=list)
-    """Experiment trackers to log to as well: "mlflow", "wandb" (``--set 'trackers=[mlflow]'``; extras
-    dime-offline[mlflow], [wandb]). They log the config, the metrics and the output paths to where
-    their environment points them (docs/experiments.md, "MLflow and Weights & Biases")."""
-    quiet: bool = False
-    """No progress bar (set by ``--json``)."""
-    resume: bool = False
-    """Continue the run in ``out_dir`` from its last checkpoint (periodic, or written when the run was
-    stopped) with the run's own settings; see ``trainers/resume.py``."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_section("offline", self.offline, OfflineConfig)
         if self.steps < 1:
             raise ConfigError(f"field 'steps': must be >= 1, got {self.steps}")
-        if self.eval_episodes < 1:
-            raise ConfigError(f"field 'eval_episodes': must be >= 1, got {self.eval_episodes}")
         if self.eval_every < 0:
             raise ConfigError(f"field 'eval_every': must be >= 0, got {self.eval_every}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
-        check_device(self.device)
 
 
 @dataclass

@@ -39,7 +39,6 @@ from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail
 from dime_offline.data.spaces import SpaceSpec, check_spaces_match
-from dime_offline.devices import check_device
 from dime_offline.envs.make import make_env, recorded_env_id, spaces_of
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.baselines import UniformRandomPolicy
@@ -55,7 +54,6 @@ from dime_offline.regularizers import (
     describe_regularizers,
     regularizer_weights,
 )
-from dime_offline.trackers import TrackerName
 from dime_offline.trainers.loop import (
     FINETUNE_CONFIG_FILE,
     Cadence,
@@ -66,7 +64,7 @@ from dime_offline.trainers.loop import (
 )
 from dime_offline.trainers.replay_export import write_online_replay
 from dime_offline.trainers.resume import RunningEpisode
-from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold, StageSettings
 
 CHECKPOINT_TUNABLE_FIELDS = (
     "utd", "batch_size", "learning_starts", "buffer_size", "deterministic_act", "act_candidates", "acting_average_decay",
@@ -80,27 +78,21 @@ user set ``agent.learning_starts`` (the authors' 5,000 random steps assume runs 
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Everything ``dime-offline finetune`` does. Load with ``load_run_config(FinetuneConfig, ...)``."""
+class FinetuneConfig(StageSettings):
+    """Everything ``dime-offline finetune`` does: its own fields below, the shared run settings in
+    :class:`StageSettings`. Load with ``load_run_config(FinetuneConfig, ...)``."""
 
     env_id: str = ""
     """Gymnasium id of the environment to train in (any registered id with a Box action space)."""
     steps: int = 100_000
     """Online environment steps to run."""
-    seed: int = 0
-    """Seeds the env, the agent's initialisation and noise, the warm-up actions and the replay sampling."""
     out_dir: str = "runs/finetune"
     """Run directory: metrics.csv, tb/, checkpoint/, best/, learning_curve.png, summary.json, finetune_config.json."""
-    overwrite: bool = False
-    """Allow writing into an ``out_dir`` that already holds a run: the files and folders the earlier run
-    wrote are removed when the new run starts (other files in the folder stay)."""
     checkpoint: str | None = None
     """Pretrained checkpoint (or run directory) to fine-tune; None trains from scratch."""
     data: str | None = None
     """Dataset kept in the replay store as offline data (optional): a canonical Parquet file or
     folder, a D4RL-style HDF5 file or a local Minari dataset id/folder, as for pretraining."""
-    preset: str = "cpu"
-    """DIME hyperparameter preset when training from scratch: "paper" (authors') or "cpu" (small networks)."""
     agent: dict[str, Any] = field(default_factory=dict)
     """DIMEConfig overrides on top of the preset (``--set agent.utd=1``); with a checkpoint only
     the trainer fields utd, batch_size, learning_starts and buffer_size may change."""
@@ -129,54 +121,21 @@ class FinetuneConfig:
     raw, as in the authors' code.)"""
     eval_every: int = 5000
     """Evaluate every this many env steps (0: only at the end)."""
-    eval_episodes: int = 5
-    """Episodes per evaluation (authors: 5)."""
-    eval_deterministic: bool = True
-    """Evaluate deterministic actions (``agent.deterministic_act``, best of K chains by the critics by
-    default: docs/algorithm.md section 9); false samples the chain, the authors' protocol."""
-    checkpoint_every: int = 50_000
-    """Overwrite ``checkpoint/`` every this many env steps (0: only at the end); ``best/`` follows evaluations."""
-    log_every: int = 1000
-    """Average and write training metrics every this many env steps."""
-    max_wall_seconds: float | None = None
-    """Stop early, with a final evaluation and checkpoint, after this much wall time."""
     target_return: float | None = None
     """Stop early once an evaluation's mean return reaches this; the final checkpoint is then the
     policy that reached it (the stop rule of D4RL-style "medium" datasets). Needs ``eval_every``."""
     save_replay: str | None = None
     """When the run ends, write its online transitions, in collection order, to this canonical
     Parquet file (a D4RL-style "replay" dataset; see ``trainers/replay_export.py``)."""
-    max_episode_steps: int | None = None
-    """Override the environment's registered time limit (training and evaluation)."""
-    device: str = "cpu"
-    """Torch device of the agent and the replay store."""
-    torch_threads: int | None = None
-    """Intra-op CPU threads for torch (process-wide); None keeps torch's default. One thread is
-    often faster for the small "cpu" preset on a busy machine."""
-    tensorboard: bool = True
-    """Also write TensorBoard event files (when the tensorboard package is installed)."""
-    trackers: list[TrackerName] = field(default_factory=list)
-    """Experiment trackers to log to as well: "mlflow", "wandb" (``--set 'trackers=[mlflow]'``; extras
-    dime-offline[mlflow], [wandb]). They log the config, the metrics and the output paths to where
-    their environment points them (docs/experiments.md, "MLflow and Weights & Biases")."""
-    quiet: bool = False
-    """No progress bar (set by ``--json``)."""
-    resume: bool = False
-    """Continue the run in ``out_dir`` from its last checkpoint (periodic, or written when the run was
-    stopped) with the run's own settings: agent, replay ring, running episode and every RNG come
-    back (see ``trainers/resume.py``)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.steps < 1:
             raise ConfigError(f"field 'steps': must be >= 1, got {self.steps}")
-        if self.eval_episodes < 1:
-            raise ConfigError(f"field 'eval_episodes': must be >= 1, got {self.eval_episodes}")
         for name in ("offline_fraction", "offline_fraction_final"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ConfigError(f"field '{name}': must lie in [0, 1], got {value}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
         if self.return_tail is not None and self.return_tail not in TRUNCATION_TAILS:
             raise ConfigError(f"field 'return_tail': must be one of {', '.join(TRUNCATION_TAILS)}, got {self.return_tail!r}")
         if self.online_reuse_limit is not None and not self.online_reuse_limit > 0:
@@ -185,7 +144,6 @@ class FinetuneConfig:
             raise ConfigError(f"field 'offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
         if self.target_return is not None and self.eval_every < 1:
             raise ConfigError("field 'target_return': needs periodic evaluations (eval_every >= 1)")
-        check_device(self.device)
 
     def offline_fraction_at(self, step: int) -> float:
         """Offline share of the batch at env step ``step`` (1-based), linear annealing included."""

@@ -20,22 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from dime_offline.config import check_section
-from dime_offline.devices import check_device
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import OfflineConfig
-from dime_offline.trackers import TrackerName
 from dime_offline.tracking import plot_offline_to_online
 from dime_offline.trainers.loop import SUMMARY_FILE, RunResult
 from dime_offline.trainers.offline import PretrainConfig, PretrainResult, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
 from dime_offline.trainers.resume import holds_checkpoint
+from dime_offline.trainers.scaffold import RunSettings
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    """Everything ``dime-offline run`` does (pretrain, then fine-tune, each evaluated ``evaluations`` times)."""
+class PipelineConfig(RunSettings):
+    """Everything ``dime-offline run`` does (pretrain, then fine-tune, each evaluated ``evaluations``
+    times): its own fields below, the settings it hands to both stages in :class:`RunSettings`."""
 
     data: str = ""
     """Logged dataset (canonical Parquet file/folder, D4RL-style HDF5 or local Minari dataset)."""
@@ -43,34 +43,14 @@ class PipelineConfig:
     """Environment for evaluation and fine-tuning; None: the dataset's ``env_id`` metadata."""
     out_dir: str = "runs/pipeline"
     """Run directory; holds ``pretrain/``, ``finetune/`` and ``summary.json``."""
-    overwrite: bool = False
-    """Allow replacing an earlier run in ``out_dir``."""
-    resume: bool = False
-    """Continue a stopped run in ``out_dir`` (give the first command's settings again): a finished
-    stage is taken as it is, a stopped one resumes from its last checkpoint, one that saved nothing
-    yet starts."""
     pretrain_steps: int = 1500
     """Offline gradient steps (sized with ``finetune_steps`` and the ten evaluations for about 3-4 minutes
     on 2 idle cores with the cpu preset: 185-223 s measured, docs/benchmarks.md "The main job")."""
     finetune_steps: int = 500
     """Online environment steps after pretraining (``utd`` updates each)."""
-    eval_episodes: int = 5
-    """Episodes per evaluation (deterministic actions, the stages' default)."""
     evaluations: int = 5
-    """Evaluations per stage, evenly spaced; the last one scores the stage's final policy."""
-    preset: str = "cpu"
-    """DIME preset: "cpu" (small networks) or "paper" (authors' hyperparameters)."""
-    seed: int = 0
-    """Seed of every stage."""
-    device: str = "cpu"
-    """Torch device of every stage (pretraining, fine-tuning and both evaluations)."""
-    torch_threads: int | None = None
-    """Intra-op CPU threads for torch; None keeps torch's default."""
-    quiet: bool = False
-    """No progress bars (set by ``--json``)."""
-    trackers: list[TrackerName] = field(default_factory=list)
-    """Experiment trackers each stage also logs to: "mlflow", "wandb" (one tracker run per stage; see
-    ``PretrainConfig.trackers``)."""
+    """Evaluations per stage, evenly spaced (deterministic actions, the stages' default); the last one
+    scores the stage's final policy."""
     agent: dict[str, Any] = field(default_factory=dict)
     """DIMEConfig overrides for pretraining (kept by the checkpoint for fine-tuning)."""
     offline: OfflineConfig = field(default_factory=OfflineConfig)
@@ -78,11 +58,11 @@ class PipelineConfig:
     from the checkpoint (``--set offline.conservative_weight=0.3``); see ``PretrainConfig.offline``."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_section("offline", self.offline, OfflineConfig)
-        for name in ("pretrain_steps", "finetune_steps", "eval_episodes", "evaluations"):
+        for name in ("pretrain_steps", "finetune_steps", "evaluations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
-        check_device(self.device)
 
 
 @dataclass

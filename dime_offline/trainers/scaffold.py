@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -38,9 +39,11 @@ from dime_offline.checkpoints import (
 from dime_offline.config import save_config, to_dict
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.spaces import SpaceSpec
+from dime_offline.devices import check_device
+from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.io import atomic_write_text
-from dime_offline.trackers import check_trackers
+from dime_offline.trackers import TrackerName, check_trackers
 from dime_offline.tracking import (
     METRICS_FILE,
     ProgressDisplay,
@@ -79,6 +82,74 @@ EVAL_SEED_OFFSET = 1_000_003
 evaluation of a run, in every stage, and never the training episodes' seeds."""
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings every training command shares (``pretrain``, ``finetune`` and ``run``, which hands
+    them to both its stages), written once here so that their meaning, default and check cannot drift
+    apart between the commands. A command's config derives from this class (or :class:`StageSettings`)
+    and calls ``super().__post_init__()``."""
+
+    seed: int = 0
+    """Seeds every random draw of the run: the agent's initialisation and noise, the regularisers and
+    the batch sampling, and online also the env and the warm-up actions (``run``: of both stages)."""
+    preset: str = "cpu"
+    """DIME hyperparameter preset: "paper" (authors') or "cpu" (small networks); fine-tuning a
+    checkpoint keeps the checkpoint's agent instead."""
+    device: str = "cpu"
+    """Torch device of the agent and the replay store (``run``: of both stages and their evaluations)."""
+    torch_threads: int | None = None
+    """Intra-op CPU threads for torch (process-wide); None keeps torch's default. One thread is
+    often faster for the small "cpu" preset on a busy machine."""
+    eval_episodes: int = 5
+    """Episodes per evaluation (authors: 5)."""
+    overwrite: bool = False
+    """Allow writing into an ``out_dir`` that already holds a run: the files and folders the earlier run
+    wrote are removed when the new run starts (other files in the folder stay)."""
+    resume: bool = False
+    """Continue the stopped run in ``out_dir`` from its last checkpoint (periodic, or written when the run
+    was stopped): agent, replay ring, running episode and every RNG come back (see ``trainers/resume.py``).
+    ``pretrain`` and ``finetune`` continue with the run's own saved settings unless ``--config`` is
+    given; ``run`` needs the first command's settings again, takes a finished stage as it is and
+    starts a stage that saved nothing yet."""
+    trackers: list[TrackerName] = field(default_factory=list)
+    """Experiment trackers to log to as well: "mlflow", "wandb" (``--set 'trackers=[mlflow]'``; extras
+    dime-offline[mlflow], [wandb]). They log the config, the metrics and the output paths to where
+    their environment points them (docs/experiments.md, "MLflow and Weights & Biases"); ``run``
+    logs one tracker run per stage."""
+    quiet: bool = False
+    """No progress bar (set by ``--json``)."""
+
+    def __post_init__(self) -> None:
+        if self.eval_episodes < 1:
+            raise ConfigError(f"field 'eval_episodes': must be >= 1, got {self.eval_episodes}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"field 'torch_threads': must be >= 1, got {self.torch_threads}")
+        check_device(self.device)
+
+
+@dataclass(frozen=True)
+class StageSettings(RunSettings):
+    """:class:`RunSettings` plus what one training stage (``pretrain``, ``finetune``) sets for its own
+    loop: how it evaluates, when it logs, checkpoints and stops, and where its metrics go. A step is a
+    gradient step offline and an env step online."""
+
+    eval_deterministic: bool = True
+    """Evaluate deterministic actions (``agent.deterministic_act``, best of K chains by the critics by
+    default: docs/algorithm.md section 9); false samples the chain, the authors' protocol."""
+    max_episode_steps: int | None = None
+    """Override the environment's registered time limit (offline in evaluation, online in training and
+    evaluation)."""
+    checkpoint_every: int = 50_000
+    """Overwrite ``checkpoint/`` every this many steps (gradient steps offline, env steps online; 0: only
+    at the end); ``best/`` follows evaluations."""
+    log_every: int = 1000
+    """Average and write training metrics every this many steps (gradient steps offline, env steps online)."""
+    max_wall_seconds: float | None = None
+    """Stop early, with a final evaluation and checkpoint, after this much wall time."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files (when the tensorboard package is installed)."""
+
+
 class Closeable(Protocol):
     """A stage's resource that ends with its run (an environment)."""
 
@@ -89,8 +160,7 @@ class RunScaffold:
     """One run of a stage: its directory, resume point, seeds, sinks, display, checkpoints and summary.
 
     Attributes:
-        cfg: the stage's run config (``out_dir``, ``overwrite``, ``resume``, ``seed``, ``torch_threads``,
-            ``trackers``, ``tensorboard``, ``steps``, ``quiet``).
+        cfg: the stage's run config: a :class:`StageSettings` with ``out_dir`` and ``steps``.
         stage: the stage's name ("pretrain", "finetune"): tracker tag, checkpoint stage, summary command.
         out: the run directory.
         resume: the checkpoint a resumed run continues from (None for a new run).

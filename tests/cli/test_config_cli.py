@@ -50,6 +50,9 @@ def test_config_show_prints_a_documented_config_file_that_loads_back(tmp_path: P
     # Each field's own docstring sits above it as a comment.
     assert "# " + field_docs(PretrainConfig)["steps"].splitlines()[0] + "\nsteps: 7" in text
     assert "# " + field_docs(DIMEConfig)["gamma"] + "\n  gamma: 0.9" in text
+    # The command's own fields lead; the run settings it shares with finetune and run follow.
+    keys = [line.split(":")[0] for line in text.splitlines() if line and not line.startswith(("#", " "))]
+    assert keys[:3] == ["data", "steps", "out_dir"] and keys[-1] == "quiet", keys
     path = tmp_path / "pretrain.yaml"
     path.write_text(text)
     expected = load_run_config(PretrainConfig, None, sets)

@@ -124,12 +124,37 @@ def _typed_fields(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str
         raise ConfigError(f"expected a mapping for '{prefix.rstrip('.') or cls.__name__}', got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    data = _moved_into_sections(cls, data, prefix)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
             f"unknown field '{prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})"
         )
     return {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
+
+
+def _moved_into_sections(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``data`` with the fields ``cls.MOVED_FIELDS`` names ({old name: "section.field"}) moved to their
+    section, so config files, ``--set`` values and saved run configs written before the move still load."""
+    moved = {old: new for old, new in getattr(cls, "MOVED_FIELDS", {}).items() if old in data}
+    if not moved:
+        return data
+    data = dict(data)
+    for old, new in moved.items():
+        section, name = new.split(".")
+        target = data.get(section) or {}
+        if not isinstance(target, dict):
+            continue  # the section itself is malformed: its own check reports it
+        if name in target:
+            raise ConfigError(f"field '{prefix}{old}' moved to '{prefix}{new}': give only '{prefix}{new}'")
+        data[section] = {**target, name: data.pop(old)}
+    return data
+
+
+def _moved_override(moved: Mapping[str, str], item: str) -> str:
+    """``old=value`` as ``section.old=value`` for a field that moved into a section."""
+    key, sep, raw = item.partition("=")
+    return f"{moved[key.strip()]}={raw}" if sep and key.strip() in moved else item
 
 
 def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
@@ -181,8 +206,17 @@ def resolve_config(
     bad value from the file names the file.
     """
     data = _defaults(cls) if base is None else to_dict(base)
+    # Fields that moved into a section are moved in the file and the overrides before they meet the
+    # defaults (whose section already holds a value for them).
+    moved = getattr(cls, "MOVED_FIELDS", {})
+    overrides = [_moved_override(moved, item) for item in overrides or []]
     if path is not None:
-        _deep_update(data, _read_config_file(Path(path)), str(path))
+        given_file = _read_config_file(Path(path))
+        try:
+            given_file = _moved_into_sections(cls, given_file, "") if isinstance(given_file, dict) else given_file
+        except ConfigError as exc:
+            raise ConfigError(exc.message, file=str(path)) from None
+        _deep_update(data, given_file, str(path))
         try:
             _typed_fields(cls, data)
             if _defaults_build(cls):  # then whatever fails now is the file's doing

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from dime_offline.checkpoints import (
     load_checkpoint,
     read_checkpoint_meta,
 )
-from dime_offline.config import resolve_agent_config, to_dict
+from dime_offline.config import check_section, resolve_agent_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
@@ -53,6 +53,12 @@ from dime_offline.regularizers import (
     attach_regularizers,
     describe_regularizers,
     regularizer_weights,
+)
+from dime_offline.trainers.handover import (
+    WEIGHTS_KEY,
+    Handover,
+    HandoverConfig,
+    RegularizerWeights,
 )
 from dime_offline.trainers.loop import (
     FINETUNE_CONFIG_FILE,
@@ -96,21 +102,15 @@ class FinetuneConfig(StageSettings):
     agent: dict[str, Any] = field(default_factory=dict)
     """DIMEConfig overrides on top of the preset (``--set agent.utd=1``); with a checkpoint only
     the trainer fields utd, batch_size, learning_starts and buffer_size may change."""
-    offline_fraction: float = 0.5
-    """Share of offline rows in each batch when offline data is given (symmetric sampling by default)."""
-    offline_fraction_final: float | None = None
-    """If set, the offline share moves linearly from ``offline_fraction`` to this value."""
-    offline_anneal_steps: int | None = None
-    """Env steps over which the offline share anneals (None: the whole run)."""
-    online_reuse_limit: float | None = 1.0
-    """When fine-tuning a pretrained agent, caps the online share of a batch so that an online row is
-    drawn at most this many times as often as an offline row: online share <= r n_on / (r n_on + n_off), so the first few online
-    transitions are not replayed hundreds of times each. 1 (default): every stored row equally
-    likely until the online rows reach ``1 - offline_fraction`` of the store; None: no cap, the
-    share is ``1 - offline_fraction`` from the first update (RLPD-style; it undid the pretrained
-    policy within 100 env steps on Pendulum: docs/benchmarks.md, "The first online batches").
-    On a large dataset the online share then stays small for long: raise r to learn faster online.
-    From scratch there is nothing learned to protect and the split applies from the first update."""
+    MOVED_FIELDS: ClassVar[dict[str, str]] = {
+        name: f"handover.{name}" for name in ("offline_fraction", "offline_fraction_final", "offline_anneal_steps", "online_reuse_limit")
+    }
+    """Fields that moved into the ``handover`` section; config files and saved runs that use the old names still load."""
+
+    handover: HandoverConfig = field(default_factory=HandoverConfig)
+    """The offline -> online handover of a pretrained agent: batch composition (offline share, its
+    anneal, the reuse cap) and the regularisers' online weights and ramp (``--set handover.ramp_steps=1000``;
+    see ``trainers/handover.py``). The offline share applies from scratch with data too."""
     return_tail: TruncationTail | None = None
     """How returns-to-go (offline rows, and online episodes once they end) count past a truncation:
     "zero", "repeat_last_reward" or "lower" (``data/returns.py``). None: the pretraining run's
@@ -132,35 +132,11 @@ class FinetuneConfig(StageSettings):
         super().__post_init__()
         if self.steps < 1:
             raise ConfigError(f"field 'steps': must be >= 1, got {self.steps}")
-        for name in ("offline_fraction", "offline_fraction_final"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ConfigError(f"field '{name}': must lie in [0, 1], got {value}")
+        check_section("handover", self.handover, HandoverConfig)
         if self.return_tail is not None and self.return_tail not in TRUNCATION_TAILS:
             raise ConfigError(f"field 'return_tail': must be one of {', '.join(TRUNCATION_TAILS)}, got {self.return_tail!r}")
-        if self.online_reuse_limit is not None and not self.online_reuse_limit > 0:
-            raise ConfigError(f"field 'online_reuse_limit': must be > 0, got {self.online_reuse_limit}")
-        if self.offline_anneal_steps is not None and self.offline_anneal_steps < 1:
-            raise ConfigError(f"field 'offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
         if self.target_return is not None and self.eval_every < 1:
             raise ConfigError("field 'target_return': needs periodic evaluations (eval_every >= 1)")
-
-    def offline_fraction_at(self, step: int) -> float:
-        """Offline share of the batch at env step ``step`` (1-based), linear annealing included."""
-        if self.offline_fraction_final is None:
-            return self.offline_fraction
-        horizon = self.offline_anneal_steps or self.steps
-        progress = min(1.0, max(0, step - 1) / max(horizon - 1, 1))
-        return self.offline_fraction + progress * (self.offline_fraction_final - self.offline_fraction)
-
-    def batch_offline_fraction(self, step: int, online_rows: int, offline_rows: int) -> float:
-        """Offline share of the batch at env step ``step`` with the replay store's current sizes:
-        :meth:`offline_fraction_at`, raised where ``online_reuse_limit`` caps the online share."""
-        fraction = self.offline_fraction_at(step)
-        if self.online_reuse_limit is None or offline_rows == 0:
-            return fraction
-        weighted_online = self.online_reuse_limit * online_rows
-        return max(fraction, offline_rows / (weighted_online + offline_rows))
 
 
 def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: ReplayStore | None = None) -> RunResult:
@@ -197,11 +173,14 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
 
     norm_stats: NormalizationStats | None = None
     return_tail = cfg.return_tail
+    ramp_start: RegularizerWeights | None = None
+    recorded_handover: dict[str, Any] | None = None
     if resume is not None:  # the run's own last checkpoint, whichever way the first session started
         check_checkpoint_fits(resume.directory, env_spaces, cfg.env_id)
         agent, agent_cfg, meta = load_checkpoint(resume.directory, device=cfg.device)
         attach_regularizers(agent, meta.extra.get(REGULARIZERS_KEY), file=str(resume.directory))
         norm_stats, return_tail = meta.normalization, meta.extra.get("return_tail")
+        recorded_handover = meta.extra.get(WEIGHTS_KEY)
     elif cfg.checkpoint is not None:
         check_checkpoint_fits(cfg.checkpoint, env_spaces, cfg.env_id)
         agent, saved_cfg, meta = load_checkpoint(cfg.checkpoint, device=cfg.device)
@@ -209,8 +188,10 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         attach_regularizers(agent, meta.extra.get(REGULARIZERS_KEY), file=str(cfg.checkpoint))
         agent_cfg = _checkpoint_agent_config(saved_cfg, cfg.agent)
         norm_stats = meta.normalization
-        if return_tail is None:
-            return_tail = (meta.extra.get("offline") or {}).get("return_tail")
+        pretraining = meta.extra.get("offline")  # a pretraining checkpoint's OfflineConfig (a fine-tuned one has none)
+        if return_tail is None and pretraining is not None:
+            return_tail = pretraining.get("return_tail")
+        ramp_start = _pretraining_weights(agent, pretraining)
     elif agent is not None:
         agent_cfg = _checkpoint_agent_config(agent.cfg, cfg.agent)
         if agent.obs_normalizer is not None and offline is not None:
@@ -218,12 +199,16 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             norm_stats = offline.normalization
     else:
         agent_cfg = scratch_cfg
-    if agent is not None:  # a checkpoint's or the caller's agent takes the overridable acting fields
+    if agent is not None:  # a checkpoint's or the caller's agent takes the overridable fields (so its state records them)
         agent.cfg = dataclasses.replace(
-            agent.cfg, deterministic_act=agent_cfg.deterministic_act, act_candidates=agent_cfg.act_candidates
+            agent.cfg, **{name: getattr(agent_cfg, name) for name in CHECKPOINT_TUNABLE_FIELDS if name != "acting_average_decay"}
         )
         agent.set_acting_average_decay(agent_cfg.acting_average_decay)  # a new average starts here
     pretrained = not from_scratch if resume is None else bool(resume.meta.extra.get("pretrained", not from_scratch))
+    if recorded_handover is not None:  # resumed: the recorded schedule, mid-ramp or not
+        handover: Handover | None = Handover.from_dict(cfg.handover, recorded_handover)
+    else:
+        handover = _handover(cfg, agent, ramp_start, resumed=resume is not None)
 
     store = offline if offline is not None else _build_store(cfg, agent_cfg, env_spaces, return_tail or ReplayConfig.truncation)
     if store.offline_size:
@@ -282,9 +267,11 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             if current <= warmup_steps or len(store) < agent_cfg.batch_size:
                 return StepReport(episodes=finished)
             if pretrained:
-                fraction = cfg.batch_offline_fraction(current, store.online_size, store.offline_size)
+                fraction = cfg.handover.batch_offline_fraction(current, cfg.steps, store.online_size, store.offline_size)
             else:
-                fraction = cfg.offline_fraction_at(current)
+                fraction = cfg.handover.offline_fraction_at(current, cfg.steps)
+            if handover is not None:
+                handover.apply(agent, current)
             metrics: dict[str, float] = {"online/offline_fraction": fraction if store.offline_size else 0.0}
             metrics.update(regularizer_weights(agent, "online/"))
             sums: dict[str, float] = {}
@@ -320,6 +307,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 "data": cfg.data,
                 "run_config": to_dict(cfg),
                 REGULARIZERS_KEY: describe_regularizers(agent),
+                WEIGHTS_KEY: None if handover is None else handover.to_dict(),
                 REFERENCES_KEY: reference_returns(None, eval_metadata),
             }
             run.save_checkpoint(
@@ -340,6 +328,41 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             loop, lambda run_dir: RunResult(command="finetune", env=cfg.env_id, loop=loop, agent=agent, **run_dir),
             curve_title=f"DIME fine-tuning on {cfg.env_id}",
         )
+
+
+def _pretraining_weights(agent: DIMEAgent, pretraining: dict[str, Any] | None) -> RegularizerWeights | None:
+    """The regularisers' weights during pretraining, from a pretraining checkpoint's ``extra.offline``
+    (None for any other checkpoint); a regulariser the agent does not have stays None."""
+    if pretraining is None:
+        return None
+    online = RegularizerWeights.of(agent)
+    return RegularizerWeights(
+        None if online.conservative is None else float(pretraining.get("conservative_weight", online.conservative)),
+        None if online.behaviour is None else float(pretraining.get("behaviour_weight", online.behaviour)),
+    )
+
+
+def _handover(cfg: FinetuneConfig, agent: DIMEAgent | None, ramp_start: RegularizerWeights | None, *, resumed: bool) -> Handover | None:
+    """The weight schedule of a fine-tuned agent: its regularisers' online weights (the checkpoint's,
+    or ``cfg.handover``'s overrides) reached along the ramp from ``ramp_start``. None when the agent
+    has no regulariser and nothing asks for one."""
+    settings = cfg.handover
+    has = RegularizerWeights.of(agent) if agent is not None else RegularizerWeights(None, None)
+    for name, value, present in (("conservative_weight", settings.conservative_weight, has.conservative),
+                                 ("behaviour_weight", settings.behaviour_weight, has.behaviour)):
+        if value is not None and present is None:
+            raise ConfigError(f"field 'handover.{name}': this agent has no such regulariser (it needs a pretraining checkpoint)")
+    if settings.ramp_steps > 0 and ramp_start is None and not resumed:
+        raise ConfigError("field 'handover.ramp_steps': a ramp starts from pretraining's weights, which only a pretraining checkpoint records")
+    if has == RegularizerWeights(None, None):
+        return None
+    if resumed:  # a checkpoint from before the handover was recorded: its weights are the online ones
+        return Handover(settings, None, has)
+    end = RegularizerWeights(
+        has.conservative if settings.conservative_weight is None else settings.conservative_weight,
+        has.behaviour if settings.behaviour_weight is None else settings.behaviour_weight,
+    )
+    return Handover(settings, ramp_start, end)
 
 
 def _check_out_dir(cfg: FinetuneConfig) -> Path:

@@ -25,6 +25,7 @@ from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import OfflineConfig
 from dime_offline.tracking import plot_offline_to_online
+from dime_offline.trainers.handover import HandoverConfig
 from dime_offline.trainers.loop import SUMMARY_FILE, RunResult
 from dime_offline.trainers.offline import PretrainConfig, PretrainResult, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
@@ -57,9 +58,14 @@ class PipelineConfig(RunSettings):
     """Pretraining's regularisation and temperature and their online values, which fine-tuning takes
     from the checkpoint (``--set offline.conservative_weight=0.3``); see ``PretrainConfig.offline``."""
 
+    handover: HandoverConfig = field(default_factory=HandoverConfig)
+    """How fine-tuning takes over from pretraining: batch composition, the regularisers' online weights
+    and their ramp (``--set handover.ramp_steps=100``); see ``FinetuneConfig.handover``."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_section("offline", self.offline, OfflineConfig)
+        check_section("handover", self.handover, HandoverConfig)
         for name in ("pretrain_steps", "finetune_steps", "evaluations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
@@ -136,7 +142,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         raise ConfigError(f"environment '{env_id}' is not registered here, so the pretrained policy cannot be evaluated")
     fine = finetune(
         FinetuneConfig(
-            env_id=env_id, steps=cfg.finetune_steps, out_dir=str(out / "finetune"), checkpoint=pre.checkpoint,
+            env_id=env_id, steps=cfg.finetune_steps, out_dir=str(out / "finetune"), checkpoint=pre.checkpoint, handover=cfg.handover,
             data=cfg.data, eval_episodes=cfg.eval_episodes, eval_every=_every(cfg.finetune_steps, cfg.evaluations),
             log_every=_every(cfg.finetune_steps, 4 * cfg.evaluations), **common, **_stage_start(cfg, out / "finetune"),
         )

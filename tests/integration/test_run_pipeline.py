@@ -60,7 +60,7 @@ def test_run_takes_every_dataset_format_through_both_stages(tmp_path: Path) -> N
     assert summary["stages"]["finetune"]["steps"] == 10
     with open(out / "finetune" / "metrics.csv", newline="") as f:
         fractions = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "online/offline_fraction"]
-    # The HDF5 rows fill the batches' offline part: with the default online_reuse_limit (1) every stored
+    # The HDF5 rows fill the batches' offline part: with the default handover.online_reuse_limit (1) every stored
     # row is equally likely, so the offline share is the offline rows' share of the store, 3000 of 3000 + n.
     assert fractions and all(0.99 < x < 1.0 for x in fractions) and fractions == sorted(fractions, reverse=True)
 

@@ -235,34 +235,3 @@ def test_bad_config_files_are_config_errors_naming_the_file(tmp_path: Path, cont
 def test_the_pipeline_takes_offline_and_device_settings_for_its_stages() -> None:
     cfg = load_run_config(PipelineConfig, None, ["offline.conservative_weight=0.3", "device=cpu"])
     assert cfg.offline.conservative_weight == 0.3 and cfg.device == "cpu"
-
-
-def test_offline_fraction_anneals_linearly() -> None:
-    fixed = FinetuneConfig(env_id="x", steps=101)
-    assert fixed.offline_fraction_at(1) == fixed.offline_fraction_at(101) == 0.5
-    annealed = FinetuneConfig(env_id="x", steps=101, offline_fraction=0.5, offline_fraction_final=0.0)
-    assert annealed.offline_fraction_at(1) == 0.5
-    assert annealed.offline_fraction_at(51) == pytest.approx(0.25)
-    assert annealed.offline_fraction_at(101) == 0.0
-    short = FinetuneConfig(env_id="x", steps=101, offline_fraction_final=1.0, offline_anneal_steps=11)
-    assert short.offline_fraction_at(6) == pytest.approx(0.75)
-    assert short.offline_fraction_at(50) == 1.0
-    with pytest.raises(ConfigError, match="offline_fraction"):
-        FinetuneConfig(offline_fraction=1.5)
-
-
-def test_online_reuse_limit_caps_the_online_share_until_enough_online_rows_exist() -> None:
-    uncapped = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5, online_reuse_limit=None)
-    assert uncapped.batch_offline_fraction(1, online_rows=10, offline_rows=3000) == 0.5
-    uniform = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5)  # the default r = 1
-    # r = 1: every stored row equally likely, so the online share is the online rows' share.
-    assert uniform.batch_offline_fraction(1, online_rows=100, offline_rows=3000) == pytest.approx(3000 / 3100)
-    # Once the online part is large enough the configured split applies again.
-    assert uniform.batch_offline_fraction(1, online_rows=5000, offline_rows=3000) == 0.5
-    fourfold = FinetuneConfig(env_id="x", steps=100, offline_fraction=0.5, online_reuse_limit=4.0)
-    share = 1 - fourfold.batch_offline_fraction(1, online_rows=100, offline_rows=3000)
-    # An online row is drawn exactly 4 times as often as an offline row while the cap binds.
-    assert (share / 100) / ((1 - share) / 3000) == pytest.approx(4.0)
-    assert uniform.batch_offline_fraction(1, online_rows=100, offline_rows=0) == 0.5  # no offline data
-    with pytest.raises(ConfigError, match="online_reuse_limit"):
-        FinetuneConfig(online_reuse_limit=0.0)

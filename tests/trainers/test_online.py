@@ -10,9 +10,11 @@ import pytest
 import trainer_factories as tf
 
 from dime_offline.checkpoints import load_checkpoint, read_checkpoint_meta
+from dime_offline.config import from_dict
 from dime_offline.errors import ConfigError, EnvironmentMismatchError
 from dime_offline.tracking import read_metrics_csv
 from dime_offline.trainers.collect import CollectConfig, collect
+from dime_offline.trainers.handover import HandoverConfig
 from dime_offline.trainers.online import FinetuneConfig, finetune
 
 EPISODE = 50
@@ -72,7 +74,7 @@ def test_run_directory_holds_every_artefact_and_a_summary(scratch_run) -> None:
     assert summary["final"]["step"] == 200 and summary["final"]["episodes"] == 1
     assert summary["best"]["return_mean"] >= summary["final"]["return_mean"]
     assert summary["updates_per_second"] > 0 and summary["checkpoint"] == str(out / "checkpoint")
-    saved = FinetuneConfig(**json.loads((out / "finetune_config.json").read_text()))
+    saved = from_dict(FinetuneConfig, json.loads((out / "finetune_config.json").read_text()))
     assert saved.seed == 3 and saved.agent["learning_starts"] == tf.TINY_AGENT["learning_starts"]
     meta = read_checkpoint_meta(out)
     assert meta.env_id == "Pendulum-v1" and meta.extra["env_steps"] == 200 and meta.extra["stage"] == "finetune"
@@ -129,7 +131,8 @@ def test_offline_data_is_mixed_into_batches_and_fits_the_normaliser(tmp_path: Pa
     data = tmp_path / "pendulum.parquet"
     collect(CollectConfig(env_id="Pendulum-v1", steps=150, out=str(data), quiet=True, max_episode_steps=EPISODE))
     # From scratch the default online_reuse_limit does not apply: RLPD's split from the first update.
-    cfg = _cfg(tmp_path, "rlpd", data=str(data), steps=80, eval_every=0, log_every=10, offline_fraction_final=0.0)
+    cfg = _cfg(tmp_path, "rlpd", data=str(data), steps=80, eval_every=0, log_every=10,
+               handover=HandoverConfig(offline_fraction_final=0.0))
     result = finetune(cfg)
     metrics = read_metrics_csv(Path(result.out_dir) / "metrics.csv")
     fractions = metrics["online/offline_fraction"][1]

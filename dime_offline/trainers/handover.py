@@ -1,0 +1,162 @@
+"""The offline -> online handover: one schedule for everything that changes when fine-tuning starts.
+
+Fine-tuning a pretrained agent changes three things at once, and each can undo what pretraining
+learned if it changes abruptly (docs/algorithm.md section 8.7):
+
+* **what a batch is made of**: offline rows only at the boundary, then a growing online share up to
+  ``1 - offline_fraction`` (the reuse cap keeps the first online transitions from being replayed
+  hundreds of times each), optionally annealed;
+* **the regularisers' weights**: pretraining's conservative penalty and behaviour term give way to
+  their online weights, at once or along a linear ramp of ``ramp_steps`` env steps;
+* **the temperature**: alpha auto-tunes online from the pretrained value (no reset), and batch
+  renorm keeps its statistics (fixed choices, listed here so the whole handover reads in one place).
+
+:class:`HandoverConfig` holds the knobs (``finetune``'s ``handover`` section); :class:`Handover`
+applies them to an agent step by step. The weights at each step are a function of the env step, so a
+resumed run continues the ramp exactly; the start and end weights travel in the fine-tuning checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dime_offline.errors import ConfigError
+from dime_offline.regularizers.schedule import RegularizedAgent
+
+WEIGHTS_KEY = "handover_weights"
+"""Key, in a fine-tuning checkpoint's ``meta.json`` ``extra``, of the ramp's start and end weights
+(:meth:`Handover.to_dict`): a run resumed mid-ramp continues it, although its regularisers were
+saved with the weights of the step it stopped at."""
+
+
+@dataclass(frozen=True)
+class HandoverConfig:
+    """How fine-tuning takes over from pretraining (``--set handover.<field>=...``)."""
+
+    offline_fraction: float = 0.5
+    """Share of offline rows in each batch when offline data is given (symmetric sampling by default)."""
+    offline_fraction_final: float | None = None
+    """If set, the offline share moves linearly from ``offline_fraction`` to this value."""
+    offline_anneal_steps: int | None = None
+    """Env steps over which the offline share anneals (None: the whole run)."""
+    online_reuse_limit: float | None = 1.0
+    """When fine-tuning a pretrained agent, caps the online share of a batch so that an online row is
+    drawn at most this many times as often as an offline row: online share <= r n_on / (r n_on + n_off),
+    so the first few online transitions are not replayed hundreds of times each. 1 (default): every
+    stored row equally likely until the online rows reach ``1 - offline_fraction`` of the store; None:
+    no cap, the share is ``1 - offline_fraction`` from the first update (RLPD-style; it undid the
+    pretrained policy within 100 env steps on Pendulum: docs/benchmarks.md, "The first online
+    batches"). On a large dataset the online share then stays small for long: raise r to learn faster
+    online. From scratch there is nothing learned to protect and the split applies from the first update."""
+    conservative_weight: float | None = None
+    """Online weight of the conservative critic penalty (None: the one the checkpoint records, i.e.
+    pretraining's ``offline.conservative_weight_online``)."""
+    behaviour_weight: float | None = None
+    """Online weight of the actor's behaviour term (None: the checkpoint's, pretraining's
+    ``offline.behaviour_weight_online``)."""
+    ramp_steps: int = 0
+    """Env steps over which both weights move linearly from their pretraining values to their online
+    values (0: they switch at the first online step). Applies to a pretrained agent only."""
+
+    def __post_init__(self) -> None:
+        for name in ("offline_fraction", "offline_fraction_final"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"field 'handover.{name}': must lie in [0, 1], got {value}")
+        if self.online_reuse_limit is not None and not self.online_reuse_limit > 0:
+            raise ConfigError(f"field 'handover.online_reuse_limit': must be > 0, got {self.online_reuse_limit}")
+        if self.offline_anneal_steps is not None and self.offline_anneal_steps < 1:
+            raise ConfigError(f"field 'handover.offline_anneal_steps': must be >= 1, got {self.offline_anneal_steps}")
+        for name in ("conservative_weight", "behaviour_weight"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ConfigError(f"field 'handover.{name}': must be >= 0, got {value}")
+        if self.ramp_steps < 0:
+            raise ConfigError(f"field 'handover.ramp_steps': must be >= 0, got {self.ramp_steps}")
+
+    def offline_fraction_at(self, step: int, run_steps: int) -> float:
+        """Offline share of the batch at env step ``step`` (1-based) of a run of ``run_steps``, linear
+        annealing included."""
+        if self.offline_fraction_final is None:
+            return self.offline_fraction
+        horizon = self.offline_anneal_steps or run_steps
+        progress = min(1.0, max(0, step - 1) / max(horizon - 1, 1))
+        return self.offline_fraction + progress * (self.offline_fraction_final - self.offline_fraction)
+
+    def batch_offline_fraction(self, step: int, run_steps: int, online_rows: int, offline_rows: int) -> float:
+        """Offline share of a pretrained agent's batch at env step ``step`` with the replay store's
+        current sizes: :meth:`offline_fraction_at`, raised where ``online_reuse_limit`` caps the online share."""
+        fraction = self.offline_fraction_at(step, run_steps)
+        if self.online_reuse_limit is None or offline_rows == 0:
+            return fraction
+        weighted_online = self.online_reuse_limit * online_rows
+        return max(fraction, offline_rows / (weighted_online + offline_rows))
+
+
+@dataclass(frozen=True)
+class RegularizerWeights:
+    """The two regularisers' weights (None: that regulariser is absent)."""
+
+    conservative: float | None
+    behaviour: float | None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"conservative": self.conservative, "behaviour": self.behaviour}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegularizerWeights:
+        return cls(data.get("conservative"), data.get("behaviour"))
+
+    @classmethod
+    def of(cls, agent: RegularizedAgent) -> RegularizerWeights:
+        """The weights ``agent``'s regularisers hold now."""
+        critic, actor = agent.critic_regularizer, agent.actor_regularizer
+        return cls(None if critic is None else float(critic.weight), None if actor is None else float(actor.weight))  # type: ignore[attr-defined]
+
+
+class Handover:
+    """Sets a fine-tuned agent's regulariser weights for each env step (see the module docstring).
+
+    Args:
+        cfg: the schedule.
+        start: the weights the ramp starts from (pretraining's); None, or ``cfg.ramp_steps == 0``: no ramp.
+        end: the online weights (the checkpoint's, with ``cfg``'s overrides applied by the caller).
+    """
+
+    def __init__(self, cfg: HandoverConfig, start: RegularizerWeights | None, end: RegularizerWeights) -> None:
+        self.cfg = cfg
+        self.start = start if cfg.ramp_steps > 0 else None
+        self.end = end
+
+    def weights_at(self, step: int) -> RegularizerWeights:
+        """The weights at env step ``step`` (1-based): ``start`` at step 1, ``end`` from step
+        ``ramp_steps + 1`` on, linear in between."""
+        if self.start is None:
+            return self.end
+        progress = min(1.0, max(0, step - 1) / self.cfg.ramp_steps)
+
+        def blend(first: float | None, last: float | None) -> float | None:
+            if first is None or last is None:
+                return last
+            return first + progress * (last - first)
+
+        return RegularizerWeights(blend(self.start.conservative, self.end.conservative), blend(self.start.behaviour, self.end.behaviour))
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a checkpoint records under :data:`WEIGHTS_KEY`."""
+        return {"start": None if self.start is None else self.start.to_dict(), "end": self.end.to_dict()}
+
+    @classmethod
+    def from_dict(cls, cfg: HandoverConfig, data: dict[str, Any]) -> Handover:
+        """The schedule a checkpoint recorded with :meth:`to_dict`, under the run's ``cfg``."""
+        start = data.get("start")
+        return cls(cfg, None if start is None else RegularizerWeights.from_dict(start), RegularizerWeights.from_dict(data["end"]))
+
+    def apply(self, agent: RegularizedAgent, step: int) -> None:
+        """Give ``agent``'s regularisers their weights for env step ``step``."""
+        weights = self.weights_at(step)
+        if agent.critic_regularizer is not None and weights.conservative is not None:
+            agent.critic_regularizer.weight = weights.conservative  # type: ignore[attr-defined]
+        if agent.actor_regularizer is not None and weights.behaviour is not None:
+            agent.actor_regularizer.weight = weights.behaviour  # type: ignore[attr-defined]

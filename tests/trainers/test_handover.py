@@ -1,0 +1,69 @@
+"""The offline -> online handover schedule (trainers/handover.py): batch shares and weight ramps."""
+
+from __future__ import annotations
+
+import pytest
+
+from dime_offline.errors import ConfigError
+from dime_offline.regularizers import OfflineConfig
+from dime_offline.trainers.handover import Handover, HandoverConfig, RegularizerWeights
+
+
+def test_offline_fraction_anneals_linearly() -> None:
+    fixed = HandoverConfig()
+    assert fixed.offline_fraction_at(1, 101) == fixed.offline_fraction_at(101, 101) == 0.5
+    annealed = HandoverConfig(offline_fraction=0.5, offline_fraction_final=0.0)
+    assert annealed.offline_fraction_at(1, 101) == 0.5
+    assert annealed.offline_fraction_at(51, 101) == pytest.approx(0.25)
+    assert annealed.offline_fraction_at(101, 101) == 0.0
+    short = HandoverConfig(offline_fraction_final=1.0, offline_anneal_steps=11)
+    assert short.offline_fraction_at(6, 101) == pytest.approx(0.75)
+    assert short.offline_fraction_at(50, 101) == 1.0
+
+
+def test_the_reuse_cap_keeps_the_first_online_rows_from_filling_the_batch() -> None:
+    uncapped = HandoverConfig(online_reuse_limit=None)
+    assert uncapped.batch_offline_fraction(1, 100, online_rows=10, offline_rows=3000) == 0.5
+    uniform = HandoverConfig()  # r = 1: every stored row equally likely
+    assert uniform.batch_offline_fraction(1, 100, online_rows=100, offline_rows=3000) == pytest.approx(3000 / 3100)
+    assert uniform.batch_offline_fraction(1, 100, online_rows=5000, offline_rows=3000) == 0.5
+    fourfold = HandoverConfig(online_reuse_limit=4.0)
+    share = 1 - fourfold.batch_offline_fraction(1, 100, online_rows=100, offline_rows=3000)
+    assert share == pytest.approx(400 / 3400)
+    assert uniform.batch_offline_fraction(1, 100, online_rows=100, offline_rows=0) == 0.5  # no offline data
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("offline_fraction", 1.5), ("offline_fraction_final", -0.1), ("online_reuse_limit", 0.0),
+     ("offline_anneal_steps", 0), ("conservative_weight", -1.0), ("behaviour_weight", -0.5), ("ramp_steps", -1)],
+)
+def test_bad_settings_name_their_field(field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"handover.{field}"):
+        HandoverConfig(**{field: value})
+
+
+class _Agent:
+    def __init__(self) -> None:
+        offline = OfflineConfig(conservative_weight=1.0, conservative_weight_online=0.5, behaviour_weight=10.0)
+        offline.attach(self, "online")  # type: ignore[arg-type]
+
+
+def test_the_weights_ramp_from_pretraining_to_online_and_stay() -> None:
+    agent = _Agent()
+    end = RegularizerWeights.of(agent)  # type: ignore[arg-type]
+    assert end == RegularizerWeights(0.5, 0.0)
+    handover = Handover(HandoverConfig(ramp_steps=10), start=RegularizerWeights(1.0, 10.0), end=end)
+    seen = []
+    for step in (1, 6, 11, 500):
+        handover.apply(agent, step)  # type: ignore[arg-type]
+        seen.append(RegularizerWeights.of(agent))  # type: ignore[arg-type]
+    assert seen == [RegularizerWeights(1.0, 10.0), RegularizerWeights(0.75, 5.0), end, end]
+
+
+def test_without_a_ramp_the_online_weights_hold_from_the_first_step() -> None:
+    agent = _Agent()
+    handover = Handover(HandoverConfig(), start=RegularizerWeights(1.0, 10.0), end=RegularizerWeights(0.5, 2.0))
+    handover.apply(agent, 1)  # type: ignore[arg-type]
+    assert RegularizerWeights.of(agent) == RegularizerWeights(0.5, 2.0)  # type: ignore[arg-type]
+    assert RegularizerWeights.from_dict(RegularizerWeights(0.5, None).to_dict()) == RegularizerWeights(0.5, None)

@@ -1,0 +1,95 @@
+"""The handover schedule through ``finetune``: weights ramp from pretraining's to the online ones as
+logged, overrides apply, a run killed mid-ramp resumes to the same run, bad requests are one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trainer_factories as tf
+from test_resume import Killed, _assert_same_state, _kill_at_update, _metrics, _state
+
+from dime_offline.config import from_dict, load_run_config
+from dime_offline.errors import ConfigError
+from dime_offline.regularizers import OfflineConfig
+from dime_offline.tracking import read_metrics_csv
+from dime_offline.trainers.handover import HandoverConfig
+from dime_offline.trainers.offline import PretrainConfig, pretrain
+from dime_offline.trainers.online import FinetuneConfig, finetune
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pretrained with penalty 1.0 -> 0.5 online and behaviour term 2.0 -> 0 online."""
+    out = tmp_path_factory.mktemp("handover") / "pre"
+    pretrain(PretrainConfig(
+        data=str(tf.PENDULUM_SAMPLE), steps=3, out_dir=str(out), agent=dict(tf.TINY_AGENT), eval_every=0, eval_episodes=1,
+        max_episode_steps=5, tensorboard=False, quiet=True,
+        offline=OfflineConfig(conservative_weight=1.0, conservative_weight_online=0.5, behaviour_weight=2.0),
+    ))
+    return out
+
+
+def _cfg(pretrained: Path, out: Path, **handover) -> FinetuneConfig:
+    return FinetuneConfig(
+        env_id="Pendulum-v1", checkpoint=str(pretrained), data=str(tf.PENDULUM_SAMPLE), steps=60, out_dir=str(out),
+        seed=2, agent={"batch_size": 16}, eval_every=25, eval_episodes=1, checkpoint_every=25, log_every=1,
+        max_episode_steps=10, tensorboard=False, quiet=True, handover=HandoverConfig(**handover),
+    )
+
+
+def _logged(out: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    steps, values = read_metrics_csv(out / "metrics.csv")[key]
+    return np.asarray(steps), np.asarray(values)
+
+
+def test_the_weights_ramp_from_pretraining_to_online_over_ramp_steps(pretrained: Path, tmp_path: Path) -> None:
+    finetune(_cfg(pretrained, tmp_path / "ramp", ramp_steps=40))
+    steps, behaviour = _logged(tmp_path / "ramp", "online/behaviour_weight")
+    _, penalty = _logged(tmp_path / "ramp", "online/conservative_weight")
+    progress = np.minimum(1.0, (steps - 1) / 40)
+    np.testing.assert_allclose(behaviour, 2.0 * (1 - progress), atol=1e-6)
+    np.testing.assert_allclose(penalty, 1.0 - 0.5 * progress, atol=1e-6)
+    assert behaviour[-1] == 0.0 and penalty[-1] == 0.5  # the online weights once the ramp is over
+    # without a ramp: the checkpoint's online weights from the first update, unless overridden
+    finetune(_cfg(pretrained, tmp_path / "step"))
+    assert set(_logged(tmp_path / "step", "online/behaviour_weight")[1]) == {0.0}
+    finetune(_cfg(pretrained, tmp_path / "kept", behaviour_weight=2.0, conservative_weight=0.0))
+    assert set(_logged(tmp_path / "kept", "online/behaviour_weight")[1]) == {2.0}
+    assert set(_logged(tmp_path / "kept", "online/conservative_weight")[1]) == {0.0}
+
+
+def test_a_run_killed_mid_ramp_resumes_to_the_same_run(pretrained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = finetune(_cfg(pretrained, tmp_path / "whole", ramp_steps=40))
+    with monkeypatch.context() as patch:
+        _kill_at_update(patch, 2 * 30)  # env step 30: after the periodic checkpoint at 25, mid-ramp
+        with pytest.raises(Killed):
+            finetune(_cfg(pretrained, tmp_path / "killed", ramp_steps=40))
+    resumed = finetune(FinetuneConfig(**{**vars(_cfg(pretrained, tmp_path / "killed", ramp_steps=40)), "resume": True}))
+    assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
+    _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
+
+
+def test_requests_the_agent_cannot_honour_are_one_line_errors(tmp_path: Path) -> None:
+    scratch = {"env_id": "Pendulum-v1", "steps": 5, "out_dir": str(tmp_path / "s"), "quiet": True, "tensorboard": False}
+    with pytest.raises(ConfigError, match="handover.ramp_steps"):  # nothing pretrained to ramp from
+        finetune(FinetuneConfig(**scratch, handover=HandoverConfig(ramp_steps=10)))
+    with pytest.raises(ConfigError, match="handover.behaviour_weight"):  # from scratch there is no behaviour term
+        finetune(FinetuneConfig(**scratch, handover=HandoverConfig(behaviour_weight=1.0)))
+    assert not (tmp_path / "s" / "metrics.csv").exists()
+
+
+def test_the_old_top_level_names_still_load_into_the_section() -> None:
+    cfg = from_dict(FinetuneConfig, {"env_id": "x", "offline_fraction": 0.3, "online_reuse_limit": None})
+    assert cfg.handover.offline_fraction == 0.3 and cfg.handover.online_reuse_limit is None
+    with pytest.raises(ConfigError, match="moved to 'handover.offline_fraction'"):
+        from_dict(FinetuneConfig, {"offline_fraction": 0.3, "handover": {"offline_fraction": 0.2}})
+
+
+def test_the_old_names_work_in_config_files_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "ft.yaml"
+    path.write_text("env_id: Pendulum-v1\noffline_fraction: 0.25\n")
+    assert load_run_config(FinetuneConfig, str(path)).handover.offline_fraction == 0.25
+    cfg = load_run_config(FinetuneConfig, None, ["env_id=x", "online_reuse_limit=2", "handover.ramp_steps=5"])
+    assert cfg.handover.online_reuse_limit == 2 and cfg.handover.ramp_steps == 5

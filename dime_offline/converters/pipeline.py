@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -120,16 +121,19 @@ def _us(seconds: Any) -> int:
     return round(float(seconds or 0.0) * US)
 
 
-def _parse_origin(text: str) -> int:
-    import pandas as pd
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
+
+def _parse_origin(text: str) -> int:
+    # The standard library rather than pandas (0.2 s to import for one string); Python >= 3.11 reads
+    # every ISO 8601 form the spec documents, 'Z' included.
     try:
-        stamp = pd.Timestamp(text)
+        stamp = datetime.fromisoformat(str(text))
     except ValueError:
         raise ConfigError(f"field 'grid_origin': not an ISO time: {text!r}") from None
     if stamp.tzinfo is None:
         raise ConfigError(f"field 'grid_origin': give a zone offset (e.g. {text}Z)")
-    return int(stamp.tz_convert("UTC").value) // 1000  # Timestamp.value is in ns whatever the unit
+    return (stamp - _EPOCH) // timedelta(microseconds=1)  # exact integer arithmetic
 
 
 # --------------------------------------------------------------------------- entry point

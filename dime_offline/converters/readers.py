@@ -39,6 +39,7 @@ from dime_offline.converters.spec import (
     ReaderSpec,
     normalise_label,
 )
+from dime_offline.data.arrow import arrow_array, numpy_array
 from dime_offline.errors import DataError, DatasetNotFoundError, SchemaError
 
 GOOD, UNCERTAIN, BAD = 0, 1, 2
@@ -438,7 +439,7 @@ def timestamps_us(arr: pa.Array, spec: ReadOptions, file: str, column: str, rows
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if arr.null_count:
-        first = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        first = int(np.flatnonzero(numpy_array(arr.is_null()))[0])
         raise DataError("missing timestamp", file=file, column=column, row=rows.row(first))
     typ = arr.type
     if pa.types.is_dictionary(typ):
@@ -457,10 +458,10 @@ def timestamps_us(arr: pa.Array, spec: ReadOptions, file: str, column: str, rows
             )
         scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}[unit]
         if pa.types.is_floating(typ):
-            values = arr.to_numpy(zero_copy_only=False).astype(np.float64)
+            values = numpy_array(arr).astype(np.float64)
             per_us = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}[unit]
             return np.floor(values * per_us).astype(np.int64)
-        values = arr.to_numpy(zero_copy_only=False).astype(np.int64)
+        values = numpy_array(arr).astype(np.int64)
         return values // 1000 if scale is None else values * scale
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
         return _from_strings(arr, spec, file, column, rows)
@@ -472,7 +473,7 @@ def _from_strings(arr: pa.Array, spec: ReadOptions, file: str, column: str, rows
     if fmt is not None:
         parsed = pc.strptime(arr, format=fmt, unit="us", error_is_null=True)
         if parsed.null_count:
-            first = int(np.flatnonzero(parsed.is_null().to_numpy(zero_copy_only=False))[0])
+            first = int(np.flatnonzero(numpy_array(parsed.is_null()))[0])
             raise DataError(
                 f"timestamp {arr[first].as_py()!r} does not match columns.timestamp_format {fmt!r}",
                 file=file, column=column, row=rows.row(first),
@@ -533,7 +534,7 @@ def _from_timestamp(arr: pa.Array, spec: ReadOptions, file: str, column: str, ro
                     f"local time {arr[i].as_py()} is {what} in {spec.timezone}",
                     file=file, column=column, row=rows.row(i),
                 ) from None
-    values = arr.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    values = numpy_array(arr.cast(pa.int64()))
     unit = typ.unit
     if unit == "ns":
         return np.floor_divide(values, 1000)
@@ -552,7 +553,7 @@ def _numeric_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         typ = arr.type
     n = len(arr)
     if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_decimal(typ):
-        return arr.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False), np.zeros(n, bool)
+        return numpy_array(arr.cast(pa.float64())), np.zeros(n, bool)
     if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
         arr = arr.cast(pa.string())
     try:
@@ -565,27 +566,12 @@ def _numeric_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             hit = pc.match_substring_regex(arr, pattern)
             keep = pc.invert(hit) if is_text else hit
             try:
-                values = pc.cast(pc.if_else(keep, arr, pa.scalar(None, pa.string())), pa.float64())
+                values = pc.cast(pc.if_else(keep, arr, pa.nulls(n, pa.string())), pa.float64())
             except pa.ArrowInvalid:
                 continue
-            text = ~_filled(keep, True)
+            text = ~numpy_array(keep, fill=True)
             break
-    out = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    return out, text
-
-
-def _filled(arr: pa.Array, value: Any) -> np.ndarray:
-    """``arr`` as numpy with nulls replaced by ``value`` (pyarrow's fill_null is slow here)."""
-    if arr.null_count == 0:
-        return arr.to_numpy(zero_copy_only=False)
-    out = arr.to_numpy(zero_copy_only=False)
-    mask = arr.is_null().to_numpy(zero_copy_only=False)
-    if out.dtype == object or out.dtype.kind == "f" and not isinstance(value, float):
-        out = np.where(mask, value, out)
-        return out.astype(type(value)) if isinstance(value, (bool, int)) else out
-    out = out.copy()
-    out[mask] = value
-    return out
+    return numpy_array(values), text
 
 
 def _strings(arr: pa.Array) -> list[str | None]:
@@ -594,7 +580,7 @@ def _strings(arr: pa.Array) -> list[str | None]:
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         if pa.types.is_floating(arr.type):
             # Batch ids stored as floats (1001.0) should read as "1001".
-            values = arr.to_numpy(zero_copy_only=False)
+            values = numpy_array(arr)
             return [None if np.isnan(v) else (str(int(v)) if float(v).is_integer() else str(v)) for v in values]
         arr = arr.cast(pa.string())
     return [None if s is None else s.strip() for s in arr.to_pylist()]
@@ -651,12 +637,12 @@ class QualityMap:
         """(n,) uint8 quality class per row; DataError naming the first unknown code."""
         typ = arr.type
         if pa.types.is_integer(typ):
-            ints = _filled(arr, 0).astype(np.int64)
+            ints = numpy_array(arr, fill=0).astype(np.int64)
             uniq, inverse = np.unique(ints, return_inverse=True)
             table = np.array([self._numeric(int(u)) for u in uniq], dtype=np.uint8)
             out = table[inverse]
             if arr.null_count:
-                out[arr.is_null().to_numpy(zero_copy_only=False)] = GOOD
+                out[numpy_array(arr.is_null())] = GOOD
             return out
         if not pa.types.is_dictionary(typ):
             if pa.types.is_floating(typ):
@@ -668,7 +654,7 @@ class QualityMap:
         for i, code in enumerate(dictionary):
             cls = self.classify(code)
             if cls is None:
-                indices = arr.indices.to_numpy(zero_copy_only=False)
+                indices = numpy_array(arr.indices)
                 row = int(np.flatnonzero(indices == i)[0])
                 raise DataError(
                     f"unknown quality code {code!r}; map it under quality.good / quality.uncertain / quality.bad"
@@ -676,10 +662,10 @@ class QualityMap:
                     file=file, column=column, row=rows.row(row),
                 )
             table[i] = cls
-        indices = _filled(arr.indices, 0)
+        indices = numpy_array(arr.indices, fill=0)
         out = table[indices] if len(table) else np.zeros(len(arr), np.uint8)
         if arr.null_count:
-            out[arr.is_null().to_numpy(zero_copy_only=False)] = GOOD
+            out[numpy_array(arr.is_null())] = GOOD
         return out
 
 
@@ -734,14 +720,14 @@ class ChunkReader:
             self.stats.tags_seen.update(str(n).strip() for n in names if n is not None)
         mapping = np.array([self.registry.lookup(str(n).strip()) if n is not None else -1 for n in names] + [-1],
                            dtype=np.int16)
-        indices = _filled(tag_col.indices, len(names))
+        indices = numpy_array(tag_col.indices, fill=len(names))
         tag_idx = mapping[indices]
         known = tag_idx >= 0
         rows = np.flatnonzero(known)
         if len(rows) == 0:
             return None
         tag_idx = tag_idx[rows]
-        sub = batch if len(rows) == batch.num_rows else batch.filter(pa.array(known))
+        sub = batch if len(rows) == batch.num_rows else batch.filter(arrow_array(known))
         where = _Rows(row0, None if sub is batch else rows)
         ts = timestamps_us(sub.column(layout.timestamp), self.spec, file, layout.timestamp, where)
         qual = (self.quality.classes(sub.column(layout.quality), file, layout.quality, where)
@@ -750,7 +736,7 @@ class ChunkReader:
         values = np.empty(len(rows), dtype=np.float64)
         text_rows = self.registry.is_text[tag_idx]
         numeric_pos = np.flatnonzero(~text_rows) if text_rows.any() else None
-        num_arr = value_col if numeric_pos is None else value_col.take(pa.array(numeric_pos))
+        num_arr = value_col if numeric_pos is None else value_col.take(arrow_array(numeric_pos))
         num_values, is_text = _numeric_values(num_arr)
         num_tags = tag_idx if numeric_pos is None else tag_idx[numeric_pos]
         if is_text.any():
@@ -760,7 +746,7 @@ class ChunkReader:
         else:
             values[numeric_pos] = num_values
             text_pos = np.flatnonzero(text_rows)
-            values[text_pos] = self._label_codes(value_col.take(pa.array(text_pos)), tag_idx[text_pos])
+            values[text_pos] = self._label_codes(value_col.take(arrow_array(text_pos)), tag_idx[text_pos])
         if layout.units is not None:
             self._tally_units(sub.column(layout.units), tag_idx)
         return self._finish(ts, tag_idx, values, qual, ~text_rows)
@@ -773,8 +759,8 @@ class ChunkReader:
         for tag, (vcol, qcol) in layout.wide_tags.items():
             idx = self.registry.index[tag]
             col = batch.column(vcol)
-            present = np.flatnonzero(~col.is_null().to_numpy(zero_copy_only=False)) if col.null_count else None
-            arr = col if present is None else col.take(pa.array(present))
+            present = np.flatnonzero(~numpy_array(col.is_null())) if col.null_count else None
+            arr = col if present is None else col.take(arrow_array(present))
             rows = np.arange(len(col)) if present is None else present
             tags = np.full(len(rows), idx, dtype=np.int16)
             if self.registry.is_text[idx]:
@@ -785,7 +771,7 @@ class ChunkReader:
                     self._tally_text(arr, is_text, tags)
             if qcol is not None:
                 qarr = batch.column(qcol)
-                q = self.quality.classes(qarr if present is None else qarr.take(pa.array(present)), file, qcol,
+                q = self.quality.classes(qarr if present is None else qarr.take(arrow_array(present)), file, qcol,
                                          _Rows(row0, present))
             else:
                 q = np.zeros(len(rows), np.uint8)
@@ -830,7 +816,7 @@ class ChunkReader:
 
     def _tally_text(self, arr: pa.Array, is_text: np.ndarray, tags: np.ndarray) -> None:
         pos = np.flatnonzero(is_text)
-        texts = _strings(arr.take(pa.array(pos)))
+        texts = _strings(arr.take(arrow_array(pos)))
         for t, text in zip(tags[pos].tolist(), texts):
             counter = self.stats.per_tag.setdefault(self.registry.tags[t].tag, TagStats()).text_states
             key = text if (text in counter or len(counter) < _MAX_TEXT_STATES) else "<other text>"
@@ -847,7 +833,7 @@ class ChunkReader:
         if not pa.types.is_dictionary(arr.type):
             arr = pc.dictionary_encode(arr.cast(pa.string()))
         names = arr.dictionary.to_pylist()
-        codes = _filled(arr.indices, -1).astype(np.int64)
+        codes = numpy_array(arr.indices, fill=-1).astype(np.int64)
         counts = np.bincount(tags.astype(np.int64) * (len(names) + 1) + codes + 1,
                              minlength=len(self.registry) * (len(names) + 1))
         for key in np.flatnonzero(counts).tolist():

@@ -88,8 +88,9 @@ NUMPY_TYPES: dict[pa.DataType, type] = {
 """Arrow number types whose buffers numpy reads as they are."""
 
 
-# pyarrow's Array.to_numpy and pa.array(ndarray) import pandas on first use (0.3-0.6 s, more than a
-# small file's whole read), so the data commands move numbers and flags through the buffers instead.
+# pyarrow's Array.to_numpy, pa.array (of an ndarray or a list), pa.scalar and compute calls given a
+# Python scalar import pandas on first use (0.3-0.6 s, more than a small file's whole read), so the data
+# and telemetry commands move numbers, flags and strings through the buffers instead.
 def arrow_array(values: np.ndarray) -> pa.Array:
     """A 1-D numeric or bool numpy array as an Arrow array (numbers wrapped without a copy)."""
     values = np.ascontiguousarray(values)
@@ -98,31 +99,55 @@ def arrow_array(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
 
-def numpy_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """``arr.to_numpy(zero_copy_only=False)``: numbers without nulls as a read-only view of the buffer,
-    bools unpacked; nulls and other types go through pyarrow."""
+def numpy_array(arr: pa.Array | pa.ChunkedArray, fill: float | None = None) -> np.ndarray:
+    """``arr.to_numpy(zero_copy_only=False)`` for numbers and bools, read from the buffers.
+
+    Without nulls, numbers are a read-only view of the buffer and bools are unpacked. Nulls read as
+    ``fill`` in the array's own dtype; without ``fill`` they read as NaN, integers becoming float64
+    (as pyarrow converts them; floats keep their width). Other types, and bools with nulls but no
+    ``fill``, go through pyarrow.
+    """
     arr = _combine(arr)
+    dtype = NUMPY_TYPES.get(arr.type)
+    boolean = pa.types.is_boolean(arr.type)
+    if (dtype is None and not boolean) or (boolean and arr.null_count and fill is None):
+        return arr.to_numpy(zero_copy_only=False)
+    values = _buffer_values(arr, dtype)
     if arr.null_count == 0:
-        dtype = NUMPY_TYPES.get(arr.type)
-        if dtype is not None:
-            if len(arr) == 0:
-                return np.empty(0, dtype)
-            view = np.frombuffer(arr.buffers()[1], dtype, count=len(arr), offset=arr.offset * np.dtype(dtype).itemsize)
-            view.flags.writeable = False  # Arrow memory (possibly a memory-mapped file) is never written through
-            return view
-        if pa.types.is_boolean(arr.type):
-            if len(arr) == 0:
-                return np.empty(0, bool)
-            bits = np.frombuffer(arr.buffers()[1], np.uint8)
-            return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset:].view(np.bool_)
-    return arr.to_numpy(zero_copy_only=False)
+        return values
+    if fill is None:
+        fill = np.nan
+        values = values.astype(np.float64) if values.dtype.kind in "iu" else values.copy()
+    elif not values.flags.writeable:
+        values = values.copy()
+    # The slots under nulls hold arbitrary bytes: overwrite them.
+    values[_buffer_values(arr.is_null(), None)] = fill
+    return values
 
 
-def _string_array(strings: list[str]) -> pa.Array:
-    encoded = [text.encode() for text in strings]
+def _buffer_values(arr: pa.Array, dtype: type | None) -> np.ndarray:
+    """The data buffer of a number (``dtype``) or bool (None) array, validity ignored."""
+    if len(arr) == 0:
+        return np.empty(0, bool if dtype is None else dtype)
+    if dtype is None:
+        bits = np.frombuffer(arr.buffers()[1], np.uint8)
+        return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset:].view(np.bool_)
+    view = np.frombuffer(arr.buffers()[1], dtype, count=len(arr), offset=arr.offset * np.dtype(dtype).itemsize)
+    view.flags.writeable = False  # Arrow memory (possibly a memory-mapped file) is never written through
+    return view
+
+
+def string_array(strings: Sequence[str | None]) -> pa.Array:
+    """Python strings (None: null) as an Arrow string array, built from its buffers."""
+    encoded = [b"" if text is None else text.encode() for text in strings]
     offsets = np.zeros(len(encoded) + 1, np.int32)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    missing = np.fromiter((text is None for text in strings), bool, len(encoded))
+    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
+    return pa.Array.from_buffers(
+        pa.string(), len(encoded), [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+        null_count=int(missing.sum()),
+    )
 
 
 def _episode_keys(keys: pa.Array) -> np.ndarray:
@@ -171,7 +196,7 @@ def transitions_to_table(data: TransitionData) -> pa.Table:
     if data.episode_key is not None:
         names, codes = np.unique(np.asarray([str(k) for k in data.episode_key], dtype=object), return_inverse=True)
         columns["episode_key"] = pa.DictionaryArray.from_arrays(
-            arrow_array(codes.astype(np.int32)), _string_array([str(n) for n in names])
+            arrow_array(codes.astype(np.int32)), string_array([str(n) for n in names])
         )
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 

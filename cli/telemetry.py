@@ -87,9 +87,10 @@ def make_telemetry_command(
         cstr_telemetry_spec,
         generate_telemetry,
         write_telemetry,
+        write_truth,
     )
     from dime_offline.errors import ConfigError
-    from dime_offline.io import atomic_path, atomic_write_text
+    from dime_offline.io import atomic_write_text
 
     config = resolve_config(
         TelemetryConfig, None if config_path is None else str(config_path), overrides,
@@ -101,16 +102,15 @@ def make_telemetry_command(
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out must end in .csv or .parquet, got '{out.name}'")
     result = generate_telemetry(config)
-    write_telemetry(result.long, out)
+    write_telemetry(result.export, out)
     if truth is not None:
-        with atomic_path(truth) as tmp:
-            result.truth.to_csv(tmp, index=False)
+        write_truth(result, truth)
     if spec_out is not None:
         spec = cstr_scan_rate_spec(result.skews) if scan_rate else cstr_telemetry_spec()
         atomic_write_text(spec_out, yaml.safe_dump(spec, sort_keys=False))
     summary = {
-        "out": str(out), "rows": len(result.long), "control_steps": len(result.truth),
-        "batches": int(result.truth["batch"].nunique()), "trips": int(result.truth["terminated"].sum()),
+        "out": str(out), "rows": result.export.num_rows, "control_steps": len(result.steps),
+        "batches": len({step["batch"] for step in result.steps}), "trips": sum(bool(step["terminated"]) for step in result.steps),
         "hours": hours, "seed": seed, "scan_rate": scan_rate, "outages": len(result.outages),
     }
     if json_output:

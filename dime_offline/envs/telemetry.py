@@ -19,17 +19,29 @@ simulator's true state at every control step (for tests and demos). What makes i
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
+from dime_offline.data.arrow import arrow_array, string_array
 from dime_offline.envs import CSTR_ENV_ID
 from dime_offline.envs.cstr import CSTREnv, CSTRParams
 from dime_offline.envs.pi_controller import PIConfig, PIController
 from dime_offline.io import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The export is built and written with numpy and pyarrow: `data make-telemetry` never imports pandas
+# (0.2 s of its start-up); the DataFrame views below import it when asked for.
 
 GOOD, UNCERTAIN, BAD = 0, 0x40000000, 0x80000000
 """OPC UA StatusCode values written to the quality column."""
@@ -121,15 +133,32 @@ class TelemetryConfig:
 class TelemetryResult:
     """A generated export and the truth behind it."""
 
-    long: pd.DataFrame
-    """Historian rows: timestamp (datetime64[us, UTC]), tag, value (str), quality (int64), units."""
-    truth: pd.DataFrame
-    """One row per control step: timestamp, batch, the env observation columns, action, mode,
-    reward, terminated, truncated."""
+    export: pa.Table
+    """Historian rows: timestamp (timestamp[ns, UTC], whole milliseconds), tag, value (string),
+    quality (int64), units (string; null for tags without units)."""
+    steps: list[dict[str, Any]]
+    """One dict per control step: t (seconds since ``start``), batch, the env observation columns,
+    action, mode, reward, terminated, truncated."""
+    start: datetime
+    """Time of the first control step (UTC)."""
     skews: dict[str, float] = field(default_factory=dict)
     """Clocked tag -> the lag of its time stamps behind its scan, seconds (scan-rate logging)."""
-    outages: list[tuple[pd.Timestamp, pd.Timestamp]] = field(default_factory=list)
-    """Plant-wide communication outages (start, end)."""
+    outages: list[tuple[datetime, datetime]] = field(default_factory=list)
+    """Plant-wide communication outages (start, end), UTC."""
+
+    @property
+    def long(self) -> pd.DataFrame:
+        """:attr:`export` as a pandas DataFrame (timestamp datetime64[ns, UTC])."""
+        return self.export.to_pandas()
+
+    @property
+    def truth(self) -> pd.DataFrame:
+        """:attr:`steps` as a pandas DataFrame, ``t`` replaced by a timestamp (datetime64[us, UTC])."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.steps)
+        frame.insert(0, "timestamp", pd.Timestamp(self.start).as_unit("us") + pd.to_timedelta(frame.pop("t"), unit="s"))
+        return frame
 
 
 def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult:
@@ -227,20 +256,39 @@ def generate_telemetry(config: TelemetryConfig | None = None) -> TelemetryResult
     if outages:
         events = [e for e in events if e[1] in (BATCH_TAG, TRIP_TAG, MODE_TAG)
                   or not any(a <= e[0] < b for a, b in outages)]
-    start = pd.Timestamp(cfg.start).as_unit("us")
+    start = datetime.fromisoformat(cfg.start)
+    start = start.replace(tzinfo=timezone.utc) if start.tzinfo is None else start.astimezone(timezone.utc)
     events.sort(key=lambda e: e[0])
+    return TelemetryResult(
+        export=_export_table(events, start), steps=truth, start=start, skews=skews,
+        outages=[(start + timedelta(seconds=a), start + timedelta(seconds=b)) for a, b in outages],
+    )
+
+
+def _export_table(events: list[tuple[float, str, str, int]], start: datetime) -> pa.Table:
+    """The historian rows (time-sorted events) as an Arrow table; times kept to the millisecond."""
     units = {tag.tag: tag.units for tag in ANALOG_TAGS} | {SETPOINT_TAG: "K", OUTPUT_TAG: "K"}
-    long = pd.DataFrame({
-        "timestamp": start + pd.to_timedelta(np.round([e[0] for e in events], 3), unit="s"),
-        "tag": [e[1] for e in events],
-        "value": [e[2] for e in events],
-        "quality": np.array([e[3] for e in events], dtype=np.int64),
-        "units": [units.get(e[1]) for e in events],
-    })
-    truth_df = pd.DataFrame(truth)
-    truth_df.insert(0, "timestamp", start + pd.to_timedelta(truth_df.pop("t"), unit="s"))
-    return TelemetryResult(long=long, truth=truth_df, skews=skews,
-                           outages=[(start + pd.Timedelta(seconds=a), start + pd.Timedelta(seconds=b)) for a, b in outages])
+    seconds = np.round(np.array([e[0] for e in events], dtype=np.float64), 3)
+    ns = (_epoch_us(start) + np.round(seconds * 1e6).astype(np.int64)) * 1000
+    # Few distinct tags: each row takes its tag and units from one small array by index.
+    names = list(dict.fromkeys(e[1] for e in events))
+    index = {name: i for i, name in enumerate(names)}
+    codes = arrow_array(np.array([index[e[1]] for e in events], dtype=np.int64))
+    return pa.Table.from_arrays(
+        [
+            arrow_array(ns).cast(pa.timestamp("ns", tz="UTC")),
+            string_array(names).take(codes),
+            string_array([e[2] for e in events]),
+            arrow_array(np.array([e[3] for e in events], dtype=np.int64)),
+            string_array([units.get(name) for name in names]).take(codes),
+        ],
+        names=["timestamp", "tag", "value", "quality", "units"],
+    )
+
+
+def _epoch_us(moment: datetime) -> int:
+    """Whole microseconds since the Unix epoch of an aware time (exact integer arithmetic)."""
+    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
 
 
 def _clocked_controller(
@@ -350,17 +398,53 @@ def _sample_analog(
     return out
 
 
-def write_telemetry(long: pd.DataFrame, path: str | Path) -> Path:
-    """Write an export as CSV (ISO timestamps with 'Z', ms precision) or Parquet, atomically."""
+def write_telemetry(export: pa.Table | pd.DataFrame, path: str | Path) -> Path:
+    """Write an export (:attr:`TelemetryResult.export`, or its :attr:`~TelemetryResult.long` frame)
+    as CSV (ISO timestamps with 'Z', ms precision) or Parquet, atomically."""
     path = Path(path)
-    frame = long.copy()
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
-            frame.to_csv(tmp, index=False)
+    table = export if isinstance(export, pa.Table) else pa.Table.from_pandas(export, preserve_index=False)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return path
+    # To naive UTC milliseconds (truncating, as the historian does), so formatting needs no zone database.
+    stamps = table.column("timestamp").cast(pa.timestamp("ms"), safe=False)
+    table = table.set_column(0, "timestamp", pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ"))
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        # pyarrow quotes header names (and, by default, every string): write the header here and
+        # the rows unquoted (no value holds a comma, a quote or a line break).
+        out.write((",".join(table.column_names) + "\n").encode())
+        pa_csv.write_csv(table, out, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
     return path
+
+
+def write_truth(result: TelemetryResult, path: str | Path) -> Path:
+    """Write the per-step truth as CSV, atomically, formatted as pandas' ``to_csv`` writes
+    :attr:`TelemetryResult.truth` (``2024-05-01 00:00:30+00:00``, float repr, True/False)."""
+    path = Path(path)
+    columns = ["timestamp"] + [c for c in (result.steps[0] if result.steps else {}) if c != "t"]
+    seconds = np.array([row["t"] for row in result.steps], dtype=np.float64)
+    whole = seconds.astype(np.int64)
+    # As pandas.to_timedelta(seconds, unit="s"): the fraction rounded to 9 digits, then truncated to ns.
+    ns = whole * 10**9 + (np.round(seconds - whole, 9) * 1e9).astype(np.int64)
+    # pandas gives the whole column the fewest fraction digits (0, 3, 6 or 9) that every time needs.
+    fraction = ns % 10**9
+    unit = next((u for u, step in (("s", 10**9), ("ms", 10**6), ("us", 10**3)) if not (fraction % step).any()), "ns")
+    stamps = np.datetime_as_string((_epoch_us(result.start) * 1000 + ns).astype("datetime64[ns]"), unit=unit)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for row, stamp in zip(result.steps, stamps.tolist()):
+            writer.writerow([stamp.replace("T", " ") + "+00:00"] + [_csv_cell(row[c]) for c in columns[1:]])
+    return path
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else repr(float(value))
+    return str(value)
 
 
 def cstr_telemetry_spec() -> dict[str, Any]:

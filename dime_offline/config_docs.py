@@ -40,7 +40,7 @@ def class_fields(source: str, class_name: str) -> dict[str, FieldSource]:
     bases first (a base defined in ``source``, or imported from a ``dime_offline`` module and read
     from that module's file), then its own; a field declared again keeps its base's place, as in a
     dataclass."""
-    tree = ast.parse(source)
+    tree = _parsed(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == class_name:
             fields: dict[str, FieldSource] = {}
@@ -49,6 +49,13 @@ def class_fields(source: str, class_name: str) -> dict[str, FieldSource]:
             fields.update(_fields(node, _module_constants(tree)))
             return fields
     raise LookupError(f"class {class_name} not found")
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(source: str) -> ast.Module:
+    """``source``'s syntax tree, parsed once per process: the command table reads several classes
+    (and their shared bases) from the same files, and every parse costs start-up time."""
+    return ast.parse(source)
 
 
 def _base_fields(tree: ast.Module, source: str, base: ast.expr) -> dict[str, FieldSource]:

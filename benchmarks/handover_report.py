@@ -1,0 +1,130 @@
+"""Issue 9's offline -> online measures, read from sweep outputs (`dime-offline sweep --out DIR`).
+
+For every fine-tuning trial (a ``finetune`` sweep, from a checkpoint or from scratch) this reads the
+evaluations in its ``metrics.csv`` (``eval/return_mean``, the deterministic policy the run would
+deploy) and, for a trial that fine-tunes a checkpoint, the boundary score: the last evaluation of
+the pretraining run the checkpoint came from. Per trial it prints
+
+* ``boundary``: the pretrained policy's score (its last offline evaluation);
+* ``dip``: the lowest evaluation in the first ``--window`` of the online steps, and whether it stays
+  within 10 % of the boundary (``>= 0.9 x`` for positive scores; ``>= boundary - 0.1 |boundary|`` in
+  general, as returns here are often negative);
+* ``drawdown``: after that window, the largest fall of an evaluation below the best earlier one,
+  next to 10 % of that best and the evaluation noise (twice the standard error of the mean return
+  over the evaluation's episodes): a fall beyond both is a kept-gain failure;
+* ``final``: the last evaluation (the final policy), and its gain over the boundary.
+
+Trials are grouped by their sweep setting (``trial.json``), and each group's means are printed.
+
+    python benchmarks/handover_report.py --runs cache/o2o-cstr/handover cache/o2o-cstr/scratch
+    python benchmarks/handover_report.py --runs DIR --json report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dime_offline.config import dotted_items, setting_text
+from dime_offline.tracking import read_metrics_csv
+
+
+@dataclass
+class TrialMeasures:
+    """The measures of one fine-tuning trial (see the module docstring)."""
+
+    setting: str
+    trial: str
+    source: str
+    boundary: float | None
+    steps: list[int]
+    returns: list[float]
+    dip: float
+    dip_ok: bool | None
+    drawdown: float
+    drawdown_at: int | None
+    kept: bool
+    final: float
+    gain: float | None
+
+
+def _evaluations(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    metrics = read_metrics_csv(run / "metrics.csv")
+    steps, means = metrics["eval/return_mean"]
+    _, stds = metrics["eval/return_std"]
+    _, episodes = metrics["eval/episodes"]
+    return steps, means, stds, episodes
+
+
+def measure(trial_dir: Path, window: float) -> TrialMeasures:
+    """The measures of the fine-tuning run in sweep trial folder ``trial_dir``."""
+    trial = json.loads((trial_dir / "trial.json").read_text())
+    config = trial["config"]
+    steps, means, stds, episodes = _evaluations(trial_dir)
+    boundary = None
+    checkpoint = config.get("checkpoint")
+    if checkpoint:
+        pre_steps, pre_means, _, _ = _evaluations(Path(checkpoint))
+        boundary = float(pre_means[np.argmax(pre_steps)])
+    online = steps > 0
+    steps, means, noise = steps[online], means[online], 2 * stds[online] / np.sqrt(episodes[online])
+    horizon = window * float(config["steps"])
+    early = steps <= horizon
+    dip = float(means[early].min()) if early.any() else math.nan
+    dip_ok = None if boundary is None or not early.any() else bool(dip >= boundary - 0.1 * abs(boundary))
+    drawdown, drawdown_at, kept = 0.0, None, True
+    best = -math.inf
+    for step, value, spread, is_early in zip(steps, means, noise, early):
+        if not is_early and best > -math.inf and best - value > drawdown:
+            drawdown, drawdown_at = float(best - value), int(step)
+            if best - value > max(0.1 * abs(best), spread):
+                kept = False
+        best = max(best, float(value))
+    final = float(means[-1])
+    return TrialMeasures(
+        setting=setting_text(dotted_items(trial.get("setting") or {})) or "(base)",
+        trial=trial["name"], source=str(checkpoint or "scratch"), boundary=boundary,
+        steps=[int(s) for s in steps], returns=[round(float(m), 1) for m in means],
+        dip=dip, dip_ok=dip_ok, drawdown=drawdown, drawdown_at=drawdown_at, kept=kept,
+        final=final, gain=None if boundary is None else final - boundary,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help="sweep output folders of finetune sweeps")
+    parser.add_argument("--window", type=float, default=0.1, help="share of the online steps the dip is looked for in")
+    parser.add_argument("--json", default=None, help="also write every trial's measures here")
+    args = parser.parse_args()
+    trials = [
+        measure(path.parent, args.window)
+        for folder in args.runs for path in sorted(Path(folder).glob("trials/*/metrics.csv"))
+    ]
+    groups: dict[str, list[TrialMeasures]] = {}
+    for t in trials:
+        groups.setdefault(t.setting, []).append(t)
+
+    def show(value: float | None) -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+    print(f"{'setting / trial':60s} {'boundary':>9s} {'dip':>8s} {'ok':>4s} {'drawdown':>9s} {'kept':>5s} {'final':>8s} {'gain':>7s}")
+    for setting, members in groups.items():
+        print(setting)
+        for t in members:
+            print(f"  {t.trial + ' ' + Path(t.source).name:58s} {show(t.boundary):>9s} {show(t.dip):>8s} {t.dip_ok!s:>4s}"
+                  f" {show(t.drawdown):>9s} {t.kept!s:>5s} {show(t.final):>8s} {show(t.gain):>7s}")
+            print(f"      returns: {', '.join(f'{s}:{r:.0f}' for s, r in zip(t.steps, t.returns))}")
+        finals = [t.final for t in members]
+        print(f"  mean final {np.mean(finals):.1f} (std {np.std(finals):.1f}), mean drawdown {np.mean([t.drawdown for t in members]):.1f},"
+              f" dips within 10 %: {sum(bool(t.dip_ok) for t in members)}/{len(members)}, kept: {sum(t.kept for t in members)}/{len(members)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(t) for t in trials], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

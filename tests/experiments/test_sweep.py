@@ -23,7 +23,7 @@ from wandb_files import wandb_run
 
 import dime_offline.sweep as sweep_module
 from dime_offline.agent.dime import DIMEAgent
-from dime_offline.config import from_dict
+from dime_offline.config import from_dict, load_config
 from dime_offline.errors import ConfigError
 from dime_offline.sweep import (
     SchedulerConfig,
@@ -441,3 +441,12 @@ def test_trials_on_ray_tune_log_into_the_sweeps_groups(tmp_path: Path) -> None:
     for trial in ("s000-seed0", "s001-seed0"):
         run_dir = sweep_dir / "trials" / trial
         assert wandb_run(run_dir, json.loads((run_dir / "trackers.json").read_text())["wandb"]["run_id"])["group"] == "on-ray"
+
+
+@pytest.mark.parametrize("path", sorted((SAMPLE.parents[2] / "docs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_file_plans(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep files in docs/sweeps name only fields their command has (a renamed field fails here)."""
+    monkeypatch.chdir(SAMPLE.parents[2])
+    cfg = load_config(SweepConfig, path, [f"out_dir={tmp_path / 'sw'}"])
+    trials = plan_trials(cfg)
+    assert len(trials) == len(cfg.seeds) * len(sweep_module._settings(cfg)) > 0

@@ -135,7 +135,8 @@ def discounted_horizon(episode_end: np.ndarray, terminated: np.ndarray, gamma: f
 
 
 def value_support(
-    returns: np.ndarray, reward: np.ndarray, gamma: float, *, margin: float = 0.25, terminated: np.ndarray | None = None
+    returns: np.ndarray, reward: np.ndarray, gamma: float, *, margin: float = 0.25, terminated: np.ndarray | None = None,
+    hold_rewards: bool = True,
 ) -> tuple[float, float]:
     """A critic support [v_min, v_max] for values of this data, with a margin.
 
@@ -149,13 +150,15 @@ def value_support(
     as it is earned: the ends are the other rewards held for ever plus the most extreme terminal
     reward once. Without it a rare terminal penalty sets them (a -112 interlock trip among rewards
     of -13 and above: -11 200 at gamma 0.99 instead of -1 400).
+
+    ``hold_rewards=False`` leaves the held rewards out: the core is the returns' range alone.
     """
     if returns.size == 0 or reward.size == 0:
         raise ValueError("value_support needs at least one return and one reward")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     low, high = min(float(np.min(returns)), 0.0), max(float(np.max(returns)), 0.0)
-    if gamma < 1.0:
+    if hold_rewards and gamma < 1.0:
         ends = reward[terminated] if terminated is not None else reward[:0]
         ongoing = reward[~terminated] if terminated is not None else reward
         once_low, once_high = min(float(np.min(ends, initial=0.0)), 0.0), max(float(np.max(ends, initial=0.0)), 0.0)

@@ -50,10 +50,13 @@ class OfflineConfig:
     return_tail: TruncationTail = "lower"
     """How the returns-to-go that calibration uses end at a truncation: "zero", "repeat_last_reward"
     or "lower", the lower of the two (``data/returns.py``; fine-tuning keeps the setting)."""
-    value_support: Literal["data", "preset"] = "data"
-    """The critics' support: "data" fits [v_min, v_max] to the dataset's returns-to-go and reward
-    range with ``value_support_margin`` (``data/returns.py: value_support``); "preset" keeps the
-    preset's. Explicit ``agent.v_min``/``agent.v_max`` always win. The checkpoint keeps the result."""
+    value_support: Literal["data", "returns", "preset"] = "data"
+    """The critics' support: "data" fits [v_min, v_max] to the dataset's returns-to-go (with
+    ``return_tail``) and to the logged rewards held for ever, with ``value_support_margin``
+    (``data/returns.py: value_support``); "returns" to the discounted sums of the logged rewards alone
+    (no tail, nothing held for ever: the atoms spend their resolution where the logged values lie,
+    values beyond the margin are clipped to the ends); "preset" keeps the preset's. Explicit
+    ``agent.v_min``/``agent.v_max`` always win. The checkpoint keeps the result."""
     value_support_margin: float = 0.25
     """Room added at each end of the fitted support, as a share of its width."""
     n_actions: int = 2
@@ -108,8 +111,8 @@ class OfflineConfig:
             raise ConfigError(f"field 'offline.value_support_margin': must be >= 0, got {self.value_support_margin}")
         if self.return_tail not in TRUNCATION_TAILS:
             raise ConfigError(f"field 'offline.return_tail': must be one of {', '.join(TRUNCATION_TAILS)}, got {self.return_tail!r}")
-        if self.value_support not in ("data", "preset"):
-            raise ConfigError(f"field 'offline.value_support': must be 'data' or 'preset', got {self.value_support!r}")
+        if self.value_support not in ("data", "returns", "preset"):
+            raise ConfigError(f"field 'offline.value_support': must be 'data', 'returns' or 'preset', got {self.value_support!r}")
         if self.alpha_per_reward_std <= 0:
             raise ConfigError(f"field 'offline.alpha_per_reward_std': must be > 0, got {self.alpha_per_reward_std}")
 

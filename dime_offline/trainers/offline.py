@@ -35,7 +35,7 @@ from dime_offline.checkpoints import load_agent_state
 from dime_offline.config import check_section, resolve_agent_config, to_dict
 from dime_offline.data.load import load_replay_store
 from dime_offline.data.replay import ReplayConfig, ReplayStore
-from dime_offline.data.returns import value_support
+from dime_offline.data.returns import discounted_returns_to_go, value_support
 from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.envs.make import make_env, spaces_of
 from dime_offline.errors import ConfigError
@@ -208,16 +208,24 @@ def _load_store(cfg: PretrainConfig, agent_cfg: DIMEConfig) -> ReplayStore:
 def _fit_value_support(agent_cfg: DIMEConfig, store: ReplayStore, cfg: PretrainConfig) -> DIMEConfig:
     """``agent_cfg`` with the support fitted to the data (``offline.value_support``), unless the user set
     ``agent.v_min`` or ``agent.v_max``."""
-    if cfg.offline.value_support != "data" or "v_min" in cfg.agent or "v_max" in cfg.agent:
+    if cfg.offline.value_support == "preset" or "v_min" in cfg.agent or "v_max" in cfg.agent:
         return agent_cfg
     n = store.offline_size
-    # A terminal step's reward (an interlock trip's penalty) counts once, as it is earned: held for ever
-    # it would stretch the support ~100x past every logged value (CSTR twin: [-16 000, 3 000] for values
-    # of about -40, all in one atom: pretrained policies scored -450 to -800, the logged PI loop -210).
-    v_min, v_max = value_support(
-        store.mc_return[:n].cpu().numpy(), store.reward[:n].cpu().numpy(), agent_cfg.gamma,
-        margin=cfg.offline.value_support_margin, terminated=store.terminated[:n].cpu().numpy().astype(bool),
-    )
+    reward = store.reward[:n].cpu().numpy()
+    terminated = store.terminated[:n].cpu().numpy().astype(bool)
+    if cfg.offline.value_support == "returns":
+        ends = terminated | store.truncated[:n].cpu().numpy().astype(bool)
+        ends[-1] = True
+        observed = discounted_returns_to_go(reward, ends, terminated, agent_cfg.gamma, truncation="zero")
+        v_min, v_max = value_support(observed, reward, agent_cfg.gamma, margin=cfg.offline.value_support_margin, hold_rewards=False)
+    else:
+        # A terminal step's reward (an interlock trip's penalty) counts once, as it is earned: held for ever
+        # it would stretch the support ~100x past every logged value (CSTR twin: [-16 000, 3 000] for values
+        # of about -40, all in one atom: pretrained policies scored -450 to -800, the logged PI loop -210).
+        v_min, v_max = value_support(
+            store.mc_return[:n].cpu().numpy(), reward, agent_cfg.gamma,
+            margin=cfg.offline.value_support_margin, terminated=terminated,
+        )
     return dataclasses.replace(agent_cfg, v_min=round(v_min, 3), v_max=round(v_max, 3))
 
 

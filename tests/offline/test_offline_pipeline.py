@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from dime_offline.checkpoints import load_checkpoint, read_checkpoint_meta
 from dime_offline.config import from_dict, load_config
 from dime_offline.data.parquet import write_parquet
+from dime_offline.data.returns import discounted_returns_to_go
 from dime_offline.regularizers import OfflineConfig, describe_regularizers
 from dime_offline.tracking import read_metrics_csv
 from dime_offline.trainers.offline import PretrainConfig, pretrain
@@ -190,3 +191,8 @@ def test_the_value_support_is_fitted_to_the_data_unless_the_user_sets_it(tmp_pat
     write_parquet(dataclasses.replace(logged, reward=reward, terminated=terminated, truncated=truncated), data)
     v_min, v_max = support("trip", {"value_support_margin": 0.0}, {})
     assert v_min == pytest.approx(-50.0, rel=1e-3) and v_max == pytest.approx(core_high, rel=1e-3)
+    # "returns": the logged discounted sums alone (the trip's -50 once; no reward held for ever, no tail).
+    observed = discounted_returns_to_go(reward, terminated | truncated, terminated, gamma, truncation="zero")
+    v_min, v_max = support("returns", {"value_support": "returns", "value_support_margin": 0.0}, {})
+    assert v_min == pytest.approx(min(observed.min(), 0.0), abs=1e-3) and v_max == pytest.approx(observed.max(), abs=1e-3)
+    assert v_max < 0.5 * core_high  # 20-step episodes: far below a reward of 1 held for ever

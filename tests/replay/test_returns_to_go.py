@@ -124,3 +124,11 @@ def test_a_terminal_reward_enters_the_support_once() -> None:
     # A positive terminal bonus raises the ceiling once: 0.5 / 0.1 + 3.
     up = value_support(np.array([1.0]), np.array([0.5, 3.0]), 0.9, margin=0.0, terminated=np.array([False, True]))
     assert up == pytest.approx((0.0, 8.0))
+
+
+def test_value_support_without_held_rewards_is_the_returns_range() -> None:
+    returns, reward = np.array([-3.0, -1.0, 2.0]), np.array([-5.0, 1.0, 0.5])
+    assert value_support(returns, reward, 0.9, margin=0.0, hold_rewards=False) == pytest.approx((-3.0, 2.0))
+    assert value_support(returns, reward, 0.9, margin=0.5, hold_rewards=False) == pytest.approx((-5.5, 4.5))
+    assert value_support(returns, reward, 0.9, margin=0.0) == pytest.approx((-50.0, 10.0))  # held for ever
+

@@ -14,7 +14,8 @@ the pretraining run the checkpoint came from. Per trial it prints
   over the evaluation's episodes): a fall beyond both is a kept-gain failure;
 * ``final``: the last evaluation (the final policy), and its gain over the boundary.
 
-Trials are grouped by their sweep setting (``trial.json``), and each group's means are printed.
+Trials are grouped by their sweep setting (``trial.json``), the checkpoint aside (fine-tuning each
+pretraining seed's checkpoint is a seed of the setting), and each group's means are printed.
 
     python benchmarks/handover_report.py --runs cache/o2o-cstr/handover cache/o2o-cstr/scratch
     python benchmarks/handover_report.py --runs DIR --json report.json
@@ -87,7 +88,7 @@ def measure(trial_dir: Path, window: float) -> TrialMeasures:
         best = max(best, float(value))
     final = float(means[-1])
     return TrialMeasures(
-        setting=setting_text(dotted_items(trial.get("setting") or {})) or "(base)",
+        setting=setting_text((k, v) for k, v in dotted_items(trial.get("setting") or {}) if k != "checkpoint") or "(base)",
         trial=trial["name"], source=str(checkpoint or "scratch"), boundary=boundary,
         steps=[int(s) for s in steps], returns=[round(float(m), 1) for m in means],
         dip=dip, dip_ok=dip_ok, drawdown=drawdown, drawdown_at=drawdown_at, kept=kept,

@@ -5,7 +5,9 @@ evaluations in its ``metrics.csv`` (``eval/return_mean``, the deterministic poli
 deploy) and, for a trial that fine-tunes a checkpoint, the boundary score: the last evaluation of
 the pretraining run the checkpoint came from. Per trial it prints
 
-* ``boundary``: the pretrained policy's score (its last offline evaluation);
+* ``boundary``: the pretrained policy's score on the fine-tuning run's own evaluation episodes (the
+  checkpoint evaluated again with the trial's evaluation seed, so a checkpoint pretrained with another
+  seed is scored on the same episodes as the online evaluations after it);
 * ``dip``: the lowest evaluation in the first ``--window`` of the online steps, and whether it stays
   within 10 % of the boundary (``>= 0.9 x`` for positive scores; ``>= boundary - 0.1 |boundary|`` in
   general, as returns here are often negative);
@@ -24,6 +26,7 @@ pretraining seed's checkpoint is a seed of the setting), and each group's means 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -33,6 +36,8 @@ import numpy as np
 
 from dime_offline.config import dotted_items, setting_text
 from dime_offline.tracking import read_metrics_csv
+from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET
 
 
 @dataclass
@@ -62,16 +67,22 @@ def _evaluations(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return steps, means, stds, episodes
 
 
+@functools.cache
+def _boundary(checkpoint: str, seed: int, episodes: int, deterministic: bool, max_episode_steps: int | None) -> float:
+    """The pretrained checkpoint's mean return on the episodes that start from reset(seed + i)."""
+    cfg = EvaluateConfig(checkpoint=checkpoint, seed=seed, episodes=episodes, deterministic=deterministic,
+                         max_episode_steps=max_episode_steps)
+    return float(evaluate_checkpoint(cfg).stats.return_mean)
+
+
 def measure(trial_dir: Path, window: float) -> TrialMeasures:
     """The measures of the fine-tuning run in sweep trial folder ``trial_dir``."""
     trial = json.loads((trial_dir / "trial.json").read_text())
     config = trial["config"]
     steps, means, stds, episodes = _evaluations(trial_dir)
-    boundary = None
     checkpoint = config.get("checkpoint")
-    if checkpoint:
-        pre_steps, pre_means, _, _ = _evaluations(Path(checkpoint))
-        boundary = float(pre_means[np.argmax(pre_steps)])
+    boundary = _boundary(checkpoint, int(config["seed"]) + EVAL_SEED_OFFSET, int(config["eval_episodes"]),
+                         bool(config["eval_deterministic"]), config.get("max_episode_steps")) if checkpoint else None
     online = steps > 0
     steps, means, noise = steps[online], means[online], 2 * stds[online] / np.sqrt(episodes[online])
     horizon = window * float(config["steps"])

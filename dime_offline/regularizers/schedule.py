@@ -50,13 +50,15 @@ class OfflineConfig:
     return_tail: TruncationTail = "lower"
     """How the returns-to-go that calibration uses end at a truncation: "zero", "repeat_last_reward"
     or "lower", the lower of the two (``data/returns.py``; fine-tuning keeps the setting)."""
-    value_support: Literal["data", "returns", "preset"] = "data"
-    """The critics' support: "data" fits [v_min, v_max] to the dataset's returns-to-go (with
-    ``return_tail``) and to the logged rewards held for ever, with ``value_support_margin``
-    (``data/returns.py: value_support``); "returns" to the discounted sums of the logged rewards alone
-    (no tail, nothing held for ever: the atoms spend their resolution where the logged values lie,
-    values beyond the margin are clipped to the ends); "preset" keeps the preset's. Explicit
-    ``agent.v_min``/``agent.v_max`` always win. The checkpoint keeps the result."""
+    value_support: Literal["returns", "data", "preset"] = "returns"
+    """The critics' support: "returns" (default) fits [v_min, v_max] to the discounted sums of the
+    logged rewards (no truncation tail, nothing held for ever), with ``value_support_margin``, so the
+    atoms spend their resolution where the logged values lie (values beyond are clipped to the ends);
+    "data" also covers the returns-to-go with ``return_tail`` and the logged rewards held for ever, a
+    far wider range when a truncation cuts a transient (CSTR twin: [-4192, 838] against [-518, 104],
+    and pretrained policies 150 return worse per seed: docs/algorithm.md section 8.1); "preset" keeps
+    the preset's (``data/returns.py: value_support``). Explicit ``agent.v_min``/``agent.v_max``
+    always win. The checkpoint keeps the result."""
     value_support_margin: float = 0.25
     """Room added at each end of the fitted support, as a share of its width."""
     n_actions: int = 2

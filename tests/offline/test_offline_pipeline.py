@@ -176,7 +176,7 @@ def test_the_value_support_is_fitted_to_the_data_unless_the_user_sets_it(tmp_pat
         return saved.v_min, saved.v_max
 
     gamma = TINY_AGENT.get("gamma", 0.99)
-    v_min, v_max = support("fitted", {"value_support_margin": 0.5}, {})
+    v_min, v_max = support("fitted", {"value_support": "data", "value_support_margin": 0.5}, {})
     # Rewards in [0, 1] held for ever reach 1 / (1 - gamma); the core [0, that] widened by half its width each side.
     core_high = max(float(logged.reward.max()) / (1 - gamma), 0.0)
     assert v_min == pytest.approx(-0.5 * core_high, rel=1e-3) and v_max == pytest.approx(1.5 * core_high, rel=1e-3)
@@ -189,10 +189,10 @@ def test_the_value_support_is_fitted_to_the_data_unless_the_user_sets_it(tmp_pat
     last = int(np.flatnonzero(logged.episode_id == 0)[-1])
     reward[last], terminated[last], truncated[last] = -50.0, True, False
     write_parquet(dataclasses.replace(logged, reward=reward, terminated=terminated, truncated=truncated), data)
-    v_min, v_max = support("trip", {"value_support_margin": 0.0}, {})
+    v_min, v_max = support("trip", {"value_support": "data", "value_support_margin": 0.0}, {})
     assert v_min == pytest.approx(-50.0, rel=1e-3) and v_max == pytest.approx(core_high, rel=1e-3)
-    # "returns": the logged discounted sums alone (the trip's -50 once; no reward held for ever, no tail).
+    # "returns" (the default): the logged discounted sums alone (the trip's -50 once; nothing held for ever, no tail).
     observed = discounted_returns_to_go(reward, terminated | truncated, terminated, gamma, truncation="zero")
-    v_min, v_max = support("returns", {"value_support": "returns", "value_support_margin": 0.0}, {})
+    v_min, v_max = support("returns", {"value_support_margin": 0.0}, {})
     assert v_min == pytest.approx(min(observed.min(), 0.0), abs=1e-3) and v_max == pytest.approx(observed.max(), abs=1e-3)
     assert v_max < 0.5 * core_high  # 20-step episodes: far below a reward of 1 held for ever

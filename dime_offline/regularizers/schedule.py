@@ -57,8 +57,11 @@ class OfflineConfig:
     "data" also covers the returns-to-go with ``return_tail`` and the logged rewards held for ever, a
     far wider range when a truncation cuts a transient (CSTR twin: [-4192, 838] against [-518, 104],
     and pretrained policies 150 return worse per seed: docs/algorithm.md section 8.1); "preset" keeps
-    the preset's (``data/returns.py: value_support``). Explicit ``agent.v_min``/``agent.v_max``
-    always win. The checkpoint keeps the result."""
+    the preset's (``data/returns.py: value_support``). "returns" assumes episodes that are long next
+    to the horizon 1 / (1 - gamma) or that end in true terminations: logs cut into fragments much
+    shorter than that, whose values run on past the cut with rewards of one sign, need "data" (a
+    20-step fragment of rewards 1 sums to 18 at gamma 0.99, its value is up to 100). Explicit
+    ``agent.v_min``/``agent.v_max`` always win. The checkpoint keeps the result."""
     value_support_margin: float = 0.25
     """Room added at each end of the fitted support, as a share of its width."""
     n_actions: int = 2

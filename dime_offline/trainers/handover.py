@@ -54,7 +54,7 @@ class HandoverConfig:
     pretraining's ``offline.conservative_weight_online``)."""
     behaviour_weight: float | None = None
     """Online weight of the actor's behaviour term (None: the checkpoint's, pretraining's
-    ``offline.behaviour_weight_online``)."""
+    ``offline.behaviour_weight_online``, by default its pretraining weight)."""
     ramp_steps: int = 0
     """Env steps over which both weights move linearly from their pretraining values to their online
     values (0: they switch at the first online step). Applies to a pretrained agent only."""

@@ -112,3 +112,9 @@ def test_a_malformed_description_is_a_one_line_checkpoint_error(description: dic
 def test_invalid_settings_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"offline.{field}"):
         from_dict(OfflineConfig, {**to_dict(OfflineConfig()), field: value})
+
+
+def test_the_behaviour_term_keeps_its_pretraining_weight_online_unless_told_otherwise() -> None:
+    assert OfflineConfig(behaviour_weight=3.0).actor_regularizer("online").weight == 3.0
+    assert OfflineConfig(behaviour_weight=3.0, behaviour_weight_online=0.5).actor_regularizer("online").weight == 0.5
+    assert OfflineConfig(behaviour_weight=3.0, behaviour_weight_online=0.0).actor_regularizer("offline").weight == 3.0

@@ -45,7 +45,7 @@ def test_bad_settings_name_their_field(field: str, value: float) -> None:
 
 class _Agent:
     def __init__(self) -> None:
-        offline = OfflineConfig(conservative_weight=1.0, conservative_weight_online=0.5, behaviour_weight=10.0)
+        offline = OfflineConfig(conservative_weight=1.0, conservative_weight_online=0.5, behaviour_weight=10.0, behaviour_weight_online=0.0)
         offline.attach(self, "online")  # type: ignore[arg-type]
 
 

@@ -26,7 +26,8 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pretrain(PretrainConfig(
         data=str(tf.PENDULUM_SAMPLE), steps=3, out_dir=str(out), agent=dict(tf.TINY_AGENT), eval_every=0, eval_episodes=1,
         max_episode_steps=5, tensorboard=False, quiet=True,
-        offline=OfflineConfig(conservative_weight=1.0, conservative_weight_online=0.5, behaviour_weight=2.0),
+        offline=OfflineConfig(conservative_weight=1.0, conservative_weight_online=0.5, behaviour_weight=2.0,
+                              behaviour_weight_online=0.0),
     ))
     return out
 

@@ -1,0 +1,46 @@
+"""benchmarks/handover_report.py: the dip, drawdown and kept-gain measures of a fine-tuning trial."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("bench_handover_report", ROOT / "benchmarks" / "handover_report.py")
+assert _spec is not None and _spec.loader is not None
+report = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = report  # dataclasses resolve annotations through sys.modules
+_spec.loader.exec_module(report)
+
+
+def _trial(folder: Path, returns: dict[int, float], setting: dict, std: float = 10.0, episodes: int = 10) -> Path:
+    folder.mkdir(parents=True)
+    rows = ["step,wall_seconds,key,value"]
+    for step, value in returns.items():
+        rows += [f"{step},0.0,eval/return_mean,{value}", f"{step},0.0,eval/return_std,{std}", f"{step},0.0,eval/episodes,{episodes}"]
+    (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    config = {"steps": max(returns), "seed": 0, "eval_episodes": episodes, "eval_deterministic": True, "checkpoint": None}
+    (folder / "trial.json").write_text(json.dumps({"name": folder.name, "setting": setting, "config": config}))
+    return folder
+
+
+def test_the_drawdown_counts_after_the_window_and_a_fall_beyond_noise_and_ten_percent_is_not_kept(tmp_path: Path) -> None:
+    # Evaluations every 100 of 1000 steps; the window is the first 100. The -900 at step 100 is a dip,
+    # not a drawdown; after it the best is -200 (step 400) and the worst fall after it is to -300.
+    curve = {100: -900.0, 200: -400.0, 300: -250.0, 400: -200.0, 500: -300.0, 600: -210.0, 1000: -190.0}
+    measured = report.measure(_trial(tmp_path / "a", curve, {"data": None}), window=0.1)
+    assert measured.dip == -900.0 and measured.dip_ok is None  # no boundary from scratch
+    assert measured.drawdown == pytest.approx(100.0) and measured.drawdown_at == 500
+    assert not measured.kept  # 100 > max(0.1 * 200, 2 * 10 / sqrt(10))
+    assert measured.final == -190.0 and measured.gain is None
+    assert measured.setting == "data=null"
+    small = {100: -300.0, 200: -200.0, 300: -215.0, 1000: -205.0}  # a fall of 15: within 10 % of the best
+    assert report.measure(_trial(tmp_path / "b", small, {}), window=0.1).kept
+    fall = {100: -300.0, 200: -200.0, 300: -300.0, 1000: -250.0}  # 100 below the best: beyond 10 %...
+    assert not report.measure(_trial(tmp_path / "c", fall, {}), window=0.1).kept
+    noisy = report.measure(_trial(tmp_path / "d", fall, {}, std=200.0), window=0.1)  # ...but within 2 x 200 / sqrt(10)
+    assert noisy.kept and noisy.drawdown == pytest.approx(100.0)

@@ -135,7 +135,9 @@ def _typed_fields(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str
 
 def _moved_into_sections(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
     """``data`` with the fields ``cls.MOVED_FIELDS`` names ({old name: "section.field"}) moved to their
-    section, so config files, ``--set`` values and saved run configs written before the move still load."""
+    section, so config files, ``--set`` values, sweep files and saved run configs written before the
+    move still load. The old name's value replaces the section's unless the section holds another
+    value than its default there (both names given, differently: an error)."""
     moved = {old: new for old, new in getattr(cls, "MOVED_FIELDS", {}).items() if old in data}
     if not moved:
         return data
@@ -145,32 +147,30 @@ def _moved_into_sections(cls: type, data: dict[str, Any], prefix: str) -> dict[s
         target = data.get(section) or {}
         if not isinstance(target, dict):
             continue  # the section itself is malformed: its own check reports it
-        if name in target:
+        default = getattr(typing.get_type_hints(cls)[section](), name)
+        if target.get(name, default) not in (default, data[old]):
             raise ConfigError(f"field '{prefix}{old}' moved to '{prefix}{new}': give only '{prefix}{new}'")
         data[section] = {**target, name: data.pop(old)}
     return data
 
 
-def _moved_override(moved: Mapping[str, str], item: str) -> str:
-    """``old=value`` as ``section.old=value`` for a field that moved into a section."""
-    key, sep, raw = item.partition("=")
-    return f"{moved[key.strip()]}={raw}" if sep and key.strip() in moved else item
-
-
 def apply_overrides(cfg: C, overrides: list[str] | None) -> C:
     """Apply ``section.field=value`` overrides (values parsed as YAML scalars)."""
     data = to_dict(cfg)
-    _apply_overrides(data, overrides)
+    _apply_overrides(type(cfg), data, overrides)
     return from_dict(type(cfg), data)
 
 
-def _apply_overrides(data: dict[str, Any], overrides: list[str] | None, required: frozenset[str] = frozenset()) -> None:
-    """Set each ``section.field=value`` of ``overrides`` in ``data`` (a config as a dict; ``required``:
-    top-level fields without a default, which ``data`` may still lack)."""
+def _apply_overrides(cls: type, data: dict[str, Any], overrides: list[str] | None, required: frozenset[str] = frozenset()) -> None:
+    """Set each ``section.field=value`` of ``overrides`` in ``data`` (``cls`` as a dict; ``required``:
+    top-level fields without a default, which ``data`` may still lack). A field that moved into a
+    section (``cls.MOVED_FIELDS``) is set there."""
+    moved = getattr(cls, "MOVED_FIELDS", {})
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like field=value")
         key, raw = item.split("=", 1)
+        key = moved.get(key.strip(), key)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -206,18 +206,10 @@ def resolve_config(
     bad value from the file names the file.
     """
     data = _defaults(cls) if base is None else to_dict(base)
-    # Fields that moved into a section are moved in the file and the overrides before they meet the
-    # defaults (whose section already holds a value for them).
-    moved = getattr(cls, "MOVED_FIELDS", {})
-    overrides = [_moved_override(moved, item) for item in overrides or []]
     if path is not None:
-        given_file = _read_config_file(Path(path))
+        _deep_update(data, _read_config_file(Path(path)), str(path))
         try:
-            given_file = _moved_into_sections(cls, given_file, "") if isinstance(given_file, dict) else given_file
-        except ConfigError as exc:
-            raise ConfigError(exc.message, file=str(path)) from None
-        _deep_update(data, given_file, str(path))
-        try:
+            data = _moved_into_sections(cls, data, "")  # so an override of the new name wins over the file
             _typed_fields(cls, data)
             if _defaults_build(cls):  # then whatever fails now is the file's doing
                 from_dict(cls, data)
@@ -225,7 +217,7 @@ def resolve_config(
             raise ConfigError(exc.message, file=str(path)) from None
     data.update({k: v for k, v in given.items() if v is not None})
     required = [f.name for f in dataclasses.fields(cls) if f.name not in data]  # type: ignore[arg-type]
-    _apply_overrides(data, overrides, frozenset(required))
+    _apply_overrides(cls, data, overrides, frozenset(required))
     missing = [name for name in required if name not in data]
     if missing:
         raise ConfigError(f"field '{missing[0]}': required, and not given (e.g. --set {missing[0]}=...)")

@@ -10,7 +10,7 @@ import pytest
 import trainer_factories as tf
 from test_resume import Killed, _assert_same_state, _kill_at_update, _metrics, _state
 
-from dime_offline.config import from_dict, load_run_config
+from dime_offline.config import apply_overrides, from_dict, load_run_config, to_dict
 from dime_offline.errors import ConfigError
 from dime_offline.regularizers import OfflineConfig
 from dime_offline.tracking import read_metrics_csv
@@ -94,3 +94,7 @@ def test_the_old_names_work_in_config_files_and_overrides(tmp_path: Path) -> Non
     assert load_run_config(FinetuneConfig, str(path)).handover.offline_fraction == 0.25
     cfg = load_run_config(FinetuneConfig, None, ["env_id=x", "online_reuse_limit=2", "handover.ramp_steps=5"])
     assert cfg.handover.online_reuse_limit == 2 and cfg.handover.ramp_steps == 5
+    assert load_run_config(FinetuneConfig, str(path), ["handover.offline_fraction=0.75"]).handover.offline_fraction == 0.75
+    assert apply_overrides(FinetuneConfig(env_id="x"), ["offline_fraction=0.2"]).handover.offline_fraction == 0.2
+    # a sweep sets the old name on top of the defaults (whose section holds the default)
+    assert from_dict(FinetuneConfig, {**to_dict(FinetuneConfig()), "offline_fraction": 0.3}).handover.offline_fraction == 0.3

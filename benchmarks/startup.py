@@ -12,6 +12,9 @@ work, so it stays meaningful on a shared machine), and the load average before a
 
 Run:  python benchmarks/startup.py                 (7 repeats)
       python benchmarks/startup.py --repeats 2     (quick)
+      python benchmarks/startup.py --against DIR   (each command also with DIR first on PYTHONPATH,
+                                                     alternating: e.g. another typer version put there
+                                                     by `pip install --no-deps --target DIR typer==0.29.2`)
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="Fresh processes per command (median reported).")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="A folder of other package versions: every command is also run with it first on "
+                             "PYTHONPATH, alternating with the plain run, and the ratio printed.")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as folder:
@@ -79,17 +85,28 @@ def main() -> None:
         # some CI machines). The caches go to a temporary folder, written by one warm-up round.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(Path(folder) / "pycache")
+        envs = {"": env}
+        if args.against is not None:
+            pythonpath = os.pathsep.join(p for p in (str(args.against.resolve()), env.get("PYTHONPATH")) if p)
+            envs["against"] = {**env, "PYTHONPATH": pythonpath}
         for argv in measured.values():
-            run_once(argv, env)
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in measured}
+            for variant in envs.values():
+                run_once(argv, variant)
+        times = {(name, key): [] for name in measured for key in envs}
         for _ in range(args.repeats):  # alternating, so a change in load hits every command alike
             for name, argv in measured.items():
-                times[name].append(run_once(argv, env))
-    print(f"{'command':32s} {'wall s':>8s} {'cpu s':>8s}  (median of {args.repeats}; target <= {TARGET_SECONDS} s)")
-    for name, samples in times.items():
+                for key, variant in envs.items():
+                    times[name, key].append(run_once(argv, variant))
+    against = f"; 'against' = {args.against} first on PYTHONPATH" if args.against is not None else ""
+    print(f"{'command':40s} {'wall s':>8s} {'cpu s':>8s}  (median of {args.repeats}; target <= {TARGET_SECONDS} s{against})")
+    for (name, key), samples in times.items():
         wall = statistics.median(w for w, _ in samples)
         cpu = statistics.median(c for _, c in samples)
-        print(f"{name:32s} {wall:8.3f} {cpu:8.3f}")
+        ratio = ""
+        if key:
+            plain = statistics.median(w for w, _ in times[name, ""])
+            ratio = f"  plain/against {plain / wall:.2f}"
+        print(f"{name + (f' [{key}]' if key else ''):40s} {wall:8.3f} {cpu:8.3f}{ratio}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

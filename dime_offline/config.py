@@ -16,8 +16,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from dime_offline.errors import ConfigError
 from dime_offline.io import atomic_write_text
 
@@ -184,6 +182,8 @@ def _apply_overrides(cls: type, data: dict[str, Any], overrides: list[str] | Non
 
 def parse_override_value(field: str, raw: str) -> Any:
     """The value of a ``field=raw`` override, parsed as YAML (``[64, 64]``, ``true``, ``0.3``)."""
+    import yaml  # on use, as in _read_config_file: commands without a config start faster
+
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -298,6 +298,8 @@ def _defaults_build(cls: type) -> bool:
 
 def _read_config_file(path: Path) -> Any:
     """The parsed content of a YAML/JSON config file (an empty file is an empty mapping)."""
+    import yaml  # on use: most data commands never read YAML, and the import costs ~0.03 s of start-up
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

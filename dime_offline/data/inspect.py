@@ -140,7 +140,8 @@ def inspect_dataset(data: TransitionData, report: LoadReport | None = None) -> d
         "continuity": {
             "checked_transitions": int(max(n - len(lengths), 0)),
             "broken_transitions": int(len(broken_rows)),
-            "broken_episodes": int(len(np.unique(data.episode_id[broken_rows]))),
+            # A set, not np.unique: that imports numpy.ma, ~0.03 s of the command's start-up.
+            "broken_episodes": len(set(data.episode_id[broken_rows].tolist())),
             "first_broken_row": int(broken_rows[0]) if len(broken_rows) else None,
             "max_abs_difference": _num(broken_diff.max()) if len(broken_diff) else 0.0,
         },

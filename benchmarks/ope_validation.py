@@ -39,12 +39,21 @@ setpoint, feed temperature and the previous jacket setpoint are all in the obser
 is stochastic (feed temperature, setpoint schedule), so every policy is rolled out ``--repeats``
 times per state, each rollout with its own seed, and a rollout stops at an interlock trip.
 
+**hopper** (any gym-MuJoCo locomotion env whose observation leaves out the x position: the state is
+set from a logged observation). Logged data: ``--data`` (e.g. the medium-replay recipe's file,
+``benchmarks/make_datasets.py hopper --stage online``). Policies: uniformly random actions, DIME
+checkpoints along pretraining on the data (the defaults), and any further checkpoints named with
+``--policy NAME=RUN`` (e.g. the online run that made the data). The env is deterministic from a set
+state, so only the random policy is rolled out ``--repeats`` times per initial state.
+
 Reported: each policy's truth, estimate, relative error and action gap, the Spearman rank
 correlation (target >= 0.8), how many pairs of policies whose true values are >= 10 % apart the
 estimates order right, and the mean relative error, over the main set and over all of them.
 
     python benchmarks/ope_validation.py [--env cstr] --workdir /tmp/ope-bench [--reuse] [--bootstrap 5]
         [--json out.json] [--fqe-seeds 1 2] [--set critic=distributional]
+    python benchmarks/ope_validation.py --env hopper --data cache/datasets/hopper-medium-replay-dime.parquet \
+        --budgets 100 1000 5000 --policy online_20k=cache/datasets/hopper-dime-run --workdir /tmp/ope-hopper
 """
 
 from __future__ import annotations
@@ -192,7 +201,11 @@ class Suite:
             }
             return env.reset(seed=seed, options=options)[0]
         env.reset(seed=seed)
-        env.unwrapped.state = np.array([np.arctan2(obs[1], obs[0]), obs[2]])
+        if self.env_id == PENDULUM:
+            env.unwrapped.state = np.array([np.arctan2(obs[1], obs[0]), obs[2]])
+        else:  # gym-MuJoCo locomotion: observation = qpos without the x position, then qvel
+            nq = env.unwrapped.model.nq
+            env.unwrapped.set_state(np.r_[0.0, obs[: nq - 1]], obs[nq - 1 :])
         return env.unwrapped._get_obs()
 
 
@@ -203,13 +216,14 @@ SUITES = {
         # The demo's settings, but acting as deployed (best of K), as the Pendulum checkpoints do.
         agent={k: v for k, v in DEMO_AGENT.items() if k != "deterministic_act"}, offline=dict(DEMO_OFFLINE),
     ),
+    "hopper": Suite("hopper", "Hopper-v4", stochastic_env=False),
 }
 
 
-def policies_for(suite: Suite, runs: dict[str, Path], seed: int) -> dict[str, Candidate]:
+def policies_for(suite: Suite, runs: dict[str, Path], seed: int, action_dim: int) -> dict[str, Candidate]:
     """The validation's policies, worst first where known."""
     checkpoints = {name: Candidate(load_policy(path, seed=seed), True) for name, path in runs.items()}
-    random = {"random": Candidate(UniformRandomPolicy(1, seed), False)}
+    random = {"random": Candidate(UniformRandomPolicy(action_dim, seed), False)}
     if suite.env_id == CSTR_ENV_ID:
         return {
             **random,
@@ -218,6 +232,8 @@ def policies_for(suite: Suite, runs: dict[str, Path], seed: int) -> dict[str, Ca
             "pi_sluggish": Candidate(PIController(PIConfig(gain=0.5, integral_minutes=10.0), seed=seed), True),
             "pi": Candidate(PIController(seed=seed), True),
         }
+    if suite.env_id != PENDULUM:
+        return {**random, **checkpoints}
     return {
         "full_torque": Candidate(FullTorque(), True),
         **random,
@@ -337,12 +353,19 @@ def main() -> None:
     parser.add_argument("--fqe-seeds", nargs="+", type=int, default=None, help="FQE seeds, one fit per seed (default: --seed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an OPEConfig field for every fit, e.g. --set critic=distributional (repeatable)")
+    parser.add_argument("--policy", action="append", default=[], metavar="NAME=RUN",
+                        help="also validate on this checkpoint (a run folder), reported as NAME (repeatable)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     suite = SUITES[args.env]
     if args.controller_episodes and suite.env_id != PENDULUM:
         parser.error("--controller-episodes adds swing-up episodes: pendulum only")
+    if suite.env_id not in (PENDULUM, CSTR_ENV_ID) and args.data is None:
+        parser.error(f"--env {args.env} needs --data (logged transitions of {suite.env_id})")
+    extra = dict(item.split("=", 1) for item in args.policy if "=" in item)
+    if len(extra) != len(args.policy):
+        parser.error("--policy takes NAME=RUN")
 
     torch.set_num_threads(args.threads)
     started = time.monotonic()
@@ -353,7 +376,8 @@ def main() -> None:
     print(f"logged data {data_path}: {len(data)} transitions, {len(data.episode_starts())} episodes", flush=True)
     initial = data.obs[data.episode_starts()]
     runs = checkpoints(suite, args.budgets, workdir, data_path, args.seed, args.threads, args.reuse)
-    policies = policies_for(suite, runs, args.seed)
+    runs.update({name: Path(run) for name, run in extra.items()})
+    policies = policies_for(suite, runs, args.seed, data.action_dim)
     base = apply_overrides(OPEConfig(data=data_path, steps=args.steps, fits=args.fits, bootstrap=args.bootstrap), args.set)
     fqe_seeds = args.fqe_seeds or [args.seed]
     rows = []

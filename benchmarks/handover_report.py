@@ -107,19 +107,27 @@ def measure(trial_dir: Path, window: float) -> TrialMeasures:
     )
 
 
+def group_trials(measured: list[tuple[str, TrialMeasures]], *, by_sweep: bool) -> dict[str, list[TrialMeasures]]:
+    """Trials grouped by setting, and by sweep folder first when ``by_sweep`` (several sweeps read at
+    once: a scratch and an RLPD-style sweep both have the base setting, and are different methods)."""
+    groups: dict[str, list[TrialMeasures]] = {}
+    for sweep, t in measured:
+        groups.setdefault(f"{sweep}: {t.setting}" if by_sweep else t.setting, []).append(t)
+    return groups
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", required=True, help="sweep output folders of finetune sweeps")
     parser.add_argument("--window", type=float, default=0.1, help="share of the online steps the dip is looked for in")
     parser.add_argument("--json", default=None, help="also write every trial's measures here")
     args = parser.parse_args()
-    trials = [
-        measure(path.parent, args.window)
+    measured = [
+        (Path(folder).name, measure(path.parent, args.window))
         for folder in args.runs for path in sorted(Path(folder).glob("trials/*/metrics.csv"))
     ]
-    groups: dict[str, list[TrialMeasures]] = {}
-    for t in trials:
-        groups.setdefault(t.setting, []).append(t)
+    trials = [t for _, t in measured]
+    groups = group_trials(measured, by_sweep=len(args.runs) > 1)
 
     def show(value: float | None) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
@@ -133,7 +141,8 @@ def main() -> None:
             print(f"      returns: {', '.join(f'{s}:{r:.0f}' for s, r in zip(t.steps, t.returns))}")
         finals = [t.final for t in members]
         print(f"  mean final {np.mean(finals):.1f} (std {np.std(finals):.1f}), mean drawdown {np.mean([t.drawdown for t in members]):.1f},"
-              f" dips within 10 %: {sum(bool(t.dip_ok) for t in members)}/{len(members)}, kept: {sum(t.kept for t in members)}/{len(members)}")
+              + (f" dips within 10 %: {sum(bool(t.dip_ok) for t in judged)}/{len(judged)}," if (judged := [t for t in members if t.dip_ok is not None]) else "")
+              + f" kept: {sum(t.kept for t in members)}/{len(members)}")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(t) for t in trials], indent=2) + "\n")
 

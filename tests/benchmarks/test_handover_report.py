@@ -44,3 +44,13 @@ def test_the_drawdown_counts_after_the_window_and_a_fall_beyond_noise_and_ten_pe
     assert not report.measure(_trial(tmp_path / "c", fall, {}), window=0.1).kept
     noisy = report.measure(_trial(tmp_path / "d", fall, {}, std=200.0), window=0.1)  # ...but within 2 x 200 / sqrt(10)
     assert noisy.kept and noisy.drawdown == pytest.approx(100.0)
+
+
+def test_trials_of_several_sweeps_group_by_sweep_then_setting(tmp_path: Path) -> None:
+    curve = {100: -300.0, 1000: -200.0}
+    scratch = report.measure(_trial(tmp_path / "scratch" / "trials" / "s0", curve, {}), window=0.1)
+    rlpd = report.measure(_trial(tmp_path / "rlpd" / "trials" / "s0", curve, {}), window=0.1)
+    measured = [("scratch", scratch), ("rlpd", rlpd)]
+    # Both are the base setting of their sweep, and two different methods.
+    assert report.group_trials(measured, by_sweep=True) == {"scratch: (base)": [scratch], "rlpd: (base)": [rlpd]}
+    assert report.group_trials(measured, by_sweep=False) == {"(base)": [scratch, rlpd]}

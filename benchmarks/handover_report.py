@@ -140,9 +140,10 @@ def main() -> None:
                   f" {show(t.drawdown):>9s} {t.kept!s:>5s} {show(t.final):>8s} {show(t.gain):>7s}")
             print(f"      returns: {', '.join(f'{s}:{r:.0f}' for s, r in zip(t.steps, t.returns))}")
         finals = [t.final for t in members]
+        judged = [t for t in members if t.dip_ok is not None]  # from scratch there is no boundary to dip below
+        dips = f" dips within 10 %: {sum(bool(t.dip_ok) for t in judged)}/{len(judged)}," if judged else ""
         print(f"  mean final {np.mean(finals):.1f} (std {np.std(finals):.1f}), mean drawdown {np.mean([t.drawdown for t in members]):.1f},"
-              + (f" dips within 10 %: {sum(bool(t.dip_ok) for t in judged)}/{len(judged)}," if (judged := [t for t in members if t.dip_ok is not None]) else "")
-              + f" kept: {sum(t.kept for t in members)}/{len(members)}")
+              f"{dips} kept: {sum(t.kept for t in members)}/{len(members)}")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(t) for t in trials], indent=2) + "\n")
 

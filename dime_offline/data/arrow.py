@@ -448,7 +448,7 @@ def _float_values(col: pa.Array, dtype: np.dtype) -> np.ndarray:
     """Numbers of a flat Arrow array as ``dtype``; nulls become NaN (floats) or False (bools)."""
     if dtype.kind == "b":
         if col.null_count:
-                col = _compute().fill_null(col, False)
+            col = _compute().fill_null(col, False)
         return numpy_array(col).astype(bool, copy=False)
     if col.null_count:
         col = col.cast(pa.float64())

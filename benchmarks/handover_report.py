@@ -75,17 +75,12 @@ def _boundary(checkpoint: str, seed: int, episodes: int, deterministic: bool, ma
     return float(evaluate_checkpoint(cfg).stats.return_mean)
 
 
-def measure(trial_dir: Path, window: float) -> TrialMeasures:
-    """The measures of the fine-tuning run in sweep trial folder ``trial_dir``."""
-    trial = json.loads((trial_dir / "trial.json").read_text())
-    config = trial["config"]
-    steps, means, stds, episodes = _evaluations(trial_dir)
-    checkpoint = config.get("checkpoint")
-    boundary = _boundary(checkpoint, int(config["seed"]) + EVAL_SEED_OFFSET, int(config["eval_episodes"]),
-                         bool(config["eval_deterministic"]), config.get("max_episode_steps")) if checkpoint else None
-    online = steps > 0
-    steps, means, noise = steps[online], means[online], 2 * stds[online] / np.sqrt(episodes[online])
-    horizon = window * float(config["steps"])
+def curve_measures(
+    boundary: float | None, steps: np.ndarray, means: np.ndarray, noise: np.ndarray, horizon: float
+) -> tuple[float, bool | None, float, int | None, bool]:
+    """Dip, dip within 10 % of the boundary (None without one), largest drawdown, its step, and kept,
+    from the online evaluations (``steps`` > 0, mean returns and their noise), the dip looked for up
+    to step ``horizon`` and drawdowns after it (see the module docstring)."""
     early = steps <= horizon
     dip = float(means[early].min()) if early.any() else math.nan
     dip_ok = None if boundary is None or not early.any() else bool(dip >= boundary - 0.1 * abs(boundary))
@@ -97,6 +92,20 @@ def measure(trial_dir: Path, window: float) -> TrialMeasures:
             if best - value > max(0.1 * abs(best), spread):
                 kept = False
         best = max(best, float(value))
+    return dip, dip_ok, drawdown, drawdown_at, kept
+
+
+def measure(trial_dir: Path, window: float) -> TrialMeasures:
+    """The measures of the fine-tuning run in sweep trial folder ``trial_dir``."""
+    trial = json.loads((trial_dir / "trial.json").read_text())
+    config = trial["config"]
+    steps, means, stds, episodes = _evaluations(trial_dir)
+    checkpoint = config.get("checkpoint")
+    boundary = _boundary(checkpoint, int(config["seed"]) + EVAL_SEED_OFFSET, int(config["eval_episodes"]),
+                         bool(config["eval_deterministic"]), config.get("max_episode_steps")) if checkpoint else None
+    online = steps > 0
+    steps, means, noise = steps[online], means[online], 2 * stds[online] / np.sqrt(episodes[online])
+    dip, dip_ok, drawdown, drawdown_at, kept = curve_measures(boundary, steps, means, noise, window * float(config["steps"]))
     final = float(means[-1])
     return TrialMeasures(
         setting=setting_text((k, v) for k, v in dotted_items(trial.get("setting") or {}) if k != "checkpoint") or "(base)",

@@ -21,7 +21,6 @@ with ``--report A.json B.json ...`` (issue 9's no-dip and drawdown measures, per
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import os
@@ -30,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from dime_offline.agent.dime import DIMEAgent
+from dime_offline.agent.dime import DIMEAgent, frozen_copy, move_average
 from dime_offline.config import from_dict
 from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.trainers import online
@@ -49,25 +47,15 @@ class ExtraAverages:
     def __init__(self, agent: DIMEAgent, decays: list[float]) -> None:
         self.agent = agent
         self.start_updates = agent.critic_updates
-        start_policy, start_critic = agent.acting_policy, agent.acting_critic  # the checkpoint's average
-        self.averages = {
-            d: (copy.deepcopy(start_policy).eval().requires_grad_(False), copy.deepcopy(start_critic).eval().requires_grad_(False))
-            for d in decays if d > 0
-        }
+        start = (agent.acting_policy, agent.acting_critic)  # the checkpoint's average
+        self.averages = {d: tuple(frozen_copy(m) for m in start) for d in decays if d > 0}
         self.live = 0.0 in decays
         own_update = agent._update_acting_average
 
-        @torch.no_grad()
         def update_all() -> None:
             own_update()
-            live = [t.detach() for m in (agent.policy, agent.critic) for t in (*m.parameters(), *m.buffers())]
-            for decay, (policy, critic) in self.averages.items():
-                average = [t for m in (policy, critic) for t in (*m.parameters(), *m.buffers())]
-                floating = [i for i, t in enumerate(live) if t.is_floating_point()]
-                torch._foreach_lerp_([average[i] for i in floating], [live[i] for i in floating], 1.0 - decay)
-                for kept, current in zip(average, live):
-                    if not current.is_floating_point():
-                        kept.copy_(current)
+            for decay, average in self.averages.items():
+                move_average(average, (agent.policy, agent.critic), decay)
 
         agent._update_acting_average = update_all  # type: ignore[method-assign]
 

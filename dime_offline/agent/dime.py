@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,7 +75,7 @@ def _normalizer_tensors(normalizer: Any, device: torch.device) -> tuple[torch.Te
     return as_tensor(mean), as_tensor(std).clamp_min(_MIN_OBS_STD)
 
 
-def _frozen_copy(module: torch.nn.Module) -> Any:
+def frozen_copy(module: torch.nn.Module) -> Any:
     """A copy of ``module`` in eval mode without gradients (an acting average: updated by lerp, never trained)."""
     return copy.deepcopy(module).eval().requires_grad_(False)
 
@@ -83,6 +83,18 @@ def _frozen_copy(module: torch.nn.Module) -> Any:
 def _state_tensors(*modules: torch.nn.Module) -> list[torch.Tensor]:
     """Every parameter and buffer of ``modules``, in an order equal for copies of the same modules."""
     return [t.detach() for module in modules for t in (*module.parameters(), *module.buffers())]
+
+
+@torch.no_grad()
+def move_average(average: Sequence[torch.nn.Module], live: Sequence[torch.nn.Module], decay: float) -> None:
+    """Move the modules ``average`` (1 - decay) of the way to their copies ``live``: all floating
+    tensors in one fused call, integer buffers (batch-renorm step counts) copied."""
+    live_tensors, average_tensors = _state_tensors(*live), _state_tensors(*average)
+    floating = [i for i, t in enumerate(live_tensors) if t.is_floating_point()]
+    torch._foreach_lerp_([average_tensors[i] for i in floating], [live_tensors[i] for i in floating], 1.0 - decay)
+    for kept, current in zip(average_tensors, live_tensors):
+        if not current.is_floating_point():
+            kept.copy_(current)
 
 
 def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
@@ -165,7 +177,7 @@ class DIMEAgent:
         """The critics 'best_of_k' chooses with: the average of ``critic`` (weights and batch-renorm
         statistics), always in eval mode, or ``critic`` itself, as ``acting_policy``."""
         if cfg.acting_average_decay > 0:
-            self.acting_policy, self.acting_critic = _frozen_copy(self.policy), _frozen_copy(self.critic)
+            self.acting_policy, self.acting_critic = frozen_copy(self.policy), frozen_copy(self.critic)
         self.set_matmul_precision(cfg.matmul_precision)
         self.log_alpha = torch.tensor(float(np.log(cfg.alpha_init)), device=self.device, requires_grad=True)
         self.target_entropy = cfg.target_entropy(act_dim)
@@ -396,19 +408,12 @@ class DIMEAgent:
         )
         return metrics
 
-    @torch.no_grad()
     def _update_acting_average(self) -> None:
-        """Move the acting average (1 - decay) of the way to the live weights: all floating tensors in
-        one fused call, integer buffers (batch-renorm step counts) copied. Nothing without an average."""
+        """Move the acting average (1 - decay) of the way to the live weights (:func:`move_average`).
+        Nothing without an average."""
         if self.acting_policy is self.policy:
             return
-        live = _state_tensors(self.policy, self.critic)
-        average = _state_tensors(self.acting_policy, self.acting_critic)
-        floating = [i for i, t in enumerate(live) if t.is_floating_point()]
-        torch._foreach_lerp_([average[i] for i in floating], [live[i] for i in floating], 1.0 - self.cfg.acting_average_decay)
-        for kept, current in zip(average, live):
-            if not current.is_floating_point():
-                kept.copy_(current)
+        move_average((self.acting_policy, self.acting_critic), (self.policy, self.critic), self.cfg.acting_average_decay)
 
     def set_acting_average_decay(self, decay: float) -> None:
         """Change ``cfg.acting_average_decay`` of a built agent (fine-tuning a checkpoint with another
@@ -418,7 +423,7 @@ class DIMEAgent:
         if decay == 0:
             self.acting_policy, self.acting_critic = self.policy, self.critic
         elif self.acting_policy is self.policy:
-            self.acting_policy, self.acting_critic = _frozen_copy(self.policy), _frozen_copy(self.critic)
+            self.acting_policy, self.acting_critic = frozen_copy(self.policy), frozen_copy(self.critic)
 
     def adopt_acting_average(self) -> None:
         """Act with the averaged weights in every mode from now on, stochastic chain included: the live

@@ -4,7 +4,7 @@ Every package module and top-level module of ``dime_offline`` has an entry in :d
 entries point one way, from the foundations up (each line may import only from lines above it, and
 not all of those):
 
-1. ``errors``, ``types``, ``config_docs``; ``io``, ``devices``; ``config``
+1. ``errors``, ``types``, ``config_docs``, ``allocator``; ``io``, ``devices``; ``config``
 2. ``data``, ``nets``; ``converters``, ``envs``
 3. ``agent``; ``regularizers`` (the agent's hook protocol and config only, never the concrete agent)
 4. ``evaluation``, ``tracking`` (with ``trackers``), ``checkpoints``; ``policy``; ``export``, ``ope``
@@ -28,11 +28,12 @@ CLI = PACKAGE.parent / "cli"
 
 # Each layer may import only itself and the entries listed for it (plus third-party code); an entry
 # "layer.module" allows that one module of a layer.
-FOUNDATION = {"errors", "types", "io", "config", "devices"}
+FOUNDATION = {"errors", "types", "io", "config", "devices", "allocator"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "types": set(),
     "config_docs": set(),
+    "allocator": set(),
     "io": {"errors"},
     "devices": {"errors"},
     "config": {"errors", "io"},

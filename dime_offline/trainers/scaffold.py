@@ -31,6 +31,7 @@ import torch
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
+from dime_offline.allocator import keep_freed_memory
 from dime_offline.checkpoints import (
     RUN_BEST_SUBDIR,
     RUN_CHECKPOINT_SUBDIR,
@@ -100,6 +101,11 @@ class RunSettings:
     torch_threads: int | None = None
     """Intra-op CPU threads for torch (process-wide); None keeps torch's default. One thread is
     often faster for the small "cpu" preset on a busy machine."""
+    keep_freed_memory: bool = True
+    """Keep memory torch frees between updates mapped for reuse instead of returning it to the
+    operating system (glibc's malloc thresholds, process-wide; ``dime_offline/allocator.py``): no
+    page faults per update, faster updates on CPU, the process's peak heap stays resident. A
+    ``GLIBC_TUNABLES`` malloc setting of the user's wins."""
     eval_episodes: int = 5
     """Episodes per evaluation (authors: 5)."""
     overwrite: bool = False
@@ -196,6 +202,8 @@ class RunScaffold:
         seed_everything(cfg.seed)
         if cfg.torch_threads is not None:
             torch.set_num_threads(cfg.torch_threads)
+        if cfg.keep_freed_memory:
+            keep_freed_memory()
         return cls(cfg, stage, config_file, out, resume)
 
     @property

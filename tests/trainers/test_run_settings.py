@@ -86,11 +86,13 @@ MOVED = ("offline_anneal_steps", "offline_fraction", "offline_fraction_final", "
 LOADED_FINETUNE = {
     **{k: v for k, v in SAVED_FINETUNE.items() if k not in MOVED},
     "handover": {**{k: SAVED_FINETUNE[k] for k in MOVED}, "conservative_weight": None, "behaviour_weight": None, "ramp_steps": 0},
+    "keep_freed_memory": True,  # added later: an older config gets the default
 }
+LOADED_PRETRAIN = {**SAVED_PRETRAIN, "keep_freed_memory": True}
 
 
 @pytest.mark.parametrize(
-    ("cls", "saved", "loaded"), [(FinetuneConfig, SAVED_FINETUNE, LOADED_FINETUNE), (PretrainConfig, SAVED_PRETRAIN, SAVED_PRETRAIN)]
+    ("cls", "saved", "loaded"), [(FinetuneConfig, SAVED_FINETUNE, LOADED_FINETUNE), (PretrainConfig, SAVED_PRETRAIN, LOADED_PRETRAIN)]
 )
 def test_a_config_saved_before_the_settings_were_shared_loads_unchanged(tmp_path: Path, cls: type, saved: dict, loaded: dict) -> None:
     path = tmp_path / "config.json"

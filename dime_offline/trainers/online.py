@@ -127,6 +127,11 @@ class FinetuneConfig(StageSettings):
     save_replay: str | None = None
     """When the run ends, write its online transitions, in collection order, to this canonical
     Parquet file (a D4RL-style "replay" dataset; see ``trainers/replay_export.py``)."""
+    acting_average_share: float | None = None
+    """Stretch the acting average over at least this share of the run's updates: its decay becomes
+    max(``agent.acting_average_decay``, 1 - 1 / (share x updates)), updates = (steps - warm-up) x utd.
+    A run of 10,000 updates acts with 0.999, one of up to 1,000 keeps the agent's 0.99. None: the
+    agent's decay as it is. Evidence: docs/algorithm.md section 9.2."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,6 +140,8 @@ class FinetuneConfig(StageSettings):
         check_section("handover", self.handover, HandoverConfig)
         if self.return_tail is not None and self.return_tail not in TRUNCATION_TAILS:
             raise ConfigError(f"field 'return_tail': must be one of {', '.join(TRUNCATION_TAILS)}, got {self.return_tail!r}")
+        if self.acting_average_share is not None and not 0 < self.acting_average_share <= 1:
+            raise ConfigError(f"field 'acting_average_share': must lie in (0, 1], got {self.acting_average_share}")
         if self.target_return is not None and self.eval_every < 1:
             raise ConfigError("field 'target_return': needs periodic evaluations (eval_every >= 1)")
 
@@ -250,6 +257,11 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 f"note: agent.learning_starts={warmup_steps} >= --steps {cfg.steps}: the run only collects random steps,"
                 " no update"
             )
+        decay = run_length_decay(agent_cfg.acting_average_decay, cfg.acting_average_share, (cfg.steps - warmup_steps) * agent_cfg.utd)
+        if decay != agent_cfg.acting_average_decay:  # recorded with the agent's config in every checkpoint
+            agent_cfg = dataclasses.replace(agent_cfg, acting_average_decay=decay)
+            agent.set_acting_average_decay(decay)
+            run.progress.notice(f"note: acting average decay {decay:.5g} ({cfg.acting_average_share:g} of the run's updates)")
         warmup_policy = UniformRandomPolicy(env_spaces.action_dim, seed=cfg.seed)
         sample_generator = torch.Generator(store.device).manual_seed(cfg.seed + 3)
         episode = RunningEpisode.start(env)
@@ -340,6 +352,15 @@ def _pretraining_weights(agent: DIMEAgent, pretraining: dict[str, Any] | None) -
         None if online.conservative is None else float(pretraining.get("conservative_weight", online.conservative)),
         None if online.behaviour is None else float(pretraining.get("behaviour_weight", online.behaviour)),
     )
+
+
+def run_length_decay(decay: float, share: float | None, updates: int) -> float:
+    """The acting average's decay for a run of ``updates`` updates: ``decay``, or slower where that
+    makes the average's horizon 1 / (1 - decay) at least ``share`` of the updates. An average switched
+    off (``decay`` 0) stays off."""
+    if share is None or decay == 0 or share * updates <= 1:
+        return decay
+    return max(decay, 1.0 - 1.0 / (share * updates))
 
 
 def _handover(cfg: FinetuneConfig, agent: DIMEAgent | None, ramp_start: RegularizerWeights | None, *, resumed: bool) -> Handover | None:

@@ -66,3 +66,26 @@ def test_a_fine_tuning_with_an_average_killed_mid_run_resumes_to_the_same_run(
     assert "acting_policy" in _state(resumed.out_dir)
     assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)  # the evaluations act with the resumed average
     _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
+
+
+def test_the_average_stretches_over_a_share_of_the_run() -> None:
+    from dime_offline.trainers.online import run_length_decay
+
+    assert run_length_decay(0.99, 0.1, 10_000) == pytest.approx(0.999)  # 1000-update horizon
+    assert run_length_decay(0.99, 0.1, 40_000) == pytest.approx(0.99975)
+    assert run_length_decay(0.99, 0.1, 1_000) == 0.99  # short runs keep the agent's decay
+    assert run_length_decay(0.99, 0.1, 5) == 0.99
+    assert run_length_decay(0.0, 0.1, 10_000) == 0.0  # no average stays no average
+    assert run_length_decay(0.99, None, 10_000) == 0.99
+
+
+@pytest.mark.parametrize(("share", "expected"), [(0.1, 0.9), (None, 0.5)])
+def test_finetune_records_the_decay_it_acted_with(pretrained: Path, tmp_path: Path, share: float | None, expected: float) -> None:
+    out = tmp_path / "ft"
+    finetune(FinetuneConfig(
+        env_id="Pendulum-v1", checkpoint=str(pretrained), steps=50, out_dir=str(out), agent={"acting_average_decay": 0.5},
+        acting_average_share=share, eval_every=0, eval_episodes=1, max_episode_steps=20, tensorboard=False, quiet=True,
+    ))  # 50 env steps x utd 2 = 100 updates: a 10-update horizon is decay 0.9
+    assert json.loads((resolve_checkpoint_dir(out) / "config.json").read_text())["acting_average_decay"] == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="acting_average_share"):
+        FinetuneConfig(env_id="Pendulum-v1", acting_average_share=0.0)

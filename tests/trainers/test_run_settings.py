@@ -86,7 +86,8 @@ MOVED = ("offline_anneal_steps", "offline_fraction", "offline_fraction_final", "
 LOADED_FINETUNE = {
     **{k: v for k, v in SAVED_FINETUNE.items() if k not in MOVED},
     "handover": {**{k: SAVED_FINETUNE[k] for k in MOVED}, "conservative_weight": None, "behaviour_weight": None, "ramp_steps": 0},
-    "keep_freed_memory": True,  # added later: an older config gets the default
+    "keep_freed_memory": True,  # added later: an older config gets the defaults
+    "acting_average_share": None,
 }
 LOADED_PRETRAIN = {**SAVED_PRETRAIN, "keep_freed_memory": True}
 

@@ -415,6 +415,14 @@ class DIMEAgent:
             return
         move_average((self.acting_policy, self.acting_critic), (self.policy, self.critic), self.cfg.acting_average_decay)
 
+    def set_learning_rates(self, critic_lr: float, actor_lr: float, alpha_lr: float) -> None:
+        """Give a built agent's optimisers new learning rates (fine-tuning a checkpoint with other
+        rates: the optimisers keep their moments); recorded in ``cfg``."""
+        self.cfg = dataclasses.replace(self.cfg, critic_lr=critic_lr, actor_lr=actor_lr, alpha_lr=alpha_lr)  # validated there
+        for optimizer, lr in ((self.critic_optimizer, critic_lr), (self.actor_optimizer, actor_lr), (self.alpha_optimizer, alpha_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
     def set_acting_average_decay(self, decay: float) -> None:
         """Change ``cfg.acting_average_decay`` of a built agent (fine-tuning a checkpoint with another
         decay): an average kept goes on with the new decay, a new one starts at the live weights, and

@@ -74,10 +74,14 @@ from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold, StageS
 
 CHECKPOINT_TUNABLE_FIELDS = (
     "utd", "batch_size", "learning_starts", "buffer_size", "deterministic_act", "act_candidates", "acting_average_decay",
+    "critic_lr", "actor_lr", "alpha_lr",
 )
 """DIMEConfig fields that may still be overridden when the agent comes from a checkpoint; they
-steer the trainer or how deterministic actions are chosen, whereas every other field is fixed by
-the weights and optimiser state."""
+steer the trainer, how deterministic actions are chosen, or the optimisers' step sizes (online
+learning rates: the optimisers keep their moments), whereas every other field is fixed by the
+weights and optimiser state."""
+_SET_BY_AGENT = ("acting_average_decay", "critic_lr", "actor_lr", "alpha_lr")
+"""Tunable fields the agent applies itself (a new average starts, the optimisers change rate)."""
 MAX_DEFAULT_WARMUP_SHARE = 0.2
 """From scratch, the preset's ``learning_starts`` is capped at this share of ``steps`` unless the
 user set ``agent.learning_starts`` (the authors' 5,000 random steps assume runs of 10^5+ steps)."""
@@ -101,7 +105,9 @@ class FinetuneConfig(StageSettings):
     folder, a D4RL-style HDF5 file or a local Minari dataset id/folder, as for pretraining."""
     agent: dict[str, Any] = field(default_factory=dict)
     """DIMEConfig overrides on top of the preset (``--set agent.utd=1``); with a checkpoint only
-    the trainer fields utd, batch_size, learning_starts and buffer_size may change."""
+    the trainer fields (utd, batch_size, learning_starts, buffer_size), how deterministic actions are
+    chosen (deterministic_act, act_candidates, acting_average_decay) and the online learning rates
+    (critic_lr, actor_lr, alpha_lr: the optimisers keep pretraining's moments) may change."""
     MOVED_FIELDS: ClassVar[dict[str, str]] = {
         name: f"handover.{name}" for name in ("offline_fraction", "offline_fraction_final", "offline_anneal_steps", "online_reuse_limit")
     }
@@ -209,9 +215,10 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         agent_cfg = scratch_cfg
     if agent is not None:  # a checkpoint's or the caller's agent takes the overridable fields (so its state records them)
         agent.cfg = dataclasses.replace(
-            agent.cfg, **{name: getattr(agent_cfg, name) for name in CHECKPOINT_TUNABLE_FIELDS if name != "acting_average_decay"}
+            agent.cfg, **{name: getattr(agent_cfg, name) for name in CHECKPOINT_TUNABLE_FIELDS if name not in _SET_BY_AGENT}
         )
         agent.set_acting_average_decay(agent_cfg.acting_average_decay)  # a new average starts here
+        agent.set_learning_rates(agent_cfg.critic_lr, agent_cfg.actor_lr, agent_cfg.alpha_lr)
     pretrained = not from_scratch if resume is None else bool(resume.meta.extra.get("pretrained", not from_scratch))
     if recorded_handover is not None:  # resumed: the recorded schedule, mid-ramp or not
         handover: Handover | None = Handover.from_dict(cfg.handover, recorded_handover)

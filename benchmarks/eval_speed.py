@@ -7,7 +7,9 @@ E * T policy calls for E episodes of T steps, while ``dime_offline.evaluation.ro
 steps the E episodes through a gymnasium vector env with one batch-E call per vector step (T
 calls). Both run the same episodes (episode i from ``reset(seed=seed + i)``); only the order in
 which the stochastic policy draws its noise differs, so returns agree in distribution, lengths
-exactly when the env has no early termination (HalfCheetah).
+exactly when the env has no early termination (HalfCheetah). With ``--deterministic`` the agent
+acts as evaluation does by default (the best of K chain samples by the critics, a function of the
+observation alone), so each episode's return must agree too.
 
 The agent is an untrained ``DIMEConfig.preset("cpu")`` DIMEAgent (the cost of an action does not
 depend on the weights). The two protocols alternate, first one then the other, for ``--repeats``
@@ -15,6 +17,7 @@ rounds; the table gives the median and range of each, the policy calls, and the 
 medians. The load average is printed before and after, so runs on a shared machine are visible.
 
     python benchmarks/eval_speed.py                                   # 10 HalfCheetah-v4 episodes
+    python benchmarks/eval_speed.py --deterministic                   # as `evaluate` acts by default
     python benchmarks/eval_speed.py --max-episode-steps 20 --repeats 1   # smoke test, seconds
 """
 
@@ -69,6 +72,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="rounds, each timing both protocols once")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic actions (best of K by the critics, evaluation's default) instead of sampled ones")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -79,19 +84,20 @@ def main() -> None:
         env.close()
     agent = DIMEAgent(spaces.obs_dim, spaces.action_dim, DIMEConfig.preset("cpu"), seed=args.seed)
     for rows in (1, args.episodes):  # first calls at each batch size allocate; keep them out of the timings
-        agent.act(np.zeros((rows, spaces.obs_dim), np.float32))
+        agent.act(np.zeros((rows, spaces.obs_dim), np.float32), deterministic=args.deterministic)
 
     protocols: dict[str, Callable[[CountingPolicy], EpisodeStats]] = {
         "one by one": lambda p: evaluate(
-            p, args.env, args.episodes, args.seed, deterministic=False, max_episode_steps=args.max_episode_steps,
-            max_parallel=1,
+            p, args.env, args.episodes, args.seed, deterministic=args.deterministic,
+            max_episode_steps=args.max_episode_steps, max_parallel=1,
         ),
         "stepped together": lambda p: evaluate(
-            p, args.env, args.episodes, args.seed, deterministic=False, max_episode_steps=args.max_episode_steps
+            p, args.env, args.episodes, args.seed, deterministic=args.deterministic,
+            max_episode_steps=args.max_episode_steps,
         ),
     }
     print(f"{args.env}, {args.episodes} episodes, max episode steps {args.max_episode_steps or 'registered'}, "
-          f"DIME preset cpu, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.repeats} rounds")
+          f"DIME preset cpu, {'deterministic' if args.deterministic else 'sampled'} actions, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.repeats} rounds")
     print(f"load average before: {_load()}")
     seconds: dict[str, list[float]] = {name: [] for name in protocols}
     calls: dict[str, int] = {}
@@ -112,7 +118,11 @@ def main() -> None:
               f"{sum(stats[name].lengths):>9} {stats[name].return_mean:>11.1f}")
     old, new = (statistics.median(seconds[name]) for name in protocols)
     same = stats["one by one"].lengths == stats["stepped together"].lengths
-    print(f"ratio one by one / stepped together: {old / new:.2f}x; episode lengths {'equal' if same else 'DIFFER'}")
+    agreement = f"episode lengths {'equal' if same else 'DIFFER'}"
+    if args.deterministic:  # a function of the observation: the same episodes to float32 rounding in the batch
+        gap = float(np.max(np.abs(np.subtract(stats["one by one"].returns, stats["stepped together"].returns))))
+        agreement += f", largest per-episode return difference {gap:.3g}"
+    print(f"ratio one by one / stepped together: {old / new:.2f}x; {agreement}")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ def main() -> None:
         ),
     }
     print(f"{args.env}, {args.episodes} episodes, max episode steps {args.max_episode_steps or 'registered'}, "
-          f"DIME preset cpu, {'deterministic' if args.deterministic else 'sampled'} actions, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.repeats} rounds")
+          f"DIME preset cpu, {'deterministic' if args.deterministic else 'sampled'} actions, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.repeats} rounds")
     print(f"load average before: {_load()}")
     seconds: dict[str, list[float]] = {name: [] for name in protocols}
     calls: dict[str, int] = {}

@@ -35,7 +35,7 @@ def test_the_drawdown_counts_after_the_window_and_a_fall_beyond_noise_and_ten_pe
     measured = report.measure(_trial(tmp_path / "a", curve, {"data": None}), window=0.1)
     assert measured.dip == -900.0 and measured.dip_ok is None  # no boundary from scratch
     assert measured.drawdown == pytest.approx(100.0) and measured.drawdown_at == 500
-    assert not measured.kept  # 100 > max(0.1 * 200, 2 * 10 / sqrt(10))
+    assert not measured.kept  # 100 > 0.1 * 200 + 2 * 10 / sqrt(10)
     assert measured.final == -190.0 and measured.gain is None
     assert measured.setting == "data=null"
     small = {100: -300.0, 200: -200.0, 300: -215.0, 1000: -205.0}  # a fall of 15: within 10 % of the best
@@ -44,6 +44,11 @@ def test_the_drawdown_counts_after_the_window_and_a_fall_beyond_noise_and_ten_pe
     assert not report.measure(_trial(tmp_path / "c", fall, {}), window=0.1).kept
     noisy = report.measure(_trial(tmp_path / "d", fall, {}, std=200.0), window=0.1)  # ...but within 2 x 200 / sqrt(10)
     assert noisy.kept and noisy.drawdown == pytest.approx(100.0)
+    # The 10 % and the noise add up: a fall of 30 below a best of -200 is beyond each alone
+    # (20 and 2 x 30 / sqrt(10) = 19) and within their sum (39).
+    both = {100: -300.0, 200: -200.0, 300: -230.0, 1000: -220.0}
+    assert report.measure(_trial(tmp_path / "e", both, {}, std=30.0), window=0.1).kept
+    assert not report.measure(_trial(tmp_path / "f", {**both, 300: -240.0}, {}, std=30.0), window=0.1).kept
 
 
 def test_trials_of_several_sweeps_group_by_sweep_then_setting(tmp_path: Path) -> None:

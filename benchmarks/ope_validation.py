@@ -12,7 +12,9 @@ of a medium replay buffer). Policies:
 * DIME checkpoints along pretraining on that data (``--budgets`` gradient steps each), acting in
   their deployment mode (best of K chains by the critics, as ``load_policy`` and ``ope`` use);
 * uniformly random actions (stochastic: FQE draws 8 actions per state);
-* full torque for ever (``spin``: the pendulum whirls, a bad policy).
+* full torque for ever (``spin``: the pendulum whirls, a bad policy);
+* behaviour cloning of the logged data (``bc``: ``o2o.train_bc``'s MLP, ``--bc-steps`` steps; every
+  suite has it, as the issue's list of policies does).
 
 and, reported apart because they go where the shipped data never goes (the upright states; the
 limit docs/algorithm.md names), two hand-written controllers: energy-pumping swing-up with a PD balance (``swing_up``,
@@ -71,11 +73,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 from cstr_demo import DEMO_AGENT, DEMO_OFFLINE, SHIPPED_SPEC
+from o2o import train_bc
 
 from dime_offline.config import apply_overrides, to_dict
 from dime_offline.converters import convert_telemetry, load_spec
 from dime_offline.data.actions import scale_action
 from dime_offline.data.load import load_dataset
+from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.schema import TransitionData
 from dime_offline.envs import CSTR_ENV_ID
 from dime_offline.envs.cstr import OBS_NAMES, CSTRParams
@@ -220,10 +224,10 @@ SUITES = {
 }
 
 
-def policies_for(suite: Suite, runs: dict[str, Path], seed: int, action_dim: int) -> dict[str, Candidate]:
-    """The validation's policies, worst first where known."""
+def policies_for(suite: Suite, runs: dict[str, Path], seed: int, action_dim: int, bc: Policy) -> dict[str, Candidate]:
+    """The validation's policies, worst first where known (``bc``: the behaviour-cloning policy)."""
     checkpoints = {name: Candidate(load_policy(path, seed=seed), True) for name, path in runs.items()}
-    random = {"random": Candidate(UniformRandomPolicy(action_dim, seed), False)}
+    random = {"random": Candidate(UniformRandomPolicy(action_dim, seed), False), "bc": Candidate(bc, True)}
     if suite.env_id == CSTR_ENV_ID:
         return {
             **random,
@@ -349,7 +353,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8, help="rollouts per initial state of a stochastic policy or env")
     parser.add_argument("--controller-episodes", type=int, default=0,
                         help="pendulum: add this many episodes of the swing-up controller (action noise 0.5) to the logged data")
-    parser.add_argument("--seed", type=int, default=0, help="pretraining, the random policy, the added episodes")
+    parser.add_argument("--seed", type=int, default=0, help="pretraining, the random policy, BC, the added episodes")
+    parser.add_argument("--bc-steps", type=int, default=5000, help="gradient steps of the behaviour-cloning policy")
     parser.add_argument("--fqe-seeds", nargs="+", type=int, default=None, help="FQE seeds, one fit per seed (default: --seed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an OPEConfig field for every fit, e.g. --set critic=distributional (repeatable)")
@@ -377,7 +382,11 @@ def main() -> None:
     initial = data.obs[data.episode_starts()]
     runs = checkpoints(suite, args.budgets, workdir, data_path, args.seed, args.threads, args.reuse)
     runs.update({name: Path(run) for name, run in extra.items()})
-    policies = policies_for(suite, runs, args.seed, data.action_dim)
+    # BC of the data FQE sees, trained afresh each run (seconds); its truth is cached like the others',
+    # so --reuse with another --bc-steps or --seed needs a fresh workdir.
+    bc, _ = train_bc(ReplayStore.from_transitions(data, ReplayConfig(online_capacity=0)), args.bc_steps, batch_size=256,
+                     seed=args.seed)
+    policies = policies_for(suite, runs, args.seed, data.action_dim, bc)
     base = apply_overrides(OPEConfig(data=data_path, steps=args.steps, fits=args.fits, bootstrap=args.bootstrap), args.set)
     fqe_seeds = args.fqe_seeds or [args.seed]
     rows = []

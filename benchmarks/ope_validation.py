@@ -227,20 +227,20 @@ SUITES = {
 def policies_for(suite: Suite, runs: dict[str, Path], seed: int, action_dim: int, bc: Policy) -> dict[str, Candidate]:
     """The validation's policies, worst first where known (``bc``: the behaviour-cloning policy)."""
     checkpoints = {name: Candidate(load_policy(path, seed=seed), True) for name, path in runs.items()}
-    random = {"random": Candidate(UniformRandomPolicy(action_dim, seed), False), "bc": Candidate(bc, True)}
+    generic = {"random": Candidate(UniformRandomPolicy(action_dim, seed), False), "bc": Candidate(bc, True)}
     if suite.env_id == CSTR_ENV_ID:
         return {
-            **random,
+            **generic,
             "hold": Candidate(HoldJacket(CSTRParams()), True),
             **checkpoints,
             "pi_sluggish": Candidate(PIController(PIConfig(gain=0.5, integral_minutes=10.0), seed=seed), True),
             "pi": Candidate(PIController(seed=seed), True),
         }
     if suite.env_id != PENDULUM:
-        return {**random, **checkpoints}
+        return {**generic, **checkpoints}
     return {
         "full_torque": Candidate(FullTorque(), True),
-        **random,
+        **generic,
         **checkpoints,
         "swing_up_half": Candidate(SwingUp(limit=0.5), True, main_set=False),
         "swing_up": Candidate(SwingUp(), True, main_set=False),

@@ -90,9 +90,13 @@ def curve_measures(
     drawdown, drawdown_at, kept = 0.0, None, True
     best = -math.inf
     for step, value, spread, is_early in zip(steps, means, noise, early):
-        if not is_early and best > -math.inf and best - value > drawdown:
-            drawdown, drawdown_at = float(best - value), int(step)
-            if best - value > 0.1 * abs(best) + spread:
+        if not is_early and best > -math.inf:
+            fall = float(best - value)
+            if fall > drawdown:
+                drawdown, drawdown_at = fall, int(step)
+            # Every evaluation is judged with its own noise, not only the largest fall: a smaller fall
+            # measured more precisely can be the one beyond the allowance.
+            if fall > 0.1 * abs(best) + spread:
                 kept = False
         best = max(best, float(value))
     return dip, dip_ok, drawdown, drawdown_at, kept

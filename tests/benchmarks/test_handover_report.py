@@ -51,6 +51,19 @@ def test_the_drawdown_counts_after_the_window_and_a_fall_beyond_noise_and_ten_pe
     assert not report.measure(_trial(tmp_path / "f", {**both, 300: -240.0}, {}, std=30.0), window=0.1).kept
 
 
+def test_every_evaluation_is_judged_with_its_own_noise_not_only_the_largest_fall() -> None:
+    # Best 1000 at step 200; a fall of 300 at step 300 within its noise (allowance 100 + 400), then a
+    # smaller fall of 250 at step 400 measured precisely (allowance 100 + 10): that one is lost.
+    steps = report.np.array([100, 200, 300, 400, 500])
+    means = report.np.array([900.0, 1000.0, 700.0, 750.0, 1000.0])
+    noise = report.np.array([10.0, 10.0, 400.0, 10.0, 10.0])
+    _, _, drawdown, drawdown_at, kept = report.curve_measures(None, steps, means, noise, horizon=100)
+    assert drawdown == 300.0 and drawdown_at == 300
+    assert not kept
+    noise[3] = 200.0  # the same fall within its own noise: kept
+    assert report.curve_measures(None, steps, means, noise, horizon=100)[4]
+
+
 def test_trials_of_several_sweeps_group_by_sweep_then_setting(tmp_path: Path) -> None:
     curve = {100: -300.0, 1000: -200.0}
     scratch = report.measure(_trial(tmp_path / "scratch" / "trials" / "s0", curve, {}), window=0.1)

@@ -57,6 +57,25 @@ def test_summary_keeps_methods_apart_and_reports_the_dip_ratio(tmp_path: Path) -
     assert "| dime-finetune | 75.0 ± 0.0 | 70.0 ± 0.0 | 95.0 ± 0.0 | 82.5 ± 0.0 |" in o2o.format_table(setup, summary)
 
 
+def test_summary_counts_issue_9s_no_dip_and_kept_verdicts_where_records_hold_their_noise(tmp_path: Path) -> None:
+    setup = _setup(tmp_path)  # dip window: the first tenth of the online steps
+    window = setup.dip_window
+    steady = {"method": "dime-finetune", "seed": 0, "wall_seconds": 1.0,
+              "curve": [[0, -200.0], [window, -190.0], [2 * window, -150.0], [3 * window, -160.0]], "noise": [5.0] * 4}
+    falls = {"method": "dime-finetune", "seed": 1, "wall_seconds": 1.0,  # dips to -300, then gives back 60 of -100
+             "curve": [[0, -200.0], [window, -300.0], [2 * window, -100.0], [3 * window, -160.0]], "noise": [5.0] * 4}
+    old = {"method": "dime-finetune", "seed": 2, "wall_seconds": 1.0, "curve": [[0, -200.0], [window, -900.0]]}
+    summary = o2o.summarise(setup, [steady, falls, old])
+    finetuned = summary["online"]["dime-finetune"]
+    assert finetuned["no_dip"] == (1, 2) and finetuned["kept"] == (1, 2)  # the record without noise is not judged
+    assert "dime-finetune: no dip (within 10 % of the boundary) in 1 of 2, gains kept" in o2o.format_table(setup, summary)
+    # A fall within 10 % plus the noise is kept: -100 -> -115 with noise 10 (allowance 20).
+    within = {**falls, "curve": [[0, -200.0], [window, -190.0], [2 * window, -100.0], [3 * window, -115.0]], "noise": [10.0] * 4}
+    assert o2o.no_dip_and_kept(within, window) == (True, True)
+    scratch = {"method": "dime-scratch", "seed": 0, "curve": [[window, -900.0], [2 * window, -100.0]], "noise": [5.0, 5.0]}
+    assert o2o.no_dip_and_kept(scratch, window) == (None, True)  # no boundary: no dip verdict
+
+
 def test_behaviour_cloning_fits_a_state_dependent_expert(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     obs = (rng.normal(size=(1000, 3)) * 5 + 2).astype(np.float32)  # far from standardised, on purpose

@@ -10,7 +10,10 @@ compared settings (``--variants``, default: float32 products vs the default ``au
   the run's metrics.csv (``train/updates_per_second`` / utd);
 * **pretrain**: ``dime-offline pretrain`` with the default regularisers on a random-policy dataset of
   ``--pretrain-env`` (Hopper-v4 shapes by default; the update's cost does not depend on the data),
-  gradient steps per second of the logged intervals after the first.
+  gradient steps per second of the logged intervals after the first;
+* **finetune**: ``dime-offline finetune --checkpoint`` of a short pretraining on that dataset, the
+  dataset kept as the offline half of each batch (the offline-to-online path, with the online
+  regularisers the checkpoint records), ``--steps`` env steps of ``--pretrain-env``, env steps per second.
 
 The bound: FLOPs per env step (online) or per gradient step (pretrain), counted with
 ``torch.utils.flop_counter`` over one policy-delay cycle of the same agent and regularisers (the
@@ -57,13 +60,14 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def flops_per_update(obs_dim: int, act_dim: int, offline: bool) -> float:
-    """FLOPs of one gradient step (averaged over a policy-delay cycle) of the cpu preset."""
+def flops_per_update(obs_dim: int, act_dim: int, phase: str | None) -> float:
+    """FLOPs of one gradient step (averaged over a policy-delay cycle) of the cpu preset, with the
+    default regularisers of ``phase`` ("offline", "online"; None: none)."""
     cfg = DIMEConfig.preset("cpu", matmul_precision="float32")
     agent = DIMEAgent(obs_dim, act_dim, cfg, seed=0)
     batch = make_batch(obs_dim, act_dim, cfg.batch_size)
-    if offline:
-        OfflineConfig().attach(agent, "offline")
+    if phase is not None:
+        OfflineConfig().attach(agent, phase)
         batch = batch._replace(mc_return=torch.zeros(cfg.batch_size), is_offline=torch.ones(cfg.batch_size))
     agent.update(batch)  # lazily built state (optimiser moments) outside the count
     return update_flops(agent, batch)
@@ -87,7 +91,7 @@ def run_cli(args: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", nargs="+", default=["online", "pretrain"], choices=["online", "pretrain"])
+    parser.add_argument("--jobs", nargs="+", default=["online", "pretrain"], choices=["online", "pretrain", "finetune"])
     parser.add_argument("--variants", nargs="+", default=["float32", "auto"],
                         help="agent.matmul_precision values, or FIELD=VALUE settings (--set) to compare")
     parser.add_argument("--env", default="HalfCheetah-v4")
@@ -103,9 +107,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results: dict[tuple[str, str], list[float]] = {}
-        if "pretrain" in args.jobs:
-            data = work / "data.parquet"
+        data, pretrained = work / "data.parquet", work / "pretrained"
+        if {"pretrain", "finetune"} & set(args.jobs):
             run_cli(["collect", "--env", args.pretrain_env, "--policy", "random", "--steps", "5000", "--out", str(data)])
+        if "finetune" in args.jobs:
+            run_cli(["pretrain", "--data", str(data), "--steps", "20", "--out", str(pretrained), "--set", "eval_every=0",
+                     "--set", "tensorboard=false", "--set", "eval_episodes=1", "--set", "max_episode_steps=10"])
         for round_ in range(args.repeats):
             for job in args.jobs:
                 for variant in args.variants:
@@ -118,6 +125,10 @@ def main() -> None:
                                  "--set", f"agent.learning_starts={args.warmup}", "--set", "eval_every=0",
                                  "--set", "max_episode_steps=100", *common])
                         rate = steady_rate(out / "metrics.csv") / DIMEConfig.preset("cpu").utd
+                    elif job == "finetune":
+                        run_cli(["finetune", "--checkpoint", str(pretrained), "--data", str(data), "--env", args.pretrain_env,
+                                 "--steps", str(args.steps), "--set", "eval_every=0", "--set", "max_episode_steps=100", *common])
+                        rate = steady_rate(out / "metrics.csv") / DIMEConfig.preset("cpu").utd
                     else:
                         run_cli(["pretrain", "--data", str(data), "--steps", str(args.steps), "--set", "eval_every=0",
                                  "--set", "max_episode_steps=100", *common])
@@ -129,7 +140,8 @@ def main() -> None:
     print("fp32 matmul GFLOP/s before: " + ", ".join(f"{k} {v:.0f}" for k, v in rates_before.items())
           + "; after: " + ", ".join(f"{k} {v:.0f}" for k, v in rates_after.items()))
 
-    env_dims = {"online": args.env, "pretrain": args.pretrain_env}
+    env_dims = {"online": args.env, "pretrain": args.pretrain_env, "finetune": args.pretrain_env}
+    phases = {"online": None, "pretrain": "offline", "finetune": "online"}
     header = (f"{'job':<9} {'variant':<9} {'rate /s':>8} {'[min-max]':>13} {'GFLOP/step':>10} {'bound /s':>8} {'x bound':>7}"
               f" {'ref GFLOP':>9} {'ref bound':>9} {'x ref':>6}")
     print(header)
@@ -138,8 +150,8 @@ def main() -> None:
         env = gym.make(env_dims[job])
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
         env.close()
-        per_update = flops_per_update(obs_dim, act_dim, offline=job == "pretrain")
-        per_step = per_update * (DIMEConfig.preset("cpu").utd if job == "online" else 1)
+        per_update = flops_per_update(obs_dim, act_dim, phases[job])
+        per_step = per_update * (1 if job == "pretrain" else DIMEConfig.preset("cpu").utd)
         bound = ceiling * 1e9 / per_step
         for variant in args.variants:
             r = results[(job, variant)]
@@ -148,7 +160,7 @@ def main() -> None:
             ref_cols = "" if reference is None else f" {reference:>9.1f} {ceiling / reference:>9.1f} {med / (ceiling / reference):>6.2f}"
             print(f"{job:<9} {variant:<9} {med:>8.2f} {f'[{min(r):.1f}-{max(r):.1f}]':>13} {per_step / 1e9:>10.2f} "
                   f"{bound:>8.1f} {med / bound:>7.2f}{ref_cols}")
-    print(f"online: env steps/s (utd {DIMEConfig.preset('cpu').utd}); pretrain: gradient steps/s; bound = {ceiling:.0f} "
+    print(f"online, finetune: env steps/s (utd {DIMEConfig.preset('cpu').utd}); pretrain: gradient steps/s; bound = {ceiling:.0f} "
           "GFLOP/s (best fp32 matmul rate measured here) / FLOPs per step; load now " + load())
 
 

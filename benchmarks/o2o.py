@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dime_offline.config import apply_overrides
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.parquet import read_parquet_metadata
 from dime_offline.data.replay import ReplayStore
@@ -121,6 +122,9 @@ class Setup:
     dime_acting: str = "deterministic"
     """How DIME policies act in evaluations: "deterministic" (the library's default, best of K chains by
     the critics) or "stochastic" (samples of the chain, the authors' protocol)."""
+    finetune: tuple[str, ...] = ()
+    """``finetune --set`` overrides of the ``dime-finetune`` runs (e.g. ``handover.conservative_weight=0``):
+    a fine-tuning variant measured on the same checkpoints, in its own ``--out``."""
 
 
 # ----------------------------------------------------------------------------- data
@@ -284,6 +288,8 @@ def finetune_dime(setup: Setup, method: str, seed: int) -> dict[str, Any]:
         preset=setup.preset, agent=agent, eval_every=setup.eval_every, eval_episodes=setup.eval_episodes,
         checkpoint_every=0, tensorboard=False, quiet=True, eval_deterministic=setup.dime_acting == "deterministic",
     )
+    if checkpoint is not None:
+        cfg = apply_overrides(cfg, list(setup.finetune))
     result = finetune(cfg)
     curve = [(r.step, r.stats.return_mean) for r in result.loop.evaluations]
     noise = [evaluation_noise(r.stats) for r in result.loop.evaluations]
@@ -515,7 +521,7 @@ def parse_setup(args: argparse.Namespace) -> Setup:
         batch_size=args.batch_size, eval_every=args.eval_every or max(1, args.online_steps // 40),
         eval_episodes=args.eval_episodes, final_episodes=args.final_episodes, dip_window=window,
         learning_starts=args.learning_starts if args.learning_starts is not None else min(5000, args.online_steps // 5),
-        preset=args.preset, agent=agent, out=out, dime_acting=args.dime_acting,
+        preset=args.preset, agent=agent, out=out, dime_acting=args.dime_acting, finetune=tuple(args.finetune_set),
     )
 
 
@@ -537,6 +543,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dime-acting", choices=("deterministic", "stochastic"), default="deterministic",
                         help="DIME evaluations: best-of-K deterministic (library default) or sampled (authors)")
     parser.add_argument("--agent-set", action="append", default=[], metavar="FIELD=JSON", help="DIMEConfig override")
+    parser.add_argument("--finetune-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="finetune override of the dime-finetune runs (repeatable), e.g. handover.conservative_weight=0")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", default=None, help="output folder (default cache/o2o/<dataset>)")
     parser.add_argument("--plot-copy", default=None, help="also copy the plot here (e.g. docs/img/o2o.png)")
@@ -560,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
         for method in methods:
             for seed in args.seeds:
                 target = results / f"{method}-s{seed}.json"
-                if target.exists() and not args.force and _same_budgets(json.loads(target.read_text())["setup"], setup):
+                if target.exists() and not args.force and _same_budgets(json.loads(target.read_text())["setup"], setup, method):
                     continue
                 print(f"[o2o] {method} seed {seed} ...", file=sys.stderr, flush=True)
                 record = run_method(setup, method, seed)
@@ -570,7 +578,7 @@ def main(argv: list[str] | None = None) -> None:
 
     records = [
         r for r in (json.loads(p.read_text()) for p in sorted(results.glob("*.json")))
-        if _same_budgets(r.get("setup", {}), setup)
+        if _same_budgets(r.get("setup", {}), setup, r["method"])
     ]
     summary = summarise(setup, records)
     report = {
@@ -589,12 +597,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nresults: {out / 'o2o.json'}  plot: {out / 'o2o.png'}")
 
 
-def _same_budgets(recorded: dict[str, Any], setup: Setup) -> bool:
-    """Only results made with this setup's data and budgets are summarised together."""
+def _same_budgets(recorded: dict[str, Any], setup: Setup, method: str) -> bool:
+    """Only results made with this setup's data and budgets (and, for ``dime-finetune``, its
+    fine-tuning overrides) are summarised together."""
     keys = ("data", "env_id", "offline_steps", "online_steps", "batch_size", "eval_every", "eval_episodes",
             "final_episodes", "learning_starts", "preset", "agent", "dime_acting")
+    keys += ("finetune",) if method == "dime-finetune" else ()
     current = asdict(setup)
-    recorded = {"dime_acting": "stochastic", **recorded}  # results from before the field acted stochastically
+    current["finetune"] = list(setup.finetune)  # as JSON stores it
+    # results from before a field existed: DIME acted stochastically, fine-tuning ran at its defaults
+    recorded = {"dime_acting": "stochastic", "finetune": [], **recorded}
     return all(recorded.get(k) == current[k] for k in keys)
 
 

@@ -75,6 +75,23 @@ def test_summary_counts_the_seeds_that_kept_their_gains_where_records_hold_their
     assert o2o.gains_kept({**steady, "noise": [20.0] * 4}, None, window)
 
 
+def test_a_finetuning_variant_shares_every_result_but_the_finetuned_runs(tmp_path: Path) -> None:
+    from dataclasses import asdict, replace
+
+    setup = _setup(tmp_path)
+    variant = replace(setup, finetune=("handover.conservative_weight=0",))
+    stored_default = {**asdict(setup), "finetune": []}
+    stored_before_the_field = {k: v for k, v in stored_default.items() if k != "finetune"}
+    for method in ("dime-offline", "bc", "dime-scratch", "dime-rlpd"):  # the variant reuses them
+        assert o2o._same_budgets(stored_default, variant, method)
+    assert not o2o._same_budgets(stored_default, variant, "dime-finetune")
+    assert not o2o._same_budgets(stored_before_the_field, variant, "dime-finetune")
+    assert o2o._same_budgets(stored_before_the_field, setup, "dime-finetune")  # older records ran the defaults
+    stored_variant = {**asdict(variant), "finetune": ["handover.conservative_weight=0"]}  # as JSON keeps it
+    assert o2o._same_budgets(stored_variant, variant, "dime-finetune")
+    assert not o2o._same_budgets(stored_variant, setup, "dime-finetune")
+
+
 def test_behaviour_cloning_fits_a_state_dependent_expert(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     obs = (rng.normal(size=(1000, 3)) * 5 + 2).astype(np.float32)  # far from standardised, on purpose

@@ -142,7 +142,8 @@ def main() -> None:
 
     env_dims = {"online": args.env, "pretrain": args.pretrain_env, "finetune": args.pretrain_env}
     phases = {"online": None, "pretrain": "offline", "finetune": "online"}
-    header = (f"{'job':<9} {'variant':<9} {'rate /s':>8} {'[min-max]':>13} {'GFLOP/step':>10} {'bound /s':>8} {'x bound':>7}"
+    width = max(9, *(len(v) for v in args.variants))
+    header = (f"{'job':<9} {'variant':<{width}} {'rate /s':>8} {'[min-max]':>13} {'GFLOP/step':>10} {'bound /s':>8} {'x bound':>7}"
               f" {'ref GFLOP':>9} {'ref bound':>9} {'x ref':>6}")
     print(header)
     print("-" * len(header))
@@ -158,7 +159,7 @@ def main() -> None:
             med = statistics.median(r)
             reference = REFERENCE_GFLOP.get((job, env_dims[job]))
             ref_cols = "" if reference is None else f" {reference:>9.1f} {ceiling / reference:>9.1f} {med / (ceiling / reference):>6.2f}"
-            print(f"{job:<9} {variant:<9} {med:>8.2f} {f'[{min(r):.1f}-{max(r):.1f}]':>13} {per_step / 1e9:>10.2f} "
+            print(f"{job:<9} {variant:<{width}} {med:>8.2f} {f'[{min(r):.1f}-{max(r):.1f}]':>13} {per_step / 1e9:>10.2f} "
                   f"{bound:>8.1f} {med / bound:>7.2f}{ref_cols}")
     print(f"online, finetune: env steps/s (utd {DIMEConfig.preset('cpu').utd}); pretrain: gradient steps/s; bound = {ceiling:.0f} "
           "GFLOP/s (best fp32 matmul rate measured here) / FLOPs per step; load now " + load())

@@ -42,6 +42,10 @@ Each (method, seed) result is stored as JSON under ``--out``/results and reused 
         --offline-steps 5000 --online-steps 5000 --seeds 0 1 2 --methods bc iql td3bc
     python benchmarks/o2o.py --data ... --methods dime-offline dime-finetune --seeds 0
     python benchmarks/o2o.py --data ... --report        # table, o2o.json and o2o.png from stored results
+
+A fine-tuning variant (``--finetune-set handover.conservative_weight=0``, repeatable) is measured on
+the same checkpoints in an ``--out`` of its own holding copies of the stored results and the
+``dime-offline`` runs: only the ``dime-finetune`` records must match the variant, the others are shared.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from offline_factories import GOOD_MODE, SLOPED_MODE, bandit_dataset, tiny_confi
 
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.data.replay import ReplayStore
-from dime_offline.regularizers import ConservativePenalty
+from dime_offline.regularizers import ConservativePenalty, OfflineConfig
 
 GAMMA = 0.9
 GRID = np.linspace(-1.0, 1.0, 21, dtype=np.float32)
@@ -29,7 +29,9 @@ OOD = np.abs(np.abs(GRID) - 0.5) > 0.2
 
 def _agent(conservative: bool, seed: int, **overrides: object) -> DIMEAgent:
     cfg = tiny_config(gamma=GAMMA, v_min=-100.0, v_max=100.0, policy_delay=1, actor_lr=1e-3, batch_size=64, **overrides)
-    penalty = ConservativePenalty(0.5, n_actions=2, seed=seed) if conservative else None
+    defaults = OfflineConfig()  # the candidates pretraining uses by default
+    penalty = (ConservativePenalty(0.5, n_actions=defaults.n_actions, reuse_next_actions=defaults.reuse_next_actions, seed=seed)
+               if conservative else None)
     return DIMEAgent(2, 1, cfg, seed=seed, critic_regularizer=penalty)
 
 

@@ -174,6 +174,24 @@ def test_with_reuse_the_agent_runs_chains_for_one_sample_fewer_per_state() -> No
     assert chain_rows == {False: 16 * 3, True: 16 * 2}  # s' plus M (or M - 1) samples per state
 
 
+def test_one_candidate_of_each_kind_with_reuse_runs_no_chain_of_its_own() -> None:
+    """M = 1 with the next-state action reused: the agent's one chain holds the s' rows alone, and the
+    critics' joint pass holds data, next-state, one uniform and one policy row per state."""
+    store = ReplayStore.empty(3, 2, online_capacity=64)
+    rng = np.random.default_rng(0)
+    store.add(rng.normal(size=(64, 3)), rng.uniform(-1, 1, (64, 2)), rng.normal(size=64), rng.normal(size=(64, 3)),
+              np.zeros(64, bool), np.zeros(64, bool))
+    agent = DIMEAgent(3, 2, tiny_config(batch_size=16, policy_delay=2), seed=0,
+                      critic_regularizer=ConservativePenalty(0.5, n_actions=1, reuse_next_actions=True))
+    chain_rows, critic_rows = [], []
+    sample, critic_forward = agent.policy.sample, agent.critic.forward
+    agent.policy.sample = lambda obs, *a, **k: chain_rows.append(obs.shape[0]) or sample(obs, *a, **k)
+    agent.critic.forward = lambda obs, action: critic_rows.append(obs.shape[0]) or critic_forward(obs, action)
+    metrics = agent.update(store.sample(16))
+    assert chain_rows == [16] and critic_rows == [16 * 4]
+    assert np.isfinite(metrics["conservative/gap"]) and metrics["conservative/gap"] != 0.0
+
+
 def test_penalty_is_zero_when_the_candidates_are_the_data_actions() -> None:
     agent = DIMEAgent(3, 2, tiny_config(), seed=0)
     batch = _batch()

@@ -4,23 +4,16 @@ they do not change how the agent learns, and the measures read the boundary firs
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.types import Batch
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_acting_average_study", ROOT / "benchmarks" / "acting_average_study.py")
-assert _spec is not None and _spec.loader is not None
-study = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = study
-_spec.loader.exec_module(study)
+study = load("acting_average_study")
 
 OBS, ACT, ROWS = 4, 2, 32
 TINY = DIMEConfig.preset(

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("bench_handover_report", ROOT / "benchmarks" / "handover_report.py")
-assert _spec is not None and _spec.loader is not None
-report = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = report  # dataclasses resolve annotations through sys.modules
-_spec.loader.exec_module(report)
+report = load("handover_report")
 
 
 def _trial(folder: Path, returns: dict[int, float], setting: dict, std: float = 10.0, episodes: int = 10) -> Path:

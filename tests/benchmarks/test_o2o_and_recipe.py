@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load
 
 from dime_offline.data.replay import ReplayStore
 from dime_offline.data.schema import DatasetMetadata, TransitionData
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-o2o = _load("o2o")
-recipe = _load("make_datasets")
+o2o = load("o2o")
+recipe = load("make_datasets")
 
 
 def test_online_scores_take_the_boundary_the_early_minimum_and_the_last_evaluation() -> None:

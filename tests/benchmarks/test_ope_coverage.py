@@ -26,6 +26,10 @@ def test_true_values_match_closed_forms_and_rank_the_controllers() -> None:
     # gamma 0: the value is E[-x_0^2] for x_0 ~ U(-2, 2), i.e. -4/3.
     value, se = coverage.Task(noise=0.1, gamma=0.0, episodes=1, length=1).true_value(2.0, rollouts=200_000, horizon=5, seed=0)
     assert value == pytest.approx(-4.0 / 3.0, abs=4 * se) and se < 0.01
+    # From given initial states, each equally often: -(1 + 4) / 2 at gamma 0.
+    given = coverage.Task(noise=0.1, gamma=0.0, episodes=1, length=1).true_value(
+        2.0, rollouts=10, horizon=5, seed=0, initial=np.array([1.0, 2.0], np.float32))
+    assert given == (pytest.approx(-2.5), pytest.approx(1.5 / np.sqrt(10)))
     task = coverage.Task(noise=0.1, gamma=0.9, episodes=1, length=1)
     values = [task.true_value(gain, rollouts=20_000, horizon=100, seed=1)[0] for gain in coverage.GAINS.values()]
     assert values[0] > values[1] > values[2]  # steering to 0 harder is better; steering away is worst

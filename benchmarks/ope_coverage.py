@@ -23,6 +23,7 @@ minus truth, the estimates' spread across datasets (what an interval's width sho
 own error against each dataset's initial states.
 
     python benchmarks/ope_coverage.py --datasets 20 --json out.json
+    python benchmarks/ope_coverage.py --datasets 3 --first-dataset 3 --set target_update_interval=1   # a variant, datasets 3-5
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from dime_offline.config import apply_overrides
 from dime_offline.data.schema import DatasetMetadata, TransitionData
 from dime_offline.ope import OPEConfig, fitted_q_evaluation
 
@@ -95,6 +97,7 @@ class Proportional:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", type=int, default=20, help="independent logged datasets (trials per policy)")
+    parser.add_argument("--first-dataset", type=int, default=0, help="seed of the first dataset (to split a study over processes)")
     parser.add_argument("--episodes", type=int, default=40, help="logged episodes per dataset")
     parser.add_argument("--length", type=int, default=25, help="steps per logged episode")
     parser.add_argument("--noise", type=float, default=0.1, help="standard deviation of the dynamics noise")
@@ -103,12 +106,14 @@ def main() -> None:
     parser.add_argument("--confidence", type=float, default=OPEConfig.confidence)
     parser.add_argument("--rollouts", type=int, default=200_000, help="Monte-Carlo rollouts of each true value")
     parser.add_argument("--horizon", type=int, default=150, help="steps of each rollout")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="an OPEConfig setting other than the library's default (repeatable), e.g. target_update_interval=1")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", default=None, help="also write the trials and the summary here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     task = Task(noise=args.noise, gamma=args.gamma, episodes=args.episodes, length=args.length)
-    print(f"task {asdict(task)}, {args.datasets} datasets, bootstrap {args.bootstrap}, confidence {args.confidence},"
+    print(f"task {asdict(task)}, {args.datasets} datasets, bootstrap {args.bootstrap}, confidence {args.confidence}, settings {args.set},"
           f" torch threads {args.threads}, load {os.getloadavg()}", flush=True)
     truths = {name: task.true_value(gain, args.rollouts, args.horizon, seed=10_000 + i) for i, (name, gain) in enumerate(GAINS.items())}
     for name, (value, se) in truths.items():
@@ -116,10 +121,10 @@ def main() -> None:
 
     started = time.monotonic()
     trials = []
-    for seed in range(args.datasets):
+    for seed in range(args.first_dataset, args.first_dataset + args.datasets):
         data = task.logged(seed)
         for name, gain in GAINS.items():
-            cfg = OPEConfig(bootstrap=args.bootstrap, confidence=args.confidence, seed=seed)
+            cfg = apply_overrides(OPEConfig(bootstrap=args.bootstrap, confidence=args.confidence, seed=seed), args.set)
             value = fitted_q_evaluation(Proportional(gain), data, cfg, gamma=task.gamma).value
             assert value.lo is not None and value.hi is not None
             truth = truths[name][0]

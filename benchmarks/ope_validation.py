@@ -316,6 +316,27 @@ def pairs_ordered(truth: np.ndarray, estimate: np.ndarray) -> tuple[int, int]:
     return right, total
 
 
+def ranking_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well one FQE seed's estimates rank and value ``rows`` (policies with "truth", "estimate",
+    "relative_error", "lo", "hi"). With intervals, also the ranking by their lower ends: the
+    pessimistic choice, which marks down a policy whose value the resamples disagree on."""
+    truth = np.array([r["truth"] for r in rows])
+    estimate = np.array([r["estimate"] for r in rows])
+    errors = [r["relative_error"] for r in rows]
+    right, apart = pairs_ordered(truth, estimate)
+    figures: dict[str, Any] = {
+        "policies": len(rows), "spearman": spearman(truth, estimate), "pairs_apart_ordered": f"{right}/{apart}",
+        "mean_relative_error": float(np.mean(errors)), "max_relative_error": float(np.max(errors)),
+    }
+    if all(r["lo"] is not None for r in rows):
+        lower = np.array([r["lo"] for r in rows])
+        right, apart = pairs_ordered(truth, lower)
+        figures["interval_covers_truth"] = sum(r["lo"] <= r["truth"] <= r["hi"] for r in rows)
+        figures["spearman_lower_bound"] = spearman(truth, lower)
+        figures["pairs_apart_ordered_lower_bound"] = f"{right}/{apart}"
+    return figures
+
+
 def checkpoints(suite: Suite, budgets: list[int], workdir: Path, data: str, seed: int, threads: int, reuse: bool) -> dict[str, Path]:
     """One pretraining run per budget, all with the same seed."""
     runs = {}
@@ -421,14 +442,7 @@ def main() -> None:
     for fqe_seed in fqe_seeds:
         seed_rows = [r for r in rows if r["fqe_seed"] == fqe_seed]
         for label, chosen in (("main_set", [r for r in seed_rows if r["main_set"]]), ("all", seed_rows)):
-            truth = np.array([r["truth"] for r in chosen])
-            estimate = np.array([r["estimate"] for r in chosen])
-            errors = [r["relative_error"] for r in chosen]
-            right, apart = pairs_ordered(truth, estimate)
-            figures = {"policies": len(chosen), "spearman": spearman(truth, estimate), "pairs_apart_ordered": f"{right}/{apart}",
-                       "mean_relative_error": float(np.mean(errors)), "max_relative_error": float(np.max(errors))}
-            if all(r["lo"] is not None for r in chosen):
-                figures["interval_covers_truth"] = sum(r["lo"] <= r["truth"] <= r["hi"] for r in chosen)
+            figures = ranking_figures(chosen)
             summary[f"{label}_seed{fqe_seed}"] = figures
             print(f"{label}, FQE seed {fqe_seed}: {figures}", flush=True)
     summary["wall_seconds"] = time.monotonic() - started

@@ -17,6 +17,9 @@ def load(name: str) -> ModuleType:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
+    # A script run from benchmarks/ imports its siblings (`from o2o import ...`): so may the module.
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)

@@ -214,13 +214,13 @@ class OPEResult:
     support: tuple[float, float]
     """The FQE critic's value support [v_min, v_max]."""
     action_gap: float
+    """Root mean square distance, in the [-1, 1] action box, between the policy's and the logged actions at
+    the logged states: how far the policy leaves the behaviour (FQE's bias grows with it)."""
     fit_spread: float
     """Standard deviation of the whole-data fits' estimates (initialisation noise; 0 with one fit)."""
     last_quarter_change: float
     """How much the point estimate moved over the last quarter of the FQE steps (a settled fit moves
     little; a note says when it moved more than 5 %)."""
-    """Root mean square distance, in the [-1, 1] action box, between the policy's and the logged actions at
-    the logged states: how far the policy leaves the behaviour (FQE's bias grows with it)."""
     config: OPEConfig
     checkpoint: str | None = None
     data: str | None = None

@@ -60,6 +60,9 @@ def ope_command(
         f"policy value from the initial states:    {_interval(summary['value'])} ({confidence} bootstrap interval;"
         f" mean of {summary['fits']} fits, spread {summary['fit_spread']:.1f})"
     )
+    if summary["value"]["lo"] is not None:
+        typer.echo(f"to choose between policies, compare the lower ends ({summary['value']['lo']:.1f} here): a value the"
+                   " data does not pin down gets a wide interval (docs/algorithm.md §10)")
     typer.echo(f"logged behaviour (Monte-Carlo return):   {_interval(summary['behaviour']['value'])}")
     typer.echo(f"policy minus behaviour:                  {_interval(summary['improvement'])}")
     typer.echo(f"mean over all logged states: policy {_interval(summary['mean_state_value'])},"

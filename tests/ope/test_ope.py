@@ -264,10 +264,11 @@ def test_the_command_prints_one_json_object_and_writes_the_same_summary(checkpoi
     assert json.loads((out / "ope_config.json").read_text())["hidden"] == [16, 16]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging leftovers
 
-    human = _invoke("--checkpoint", checkpoint, "--data", SAMPLE, "--steps", 5, "--set", "bootstrap=0",
-                    "--set", "policy_mode=stochastic")
+    human = _invoke("--checkpoint", checkpoint, "--data", SAMPLE, "--steps", 5, "--set", "bootstrap=2",
+                    "--set", "policy_mode=stochastic", "--set", "hidden=[16, 16]")
     assert human.exit_code == 0, human.output
     assert "(stochastic actions)" in human.stdout and "policy value from the initial states" in human.stdout
+    assert "to choose between policies, compare the lower ends" in human.stdout
     assert "logged behaviour" in human.stdout and "note: 0 target refreshes" in human.stdout
 
 

@@ -25,13 +25,15 @@ OPE = ConfigSource("ope.py", "OPEConfig")
 @user_errors_exit_2
 def ope_command(
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Checkpoint or run directory whose policy is evaluated (required).")
+        list[Path] | None,
+        typer.Option("--checkpoint", help="Checkpoint or run directory whose policy is evaluated (required; repeat it to"
+                     " rank several policies on the same data, best first by the interval's lower end)."),
     ] = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Logged transitions: Parquet file/folder, D4RL HDF5 or local Minari id (required).")
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help=OPE.help("steps", "FQE gradient steps."))] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for ope.json and ope_config.json.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for ope.json and ope_config.json (several checkpoints: a folder each and ranking.json).")] = None,
     config: ConfigFileOption = None,
     overrides: Annotated[
         list[str] | None,
@@ -42,11 +44,26 @@ def ope_command(
     """Estimate the policy's discounted return from logged data (fitted Q evaluation, bootstrap interval),
     beside the logged behaviour's."""
     from dime_offline.config import resolve_config
-    from dime_offline.ope import OPEConfig, evaluate_offline
+    from dime_offline.ope import RANKING_FILE, OPEConfig, evaluate_offline, rank_offline
 
+    checkpoints = checkpoint or []
     cfg = resolve_config(
-        OPEConfig, path_text(config), overrides, checkpoint=path_text(checkpoint), data=path_text(data), steps=steps, out_dir=path_text(out)
+        OPEConfig, path_text(config), overrides, checkpoint=path_text(checkpoints[0]) if len(checkpoints) == 1 else None,
+        data=path_text(data), steps=steps, out_dir=path_text(out)
     )
+    if len(checkpoints) > 1:
+        ranked = rank_offline([str(c) for c in checkpoints], cfg)
+        if json_output:
+            print_json({"command": "ope", "ranking": [r.to_dict() for r in ranked]})
+            return
+        by = "estimate" if cfg.bootstrap == 0 else f"lower end of the {100 * cfg.confidence:.0f} % interval"
+        typer.echo(f"ope on {cfg.data}: {len(ranked)} policies, best first by the {by}")
+        for rank, result in enumerate(ranked, 1):
+            typer.echo(f"{rank}. {_interval(result.value.to_dict())}  action gap {result.action_gap:.2f}  {result.checkpoint}")
+        typer.echo(f"logged behaviour (Monte-Carlo return):   {_interval(ranked[0].behaviour_value.to_dict())}")
+        if out is not None:
+            typer.echo(f"ranking: {out / RANKING_FILE}")
+        return
     summary = evaluate_offline(cfg).to_dict()
     if json_output:
         print_json(summary)

@@ -47,7 +47,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +76,7 @@ CriticKind = Literal["scalar", "distributional"]
 CRITIC_KINDS: tuple[str, ...] = ("scalar", "distributional")
 SUMMARY_FILE = "ope.json"
 CONFIG_FILE = "ope_config.json"
+RANKING_FILE = "ranking.json"
 _ACT_CHUNK_ROWS = 4096
 """Observations per policy call while precomputing actions (bounds the chains' memory)."""
 
@@ -301,6 +302,34 @@ def evaluate_offline(cfg: OPEConfig) -> OPEResult:
     if cfg.out_dir is not None:
         write_summary(result, cfg.out_dir)
     return result
+
+
+def rank_offline(checkpoints: Sequence[str], cfg: OPEConfig) -> list[OPEResult]:
+    """Estimate every checkpoint's policy on ``cfg.data`` with the same FQE settings and seed, and
+    return the results best first by their interval's lower end (by the estimate when ``bootstrap``
+    is 0): the pessimistic choice, which ranked simulated policies best (docs/algorithm.md §10).
+
+    With ``cfg.out_dir`` set, checkpoint ``i`` writes its summary into ``out_dir/<i>-<folder name>/``
+    as it finishes, and ``ranking.json`` (the order, with each one's estimate and interval) is
+    written atomically at the end. Raises as :func:`evaluate_offline`, before any fit for a
+    checkpoint that cannot be found.
+    """
+    if not checkpoints:
+        raise ConfigError("field 'checkpoint': give one or more checkpoints to rank")
+    directories = [resolve_checkpoint_dir(c) for c in checkpoints]  # every path checked before the first fit
+    results = []
+    for i, (checkpoint, directory) in enumerate(zip(checkpoints, directories, strict=True)):
+        out_dir = None if cfg.out_dir is None else str(Path(cfg.out_dir) / f"{i}-{Path(checkpoint).name}")
+        results.append(evaluate_offline(dataclasses.replace(cfg, checkpoint=str(directory), out_dir=out_dir)))
+    ranked = sorted(results, key=lambda r: -(r.value.estimate if r.value.lo is None else r.value.lo))
+    if cfg.out_dir is not None:
+        ranking = {
+            "command": "ope", "data": cfg.data, "ranked_by": "estimate" if cfg.bootstrap == 0 else "lower end of the interval",
+            "policies": [{"checkpoint": r.checkpoint, **r.value.to_dict()} for r in ranked],
+        }
+        with atomic_path(Path(cfg.out_dir) / RANKING_FILE) as tmp:
+            tmp.write_text(json.dumps(ranking, indent=2) + "\n")
+    return ranked
 
 
 def _data_for(cfg: OPEConfig, spaces: SpaceSpec, checkpoint: Path) -> TransitionData:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
-from dime_offline.checkpoints import save_checkpoint
+from dime_offline.checkpoints import resolve_checkpoint_dir, save_checkpoint
 from dime_offline.data.load import save_dataset
 from dime_offline.data.schema import DatasetMetadata, TransitionData
 from dime_offline.data.spaces import SpaceSpec
@@ -270,6 +270,36 @@ def test_the_command_prints_one_json_object_and_writes_the_same_summary(checkpoi
     assert "(stochastic actions)" in human.stdout and "policy value from the initial states" in human.stdout
     assert "to choose between policies, compare the lower ends" in human.stdout
     assert "logged behaviour" in human.stdout and "note: 0 target refreshes" in human.stdout
+
+
+def test_several_checkpoints_are_ranked_best_first_by_the_lower_end(checkpoint: Path, tmp_path: Path) -> None:
+    cfg = DIMEConfig.preset("cpu", critic_hidden=(32, 32), score_hidden=(32, 32), score_frequencies=8,
+                            score_time_hidden=16, diffusion_steps=4, act_candidates=4)
+    spaces = SpaceSpec(obs_dim=3, action_dim=1, action_low=(-2.0,), action_high=(2.0,))
+    other = save_checkpoint(tmp_path / "other", DIMEAgent(3, 1, cfg, seed=7), cfg, None, spaces=spaces, env_id="Pendulum-v1")
+    fast = ("--steps", 20, "--set", "bootstrap=3", "--set", "hidden=[16, 16]")
+    out = tmp_path / "ranked"
+    result = _invoke("--checkpoint", checkpoint, "--checkpoint", other, "--data", SAMPLE, "--out", out, "--json", *fast)
+    assert result.exit_code == 0, result.output
+    ranking = json.loads(result.stdout)["ranking"]
+    assert sorted(r["checkpoint"] for r in ranking) == sorted(str(resolve_checkpoint_dir(c)) for c in (checkpoint, other))
+    lower_ends = [r["value"]["lo"] for r in ranking]
+    assert lower_ends == sorted(lower_ends, reverse=True)
+    written = json.loads((out / "ranking.json").read_text())
+    assert written["ranked_by"] == "lower end of the interval"
+    assert [p["lo"] for p in written["policies"]] == lower_ends
+    assert sorted(p.name for p in out.iterdir()) == ["0-checkpoint", "1-other", "ranking.json"]
+    assert json.loads((out / "1-other" / "ope.json").read_text())["value"] in [r["value"] for r in ranking]
+
+    human = _invoke("--checkpoint", checkpoint, "--checkpoint", other, "--data", SAMPLE, *fast)
+    assert human.exit_code == 0, human.output
+    assert "2 policies, best first by the lower end of the 90 % interval" in human.stdout
+    assert [line[:3] for line in human.stdout.splitlines() if line[:1].isdigit()] == ["1. ", "2. "]
+
+    # A missing checkpoint stops the ranking before any fit: nothing written.
+    missing = _invoke("--checkpoint", checkpoint, "--checkpoint", tmp_path / "missing", "--data", SAMPLE,
+                      "--out", tmp_path / "none", *fast)
+    assert "missing" in _error_line(missing) and not (tmp_path / "none" / "0-checkpoint").exists()
 
 
 def test_bad_input_is_one_line_with_exit_code_2(checkpoint: Path, tmp_path: Path) -> None:

@@ -61,6 +61,9 @@ def ope_command(
         for rank, result in enumerate(ranked, 1):
             typer.echo(f"{rank}. {_interval(result.value.to_dict())}  action gap {result.action_gap:.2f}  {result.checkpoint}")
         typer.echo(f"logged behaviour (Monte-Carlo return):   {_interval(ranked[0].behaviour_value.to_dict())}")
+        for result in ranked:
+            for note in result.notes:
+                typer.echo(f"note ({result.checkpoint}): {note}")
         if out is not None:
             typer.echo(f"ranking: {out / RANKING_FILE}")
         return

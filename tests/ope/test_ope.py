@@ -295,6 +295,7 @@ def test_several_checkpoints_are_ranked_best_first_by_the_lower_end(checkpoint: 
     assert human.exit_code == 0, human.output
     assert "2 policies, best first by the lower end of the 90 % interval" in human.stdout
     assert [line[:3] for line in human.stdout.splitlines() if line[:1].isdigit()] == ["1. ", "2. "]
+    assert human.stdout.count("target refreshes, fewer than") == 2  # each fit's notes, named by checkpoint
 
     # A missing checkpoint stops the ranking before any fit: nothing written.
     missing = _invoke("--checkpoint", checkpoint, "--checkpoint", tmp_path / "missing", "--data", SAMPLE,

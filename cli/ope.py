@@ -44,7 +44,7 @@ def ope_command(
     """Estimate the policy's discounted return from logged data (fitted Q evaluation, bootstrap interval),
     beside the logged behaviour's."""
     from dime_offline.config import resolve_config
-    from dime_offline.ope import RANKING_FILE, OPEConfig, evaluate_offline, rank_offline
+    from dime_offline.ope import RANKING_FILE, OPEConfig, evaluate_offline, rank_offline, ranking_basis
 
     checkpoints = checkpoint or []
     cfg = resolve_config(
@@ -56,8 +56,7 @@ def ope_command(
         if json_output:
             print_json({"command": "ope", "ranking": [r.to_dict() for r in ranked]})
             return
-        by = "estimate" if cfg.bootstrap == 0 else f"lower end of the {100 * cfg.confidence:.0f} % interval"
-        typer.echo(f"ope on {cfg.data}: {len(ranked)} policies, best first by the {by}")
+        typer.echo(f"ope on {cfg.data}: {len(ranked)} policies, best first by the {ranking_basis(cfg)}")
         for rank, result in enumerate(ranked, 1):
             typer.echo(f"{rank}. {_interval(result.value.to_dict())}  action gap {result.action_gap:.2f}  {result.checkpoint}")
         typer.echo(f"logged behaviour (Monte-Carlo return):   {_interval(ranked[0].behaviour_value.to_dict())}")

@@ -304,6 +304,11 @@ def evaluate_offline(cfg: OPEConfig) -> OPEResult:
     return result
 
 
+def ranking_basis(cfg: OPEConfig) -> str:
+    """What :func:`rank_offline` orders the policies by under ``cfg``, in words."""
+    return "estimate" if cfg.bootstrap == 0 else f"lower end of the {100 * cfg.confidence:g} % interval"
+
+
 def rank_offline(checkpoints: Sequence[str], cfg: OPEConfig) -> list[OPEResult]:
     """Estimate every checkpoint's policy on ``cfg.data`` with the same FQE settings and seed, and
     return the results best first by their interval's lower end (by the estimate when ``bootstrap``
@@ -324,7 +329,7 @@ def rank_offline(checkpoints: Sequence[str], cfg: OPEConfig) -> list[OPEResult]:
     ranked = sorted(results, key=lambda r: -(r.value.estimate if r.value.lo is None else r.value.lo))
     if cfg.out_dir is not None:
         ranking = {
-            "command": "ope", "data": cfg.data, "ranked_by": "estimate" if cfg.bootstrap == 0 else "lower end of the interval",
+            "command": "ope", "data": cfg.data, "ranked_by": ranking_basis(cfg),
             "policies": [{"checkpoint": r.checkpoint, **r.value.to_dict()} for r in ranked],
         }
         with atomic_path(Path(cfg.out_dir) / RANKING_FILE) as tmp:

@@ -286,7 +286,7 @@ def test_several_checkpoints_are_ranked_best_first_by_the_lower_end(checkpoint: 
     lower_ends = [r["value"]["lo"] for r in ranking]
     assert lower_ends == sorted(lower_ends, reverse=True)
     written = json.loads((out / "ranking.json").read_text())
-    assert written["ranked_by"] == "lower end of the interval"
+    assert written["ranked_by"] == "lower end of the 90 % interval"
     assert [p["lo"] for p in written["policies"]] == lower_ends
     assert sorted(p.name for p in out.iterdir()) == ["0-checkpoint", "1-other", "ranking.json"]
     assert json.loads((out / "1-other" / "ope.json").read_text())["value"] in [r["value"] for r in ranking]

@@ -22,8 +22,13 @@ before and after the runs (``update_speed.matmul_gflops``; the higher of the two
 table reports measured rate / bound rate: 1.0 means the job runs as fast as its matrix products
 alone would in fp32 at this machine's best rate. Load averages are printed with every run.
 
+``--trees LABEL=DIR ...`` also runs every variant with the library of another source tree (e.g. a
+``git worktree`` of an earlier commit) first on the import path, alternating with this checkout's, so a
+change of implementation is measured side by side through the same CLI.
+
     python benchmarks/e2e_speed.py                              # both jobs, 2 rounds
     python benchmarks/e2e_speed.py --jobs online --steps 100 --warmup 100 --repeats 1   # smoke test
+    git worktree add /tmp/base HEAD~3 && python benchmarks/e2e_speed.py --variants auto --trees base=/tmp/base
 """
 
 from __future__ import annotations
@@ -84,8 +89,13 @@ def steady_rate(metrics_csv: Path) -> float:
     return statistics.median(steady)
 
 
-def run_cli(args: list[str]) -> dict:
-    out = subprocess.run(CLI + args + ["--json"], check=True, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+def run_cli(args: list[str], tree: str | None = None) -> dict:
+    """``dime-offline ARGS --json``; ``tree``: a source tree whose ``dime_offline`` is imported instead."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(tree).resolve()), env.get("PYTHONPATH")]))
+    out = subprocess.run(CLI + args + ["--json"], check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).parents[1], env=env)
     return json.loads(out.stdout)
 
 
@@ -99,7 +109,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300, help="random env steps before learning (online)")
     parser.add_argument("--steps", type=int, default=300, help="learning env steps (online) / gradient steps (pretrain)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--trees", nargs="*", default=[], metavar="LABEL=DIR",
+                        help="other source trees whose library runs each variant too (e.g. a worktree of an earlier commit)")
     args = parser.parse_args()
+    trees: dict[str, str | None] = {"": None}
+    for item in args.trees:
+        label, sep, tree = item.partition("=")
+        if not sep or not (Path(tree) / "dime_offline").is_dir():
+            parser.error(f"--trees {item!r}: expected LABEL=DIR with DIR/dime_offline")
+        trees[f"@{label}"] = tree
+    variants = [variant + label for label in trees for variant in args.variants]
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {load()}")
     shapes = [(256, 256, 256), (512, 256, 256), (768, 256, 256)]
@@ -115,23 +134,25 @@ def main() -> None:
                      "--set", "tensorboard=false", "--set", "eval_episodes=1", "--set", "max_episode_steps=10"])
         for round_ in range(args.repeats):
             for job in args.jobs:
-                for variant in args.variants:
-                    out = work / f"{job}-{variant}-{round_}"
-                    setting = variant if "=" in variant else f"agent.matmul_precision={variant}"
+                for variant in variants:
+                    name, _, label = variant.partition("@")
+                    tree = trees["@" + label] if label else None
+                    out = work / f"{job}-{variant.replace('/', '_')}-{round_}"
+                    setting = name if "=" in name else f"agent.matmul_precision={name}"
                     common = ["--out", str(out), "--set", setting, "--set", f"log_every={LOG_EVERY}",
                               "--set", "tensorboard=false", "--set", "eval_episodes=1", "--set", "checkpoint_every=0"]
                     if job == "online":
                         run_cli(["finetune", "--env", args.env, "--steps", str(args.warmup + args.steps),
                                  "--set", f"agent.learning_starts={args.warmup}", "--set", "eval_every=0",
-                                 "--set", "max_episode_steps=100", *common])
+                                 "--set", "max_episode_steps=100", *common], tree)
                         rate = steady_rate(out / "metrics.csv") / DIMEConfig.preset("cpu").utd
                     elif job == "finetune":
                         run_cli(["finetune", "--checkpoint", str(pretrained), "--data", str(data), "--env", args.pretrain_env,
-                                 "--steps", str(args.steps), "--set", "eval_every=0", "--set", "max_episode_steps=100", *common])
+                                 "--steps", str(args.steps), "--set", "eval_every=0", "--set", "max_episode_steps=100", *common], tree)
                         rate = steady_rate(out / "metrics.csv") / DIMEConfig.preset("cpu").utd
                     else:
                         run_cli(["pretrain", "--data", str(data), "--steps", str(args.steps), "--set", "eval_every=0",
-                                 "--set", "max_episode_steps=100", *common])
+                                 "--set", "max_episode_steps=100", *common], tree)
                         rate = steady_rate(out / "metrics.csv")
                     results.setdefault((job, variant), []).append(rate)
                     print(f"round {round_} {job:<8} {variant:<9} {rate:6.2f}/s   load {load()}", flush=True)
@@ -142,7 +163,7 @@ def main() -> None:
 
     env_dims = {"online": args.env, "pretrain": args.pretrain_env, "finetune": args.pretrain_env}
     phases = {"online": None, "pretrain": "offline", "finetune": "online"}
-    width = max(9, *(len(v) for v in args.variants))
+    width = max(9, *(len(v) for v in variants))
     header = (f"{'job':<9} {'variant':<{width}} {'rate /s':>8} {'[min-max]':>13} {'GFLOP/step':>10} {'bound /s':>8} {'x bound':>7}"
               f" {'ref GFLOP':>9} {'ref bound':>9} {'x ref':>6}")
     print(header)
@@ -154,7 +175,7 @@ def main() -> None:
         per_update = flops_per_update(obs_dim, act_dim, phases[job])
         per_step = per_update * (1 if job == "pretrain" else DIMEConfig.preset("cpu").utd)
         bound = ceiling * 1e9 / per_step
-        for variant in args.variants:
+        for variant in variants:
             r = results[(job, variant)]
             med = statistics.median(r)
             reference = REFERENCE_GFLOP.get((job, env_dims[job]))

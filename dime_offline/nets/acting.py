@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dime_offline.nets.score_net import tanh_gelu
+
 if TYPE_CHECKING:
     from dime_offline.nets.diffusion import DiffusionPolicy
     from dime_offline.nets.score_net import ScoreNet
@@ -119,9 +121,9 @@ def final_state(
     if small_batch_applies(net, x.shape[0], x.device):
         return _final_state_numpy(cond, w_x, dense, w_out, b_out, clip, eta, decay, x, noise)
     for n, cond_n in enumerate(cond.unbind(0)):  # ScoreNet.control's operations, in its order
-        h = F.gelu(torch.addmm(cond_n, x, w_x), approximate="tanh")
+        h = tanh_gelu(torch.addmm(cond_n, x, w_x))
         for weight, bias in dense:
-            h = F.gelu(torch.addmm(bias, h, weight), approximate="tanh")
+            h = tanh_gelu(torch.addmm(bias, h, weight))
         u = torch.addmm(b_out, h, w_out).clamp_(-clip, clip)
         x = torch.addcmul(torch.addcmul(noise[n], u, eta[n]), x, decay[n])
     return x

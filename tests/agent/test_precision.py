@@ -48,8 +48,10 @@ def test_resolve_matmul_dtype_honours_explicit_choices_and_decides_auto_by_the_h
     assert precision.score_net_dtype(torch.bfloat16, ROWS, cpu) == torch.bfloat16
 
 
-@pytest.mark.skipif(not score_net.fused_linear_gelu_available(torch.device("cpu")), reason="no oneDNN in this torch build")
+@pytest.mark.skipif(not score_net._fused_linear_gelu_works(), reason="no oneDNN fused kernel in this torch build")
 def test_fused_no_gradient_chain_matches_the_eager_layers_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fused path is chosen by the CPU (AVX-512 only); its maths is checked wherever the kernel runs.
+    monkeypatch.setattr(score_net, "fused_linear_gelu_available", lambda device: True)
     policy = trained_looking_policy()
     obs = torch.randn(ROWS, OBS)
     assert policy.score_net.fused_hidden_layers(torch.float32) is None  # gradients are on here
@@ -134,3 +136,25 @@ def test_precision_is_a_compute_setting_a_loaded_agent_may_change() -> None:
     assert agent.cfg.matmul_precision == "bfloat16" and agent.policy.matmul_dtype == torch.bfloat16
     hidden = [m for m in agent.critic.net if hasattr(m, "compute_dtype")]
     assert [m.compute_dtype for m in hidden] == [torch.bfloat16, torch.bfloat16, torch.float32]  # atoms head float32
+
+
+def test_the_fused_kernel_is_chosen_by_the_cpu_capability() -> None:
+    cpu = torch.device("cpu")
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    assert score_net.fused_linear_gelu_available(cpu) == (avx512 and score_net._fused_linear_gelu_works())
+    assert not score_net.fused_linear_gelu_available(torch.device("meta"))
+
+
+@pytest.mark.parametrize("rows", [1, 128, 300])
+def test_tanh_gelu_is_torchs_tanh_gelu_on_every_path(rows: int) -> None:
+    x = 4 * torch.randn(rows, 256, dtype=torch.float64)
+    reference = torch.nn.functional.gelu(x, approximate="tanh")
+    with torch.no_grad():
+        fast = score_net.tanh_gelu(x.float())  # the sigmoid form from 128 rows on
+    assert (fast.double() - reference).abs().max() < 2e-6
+    assert score_net.tanh_gelu(x.to(torch.bfloat16)).dtype == torch.bfloat16
+    leaf = x.float().requires_grad_()
+    score_net.tanh_gelu(leaf).sum().backward()  # gradient passes: torch's kernel and its backward
+    expected = x.float().requires_grad_()
+    torch.nn.functional.gelu(expected, approximate="tanh").sum().backward()
+    assert torch.equal(leaf.grad, expected.grad)

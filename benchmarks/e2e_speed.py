@@ -182,6 +182,13 @@ def main() -> None:
             ref_cols = "" if reference is None else f" {reference:>9.1f} {ceiling / reference:>9.1f} {med / (ceiling / reference):>6.2f}"
             print(f"{job:<9} {variant:<{width}} {med:>8.2f} {f'[{min(r):.1f}-{max(r):.1f}]':>13} {per_step / 1e9:>10.2f} "
                   f"{bound:>8.1f} {med / bound:>7.2f}{ref_cols}")
+        # Paired: each round's rate over the first variant's rate in the same round (the host's speed
+        # drifts between rounds more than it does within one).
+        first = results[(job, variants[0])]
+        for variant in variants[1:]:
+            ratios = [a / b for a, b in zip(results[(job, variant)], first)]
+            print(f"{job:<9} {variant} / {variants[0]}: rounds " + ", ".join(f"{x:.2f}" for x in ratios)
+                  + f"; median {statistics.median(ratios):.2f}")
     print(f"online, finetune: env steps/s (utd {DIMEConfig.preset('cpu').utd}); pretrain: gradient steps/s; bound = {ceiling:.0f} "
           "GFLOP/s (best fp32 matmul rate measured here) / FLOPs per step; load now " + load())
 

@@ -40,14 +40,15 @@ four in-place passes; below it torch's single kernel wins on per-operation cost 
 def tanh_gelu(x: torch.Tensor) -> torch.Tensor:
     """GELU's tanh approximation (flax's ``nn.gelu``), 0.5 x (1 + tanh(z)) with z = sqrt(2/pi)(x + 0.044715 x^3).
 
-    For large float32 tensors outside autograd it is computed as the equal x sigmoid(2z), in four in-place
-    passes: torch's tanh-GELU kernel is bound by its vectorised tanh, which is slow on some CPUs (on an
-    AVX2 EPYC 130 us against 68 us for a 256 x 256 tile; faster on AVX-512 too, docs/benchmarks.md). The
-    two agree to float32 rounding. Gradient passes, other dtypes (bfloat16 keeps torch's float32
-    internals), small tensors and traced graphs (export) use torch's kernel.
+    For large float32 CPU tensors outside autograd it is computed as the equal x sigmoid(2z), in four
+    in-place passes: torch's CPU tanh-GELU kernel is bound by its vectorised tanh (on an AVX2 EPYC 130 us
+    against 68 us for a 256 x 256 tile; on an AVX-512 one 67 against 46 us, docs/benchmarks.md). The two
+    agree to float32 rounding. Gradient passes, other dtypes (bfloat16 keeps torch's float32 internals),
+    small tensors, GPUs (one fused kernel there) and traced graphs (export) use torch's kernel.
     """
     if (
-        x.dtype != torch.float32
+        x.device.type != "cpu"
+        or x.dtype != torch.float32
         or x.numel() < FAST_GELU_MIN_ELEMENTS
         or (x.requires_grad and torch.is_grad_enabled())
         or torch.jit.is_tracing()

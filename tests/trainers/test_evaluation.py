@@ -83,7 +83,9 @@ class LinearPolicy:
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         self.calls += 1
-        return np.tanh(obs @ self.weights)
+        # Row by row: a (B, O) product's kernel, and so its last bits, can depend on B (it does with
+        # OpenBLAS on AVX2 CPUs), and the protocols must get the same action for the same row.
+        return np.stack([np.tanh(row @ self.weights) for row in obs])
 
 
 def sequential_reference(policy: Policy, env_id: str, n_episodes: int, seed: int, **kwargs: Any) -> EpisodeStats:

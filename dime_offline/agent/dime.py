@@ -415,6 +415,12 @@ class DIMEAgent:
             return
         move_average((self.acting_policy, self.acting_critic), (self.policy, self.critic), self.cfg.acting_average_decay)
 
+    def set_temperature(self, alpha: float) -> None:
+        """Set alpha (> 0) of a built agent, e.g. at the offline -> online boundary; the temperature
+        optimiser keeps its moments."""
+        with torch.no_grad():
+            self.log_alpha.fill_(float(np.log(alpha)))
+
     def set_learning_rates(self, critic_lr: float, actor_lr: float, alpha_lr: float) -> None:
         """Give a built agent's optimisers new learning rates (fine-tuning a checkpoint with other
         rates: the optimisers keep their moments); recorded in ``cfg``."""

@@ -8,8 +8,9 @@ learned if it changes abruptly (docs/algorithm.md section 8.7):
   hundreds of times each), optionally annealed;
 * **the regularisers' weights**: pretraining's conservative penalty and behaviour term give way to
   their online weights, at once or along a linear ramp of ``ramp_steps`` env steps;
-* **the temperature**: alpha auto-tunes online from the pretrained value (no reset), and batch
-  renorm keeps its statistics (fixed choices, listed here so the whole handover reads in one place).
+* **the temperature**: by default alpha auto-tunes online from where pretraining left it; it may
+  start elsewhere (``alpha_start``) or be held (``alpha_mode="fixed"``). Batch renorm keeps its
+  statistics (a fixed choice, listed here so the whole handover reads in one place).
 
 :class:`HandoverConfig` holds the knobs (``finetune``'s ``handover`` section); :class:`Handover`
 applies them to an agent step by step. The weights at each step are a function of the env step, so a
@@ -19,7 +20,7 @@ resumed run continues the ramp exactly; the start and end weights travel in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from dime_offline.errors import ConfigError
 from dime_offline.regularizers.schedule import RegularizedAgent
@@ -58,6 +59,14 @@ class HandoverConfig:
     ramp_steps: int = 0
     """Env steps over which both weights move linearly from their pretraining values to their online
     values (0: they switch at the first online step). Applies to a pretrained agent only."""
+    alpha_mode: Literal["auto", "fixed"] | None = None
+    """The temperature online: "auto" tunes alpha against the agent's entropy target, "fixed" holds it
+    where it starts; None: the checkpoint's agent setting ("auto" unless pretraining set otherwise).
+    Applies to a pretrained agent only (from scratch: ``agent.alpha_mode``)."""
+    alpha_start: float | None = None
+    """Alpha at the first online step (> 0); None: where pretraining left it (its offline temperature,
+    by default 0.1 x the dataset's reward std). Applies to a pretrained agent only (from scratch:
+    ``agent.alpha_init``)."""
 
     def __post_init__(self) -> None:
         for name in ("offline_fraction", "offline_fraction_final"):
@@ -74,6 +83,10 @@ class HandoverConfig:
                 raise ConfigError(f"field 'handover.{name}': must be >= 0, got {value}")
         if self.ramp_steps < 0:
             raise ConfigError(f"field 'handover.ramp_steps': must be >= 0, got {self.ramp_steps}")
+        if self.alpha_mode not in (None, "auto", "fixed"):
+            raise ConfigError(f"field 'handover.alpha_mode': must be auto or fixed, got {self.alpha_mode!r}")
+        if self.alpha_start is not None and not self.alpha_start > 0:
+            raise ConfigError(f"field 'handover.alpha_start': must be > 0, got {self.alpha_start}")
 
     def offline_fraction_at(self, step: int, run_steps: int) -> float:
         """Offline share of the batch at env step ``step`` (1-based) of a run of ``run_steps``, linear

@@ -220,6 +220,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         agent.set_acting_average_decay(agent_cfg.acting_average_decay)  # a new average starts here
         agent.set_learning_rates(agent_cfg.critic_lr, agent_cfg.actor_lr, agent_cfg.alpha_lr)
     pretrained = not from_scratch if resume is None else bool(resume.meta.extra.get("pretrained", not from_scratch))
+    if agent is not None and resume is None:  # the boundary's temperature; a resumed run keeps what it recorded
+        agent_cfg = _boundary_temperature(cfg.handover, agent, agent_cfg)
     if recorded_handover is not None:  # resumed: the recorded schedule, mid-ramp or not
         handover: Handover | None = Handover.from_dict(cfg.handover, recorded_handover)
     else:
@@ -381,6 +383,10 @@ def _handover(cfg: FinetuneConfig, agent: DIMEAgent | None, ramp_start: Regulari
                                  ("behaviour_weight", settings.behaviour_weight, has.behaviour)):
         if value is not None and present is None:
             raise ConfigError(f"field 'handover.{name}': this agent has no such regulariser (it needs a pretraining checkpoint)")
+    for name in ("alpha_mode", "alpha_start"):
+        if getattr(settings, name) is not None and agent is None:
+            scratch_field = {"alpha_mode": "agent.alpha_mode", "alpha_start": "agent.alpha_init"}[name]
+            raise ConfigError(f"field 'handover.{name}': applies to a pretrained agent; from scratch set {scratch_field}")
     if settings.ramp_steps > 0 and ramp_start is None and not resumed:
         raise ConfigError("field 'handover.ramp_steps': a ramp starts from pretraining's weights, which only a pretraining checkpoint records")
     if has == RegularizerWeights(None, None):
@@ -392,6 +398,18 @@ def _handover(cfg: FinetuneConfig, agent: DIMEAgent | None, ramp_start: Regulari
         has.behaviour if settings.behaviour_weight is None else settings.behaviour_weight,
     )
     return Handover(settings, ramp_start, end)
+
+
+def _boundary_temperature(settings: HandoverConfig, agent: DIMEAgent, agent_cfg: DIMEConfig) -> DIMEConfig:
+    """Apply the handover's temperature settings to a pretrained agent at the first online step:
+    alpha's start value and its mode (recorded in the agent's configuration, so checkpoints and a
+    resumed run keep the mode). Returns the configuration the run saves."""
+    if settings.alpha_start is not None:
+        agent.set_temperature(settings.alpha_start)
+    if settings.alpha_mode is not None:
+        agent.cfg = dataclasses.replace(agent.cfg, alpha_mode=settings.alpha_mode)
+        agent_cfg = dataclasses.replace(agent_cfg, alpha_mode=settings.alpha_mode)
+    return agent_cfg
 
 
 def _check_out_dir(cfg: FinetuneConfig) -> Path:

@@ -36,9 +36,10 @@ def test_the_reuse_cap_keeps_the_first_online_rows_from_filling_the_batch() -> N
 @pytest.mark.parametrize(
     ("field", "value"),
     [("offline_fraction", 1.5), ("offline_fraction_final", -0.1), ("online_reuse_limit", 0.0),
-     ("offline_anneal_steps", 0), ("conservative_weight", -1.0), ("behaviour_weight", -0.5), ("ramp_steps", -1)],
+     ("offline_anneal_steps", 0), ("conservative_weight", -1.0), ("behaviour_weight", -0.5), ("ramp_steps", -1),
+     ("alpha_mode", "warm"), ("alpha_start", 0.0)],
 )
-def test_bad_settings_name_their_field(field: str, value: float) -> None:
+def test_bad_settings_name_their_field(field: str, value: float | str) -> None:
     with pytest.raises(ConfigError, match=f"handover.{field}"):
         HandoverConfig(**{field: value})
 

@@ -1,5 +1,6 @@
 """The handover schedule through ``finetune``: weights ramp from pretraining's to the online ones as
-logged, overrides apply, a run killed mid-ramp resumes to the same run, bad requests are one line."""
+logged, overrides apply, the temperature starts and is held or tuned as set, a run killed mid-ramp
+resumes to the same run, bad requests are one line."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import trainer_factories as tf
 from test_resume import Killed, _assert_same_state, _kill_at_update, _metrics, _state
 
+from dime_offline.checkpoints import load_checkpoint
 from dime_offline.config import apply_overrides, from_dict, load_run_config, to_dict
 from dime_offline.errors import ConfigError
 from dime_offline.regularizers import OfflineConfig
@@ -61,13 +63,34 @@ def test_the_weights_ramp_from_pretraining_to_online_over_ramp_steps(pretrained:
     assert set(_logged(tmp_path / "kept", "online/conservative_weight")[1]) == {0.0}
 
 
+def test_the_temperature_starts_where_set_and_is_held_or_tuned(pretrained: Path, tmp_path: Path) -> None:
+    pretrained_alpha = load_checkpoint(pretrained / "checkpoint")[0].alpha
+    finetune(_cfg(pretrained, tmp_path / "default"))
+    _, alpha = _logged(tmp_path / "default", "train/alpha/value")
+    # auto-tuned from where pretraining left it: Adam moves log alpha by about alpha_lr per actor step
+    assert abs(np.log(alpha[0] / pretrained_alpha)) < 0.01 and alpha[-1] != alpha[0]
+
+    finetune(_cfg(pretrained, tmp_path / "held", alpha_mode="fixed", alpha_start=0.05))
+    _, alpha = _logged(tmp_path / "held", "train/alpha/value")
+    np.testing.assert_allclose(alpha, 0.05, rtol=1e-6)
+    agent, agent_cfg, _ = load_checkpoint(tmp_path / "held" / "checkpoint")
+    assert agent_cfg.alpha_mode == "fixed" and agent.alpha == pytest.approx(0.05)  # a further fine-tuning holds it too
+
+    finetune(_cfg(pretrained, tmp_path / "started", alpha_start=0.05))
+    _, alpha = _logged(tmp_path / "started", "train/alpha/value")
+    assert abs(np.log(alpha[0] / 0.05)) < 0.01 and alpha[-1] != alpha[0]
+    assert load_checkpoint(tmp_path / "started" / "checkpoint")[1].alpha_mode == "auto"
+
+
 def test_a_run_killed_mid_ramp_resumes_to_the_same_run(pretrained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = finetune(_cfg(pretrained, tmp_path / "whole", ramp_steps=40))
+    # alpha_start too: a resumed run goes on from the recorded alpha, it does not start it again
+    settings = {"ramp_steps": 40, "alpha_start": 0.05}
+    whole = finetune(_cfg(pretrained, tmp_path / "whole", **settings))
     with monkeypatch.context() as patch:
         _kill_at_update(patch, 2 * 30)  # env step 30: after the periodic checkpoint at 25, mid-ramp
         with pytest.raises(Killed):
-            finetune(_cfg(pretrained, tmp_path / "killed", ramp_steps=40))
-    resumed = finetune(FinetuneConfig(**{**vars(_cfg(pretrained, tmp_path / "killed", ramp_steps=40)), "resume": True}))
+            finetune(_cfg(pretrained, tmp_path / "killed", **settings))
+    resumed = finetune(FinetuneConfig(**{**vars(_cfg(pretrained, tmp_path / "killed", **settings)), "resume": True}))
     assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
     _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
 
@@ -78,6 +101,10 @@ def test_requests_the_agent_cannot_honour_are_one_line_errors(tmp_path: Path) ->
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(ramp_steps=10)))
     with pytest.raises(ConfigError, match="handover.behaviour_weight"):  # from scratch there is no behaviour term
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(behaviour_weight=1.0)))
+    with pytest.raises(ConfigError, match=r"handover.alpha_start.*agent.alpha_init"):  # from scratch alpha starts at alpha_init
+        finetune(FinetuneConfig(**scratch, handover=HandoverConfig(alpha_start=0.1)))
+    with pytest.raises(ConfigError, match=r"handover.alpha_mode.*agent.alpha_mode"):
+        finetune(FinetuneConfig(**scratch, handover=HandoverConfig(alpha_mode="fixed")))
     assert not (tmp_path / "s" / "metrics.csv").exists()
 
 

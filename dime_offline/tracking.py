@@ -390,13 +390,35 @@ def plot_learning_curve(
     return png_path
 
 
-BOUNDARY_PANELS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("Q on data vs return-to-go", (("train/critic/q_data", "Q(s, a_data)"), ("train/critic/mc_return", "Monte-Carlo return"))),
-    ("conservative gap", (("train/conservative/gap", "gap"),)),
-    ("temperature alpha", (("train/alpha/value", "alpha"),)),
-    ("entropy bound", (("train/actor/entropy_bound", "entropy bound"),)),
+BOUNDARY_PANELS: tuple[tuple[str, tuple[tuple[str, str | None, str | None], ...]], ...] = (
+    ("Q on data vs return-to-go", (("Q(s, a_data)", "train/critic/q_data", "train/critic/q_data"),
+                                   ("Monte-Carlo return", "train/critic/mc_return", "train/critic/mc_return"))),
+    ("conservative gap", (("gap", "train/conservative/gap", "train/conservative/gap"),)),
+    ("temperature alpha", (("alpha", "train/alpha/value", "train/alpha/value"),)),
+    ("entropy bound", (("entropy bound", "train/actor/entropy_bound", "train/actor/entropy_bound"),)),
+    ("regulariser weights", (("conservative penalty", "offline/conservative_weight", "online/conservative_weight"),
+                             ("behaviour term", "offline/behaviour_weight", "online/behaviour_weight"))),
+    ("logged rows' share of a batch", (("offline share", None, "online/offline_fraction"),)),
 )
-"""The boundary diagnostics :func:`plot_offline_to_online` draws under the returns: (title, ((metric, label), ...))."""
+"""The boundary diagnostics and the handover schedule :func:`plot_offline_to_online` draws under the
+returns: (title, ((label, pretraining's metric, fine-tuning's metric), ...)); None: the stage has no
+such series (pretraining's batches are all logged rows)."""
+
+
+def boundary_series(
+    offline: dict[str, tuple[np.ndarray, np.ndarray]], online: dict[str, tuple[np.ndarray, np.ndarray]], boundary: int
+) -> dict[str, list[tuple[str, str, np.ndarray, np.ndarray]]]:
+    """Per panel of :data:`BOUNDARY_PANELS`, the series found in the two stages' metrics as (label,
+    stage, steps, values), online steps shifted past ``boundary`` (the last offline step)."""
+    panels: dict[str, list[tuple[str, str, np.ndarray, np.ndarray]]] = {}
+    for title, series in BOUNDARY_PANELS:
+        drawn = panels.setdefault(title, [])
+        for label, offline_key, online_key in series:
+            for stage, metrics, key, offset in (("offline", offline, offline_key, 0), ("online", online, online_key, boundary)):
+                if key is not None and key in metrics:
+                    steps, values = metrics[key]
+                    drawn.append((label, stage, steps + offset, values))
+    return panels
 
 
 def plot_offline_to_online(
@@ -412,7 +434,7 @@ def plot_offline_to_online(
     The x axis runs over the offline gradient steps, then over the online env steps after them (a
     dashed line marks the switch). The online curve starts at the last offline evaluation (the
     boundary policy). ``data_return``: the logged behaviour's mean episode return, drawn as a
-    dotted line. Below: the panels of :data:`BOUNDARY_PANELS` over the same axis. Returns the PNG
+    dotted line. Below: the panels of :data:`BOUNDARY_PANELS` over the same axis (solid: pretraining, dashed: fine-tuning). Returns the PNG
     path, or None when neither stage evaluated.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -422,9 +444,11 @@ def plot_offline_to_online(
     if "eval/return_mean" not in offline and "eval/return_mean" not in online:
         return None
     boundary = int(max((steps.max() for steps, _ in offline.values() if steps.size), default=0))
-    figure = Figure(figsize=(10.0, 7.0), dpi=110)
+    columns = 3
+    rows = -(-len(BOUNDARY_PANELS) // columns)
+    figure = Figure(figsize=(10.0, 5.0 + 2.6 * rows), dpi=110)
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(2, len(BOUNDARY_PANELS), height_ratios=(1.6, 1.0))
+    grid = figure.add_gridspec(1 + rows, columns, height_ratios=(1.8,) + (1.0,) * rows)
     axes = figure.add_subplot(grid[0, :])
     offline_eval = offline.get("eval/return_mean")
     if offline_eval is not None:
@@ -439,23 +463,25 @@ def plot_offline_to_online(
         axes.axhline(data_return, color="0.4", linestyle=":", label="logged data (mean episode return)")
     axes.axvline(boundary, color="k", linestyle="--", linewidth=1.0, label="offline -> online")
     axes.set_ylabel("evaluation return (mean)")
+    axes.set_xlim(left=0)
     axes.set_xlabel("offline gradient steps, then online env steps")
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
-    for column, (panel_title, series) in enumerate(BOUNDARY_PANELS):
-        ax = figure.add_subplot(grid[1, column])
-        for number, (key, label) in enumerate(series):
-            for metrics, offset, stage in ((offline, 0, "offline"), (online, boundary, "online")):
-                if key in metrics:
-                    steps, values = metrics[key]
-                    ax.plot(steps + offset, values, color=f"C{number}", linewidth=1.0,
-                            linestyle="-" if stage == "offline" else "--", label=label if stage == "offline" else None)
+    labels = {title: [label for label, _, _ in series] for title, series in BOUNDARY_PANELS}
+    for number, (panel_title, drawn) in enumerate(boundary_series(offline, online, boundary).items()):
+        ax = figure.add_subplot(grid[1 + number // columns, number % columns])
+        named: set[str] = set()
+        for label, stage, steps, values in drawn:
+            ax.plot(steps, values, color=f"C{labels[panel_title].index(label)}", linewidth=1.0,
+                    linestyle="-" if stage == "offline" else "--", label=None if label in named else label)
+            named.add(label)
         ax.axvline(boundary, color="k", linestyle="--", linewidth=0.8)
+        ax.set_xlim(*axes.get_xlim())
         ax.set_title(panel_title, fontsize="small")
         ax.tick_params(labelsize="x-small")
         ax.grid(alpha=0.3)
-        if len(series) > 1:
+        if len(named) > 1:
             ax.legend(fontsize="x-small")
     figure.tight_layout()
     png_path = Path(png_path)

@@ -13,8 +13,10 @@ from dime_offline.tracking import (
     CSVSink,
     ProgressDisplay,
     Tracker,
+    boundary_series,
     open_sinks,
     plot_learning_curve,
+    plot_offline_to_online,
     read_metrics_csv,
 )
 
@@ -86,3 +88,25 @@ def test_learning_curve_is_a_png_and_needs_something_to_plot(tmp_path: Path) -> 
     assert png == tmp_path / "curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 5000
+
+
+def test_the_offline_to_online_figure_draws_the_handover_schedule_past_the_boundary(tmp_path: Path) -> None:
+    offline_csv, online_csv = tmp_path / "pre.csv", tmp_path / "ft.csv"
+    with Tracker([CSVSink(offline_csv)]) as tracker:
+        for step in (50, 100):
+            tracker.log(step, {"offline/conservative_weight": 1.0, "offline/behaviour_weight": 10.0, "train/alpha/value": 0.4})
+        tracker.log(100, {"eval/return_mean": -500.0})
+    with Tracker([CSVSink(online_csv)]) as tracker:
+        for step, share in ((10, 0.9), (20, 0.8)):
+            tracker.log(step, {"online/conservative_weight": 0.5, "online/behaviour_weight": 0.0, "online/offline_fraction": share})
+        tracker.log(20, {"eval/return_mean": -300.0})
+    panels = boundary_series(read_metrics_csv(offline_csv), read_metrics_csv(online_csv), boundary=100)
+    weights = {(label, stage): (list(steps), list(values)) for label, stage, steps, values in panels["regulariser weights"]}
+    assert weights[("conservative penalty", "offline")] == ([50, 100], [1.0, 1.0])
+    assert weights[("conservative penalty", "online")] == ([110, 120], [0.5, 0.5])
+    assert weights[("behaviour term", "online")] == ([110, 120], [0.0, 0.0])
+    ((label, stage, steps, share),) = panels["logged rows' share of a batch"]
+    assert (label, stage, list(steps), list(share)) == ("offline share", "online", [110, 120], [0.9, 0.8])
+    assert [stage for _, stage, _, _ in panels["temperature alpha"]] == ["offline"]  # nothing logged online
+    png = plot_offline_to_online(offline_csv, online_csv, tmp_path / "o2o.png", title="t", data_return=-600.0)
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

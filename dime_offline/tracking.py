@@ -397,7 +397,8 @@ BOUNDARY_PANELS: tuple[tuple[str, tuple[tuple[str, str | None, str | None], ...]
     ("temperature alpha", (("alpha", "train/alpha/value", "train/alpha/value"),)),
     ("entropy bound", (("entropy bound", "train/actor/entropy_bound", "train/actor/entropy_bound"),)),
     ("regulariser weights", (("conservative penalty", "offline/conservative_weight", "online/conservative_weight"),
-                             ("behaviour term", "offline/behaviour_weight", "online/behaviour_weight"))),
+                             ("behaviour term", "offline/behaviour_weight", "online/behaviour_weight"),
+                             ("penalty calibrated (1/0)", "offline/calibration", "online/calibration"))),
     ("logged rows' share of a batch", (("offline share", None, "online/offline_fraction"),)),
 )
 """The boundary diagnostics and the handover schedule :func:`plot_offline_to_online` draws under the

@@ -7,7 +7,8 @@ learned if it changes abruptly (docs/algorithm.md section 8.7):
   ``1 - offline_fraction`` (the reuse cap keeps the first online transitions from being replayed
   hundreds of times each), optionally annealed;
 * **the regularisers' weights**: pretraining's conservative penalty and behaviour term give way to
-  their online weights, at once or along a linear ramp of ``ramp_steps`` env steps;
+  their online weights, at once or along a linear ramp of ``ramp_steps`` env steps; the penalty's
+  calibration may be switched for the online stage;
 * **the temperature**: by default alpha auto-tunes online from where pretraining left it; it may
   start elsewhere (``alpha_start``) or be held (``alpha_mode="fixed"``). Batch renorm keeps its
   statistics (a fixed choice, listed here so the whole handover reads in one place).
@@ -56,6 +57,10 @@ class HandoverConfig:
     behaviour_weight: float | None = None
     """Online weight of the actor's behaviour term (None: the checkpoint's, pretraining's
     ``offline.behaviour_weight_online``, by default its pretraining weight)."""
+    conservative_calibration: bool | None = None
+    """Cal-QL calibration of the conservative penalty online (policy candidates' values raised to at
+    least the Monte-Carlo return-to-go, online episodes' included once they end); None: the
+    checkpoint's, i.e. pretraining's ``offline.calibration_online`` (on by default, as Cal-QL)."""
     ramp_steps: int = 0
     """Env steps over which both weights move linearly from their pretraining values to their online
     values (0: they switch at the first online step). Applies to a pretrained agent only."""
@@ -167,7 +172,9 @@ class Handover:
         return cls(cfg, None if start is None else RegularizerWeights.from_dict(start), RegularizerWeights.from_dict(data["end"]))
 
     def apply(self, agent: RegularizedAgent, step: int) -> None:
-        """Give ``agent``'s regularisers their weights for env step ``step``."""
+        """Give ``agent``'s regularisers their weights (and the penalty its calibration) for env step ``step``."""
+        if agent.critic_regularizer is not None and self.cfg.conservative_calibration is not None:
+            agent.critic_regularizer.lower_bound = self.cfg.conservative_calibration  # type: ignore[attr-defined]
         weights = self.weights_at(step)
         if agent.critic_regularizer is not None and weights.conservative is not None:
             agent.critic_regularizer.weight = weights.conservative  # type: ignore[attr-defined]

@@ -61,6 +61,10 @@ def test_the_weights_ramp_from_pretraining_to_online_over_ramp_steps(pretrained:
     finetune(_cfg(pretrained, tmp_path / "kept", behaviour_weight=2.0, conservative_weight=0.0))
     assert set(_logged(tmp_path / "kept", "online/behaviour_weight")[1]) == {2.0}
     assert set(_logged(tmp_path / "kept", "online/conservative_weight")[1]) == {0.0}
+    # the penalty's calibration: pretraining's online setting (on) unless the handover switches it
+    assert set(_logged(tmp_path / "step", "online/calibration")[1]) == {1.0}
+    finetune(_cfg(pretrained, tmp_path / "uncalibrated", conservative_calibration=False))
+    assert set(_logged(tmp_path / "uncalibrated", "online/calibration")[1]) == {0.0}
 
 
 def test_the_temperature_starts_where_set_and_is_held_or_tuned(pretrained: Path, tmp_path: Path) -> None:
@@ -101,6 +105,8 @@ def test_requests_the_agent_cannot_honour_are_one_line_errors(tmp_path: Path) ->
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(ramp_steps=10)))
     with pytest.raises(ConfigError, match="handover.behaviour_weight"):  # from scratch there is no behaviour term
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(behaviour_weight=1.0)))
+    with pytest.raises(ConfigError, match="handover.conservative_calibration"):  # nor a penalty
+        finetune(FinetuneConfig(**scratch, handover=HandoverConfig(conservative_calibration=True)))
     with pytest.raises(ConfigError, match=r"handover.alpha_start.*agent.alpha_init"):  # from scratch alpha starts at alpha_init
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(alpha_start=0.1)))
     with pytest.raises(ConfigError, match=r"handover.alpha_mode.*agent.alpha_mode"):

@@ -8,7 +8,7 @@ learned if it changes abruptly (docs/algorithm.md section 8.7):
   hundreds of times each), optionally annealed;
 * **the regularisers' weights**: pretraining's conservative penalty and behaviour term give way to
   their online weights, at once or along a linear ramp of ``ramp_steps`` env steps; the penalty's
-  calibration may be switched for the online stage;
+  calibration and its number of candidate actions may change for the online stage;
 * **the temperature**: by default alpha auto-tunes online from where pretraining left it; it may
   start elsewhere (``alpha_start``) or be held (``alpha_mode="fixed"``). Batch renorm keeps its
   statistics (a fixed choice, listed here so the whole handover reads in one place).
@@ -61,6 +61,11 @@ class HandoverConfig:
     """Cal-QL calibration of the conservative penalty online (policy candidates' values raised to at
     least the Monte-Carlo return-to-go, online episodes' included once they end); None: the
     checkpoint's, i.e. pretraining's ``offline.calibration_online`` (on by default, as Cal-QL)."""
+    conservative_candidates: int | None = None
+    """M online: uniform and policy candidate actions per state in the conservative penalty (>= 1);
+    None: the checkpoint's, i.e. pretraining's ``offline.n_actions`` (2). 1 with the default reuse
+    of the next-state actions as policy candidates runs no chain for the penalty and halves its
+    candidate rows, the dearest part of a fine-tuning update."""
     ramp_steps: int = 0
     """Env steps over which both weights move linearly from their pretraining values to their online
     values (0: they switch at the first online step). Applies to a pretrained agent only."""
@@ -88,6 +93,8 @@ class HandoverConfig:
                 raise ConfigError(f"field 'handover.{name}': must be >= 0, got {value}")
         if self.ramp_steps < 0:
             raise ConfigError(f"field 'handover.ramp_steps': must be >= 0, got {self.ramp_steps}")
+        if self.conservative_candidates is not None and self.conservative_candidates < 1:
+            raise ConfigError(f"field 'handover.conservative_candidates': must be >= 1, got {self.conservative_candidates}")
         if self.alpha_mode not in (None, "auto", "fixed"):
             raise ConfigError(f"field 'handover.alpha_mode': must be auto or fixed, got {self.alpha_mode!r}")
         if self.alpha_start is not None and not self.alpha_start > 0:
@@ -173,8 +180,11 @@ class Handover:
 
     def apply(self, agent: RegularizedAgent, step: int) -> None:
         """Give ``agent``'s regularisers their weights (and the penalty its calibration) for env step ``step``."""
-        if agent.critic_regularizer is not None and self.cfg.conservative_calibration is not None:
-            agent.critic_regularizer.lower_bound = self.cfg.conservative_calibration  # type: ignore[attr-defined]
+        penalty = agent.critic_regularizer
+        if penalty is not None and self.cfg.conservative_calibration is not None:
+            penalty.lower_bound = self.cfg.conservative_calibration  # type: ignore[attr-defined]
+        if penalty is not None and self.cfg.conservative_candidates is not None:
+            penalty.n_actions = self.cfg.conservative_candidates  # type: ignore[attr-defined]
         weights = self.weights_at(step)
         if agent.critic_regularizer is not None and weights.conservative is not None:
             agent.critic_regularizer.weight = weights.conservative  # type: ignore[attr-defined]

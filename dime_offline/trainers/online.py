@@ -381,6 +381,7 @@ def _handover(cfg: FinetuneConfig, agent: DIMEAgent | None, ramp_start: Regulari
     has = RegularizerWeights.of(agent) if agent is not None else RegularizerWeights(None, None)
     for name, value, present in (("conservative_weight", settings.conservative_weight, has.conservative),
                                  ("conservative_calibration", settings.conservative_calibration, has.conservative),
+                                 ("conservative_candidates", settings.conservative_candidates, has.conservative),
                                  ("behaviour_weight", settings.behaviour_weight, has.behaviour)):
         if value is not None and present is None:
             raise ConfigError(f"field 'handover.{name}': this agent has no such regulariser (it needs a pretraining checkpoint)")

@@ -37,7 +37,7 @@ def test_the_reuse_cap_keeps_the_first_online_rows_from_filling_the_batch() -> N
     ("field", "value"),
     [("offline_fraction", 1.5), ("offline_fraction_final", -0.1), ("online_reuse_limit", 0.0),
      ("offline_anneal_steps", 0), ("conservative_weight", -1.0), ("behaviour_weight", -0.5), ("ramp_steps", -1),
-     ("alpha_mode", "warm"), ("alpha_start", 0.0)],
+     ("alpha_mode", "warm"), ("alpha_start", 0.0), ("conservative_candidates", 0)],
 )
 def test_bad_settings_name_their_field(field: str, value: float | str) -> None:
     with pytest.raises(ConfigError, match=f"handover.{field}"):
@@ -68,3 +68,20 @@ def test_without_a_ramp_the_online_weights_hold_from_the_first_step() -> None:
     handover.apply(agent, 1)  # type: ignore[arg-type]
     assert RegularizerWeights.of(agent) == RegularizerWeights(0.5, 2.0)  # type: ignore[arg-type]
     assert RegularizerWeights.from_dict(RegularizerWeights(0.5, None).to_dict()) == RegularizerWeights(0.5, None)
+
+
+def test_the_penalty_takes_its_online_calibration_and_candidate_count_from_the_handover() -> None:
+    import torch
+
+    agent = _Agent()
+    penalty = agent.critic_regularizer  # type: ignore[attr-defined]
+    obs = torch.zeros(8, 3)
+    assert penalty.policy_states(obs).shape[0] == 8  # pretraining's M = 2, one of them the reused a'
+    Handover(HandoverConfig(), start=None, end=RegularizerWeights(0.5, 0.0)).apply(agent, 1)  # type: ignore[arg-type]
+    assert (penalty.n_actions, penalty.lower_bound) == (2, True)  # None: what the checkpoint holds
+    handover = Handover(HandoverConfig(conservative_candidates=1, conservative_calibration=False), start=None,
+                        end=RegularizerWeights(0.5, 0.0))
+    handover.apply(agent, 1)  # type: ignore[arg-type]
+    assert (penalty.n_actions, penalty.lower_bound) == (1, False)
+    assert penalty.policy_states(obs).shape[0] == 0  # a' is the only policy candidate: no chain for the penalty
+    assert penalty.to_dict()["n_actions"] == 1  # what the fine-tuning checkpoint records

@@ -105,8 +105,9 @@ def test_requests_the_agent_cannot_honour_are_one_line_errors(tmp_path: Path) ->
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(ramp_steps=10)))
     with pytest.raises(ConfigError, match="handover.behaviour_weight"):  # from scratch there is no behaviour term
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(behaviour_weight=1.0)))
-    with pytest.raises(ConfigError, match="handover.conservative_calibration"):  # nor a penalty
-        finetune(FinetuneConfig(**scratch, handover=HandoverConfig(conservative_calibration=True)))
+    for setting in ({"conservative_calibration": True}, {"conservative_candidates": 1}):  # nor a penalty
+        with pytest.raises(ConfigError, match=f"handover.{next(iter(setting))}"):
+            finetune(FinetuneConfig(**scratch, handover=HandoverConfig(**setting)))
     with pytest.raises(ConfigError, match=r"handover.alpha_start.*agent.alpha_init"):  # from scratch alpha starts at alpha_init
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(alpha_start=0.1)))
     with pytest.raises(ConfigError, match=r"handover.alpha_mode.*agent.alpha_mode"):

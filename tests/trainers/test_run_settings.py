@@ -85,7 +85,7 @@ SAVED_PRETRAIN = {
 MOVED = ("offline_anneal_steps", "offline_fraction", "offline_fraction_final", "online_reuse_limit")
 LOADED_FINETUNE = {
     **{k: v for k, v in SAVED_FINETUNE.items() if k not in MOVED},
-    "handover": {**{k: SAVED_FINETUNE[k] for k in MOVED}, "conservative_weight": None, "conservative_calibration": None, "behaviour_weight": None, "ramp_steps": 0,
+    "handover": {**{k: SAVED_FINETUNE[k] for k in MOVED}, "conservative_weight": None, "conservative_calibration": None, "conservative_candidates": None, "behaviour_weight": None, "ramp_steps": 0,
                  "alpha_mode": None, "alpha_start": None},
     "keep_freed_memory": True,  # added later: an older config gets the defaults
     "acting_average_share": None,

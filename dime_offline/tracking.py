@@ -435,8 +435,8 @@ def plot_offline_to_online(
     The x axis runs over the offline gradient steps, then over the online env steps after them (a
     dashed line marks the switch). The online curve starts at the last offline evaluation (the
     boundary policy). ``data_return``: the logged behaviour's mean episode return, drawn as a
-    dotted line. Below: the panels of :data:`BOUNDARY_PANELS` over the same axis (solid: pretraining, dashed: fine-tuning). Returns the PNG
-    path, or None when neither stage evaluated.
+    dotted line. Below: the panels of :data:`BOUNDARY_PANELS` over the same axis (solid: pretraining,
+    dashed: fine-tuning). Returns the PNG path, or None when neither stage evaluated.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

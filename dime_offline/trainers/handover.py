@@ -179,14 +179,15 @@ class Handover:
         return cls(cfg, None if start is None else RegularizerWeights.from_dict(start), RegularizerWeights.from_dict(data["end"]))
 
     def apply(self, agent: RegularizedAgent, step: int) -> None:
-        """Give ``agent``'s regularisers their weights (and the penalty its calibration) for env step ``step``."""
+        """Give ``agent``'s regularisers their weights for env step ``step``, and the penalty its online
+        calibration and candidate count where the handover sets them."""
         penalty = agent.critic_regularizer
         if penalty is not None and self.cfg.conservative_calibration is not None:
             penalty.lower_bound = self.cfg.conservative_calibration  # type: ignore[attr-defined]
         if penalty is not None and self.cfg.conservative_candidates is not None:
             penalty.n_actions = self.cfg.conservative_candidates  # type: ignore[attr-defined]
         weights = self.weights_at(step)
-        if agent.critic_regularizer is not None and weights.conservative is not None:
-            agent.critic_regularizer.weight = weights.conservative  # type: ignore[attr-defined]
+        if penalty is not None and weights.conservative is not None:
+            penalty.weight = weights.conservative  # type: ignore[attr-defined]
         if agent.actor_regularizer is not None and weights.behaviour is not None:
             agent.actor_regularizer.weight = weights.behaviour  # type: ignore[attr-defined]

@@ -385,9 +385,8 @@ def _handover(cfg: FinetuneConfig, agent: DIMEAgent | None, ramp_start: Regulari
                                  ("behaviour_weight", settings.behaviour_weight, has.behaviour)):
         if value is not None and present is None:
             raise ConfigError(f"field 'handover.{name}': this agent has no such regulariser (it needs a pretraining checkpoint)")
-    for name in ("alpha_mode", "alpha_start"):
+    for name, scratch_field in (("alpha_mode", "agent.alpha_mode"), ("alpha_start", "agent.alpha_init")):
         if getattr(settings, name) is not None and agent is None:
-            scratch_field = {"alpha_mode": "agent.alpha_mode", "alpha_start": "agent.alpha_init"}[name]
             raise ConfigError(f"field 'handover.{name}': applies to a pretrained agent; from scratch set {scratch_field}")
     if settings.ramp_steps > 0 and ramp_start is None and not resumed:
         raise ConfigError("field 'handover.ramp_steps': a ramp starts from pretraining's weights, which only a pretraining checkpoint records")

@@ -265,6 +265,13 @@ class DiffusionPolicy(nn.Module):
                     path.append(x)
         return path if keep_path else [x]
 
+    def _stratified_steps(self, k: int, rows: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """(k, rows) step indices: for each row, one drawn uniformly from each of k equal strata of
+        [0, N) (floor((j + u) N / k), u ~ U[0, 1)), so every step is scored with probability k / N."""
+        offsets = torch.rand((k, rows), generator=generator, device=device, dtype=torch.float64)
+        strata = torch.arange(k, device=device, dtype=torch.float64)[:, None]
+        return ((strata + offsets) * (self.n_steps / k)).floor().long().clamp_(max=self.n_steps - 1)
+
     def path_log_likelihood_bound(
         self,
         obs: torch.Tensor,
@@ -272,6 +279,7 @@ class DiffusionPolicy(nn.Module):
         generator: torch.Generator | None = None,
         n_paths: int = 1,
         max_abs_action: float = 0.9999,
+        scored_steps: int | None = None,
     ) -> torch.Tensor:
         """A lower bound on log pi(action | obs) for given (e.g. logged) actions: (B, O), (B, d) -> (B,).
 
@@ -279,6 +287,10 @@ class DiffusionPolicy(nn.Module):
         the prior and the learned denoising kernels, minus the noising path's own log-density, minus the
         tanh log-det (docs/algorithm.md derives it: Jensen on log pi_x(x_N) = log E_b[p_0 prod f / prod b]).
         Averaged over ``n_paths`` independent noising paths (a lower-variance estimate of the same bound).
+        ``scored_steps`` = K < N scores K of each path's N kernels, one drawn uniformly from each of K
+        equal strata of the steps, and scales their sum by N / K: an unbiased estimate of the same bound
+        (and of its gradient) for K / N of the score-net passes, as diffusion training draws one noise
+        level per sample (docs/algorithm.md section 5). None or >= N scores every kernel.
         Differentiable in the score net (through every kernel mean), the step size and the friction.
         """
         batch, d = action.shape
@@ -294,11 +306,23 @@ class DiffusionPolicy(nn.Module):
         for n in reversed(range(self.n_steps)):  # noising: x_n = decay_n * x_{n+1} + sqrt(2 eta_n) xi_n
             states.append(torch.addcmul(noise[n], states[-1], decay[n]))
         path = torch.stack(states[::-1])  # (N+1, rows, d), path[n] = x_n
-        with low_precision(obs.device, score_net_dtype(self.matmul_dtype, self.n_steps * rows, obs.device)):
-            cond = self.score_net.prepare(obs, self.step_index)  # (N, rows, H)
-            u = self.score_net.control(path[:-1], cond)  # all N kernels at once: the path is fixed
-        denoising_residual = (path[1:] - path[:-1] * decay[:, None, :] - eta[:, None, :] * u) / noise_std[:, None, :]
+        x_from, x_to = path[:-1], path[1:]
+        eta, decay, noise_std = eta[:, None, :], decay[:, None, :], noise_std[:, None, :]  # (N, 1, d)
+        time_part = None
+        kernels = self.n_steps if scored_steps is None else min(scored_steps, self.n_steps)
+        if kernels < self.n_steps:
+            step = self._stratified_steps(kernels, rows, generator, action.device)  # (K, rows)
+            by_row = step[..., None].expand(-1, -1, d)
+            x_from, x_to, xi = x_from.gather(0, by_row), x_to.gather(0, by_row), xi.gather(0, by_row)
+            eta, decay, noise_std = eta[step, 0], decay[step, 0], noise_std[step, 0]  # (K, rows, d)
+            time_part = self.score_net.time_part(self.step_index)[step]  # (K, rows, H)
+        with low_precision(obs.device, score_net_dtype(self.matmul_dtype, kernels * rows, obs.device)):
+            cond = self.score_net.prepare(obs, self.step_index, time_part)  # (K, rows, H)
+            u = self.score_net.control(x_from, cond)  # all scored kernels at once: the path is fixed
+        denoising_residual = (x_to - x_from * decay - eta * u) / noise_std
         # log f(x_{n+1}|x_n) - log b(x_n|x_{n+1}); equal variances again cancel the normalisers.
         log_ratio = 0.5 * (xi.square() - denoising_residual.square()).sum(dim=(0, 2))
+        if kernels < self.n_steps:
+            log_ratio = log_ratio * (self.n_steps / kernels)
         bound = self.prior_log_prob(path[0]) + log_ratio - tanh_log_abs_det(x_final)
         return bound.view(n_paths, batch).mean(0)

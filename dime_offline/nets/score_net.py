@@ -152,13 +152,16 @@ class ScoreNet(nn.Module):
         """Per-step conditioning (N, B, H): the first layer's obs and time parts plus its bias.
 
         ``obs`` (B, O); ``steps`` (N,) raw step indices; ``time_part``: :meth:`time_part` of ``steps``
-        if already computed. Feed ``cond[n]`` to :meth:`control` at step n.
+        if already computed, (N, H), or gathered per row, (N, B, H), when each row is conditioned on its
+        own steps. Feed ``cond[n]`` to :meth:`control` at step n.
         """
         d, o = self.x_dim, self.obs_dim
         obs_part = F.linear(obs, self.first.weight[:, d : d + o])  # (B, H)
         if time_part is None:
             time_part = self.time_part(steps)
-        return obs_part.unsqueeze(0) + time_part.unsqueeze(1)
+        if time_part.dim() == 2:
+            time_part = time_part.unsqueeze(1)
+        return obs_part.unsqueeze(0) + time_part
 
     def fused_hidden_layers(self, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The hidden Dense -> GELU layers' (weight, bias) in ``dtype``, for :meth:`control`'s fused

@@ -51,30 +51,36 @@ class BehaviourLikelihood:
     Args:
         weight: see the module docstring; 0 switches the term off (the agent then skips it).
         n_paths: independent noising paths averaged per data action (a lower-variance estimate of the
-            same bound; each path costs one score-net pass per diffusion step).
+            same bound; each path costs one score-net pass per scored diffusion step).
+        scored_steps: kernels scored per path (None: all N), an unbiased estimate of the same bound
+            for that share of the score-net passes (:meth:`DiffusionPolicy.path_log_likelihood_bound`).
         seed: seeds the noising paths.
     """
 
     KIND = "behaviour"
     """The ``type`` of its description (:meth:`to_dict`)."""
 
-    def __init__(self, weight: float, *, n_paths: int = 1, seed: int = 0) -> None:
+    def __init__(self, weight: float, *, n_paths: int = 1, scored_steps: int | None = None, seed: int = 0) -> None:
         if n_paths < 1:
             raise ValueError(f"n_paths must be >= 1, got {n_paths}")
+        if scored_steps is not None and scored_steps < 1:
+            raise ValueError(f"scored_steps must be >= 1 or None, got {scored_steps}")
         self.weight = weight
         self.n_paths = n_paths
+        self.scored_steps = scored_steps
         self.seed = seed
         self.generator = SeededGenerator(seed)
         """Draws the noising paths (its state travels with a run's checkpoint for a resume)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The settings, JSON-ready and tagged with :attr:`KIND` (a checkpoint's description)."""
-        return {"type": self.KIND, "weight": float(self.weight), "n_paths": self.n_paths, "seed": self.seed}
+        return {"type": self.KIND, "weight": float(self.weight), "n_paths": self.n_paths, "scored_steps": self.scored_steps, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> BehaviourLikelihood:
         """Inverse of :meth:`to_dict` (a fresh generator); KeyError/TypeError/ValueError when malformed."""
-        return cls(float(spec["weight"]), n_paths=int(spec["n_paths"]), seed=int(spec["seed"]))
+        scored = spec.get("scored_steps")  # absent from checkpoints written before it existed: all steps
+        return cls(float(spec["weight"]), n_paths=int(spec["n_paths"]), scored_steps=None if scored is None else int(scored), seed=int(spec["seed"]))
 
     def __call__(self, ctx: ActorStepContext) -> tuple[torch.Tensor, dict[str, float]]:
         """(penalty, metrics) with metrics under ``behaviour/``: the mean bound, penalty, weight, rows."""
@@ -82,7 +88,9 @@ class BehaviourLikelihood:
         obs, action = ctx.obs[offline], ctx.batch.action[offline]
         support = ctx.critic.support
         if obs.shape[0]:
-            bound = ctx.policy.path_log_likelihood_bound(obs, action, generator=self.generator.on(ctx.obs.device), n_paths=self.n_paths)
+            bound = ctx.policy.path_log_likelihood_bound(
+                obs, action, generator=self.generator.on(ctx.obs.device), n_paths=self.n_paths, scored_steps=self.scored_steps
+            )
         else:
             bound = obs.new_zeros((0,))
         penalty, terms = behaviour_penalty(bound, self.weight, float(support[1] - support[0]))

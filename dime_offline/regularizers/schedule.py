@@ -85,6 +85,10 @@ class OfflineConfig:
     the CSTR twin and the Pendulum main job (docs/algorithm.md section 8.7); 0 drops it online."""
     behaviour_paths: int = 1
     """Noising paths averaged per data action in the behaviour term."""
+    behaviour_scored_steps: int | None = None
+    """Kernels scored per noising path in the behaviour term, drawn one from each of that many equal
+    strata of the diffusion steps and scaled up: an unbiased estimate of the same bound for that share
+    of its score-net passes (None: every step)."""
     alpha_mode: Literal["auto", "fixed"] = "fixed"
     """Temperature during pretraining: "fixed" holds ``alpha``; "auto" tunes it against
     ``target_entropy_per_dim`` (starting from ``alpha``). Online the agent's own setting (auto by
@@ -110,6 +114,8 @@ class OfflineConfig:
             raise ConfigError(f"field 'offline.n_actions': must be >= 1, got {self.n_actions}")
         if self.behaviour_paths < 1:
             raise ConfigError(f"field 'offline.behaviour_paths': must be >= 1, got {self.behaviour_paths}")
+        if self.behaviour_scored_steps is not None and self.behaviour_scored_steps < 1:
+            raise ConfigError(f"field 'offline.behaviour_scored_steps': must be >= 1 (or unset for every step), got {self.behaviour_scored_steps}")
         if self.softmax_temperature <= 0:
             raise ConfigError(f"field 'offline.softmax_temperature': must be > 0, got {self.softmax_temperature}")
         if self.alpha is not None and self.alpha <= 0:
@@ -165,7 +171,7 @@ class OfflineConfig:
         """The behaviour term with the ``phase``'s weight."""
         online = self.behaviour_weight if self.behaviour_weight_online is None else self.behaviour_weight_online
         weight = online if phase == "online" else self.behaviour_weight
-        return BehaviourLikelihood(weight, n_paths=self.behaviour_paths, seed=seed)
+        return BehaviourLikelihood(weight, n_paths=self.behaviour_paths, scored_steps=self.behaviour_scored_steps, seed=seed)
 
     def attach(self, agent: RegularizedAgent, phase: Phase, seed: int = 0) -> None:
         """Give ``agent`` both regularisers as ``phase`` uses them (replacing any it had)."""

@@ -42,8 +42,13 @@ class AffineControl(nn.Module):
         self.register_buffer("c", c)
         self.register_buffer("k", k)
 
-    def prepare(self, obs: torch.Tensor, steps: torch.Tensor, time_part: None = None) -> torch.Tensor:
-        coeffs = torch.stack([self.c, self.k], dim=-1)  # (N, d, 2)
+    def time_part(self, steps: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.c, self.k], dim=-1)  # (N, d, 2)
+
+    def prepare(self, obs: torch.Tensor, steps: torch.Tensor, time_part: torch.Tensor | None = None) -> torch.Tensor:
+        if time_part is not None:  # gathered per row: (K, B, d, 2)
+            return time_part
+        coeffs = self.time_part(steps)
         return coeffs[:, None].expand(len(steps), obs.shape[0], *coeffs.shape[1:])
 
     def fused_hidden_layers(self, dtype: torch.dtype) -> None:
@@ -198,8 +203,13 @@ def test_tanh_correction_matches_numerical_jacobian(dtype: torch.dtype) -> None:
     assert value.item() == pytest.approx(reference.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("control", ["zero", "shift", "contract", "stationary"])
-def test_path_likelihood_bound_is_a_valid_bound_with_the_derived_expectation(control: str) -> None:
+@pytest.mark.parametrize(
+    ("control", "scored_steps"),
+    [("zero", None), ("shift", None), ("contract", None), ("stationary", None), ("shift", 4), ("contract", 5), ("shift", 1)],
+)
+def test_path_likelihood_bound_is_a_valid_bound_with_the_derived_expectation(control: str, scored_steps: int | None) -> None:
+    """Scoring K of the N kernels (one per stratum, scaled by N / K; K = 5 leaves unequal strata) keeps
+    the expectation: the Monte-Carlo mean still equals the closed form."""
     policy, eta, c, k = make_policy(control)
     actions = torch.tensor([[0.3, -0.6], [0.95, 0.1], [-0.2, 0.0]])
     n_paths = 20_000
@@ -208,7 +218,7 @@ def test_path_likelihood_bound_is_a_valid_bound_with_the_derived_expectation(con
     with torch.no_grad():
         for a in actions:
             many = policy.path_log_likelihood_bound(
-                torch.zeros(n_paths, OBS_DIM), a.expand(n_paths, ACT_DIM), generator=gen
+                torch.zeros(n_paths, OBS_DIM), a.expand(n_paths, ACT_DIM), generator=gen, scored_steps=scored_steps
             ).double()
             rows.append((a, many.mean().item(), many.std().item() / math.sqrt(n_paths)))
     for a, mc, se in rows:
@@ -224,14 +234,42 @@ def test_path_likelihood_bound_is_a_valid_bound_with_the_derived_expectation(con
             assert exact - expected < 1e-3
 
 
-def test_path_bound_gradient_reaches_score_net_step_size_and_friction() -> None:
+@pytest.mark.parametrize("scored_steps", [None, 3])
+def test_path_bound_gradient_reaches_score_net_step_size_and_friction(scored_steps: int | None) -> None:
     torch.manual_seed(0)
     policy = DiffusionPolicy(OBS_DIM, ACT_DIM, n_steps=N_STEPS, score_hidden=(32, 32), n_frequencies=8, time_hidden=8)
     obs, actions = torch.randn(64, OBS_DIM), torch.rand(64, ACT_DIM) * 2 - 1
-    policy.path_log_likelihood_bound(obs, actions, n_paths=2).mean().backward()
+    policy.path_log_likelihood_bound(obs, actions, n_paths=2, scored_steps=scored_steps).mean().backward()
     for name, p in policy.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
     assert policy.score_net.out.weight.grad.abs().sum() > 0
     assert policy.raw_dt.grad.abs() > 0
     assert (policy.raw_friction.grad.abs() > 0).all()
+
+
+def test_scoring_some_kernels_reads_the_same_path_and_scores_each_step_equally_often() -> None:
+    """K >= N is the full bound, bit for bit. With K < N the noising path is the one the full bound
+    scores (its noise is drawn first), so the difference is the step subsampling alone: zero on
+    average (the gathered network inputs are right) and each step is scored with probability K / N."""
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(OBS_DIM, ACT_DIM, n_steps=N_STEPS, score_hidden=(32, 32), n_frequencies=8, time_hidden=8)
+    with torch.no_grad():
+        policy.score_net.out.weight.normal_(0.0, 0.3)  # a real network's control, not the near-zero init
+    obs, actions = torch.randn(4000, OBS_DIM), torch.rand(4000, ACT_DIM) * 1.8 - 0.9
+
+    def bound(scored_steps: int | None) -> torch.Tensor:
+        with torch.no_grad():
+            return policy.path_log_likelihood_bound(obs, actions, generator=torch.Generator().manual_seed(7), scored_steps=scored_steps).double()
+
+    full = bound(None)
+    assert torch.equal(bound(N_STEPS), full) and torch.equal(bound(N_STEPS + 3), full)
+    for k in (1, 4, 6):
+        difference = bound(k) - full
+        assert difference.std() > 1e-3  # it does subsample
+        assert abs(difference.mean()) < 4 * difference.std() / math.sqrt(len(difference))
+        steps = policy._stratified_steps(k, 20_000, torch.Generator().manual_seed(1), torch.device("cpu"))
+        share = torch.bincount(steps.flatten(), minlength=N_STEPS).double() / 20_000
+        assert torch.allclose(share, torch.full((N_STEPS,), k / N_STEPS, dtype=torch.float64), atol=0.015)
+        if N_STEPS % k == 0:  # equal strata: one step from each
+            assert torch.equal(steps // (N_STEPS // k), torch.arange(k)[:, None].expand(k, 20_000))

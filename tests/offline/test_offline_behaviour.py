@@ -49,6 +49,16 @@ def test_only_offline_rows_are_cloned() -> None:
     assert metrics["behaviour/weight"] == 2.0
 
 
+def test_the_description_carries_the_scored_steps_and_older_ones_score_every_step() -> None:
+    term = BehaviourLikelihood(0.5, n_paths=2, scored_steps=4, seed=9)
+    again = BehaviourLikelihood.from_dict(term.to_dict())
+    assert (again.weight, again.n_paths, again.scored_steps, again.seed) == (0.5, 2, 4, 9)
+    older = {k: v for k, v in term.to_dict().items() if k != "scored_steps"}  # a checkpoint from before the option
+    assert BehaviourLikelihood.from_dict(older).scored_steps is None
+    with pytest.raises(ValueError, match="scored_steps"):
+        BehaviourLikelihood(0.5, scored_steps=0)
+
+
 def _held_out_bound(agent: DIMEAgent, obs: torch.Tensor, action: torch.Tensor) -> float:
     with torch.no_grad():
         bound = agent.policy.path_log_likelihood_bound(
@@ -65,14 +75,16 @@ def test_training_with_the_behaviour_term_raises_the_data_likelihood_bound() -> 
     held = store.sample(256, generator=torch.Generator().manual_seed(99))
     cfg = tiny_config(policy_delay=1, actor_lr=1e-3, gamma=0.9, v_min=-20.0, v_max=20.0, alpha_mode="fixed", alpha_init=1e-3)
     after = {}
-    for weight in (0.0, 10.0):
-        agent = DIMEAgent(2, 1, cfg, seed=0, actor_regularizer=BehaviourLikelihood(weight) if weight else None)
+    for weight, scored_steps in ((0.0, None), (10.0, None), (10.0, 4)):
+        regularizer = BehaviourLikelihood(weight, scored_steps=scored_steps) if weight else None
+        agent = DIMEAgent(2, 1, cfg, seed=0, actor_regularizer=regularizer)
         before = _held_out_bound(agent, held.obs, held.action)
         generator = torch.Generator().manual_seed(0)
         for _ in range(200):
             metrics = agent.update(store.sample(cfg.batch_size, generator=generator))
-        after[weight] = _held_out_bound(agent, held.obs, held.action)
+        after[weight, scored_steps] = _held_out_bound(agent, held.obs, held.action)
         if weight:
             assert np.isfinite(metrics["behaviour/log_likelihood_bound"])
-    assert after[10.0] > before + 0.2
-    assert after[10.0] > after[0.0] + 1.0
+    for scored_steps in (None, 4):  # every kernel, and 4 of the 16 kernels per path (the same bound, estimated)
+        assert after[10.0, scored_steps] > before + 0.2
+        assert after[10.0, scored_steps] > after[0.0, None] + 1.0

@@ -85,10 +85,11 @@ class OfflineConfig:
     the CSTR twin and the Pendulum main job (docs/algorithm.md section 8.7); 0 drops it online."""
     behaviour_paths: int = 1
     """Noising paths averaged per data action in the behaviour term."""
-    behaviour_scored_steps: int | None = None
+    behaviour_scored_steps: int | None = 4
     """Kernels scored per noising path in the behaviour term, drawn one from each of that many equal
     strata of the diffusion steps and scaled up: an unbiased estimate of the same bound for that share
-    of its score-net passes (None: every step)."""
+    of its score-net passes (None: every step). 4 of the 16 steps: pretraining 1.12x faster, offline
+    returns unchanged on the Pendulum sample and the CSTR twin's logs (docs/algorithm.md section 8.2)."""
     alpha_mode: Literal["auto", "fixed"] = "fixed"
     """Temperature during pretraining: "fixed" holds ``alpha``; "auto" tunes it against
     ``target_entropy_per_dim`` (starting from ``alpha``). Online the agent's own setting (auto by

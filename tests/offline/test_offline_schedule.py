@@ -22,7 +22,7 @@ from dime_offline.regularizers import (
 SWITCHING = OfflineConfig(
     conservative_weight=0.6, conservative_weight_online=0.2, calibration=True, calibration_online=False,
     behaviour_weight=3.0, behaviour_weight_online=0.0, n_actions=3, softmax_temperature=2.0, behaviour_paths=2,
-    behaviour_scored_steps=4,
+    behaviour_scored_steps=2,
 )
 
 
@@ -32,7 +32,7 @@ def test_each_phase_gets_its_own_weights_and_calibration() -> None:
     critic, actor = agent.critic_regularizer, agent.actor_regularizer
     assert isinstance(critic, ConservativePenalty) and isinstance(actor, BehaviourLikelihood)
     assert (critic.weight, critic.lower_bound, critic.n_actions, critic.temperature) == (0.6, True, 3, 2.0)
-    assert (actor.weight, actor.n_paths, actor.scored_steps) == (3.0, 2, 4)
+    assert (actor.weight, actor.n_paths, actor.scored_steps) == (3.0, 2, 2)
     assert regularizer_weights(agent, "offline/") == {
         "offline/conservative_weight": 0.6, "offline/behaviour_weight": 3.0, "offline/calibration": 1.0,
     }

@@ -88,7 +88,7 @@ class OfflineConfig:
     behaviour_scored_steps: int | None = 4
     """Kernels scored per noising path in the behaviour term, drawn one from each of that many equal
     strata of the diffusion steps and scaled up: an unbiased estimate of the same bound for that share
-    of its score-net passes (None: every step). 4 of the 16 steps: pretraining 1.12x faster, offline
+    of its score-net passes (None: every step). 4 of the 16 steps: pretraining 1.12-1.23x faster, offline
     returns unchanged on the Pendulum sample and the CSTR twin's logs (docs/algorithm.md section 8.2)."""
     alpha_mode: Literal["auto", "fixed"] = "fixed"
     """Temperature during pretraining: "fixed" holds ``alpha``; "auto" tunes it against

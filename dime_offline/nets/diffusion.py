@@ -268,8 +268,8 @@ class DiffusionPolicy(nn.Module):
     def _stratified_steps(self, k: int, rows: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         """(k, rows) step indices: for each row, one drawn uniformly from each of k equal strata of
         [0, N) (floor((j + u) N / k), u ~ U[0, 1)), so every step is scored with probability k / N."""
-        offsets = torch.rand((k, rows), generator=generator, device=device, dtype=torch.float64)
-        strata = torch.arange(k, device=device, dtype=torch.float64)[:, None]
+        offsets = torch.rand((k, rows), generator=generator, device=device)  # float32: MPS has no float64
+        strata = torch.arange(k, device=device, dtype=offsets.dtype)[:, None]
         return ((strata + offsets) * (self.n_steps / k)).floor().long().clamp_(max=self.n_steps - 1)
 
     def path_log_likelihood_bound(
@@ -291,7 +291,7 @@ class DiffusionPolicy(nn.Module):
         equal strata of the steps, and scales their sum by N / K: an unbiased estimate of the same bound
         (and of its gradient) for K / N of the score-net passes, as diffusion training draws one noise
         level per sample (docs/algorithm.md section 5). None or >= N scores every kernel.
-        Differentiable in the score net (through every kernel mean), the step size and the friction.
+        Differentiable in the score net (through every scored kernel mean), the step size and the friction.
         """
         batch, d = action.shape
         eta, decay, noise_std = self._kernel_coefficients()

@@ -116,7 +116,7 @@ class OfflineConfig:
         if self.behaviour_paths < 1:
             raise ConfigError(f"field 'offline.behaviour_paths': must be >= 1, got {self.behaviour_paths}")
         if self.behaviour_scored_steps is not None and self.behaviour_scored_steps < 1:
-            raise ConfigError(f"field 'offline.behaviour_scored_steps': must be >= 1 (or unset for every step), got {self.behaviour_scored_steps}")
+            raise ConfigError(f"field 'offline.behaviour_scored_steps': must be >= 1 (or null: every step), got {self.behaviour_scored_steps}")
         if self.softmax_temperature <= 0:
             raise ConfigError(f"field 'offline.softmax_temperature': must be > 0, got {self.softmax_temperature}")
         if self.alpha is not None and self.alpha <= 0:

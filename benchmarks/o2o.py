@@ -414,13 +414,19 @@ def summarise(setup: Setup, records: list[dict[str, Any]]) -> dict[str, Any]:
             if verdicts:  # counted over the seeds whose records hold their evaluations' noise
                 entry["kept"] = (sum(verdicts), len(verdicts))
             if method == "dime-finetune":
-                # The issue's goal: the dip stays >= 90 % of the offline (boundary) score, per seed.
+                # The issue's goal: the dip stays within 10 % of the offline (boundary) score, per seed; as
+                # handover_report judges it, boundary - 0.1 |boundary| (a ratio >= 0.9 inverts for the
+                # negative returns of a dataset without reference scores).
                 ratios = [
                     p["min_first_window"] / p["boundary"] if p["boundary"] and p["min_first_window"] is not None else None
                     for p in per_seed
                 ]
                 entry["dip_ratio"] = mean_std(ratios)
-                entry["seeds_without_dip"] = sum(r is not None and r >= 0.9 for r in ratios)
+                entry["seeds_without_dip"] = sum(
+                    p["boundary"] is not None and p["min_first_window"] is not None
+                    and p["min_first_window"] >= p["boundary"] - 0.1 * abs(p["boundary"])
+                    for p in per_seed
+                )
             summary["online"][method] = entry
     return summary
 
@@ -458,7 +464,7 @@ def format_table(setup: Setup, summary: dict[str, Any]) -> str:
     finetuned = summary["online"].get("dime-finetune")
     if finetuned is not None and finetuned.get("dip_ratio") is not None:
         lines.append(
-            f"\ndime-finetune: dip >= 90 % of the boundary score in {finetuned['seeds_without_dip']} of"
+            f"\ndime-finetune: dip within 10 % of the boundary score in {finetuned['seeds_without_dip']} of"
             f" {len(finetuned['seeds'])} seeds (dip / boundary {cell(finetuned['dip_ratio'])})"
         )
     return "\n".join(lines)

@@ -43,6 +43,18 @@ def test_summary_keeps_methods_apart_and_reports_the_dip_ratio(tmp_path: Path) -
     assert "| dime-finetune | 75.0 ± 0.0 | 70.0 ± 0.0 | 95.0 ± 0.0 | 82.5 ± 0.0 |" in o2o.format_table(setup, summary)
 
 
+def test_the_dip_is_judged_on_negative_raw_returns_as_within_ten_percent_below(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without reference scores the returns stay raw and often negative (the CSTR twin): a dip from -140
+    to -174 is a fall (its ratio 1.24 is not a pass), one to -150 is within 10 %."""
+    setup = _setup(tmp_path)
+    monkeypatch.setattr(o2o, "references", lambda setup: None)
+    records = [
+        {"method": "dime-finetune", "seed": 0, "curve": [[0, -140.0], [5, -174.0], [20, -295.0]], "wall_seconds": 1.0},
+        {"method": "dime-finetune", "seed": 1, "curve": [[0, -140.0], [5, -150.0], [20, -130.0]], "wall_seconds": 1.0},
+    ]
+    assert o2o.summarise(setup, records)["online"]["dime-finetune"]["seeds_without_dip"] == 1
+
+
 def test_summary_counts_the_seeds_that_kept_their_gains_where_records_hold_their_noise(tmp_path: Path) -> None:
     setup = _setup(tmp_path)  # references (-100, 100): score = (return + 100) / 2; dip window 10 steps
     window = setup.dip_window

@@ -78,6 +78,12 @@ def _boundary(checkpoint: str, seed: int, episodes: int, deterministic: bool, ma
     return float(evaluate_checkpoint(cfg).stats.return_mean)
 
 
+def within_tenth_below(value: float, reference: float) -> bool:
+    """Whether ``value`` is at most 10 % below ``reference``: ``reference - 0.1 |reference|``, so the rule
+    holds for negative returns too (a ratio >= 0.9 would pass falls there)."""
+    return value >= reference - 0.1 * abs(reference)
+
+
 def curve_measures(
     boundary: float | None, steps: np.ndarray, means: np.ndarray, noise: np.ndarray, horizon: float
 ) -> tuple[float, bool | None, float, int | None, bool]:
@@ -86,7 +92,7 @@ def curve_measures(
     to step ``horizon`` and drawdowns after it (see the module docstring)."""
     early = steps <= horizon
     dip = float(means[early].min()) if early.any() else math.nan
-    dip_ok = None if boundary is None or not early.any() else bool(dip >= boundary - 0.1 * abs(boundary))
+    dip_ok = None if boundary is None or not early.any() else within_tenth_below(dip, boundary)
     drawdown, drawdown_at, kept = 0.0, None, True
     best = -math.inf
     for step, value, spread, is_early in zip(steps, means, noise, early):

@@ -63,6 +63,8 @@ VARIANTS: dict[str, list[str]] = {
                                  "offline.actor_q_reduction=min"],
     "behaviour-10-steps-4-conservative-0.9": ["offline.behaviour_weight=10", "offline.behaviour_scored_steps=4",
                                               "offline.conservative_weight=0.9"],
+    "behaviour-10-steps-4-conservative-0.1": ["offline.behaviour_weight=10", "offline.behaviour_scored_steps=4",
+                                              "offline.conservative_weight=0.1"],
     "n-actions-1": ["offline.n_actions=1"],
     "n-actions-2": ["offline.n_actions=2"],
     "n-actions-4": ["offline.n_actions=4"],

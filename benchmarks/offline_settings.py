@@ -38,6 +38,9 @@ from dime_offline.tracking import read_metrics_csv
 from dime_offline.trainers.offline import PretrainConfig, pretrain
 
 AUTO = "offline.alpha_mode=auto"
+CSTR_DEMO = ["offline.behaviour_weight=10", "offline.behaviour_scored_steps=4"]
+"""The CSTR demo's behaviour weight with 4 scored kernels: the base of the CSTR studies' variants."""
+
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "auto": [AUTO],
@@ -58,13 +61,10 @@ VARIANTS: dict[str, list[str]] = {
     "fixed-behaviour-10": ["offline.behaviour_weight=10"],
     "behaviour-steps-4": ["offline.behaviour_scored_steps=4"],
     "behaviour-steps-2": ["offline.behaviour_scored_steps=2"],
-    "behaviour-10-steps-4": ["offline.behaviour_weight=10", "offline.behaviour_scored_steps=4"],
-    "behaviour-10-steps-4-min": ["offline.behaviour_weight=10", "offline.behaviour_scored_steps=4",
-                                 "offline.actor_q_reduction=min"],
-    "behaviour-10-steps-4-conservative-0.9": ["offline.behaviour_weight=10", "offline.behaviour_scored_steps=4",
-                                              "offline.conservative_weight=0.9"],
-    "behaviour-10-steps-4-conservative-0.1": ["offline.behaviour_weight=10", "offline.behaviour_scored_steps=4",
-                                              "offline.conservative_weight=0.1"],
+    "behaviour-10-steps-4": CSTR_DEMO,
+    "behaviour-10-steps-4-min": [*CSTR_DEMO, "offline.actor_q_reduction=min"],
+    "behaviour-10-steps-4-conservative-0.9": [*CSTR_DEMO, "offline.conservative_weight=0.9"],
+    "behaviour-10-steps-4-conservative-0.1": [*CSTR_DEMO, "offline.conservative_weight=0.1"],
     "n-actions-1": ["offline.n_actions=1"],
     "n-actions-2": ["offline.n_actions=2"],
     "n-actions-4": ["offline.n_actions=4"],

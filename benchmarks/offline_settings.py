@@ -65,6 +65,7 @@ VARIANTS: dict[str, list[str]] = {
     "behaviour-10-steps-4-min": [*CSTR_DEMO, "offline.actor_q_reduction=min"],
     "behaviour-10-steps-4-conservative-0.9": [*CSTR_DEMO, "offline.conservative_weight=0.9"],
     "behaviour-10-steps-4-conservative-0.1": [*CSTR_DEMO, "offline.conservative_weight=0.1"],
+    "behaviour-10-steps-4-calibration-off": [*CSTR_DEMO, "offline.calibration=false"],
     "n-actions-1": ["offline.n_actions=1"],
     "n-actions-2": ["offline.n_actions=2"],
     "n-actions-4": ["offline.n_actions=4"],

@@ -45,8 +45,11 @@ class OfflineConfig:
     calibration: bool = True
     """Cal-QL calibration offline: policy-candidate values are raised to at least the data's
     Monte-Carlo return-to-go inside the penalty."""
-    calibration_online: bool = True
-    """Calibration online (offline rows, and online rows once their episode has ended)."""
+    calibration_online: bool | None = None
+    """Calibration online (offline rows, and online rows once their episode has ended); None: as
+    pretraining ran (``calibration``). Switched on at the boundary after a calibration-free
+    pretraining, it dipped every CSTR run and took Hopper's first evaluations to 0.34-0.45x of the
+    boundary (docs/algorithm.md section 8.7)."""
     return_tail: TruncationTail = "lower"
     """How the returns-to-go that calibration uses end at a truncation: "zero", "repeat_last_reward"
     or "lower", the lower of the two (``data/returns.py``; fine-tuning keeps the setting)."""
@@ -156,6 +159,11 @@ class OfflineConfig:
             changes["actor_q_reduction"] = self.actor_q_reduction
         return dataclasses.replace(online, **changes)
 
+    @property
+    def online_calibration(self) -> bool:
+        """Whether the penalty is calibrated online: ``calibration_online``, else as offline."""
+        return self.calibration if self.calibration_online is None else self.calibration_online
+
     def critic_regularizer(self, phase: Phase, seed: int = 0) -> ConservativePenalty:
         """The conservative penalty with the ``phase``'s weight and calibration."""
         online = phase == "online"
@@ -163,7 +171,7 @@ class OfflineConfig:
             self.conservative_weight_online if online else self.conservative_weight,
             n_actions=self.n_actions,
             temperature=self.softmax_temperature,
-            lower_bound=self.calibration_online if online else self.calibration,
+            lower_bound=self.online_calibration if online else self.calibration,
             seed=seed,
             reuse_next_actions=self.reuse_next_actions,
         )

@@ -60,7 +60,8 @@ class HandoverConfig:
     conservative_calibration: bool | None = None
     """Cal-QL calibration of the conservative penalty online (policy candidates' values raised to at
     least the Monte-Carlo return-to-go, online episodes' included once they end); None: the
-    checkpoint's, i.e. pretraining's ``offline.calibration_online`` (on by default, as Cal-QL)."""
+    checkpoint's, i.e. pretraining's ``offline.calibration_online``, by default as pretraining ran
+    (on at the library's defaults, as in Cal-QL)."""
     conservative_candidates: int | None = None
     """M online: uniform and policy candidate actions per state in the conservative penalty (>= 1);
     None: the checkpoint's, i.e. pretraining's ``offline.n_actions`` (2). 1 with the default reuse

@@ -42,6 +42,17 @@ def test_each_phase_gets_its_own_weights_and_calibration() -> None:
     }
 
 
+@pytest.mark.parametrize("offline", [True, False])
+def test_online_calibration_follows_pretraining_unless_set(offline: bool) -> None:
+    agent = DIMEAgent(3, 2, tiny_config(), seed=0)
+    OfflineConfig(calibration=offline).attach(agent, "online")
+    assert agent.critic_regularizer.lower_bound is offline  # switching it at the boundary dips
+    OfflineConfig(calibration=offline, calibration_online=not offline).attach(agent, "online")
+    assert agent.critic_regularizer.lower_bound is (not offline)
+    restored = from_dict(OfflineConfig, to_dict(OfflineConfig(calibration=offline)))
+    assert restored.calibration_online is None and restored.online_calibration is offline
+
+
 def test_offline_temperature_and_reduction_apply_to_the_pretraining_agent_only() -> None:
     online = tiny_config()
     offline = OfflineConfig(alpha_mode="fixed", alpha=0.05, actor_q_reduction="min").agent_config(online)

@@ -103,6 +103,12 @@ def evaluate_command(
             "deterministic", "Deterministic actions (best of K chains by the critics), or samples of the chain"
             " (the authors' protocol) (default: as the checkpoint's run evaluated).")),
     ] = None,
+    deterministic_act: Annotated[
+        str | None,
+        typer.Option("--deterministic-act", help=EVALUATE.help(
+            "deterministic_act", "best_of_k (the best of K chain samples by the critics) or noise_free (the chain's"
+            " mean path) (default: the checkpoint's).")),
+    ] = None,
     baselines: Annotated[
         list[str] | None,
         typer.Option("--baseline", help=EVALUATE.help(
@@ -121,7 +127,7 @@ def evaluate_command(
     cfg = resolve_config(
         EvaluateConfig, path_text(config), overrides,
         checkpoint=path_text(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic,
-        baselines=tuple(baselines) if baselines else None, data=path_text(data),
+        deterministic_act=deterministic_act, baselines=tuple(baselines) if baselines else None, data=path_text(data),
     )
     result = evaluate_checkpoint(cfg)
     summary = result.to_dict()
@@ -148,6 +154,10 @@ def export_command(
         str | None, typer.Option("--mode", help=EXPORT.help(
             "mode", "deterministic (obs -> action, as load_policy) or noise_input (obs, noise -> action)."))
     ] = None,
+    deterministic_act: Annotated[
+        str | None, typer.Option("--deterministic-act", help=EXPORT.help(
+            "deterministic_act", "best_of_k or noise_free (default: the checkpoint's)."))
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
     config: ConfigFileOption = None,
     overrides: SetOption = None,
@@ -160,9 +170,11 @@ def export_command(
     cfg = resolve_config(
         ExportConfig, path_text(config), overrides,
         checkpoint=path_text(checkpoint), out=path_text(out), format=fmt, mode=mode, overwrite=overwrite or None,
+        deterministic_act=deterministic_act,
     )
     summary = export_policy(
-        cfg.checkpoint, cfg.out, fmt=cfg.format, mode=cfg.mode, overwrite=cfg.overwrite, seed=cfg.seed
+        cfg.checkpoint, cfg.out, fmt=cfg.format, mode=cfg.mode, overwrite=cfg.overwrite, seed=cfg.seed,
+        deterministic_act=cfg.deterministic_act,
     ).to_dict()
     if json_output:
         print_json(summary)

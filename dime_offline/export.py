@@ -22,6 +22,7 @@ onnxruntime). ONNX needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import warnings
@@ -36,7 +37,7 @@ from dime_offline.checkpoints import load_checkpoint
 from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.io import atomic_path, atomic_write_text
-from dime_offline.policy import GRAPH_MODES, GraphMode, PolicyGraph
+from dime_offline.policy import GRAPH_MODES, DeterministicMode, GraphMode, PolicyGraph
 
 ExportFormat = Literal["onnx", "torchscript"]
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -63,6 +64,9 @@ class ExportConfig:
     mode: ExportMode = "deterministic"
     """"deterministic": obs -> action, as ``load_policy`` acts; "noise_input": obs, noise -> action (the
     chain with explicit noise, zero noise its deterministic chain)."""
+    deterministic_act: DeterministicMode | None = None
+    """With ``mode`` "deterministic": "best_of_k" (the critics choose among K chain samples; they
+    travel in the graph) or "noise_free" (the chain's mean path); None: the checkpoint's."""
     overwrite: bool = False
     """Replace an existing ``out``."""
     seed: int = 0
@@ -98,9 +102,10 @@ class ExportResult:
 
 def export_policy(
     checkpoint: str | Path, out: str | Path, *, fmt: ExportFormat = "onnx", mode: ExportMode = "deterministic",
-    overwrite: bool = False, seed: int = 0,
+    overwrite: bool = False, seed: int = 0, deterministic_act: DeterministicMode | None = None,
 ) -> ExportResult:
-    """Write the policy of ``checkpoint`` (a run or checkpoint directory) to ``out`` as ``fmt`` in ``mode``.
+    """Write the policy of ``checkpoint`` (a run or checkpoint directory) to ``out`` as ``fmt`` in ``mode``
+    (deterministic actions as ``deterministic_act`` says, None: as the checkpoint's).
 
     ``seed`` draws the check inputs. An existing ``out`` is replaced only with ``overwrite``.
 
@@ -117,6 +122,8 @@ def export_policy(
         if missing:
             raise ConfigError(f"{ONNX_HINT} (missing: {', '.join(missing)})")
     agent, _, meta = load_checkpoint(checkpoint)
+    if deterministic_act is not None:
+        agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=deterministic_act)
     graph = PolicyGraph(agent, meta.spaces, mode)
     out = Path(out)
     generator = torch.Generator().manual_seed(seed)

@@ -3,6 +3,7 @@ optionally beside baselines (:mod:`dime_offline.evaluation.baselines`) on the sa
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from dime_offline.evaluation.baselines import (
 )
 from dime_offline.evaluation.metrics import REFERENCES_KEY, EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
+from dime_offline.policy import DeterministicMode
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class EvaluateConfig:
     max_episode_steps: int | None = None
     """Override the environment's registered time limit; None: the limit of the run that wrote the
     checkpoint (else the registered one)."""
+    deterministic_act: DeterministicMode | None = None
+    """How deterministic actions are chosen: "best_of_k" (the best of K chain samples by the critics)
+    or "noise_free" (the chain's mean path); None: the checkpoint's ``agent.deterministic_act``. Which
+    is better depends on the checkpoint (docs/algorithm.md section 9)."""
     device: str = "cpu"
     """Torch device for the agent."""
     baselines: tuple[str, ...] = ()
@@ -218,6 +224,9 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
         data = load_dataset(cfg.data, nonfinite=cfg.nonfinite, check_continuity=False)
         metadata, logged = data.metadata, data_baseline(data, env_id, spaces, source=cfg.data)
     agent, _, _ = load_checkpoint(directory, device=cfg.device)
+    recorded_act = agent.cfg.deterministic_act
+    if cfg.deterministic_act is not None:
+        agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=cfg.deterministic_act)
     agent.adopt_acting_average()  # a checkpoint acts with its averaged weights, if kept, in every mode
     episodes = {"max_episode_steps": plan.max_episode_steps, "metadata": metadata}
     stats = evaluate(agent, env_id, plan.episodes, seed=plan.seed, deterministic=plan.deterministic, **episodes)
@@ -229,5 +238,6 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
     acting = agent.cfg.deterministic_act if plan.deterministic else "stochastic"
     return EvaluateResult(
         env_id=env_id, checkpoint=str(stable_path(directory)), stats=stats, wall_seconds=time.monotonic() - started,
-        acting=acting, seed=plan.seed, baselines=baselines, as_run=plan.as_run,
+        acting=acting, seed=plan.seed, baselines=baselines,
+        as_run=plan.as_run and (not plan.deterministic or agent.cfg.deterministic_act == recorded_act),
     )

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -101,6 +102,20 @@ def test_evaluate_uses_the_same_keys_and_the_checkpoint_reloads_identically(run_
     b, _, _ = load_checkpoint(out / "checkpoint")
     obs = np.zeros((4, 3), np.float32)
     np.testing.assert_array_equal(a.act(obs), b.act(obs))
+
+
+def test_evaluate_acts_in_the_deterministic_mode_asked_for(run_dir: tuple[Path, dict]) -> None:
+    out, _ = run_dir
+    args = ("evaluate", "--checkpoint", out, "--episodes", "2", "--seed", "7", "--json")
+    as_saved = _json(_invoke(*args))
+    mean_path = _json(_invoke(*args, "--deterministic-act", "noise_free"))
+    assert mean_path["acting"] == "noise_free" and mean_path["return_mean"] != as_saved["return_mean"]
+    assert _json(_invoke(*args, "--deterministic-act", "best_of_k")) == {**as_saved, "wall_seconds": ANY}
+    # the run's own episodes in another mode are not the run's own evaluation
+    own = ("evaluate", "--checkpoint", out, "--json")
+    assert _json(_invoke(*own))["as_run"] and not _json(_invoke(*own, "--deterministic-act", "noise_free"))["as_run"]
+    line = _error_line(_invoke(*args, "--deterministic-act", "median"))
+    assert "deterministic_act" in line and "noise_free" in line
 
 
 def test_human_readable_evaluate_output(run_dir: tuple[Path, dict]) -> None:

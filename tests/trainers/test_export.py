@@ -57,6 +57,16 @@ def test_the_deterministic_file_is_load_policys_default_action(checkpoint: Path,
     assert result.max_abs_error < 1e-5
 
 
+def test_the_deterministic_file_takes_the_mode_asked_for(checkpoint: Path, tmp_path: Path) -> None:
+    result = export_policy(checkpoint, tmp_path / "mean.pt", fmt="torchscript", deterministic_act="noise_free")
+    description = json.loads(Path(result.description).read_text())
+    assert description["deterministic_act"] == "noise_free"  # no critics in the graph
+    obs = _observations(5)
+    mean_path = load_policy(checkpoint, mode="noise_free")(obs)
+    np.testing.assert_allclose(_torchscript_actions(Path(result.path), obs), mean_path, atol=1e-5)
+    assert not np.allclose(mean_path, load_policy(checkpoint)(obs))
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_the_noise_input_file_replays_the_chain_with_and_without_noise(checkpoint: Path, tmp_path: Path, fmt: str) -> None:
     result = export_policy(checkpoint, tmp_path / f"policy.{fmt}", fmt=fmt, mode="noise_input")  # type: ignore[arg-type]
@@ -88,6 +98,8 @@ def test_cli_export_and_its_one_line_errors(checkpoint: Path, tmp_path: Path) ->
     assert summary["mode"] == "deterministic"
     bad_mode = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m"), "--mode", "mean"])
     assert bad_mode.exit_code == 2 and "mean" in bad_mode.stderr
+    bad_act = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m"), "--deterministic-act", "mean"])
+    assert bad_act.exit_code == 2 and "deterministic_act" in bad_act.stderr and not (tmp_path / "m").exists()
     again = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--format", "torchscript"])
     assert again.exit_code == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     bogus = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p"), "--format", "tflite"])

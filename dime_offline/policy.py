@@ -39,14 +39,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from dime_offline.agent.config import DETERMINISTIC_MODES, DeterministicMode
 from dime_offline.agent.dime import DIMEAgent, best_of_k_actions
 from dime_offline.checkpoints import load_checkpoint
 from dime_offline.data.spaces import SpaceSpec
 from dime_offline.devices import check_device
 from dime_offline.errors import ConfigError
 
-DeterministicMode = Literal["noise_free", "best_of_k"]
-DETERMINISTIC_MODES: tuple[str, ...] = ("noise_free", "best_of_k")
 GraphMode = Literal["deterministic", "noise_input"]
 GRAPH_MODES: tuple[str, ...] = ("deterministic", "noise_input")
 Backend = Literal["torch", "onnxruntime"]

@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from dime_offline.errors import ConfigError
 
+DeterministicMode = Literal["noise_free", "best_of_k"]
+"""How deterministic actions are chosen (``DIMEConfig.deterministic_act``)."""
+DETERMINISTIC_MODES: tuple[str, ...] = ("noise_free", "best_of_k")
+
 
 @dataclass(frozen=True)
 class DIMEConfig:
@@ -111,7 +115,7 @@ class DIMEConfig:
     where the device has native bfloat16 matrix units (CPUs with AMX or AVX512-BF16, CUDA GPUs
     with bf16), float32 elsewhere. Costs, logits, the C51 terms, parameters and optimiser state
     stay float32 (``nets/precision.py``; speed and learning measurements in docs/benchmarks.md)."""
-    deterministic_act: Literal["noise_free", "best_of_k"] = "best_of_k"
+    deterministic_act: DeterministicMode = "best_of_k"
     """How ``act(obs, deterministic=True)`` picks its action, a function of the observation alone:
     'noise_free' runs the chain from the prior mean with no injected noise; 'best_of_k' runs
     ``act_candidates`` chains on fixed noise draws and takes the action the critics value most

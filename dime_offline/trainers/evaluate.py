@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dime_offline.agent.config import DeterministicMode
 from dime_offline.checkpoints import (
     check_checkpoint_fits,
     load_checkpoint,
@@ -31,7 +32,6 @@ from dime_offline.evaluation.baselines import (
 )
 from dime_offline.evaluation.metrics import REFERENCES_KEY, EpisodeStats
 from dime_offline.evaluation.rollout import evaluate
-from dime_offline.policy import DeterministicMode
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from dime_offline.agent.config import DeterministicMode
 from dime_offline.checkpoints import load_checkpoint
 from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.io import atomic_path, atomic_write_text
-from dime_offline.agent.config import DeterministicMode
 from dime_offline.policy import GRAPH_MODES, GraphMode, PolicyGraph
 
 ExportFormat = Literal["onnx", "torchscript"]

@@ -242,11 +242,12 @@ def load_resumable_run_config(
 ) -> C:
     """:func:`load_run_config`, except that a resume without a config file starts from the run
     directory's saved config (``saved_config_name`` in ``out_dir``), so ``--resume --out DIR`` alone
-    continues a run; flags and overrides still apply on top (and must agree with the run)."""
+    continues a run; flags and overrides still apply on top (and must agree with the run). The saved
+    ``overwrite`` is how the run was first started, not part of the run: it does not carry over."""
     cfg = load_run_config(cls, path, overrides, **fields)
     saved = Path(cfg.out_dir) / saved_config_name  # type: ignore[attr-defined]
     if getattr(cfg, "resume", False) and path is None and saved.is_file():
-        cfg = load_run_config(cls, str(saved), overrides, **fields)
+        cfg = load_run_config(cls, str(saved), overrides, **{**fields, "overwrite": cfg.overwrite})  # type: ignore[attr-defined]
     return cfg
 
 

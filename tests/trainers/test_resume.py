@@ -321,6 +321,26 @@ def test_cli_resume_mistakes_are_one_line_with_exit_code_2(tmp_path: Path, data:
     assert json.loads(same.stdout)["steps"] == 5
 
 
+def test_a_run_started_with_overwrite_resumes_from_its_saved_settings(tmp_path: Path, data: str) -> None:
+    """The saved config records ``overwrite: true`` when the run replaced an older one; ``--resume
+    --out`` alone must still continue it (the flag is how the run began, not part of the run), and
+    ``--resume --overwrite`` together still refuse."""
+    from dime_offline_cli.main import app
+    from typer.testing import CliRunner
+
+    def invoke(*args: object):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    pretrain(_pretrain_cfg(tmp_path / "run", data, steps=3))
+    pretrain(_pretrain_cfg(tmp_path / "run", data, steps=5, overwrite=True))
+    assert json.loads((tmp_path / "run" / "pretrain_config.json").read_text())["overwrite"] is True
+    resumed = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["steps"] == 5
+    both = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--overwrite")
+    assert both.exit_code == 2 and "overwrite would delete it" in both.output
+
+
 def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch) -> None:
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     with monkeypatch.context() as patch:

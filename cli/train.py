@@ -112,8 +112,9 @@ def evaluate_command(
     baselines: Annotated[
         list[str] | None,
         typer.Option("--baseline", help=EVALUATE.help(
-            "baselines", "Compare with: random, the env's own controller (pi, pi_operator on the CSTR twin) on the"
-            " same seeds, or data (the logged episodes of --data). Repeatable.")),
+            "baselines", "Compare with: random, the env's own controller (pi, pi_operator on the CSTR twin), this"
+            " checkpoint acting another way (best_of_k, noise_free, stochastic), each on the same seeds, or data"
+            " (the logged episodes of --data). Repeatable.")),
     ] = None,
     data: Annotated[Path | None, typer.Option("--data", help=EVALUATE.help("data", "Dataset of the data baseline."))] = None,
     config: ConfigFileOption = None,

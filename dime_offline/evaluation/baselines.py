@@ -86,10 +86,10 @@ def controllers_for(env_id: str) -> dict[str, ReferenceController]:
     return {**GENERIC_CONTROLLERS, **ENV_CONTROLLERS.get(env_id, {})}
 
 
-def check_baselines(names: Sequence[str], env_id: str, data: str | None) -> None:
-    """Raise :class:`ConfigError` (one line) unless every name is a baseline ``env_id`` has, and the
-    data baseline comes with a dataset."""
-    known = [DATA_BASELINE, *controllers_for(env_id)]
+def check_baselines(names: Sequence[str], env_id: str, data: str | None, *, also_known: Sequence[str] = ()) -> None:
+    """Raise :class:`ConfigError` (one line) unless every name is a baseline ``env_id`` has (or one of
+    ``also_known``, baselines the caller builds itself), and the data baseline comes with a dataset."""
+    known = [DATA_BASELINE, *controllers_for(env_id), *also_known]
     for name in names:
         if name not in known:
             elsewhere = sorted(env for env, table in ENV_CONTROLLERS.items() if name in table)

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dime_offline.agent.config import DeterministicMode
+from dime_offline.agent.config import DETERMINISTIC_MODES, DeterministicMode
+from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import (
     check_checkpoint_fits,
     load_checkpoint,
@@ -61,8 +62,9 @@ class EvaluateConfig:
     """Torch device for the agent."""
     baselines: tuple[str, ...] = ()
     """What to compare the policy with: "random" (uniform actions), an environment's own controller
-    ("pi", "pi_operator" on the CSTR twin), each on the policy's episode seeds, and "data" (the
-    logged episodes of ``data``)."""
+    ("pi", "pi_operator" on the CSTR twin), the same checkpoint acting another way ("best_of_k",
+    "noise_free", "stochastic": which mode to deploy), each on the policy's episode seeds, and "data"
+    (the logged episodes of ``data``)."""
     data: str | None = None
     """Dataset of the "data" baseline; its reference returns, if it records them, also normalise the
     scores."""
@@ -79,6 +81,11 @@ class EvaluateConfig:
         if DATA_BASELINE in self.baselines and not self.data:
             raise ConfigError(f"field 'baselines': baseline '{DATA_BASELINE}' needs a dataset (--data logs.parquet)")
         check_device(self.device)
+
+
+ACTING_BASELINES: tuple[str, ...] = (*DETERMINISTIC_MODES, "stochastic")
+"""Baselines that are the evaluated checkpoint itself acting another way: a deterministic mode, or
+samples of its chain."""
 
 
 @dataclass
@@ -209,7 +216,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
     directory = resolve_checkpoint_dir(cfg.checkpoint)
     meta = read_checkpoint_meta(directory)
     env_id = cfg.env_id or recorded_env_id(meta.env_id, f"checkpoint {cfg.checkpoint}")
-    check_baselines(cfg.baselines, env_id, cfg.data)
+    check_baselines(cfg.baselines, env_id, cfg.data, also_known=ACTING_BASELINES)
     plan = episode_plan(cfg, meta.extra)
     env = make_env(env_id, max_episode_steps=plan.max_episode_steps)
     try:
@@ -230,14 +237,35 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
     agent.adopt_acting_average()  # a checkpoint acts with its averaged weights, if kept, in every mode
     episodes = {"max_episode_steps": plan.max_episode_steps, "metadata": metadata}
     stats = evaluate(agent, env_id, plan.episodes, seed=plan.seed, deterministic=plan.deterministic, **episodes)
+    acting = agent.cfg.deterministic_act if plan.deterministic else "stochastic"
     baselines = [
         logged if name == DATA_BASELINE and logged is not None
+        else acting_baseline(agent, name, env_id, plan.episodes, plan.seed, **episodes) if name in ACTING_BASELINES
         else controller_baseline(name, env_id, spaces, plan.episodes, plan.seed, **episodes)
         for name in cfg.baselines
     ]
-    acting = agent.cfg.deterministic_act if plan.deterministic else "stochastic"
     return EvaluateResult(
         env_id=env_id, checkpoint=str(stable_path(directory)), stats=stats, wall_seconds=time.monotonic() - started,
         acting=acting, seed=plan.seed, baselines=baselines,
         as_run=plan.as_run and (not plan.deterministic or agent.cfg.deterministic_act == recorded_act),
     )
+
+
+def acting_baseline(agent: DIMEAgent, acting: str, env_id: str, n_episodes: int, seed: int, **episodes: Any) -> BaselineResult:
+    """``agent`` acting as ``acting`` (one of :data:`ACTING_BASELINES`) on the episodes of an evaluation
+    with ``n_episodes`` and ``seed``: paired with the policy's, so the table says per seed which way of
+    acting did better. ``agent.cfg`` is left as it was."""
+    own = agent.cfg
+    deterministic = acting != "stochastic"
+    if deterministic:
+        agent.cfg = dataclasses.replace(own, deterministic_act=acting)
+    try:
+        stats = evaluate(agent, env_id, n_episodes, seed=seed, deterministic=deterministic, **episodes)
+    finally:
+        agent.cfg = own
+    description = {
+        "best_of_k": f"this checkpoint, the best of {own.act_candidates} chain samples by its critics",
+        "noise_free": "this checkpoint, the chain's noise-free mean path",
+        "stochastic": "this checkpoint, samples of its chain",
+    }[acting]
+    return BaselineResult(acting, description, stats, paired=True)

@@ -118,6 +118,22 @@ def test_data_baseline_reports_the_logged_episode_returns(pendulum_run: Path) ->
     assert logged["difference"]["return_per_step"] == pytest.approx(per_step)
 
 
+def test_the_checkpoint_acting_another_way_is_a_paired_baseline(pendulum_run: Path) -> None:
+    """``--baseline noise_free`` etc.: the same checkpoint on the same episodes in another acting mode, each
+    equal to evaluating that mode on its own, so the table answers "which mode do I deploy"."""
+    episodes = {"checkpoint": str(pendulum_run), "episodes": 3, "seed": 5, "max_episode_steps": 20}
+    result = evaluate_checkpoint(EvaluateConfig(**episodes, baselines=("noise_free", "stochastic", "best_of_k")))
+    assert result.acting == "best_of_k" and all(b.paired for b in result.baselines)
+    by_name = {b.name: b.stats for b in result.baselines}
+    assert by_name["best_of_k"].returns == result.stats.returns  # the policy's own mode: the same episodes
+    alone = evaluate_checkpoint(EvaluateConfig(**episodes, deterministic_act="noise_free"))
+    assert by_name["noise_free"].returns == alone.stats.returns
+    assert by_name["noise_free"].returns != result.stats.returns  # the two modes act differently
+    as_noise_free = evaluate_checkpoint(EvaluateConfig(**episodes, deterministic_act="noise_free", baselines=("best_of_k",)))
+    assert as_noise_free.acting == "noise_free" and as_noise_free.baselines[0].stats.returns == result.stats.returns
+    assert by_name["stochastic"].returns != result.stats.returns  # samples act otherwise
+
+
 def test_the_text_output_shows_the_baselines_and_the_paired_seeds(cstr_run: Path) -> None:
     result = _invoke("evaluate", "--checkpoint", cstr_run, "--episodes", "2", "--seed", "40", "--baseline", "pi",
                      "--set", f"max_episode_steps={SHORT}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.io import (
     VERSION_DIGITS,
+    atomic_path,
     newest_version,
     versioned_directory,
     versioned_entries,
@@ -59,6 +61,9 @@ RUN_CHECKPOINT_SUBDIR = "checkpoint"
 """Where a run directory keeps its latest checkpoint."""
 RUN_BEST_SUBDIR = "best"
 """Where a run directory keeps the checkpoint with the best evaluation."""
+RUN_HISTORY_SUBDIR = "history"
+"""Where a run directory keeps a copy of each periodic checkpoint's policy, ``history/step-000001000``
+(``checkpoint_history``)."""
 RESUME_SUBDIR = "resume"
 """Where a run's checkpoint keeps the state ``--resume`` needs besides the agent."""
 KEPT_VERSIONS = 2
@@ -210,6 +215,24 @@ def save_checkpoint(
         except RuntimeError as exc:  # torch's writer reports a full disk or a failed write this way
             raise CheckpointError(f"cannot write the checkpoint, the previous one is kept ({exc})", file=str(directory)) from None
     return directory
+
+
+def history_path(out: str | Path, step: int) -> Path:
+    """Where run directory ``out`` keeps the policy of its checkpoint at ``step``."""
+    return Path(out) / RUN_HISTORY_SUBDIR / f"step-{step:09d}"
+
+
+def keep_in_history(directory: str | Path, out: str | Path, step: int) -> Path:
+    """Copy the policy of checkpoint ``directory`` (weights, config and meta; not the resume state) to
+    :func:`history_path`, atomically (an existing copy of that step is replaced); returns the copy."""
+    source = resolve_checkpoint_dir(directory)
+    target = history_path(out, step)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        for name in (CONFIG_FILE, META_FILE, STATE_FILE):
+            shutil.copyfile(source / name, tmp / name)
+    return target
 
 
 def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:

@@ -26,6 +26,7 @@ import torch
 from dime_offline.checkpoints import (
     RUN_BEST_SUBDIR,
     RUN_CHECKPOINT_SUBDIR,
+    RUN_HISTORY_SUBDIR,
     run_checkpoint_entries,
 )
 from dime_offline.errors import ConfigError, RunInterruptedError, TrainingDivergedError
@@ -55,8 +56,8 @@ PRETRAIN_CONFIG_FILE = "pretrain_config.json"
 FINETUNE_CONFIG_FILE = "finetune_config.json"
 """The resolved config of a fine-tuning run."""
 RUN_ARTEFACTS = (
-    METRICS_FILE, TENSORBOARD_SUBDIR, RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR, LEARNING_CURVE_FILE, SUMMARY_FILE,
-    PRETRAIN_CONFIG_FILE, FINETUNE_CONFIG_FILE, TRACKER_RUNS_FILE,
+    METRICS_FILE, TENSORBOARD_SUBDIR, RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR, RUN_HISTORY_SUBDIR, LEARNING_CURVE_FILE,
+    SUMMARY_FILE, PRETRAIN_CONFIG_FILE, FINETUNE_CONFIG_FILE, TRACKER_RUNS_FILE,
 )
 """Everything a training stage writes into its run directory: any of them marks the directory as
 holding a run, and ``overwrite`` removes exactly these and :data:`TRACKER_FOLDERS` (a user's other

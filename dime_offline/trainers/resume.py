@@ -50,7 +50,9 @@ C = TypeVar("C")
 RESUME_FORMAT_VERSION = 1
 RESUME_STATE_FILE = "state.json"
 RESUME_TENSORS_FILE = "tensors.pt"
-FREE_ON_RESUME = ("resume", "overwrite", "quiet", "max_wall_seconds", "torch_threads", "tensorboard", "trackers")
+FREE_ON_RESUME = (
+    "resume", "overwrite", "quiet", "max_wall_seconds", "torch_threads", "tensorboard", "trackers", "checkpoint_history",
+)
 """Run-config fields a resumed run may set differently from the first session (they change
 neither the steps nor their numbers); every other field must match."""
 

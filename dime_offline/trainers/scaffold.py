@@ -35,6 +35,7 @@ from dime_offline.allocator import keep_freed_memory
 from dime_offline.checkpoints import (
     RUN_BEST_SUBDIR,
     RUN_CHECKPOINT_SUBDIR,
+    keep_in_history,
     save_checkpoint,
 )
 from dime_offline.config import save_config, to_dict
@@ -148,6 +149,10 @@ class StageSettings(RunSettings):
     checkpoint_every: int = 50_000
     """Overwrite ``checkpoint/`` every this many steps (gradient steps offline, env steps online; 0: only
     at the end); ``best/`` follows evaluations."""
+    checkpoint_history: bool = False
+    """Also keep each of those checkpoints' policy (weights, config, meta; not the resume state) in
+    ``history/step-000001000/``, loadable wherever a checkpoint is (evaluate, export, finetune): a way
+    back to any point of the run, e.g. the policy deployed before a fall (~the size of the agent each)."""
     log_every: int = 1000
     """Average and write training metrics every this many steps (gradient steps offline, env steps online)."""
     max_wall_seconds: float | None = None
@@ -277,6 +282,8 @@ class RunScaffold:
             facts, tensors = stage_state() if stage_state is not None else (None, None)
             writer = resume_writer(self.state, self.tracker, step, generators=self._generators, stage=facts, tensors=tensors)
         save_checkpoint(target, agent, agent_cfg, normalization, dict(extra), spaces=spaces, env_id=env_id, resume_writer=writer)
+        if tag != "best" and self.cfg.checkpoint_history:
+            keep_in_history(target, self.out, step)
 
     def run_loop(
         self,

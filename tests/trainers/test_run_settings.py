@@ -89,9 +89,10 @@ LOADED_FINETUNE = {
                  "alpha_mode": None, "alpha_start": None},
     "keep_freed_memory": True,  # added later: an older config gets the defaults
     "acting_average_share": None,
+    "checkpoint_history": False,
 }
 LOADED_PRETRAIN = {
-    **SAVED_PRETRAIN, "keep_freed_memory": True,
+    **SAVED_PRETRAIN, "keep_freed_memory": True, "checkpoint_history": False,
     "offline": {**SAVED_PRETRAIN["offline"], "behaviour_scored_steps": 4},  # added later, as keep_freed_memory
 }
 

@@ -50,7 +50,8 @@ from dime_offline.envs.telemetry import (
 from dime_offline.io import atomic_path, atomic_write_text
 from dime_offline.trainers.loop import EvalRecord
 from dime_offline.trainers.offline import PretrainConfig, pretrain
-from dime_offline.trainers.online import EVAL_SEED_OFFSET, FinetuneConfig, finetune
+from dime_offline.trainers.online import FinetuneConfig, finetune
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET
 from dime_offline.types import Policy
 
 REPO = Path(__file__).resolve().parents[1]

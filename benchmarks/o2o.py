@@ -77,7 +77,8 @@ from dime_offline.evaluation.metrics import (
 )
 from dime_offline.evaluation.rollout import evaluate
 from dime_offline.trainers.loop import seed_everything
-from dime_offline.trainers.online import EVAL_SEED_OFFSET, FinetuneConfig, finetune
+from dime_offline.trainers.online import FinetuneConfig, finetune
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET
 from dime_offline.types import Policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package: its sibling scripts by path

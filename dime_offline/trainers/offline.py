@@ -41,10 +41,8 @@ from dime_offline.envs.make import make_env, spaces_of
 from dime_offline.errors import ConfigError
 from dime_offline.evaluation.metrics import (
     REFERENCES_KEY,
-    EpisodeStats,
     reference_returns,
 )
-from dime_offline.evaluation.rollout import evaluate
 from dime_offline.regularizers import (
     REGULARIZERS_KEY,
     OfflineConfig,
@@ -57,7 +55,7 @@ from dime_offline.trainers.loop import (
     RunResult,
     StepReport,
 )
-from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold, StageSettings
+from dime_offline.trainers.scaffold import RunScaffold, StageSettings
 
 OFFLINE_METRIC_PREFIX = "offline/"
 
@@ -156,12 +154,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             metrics.update(regularizer_weights(agent, OFFLINE_METRIC_PREFIX))
             return StepReport(updates=1, metrics=metrics)
 
-        def run_evaluation(current: int) -> EpisodeStats:
-            assert env_id is not None
-            return evaluate(
-                agent, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic,
-                max_episode_steps=cfg.max_episode_steps, metadata=store.metadata,
-            )
+        run_evaluation = None if env_id is None else run.evaluation(agent, env_id, metadata=store.metadata)
 
         def write_checkpoint(current: int, tag: CheckpointTag) -> None:
             extra = {

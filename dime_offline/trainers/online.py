@@ -44,10 +44,8 @@ from dime_offline.errors import ConfigError
 from dime_offline.evaluation.baselines import UniformRandomPolicy
 from dime_offline.evaluation.metrics import (
     REFERENCES_KEY,
-    EpisodeStats,
     reference_returns,
 )
-from dime_offline.evaluation.rollout import evaluate
 from dime_offline.regularizers import (
     REGULARIZERS_KEY,
     attach_regularizers,
@@ -70,7 +68,7 @@ from dime_offline.trainers.loop import (
 )
 from dime_offline.trainers.replay_export import write_online_replay
 from dime_offline.trainers.resume import RunningEpisode
-from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, RunScaffold, StageSettings
+from dime_offline.trainers.scaffold import RunScaffold, StageSettings
 
 CHECKPOINT_TUNABLE_FIELDS = (
     "utd", "batch_size", "learning_starts", "buffer_size", "deterministic_act", "act_candidates", "acting_average_decay",
@@ -307,11 +305,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
 
         eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
 
-        def run_evaluation(current: int) -> EpisodeStats:
-            return evaluate(
-                agent, cfg.env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET,
-                deterministic=cfg.eval_deterministic, max_episode_steps=cfg.max_episode_steps, metadata=eval_metadata,
-            )
+        run_evaluation = run.evaluation(agent, cfg.env_id, metadata=eval_metadata)
 
         def resume_stage_state() -> tuple[dict[str, Any], dict[str, Any]]:
             """The running episode, and the online replay ring unless the run is finished."""

@@ -21,6 +21,7 @@ hold; everything else is a :class:`RunScaffold`'s:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.config import DETERMINISTIC_MODES, DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.allocator import keep_freed_memory
 from dime_offline.checkpoints import (
@@ -43,7 +44,9 @@ from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.spaces import SpaceSpec
 from dime_offline.devices import check_device
 from dime_offline.errors import ConfigError
+from dime_offline.data.schema import DatasetMetadata
 from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.evaluation.rollout import evaluate
 from dime_offline.io import atomic_write_text
 from dime_offline.trackers import TrackerName, check_trackers
 from dime_offline.tracking import (
@@ -82,6 +85,9 @@ R = TypeVar("R", bound=RunResult)
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
 evaluation of a run, in every stage, and never the training episodes' seeds."""
+SELECTION_SEED_OFFSET = 2_000_003
+"""``select_acting``'s episodes are seeded ``seed + SELECTION_SEED_OFFSET + i``: never the evaluation's
+or the training's, so the reported score is not the one the choice was made on."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,12 @@ class StageSettings(RunSettings):
     eval_deterministic: bool = True
     """Evaluate deterministic actions (``agent.deterministic_act``, best of K chains by the critics by
     default: docs/algorithm.md section 9); false samples the chain, the authors' protocol."""
+    select_acting: bool = False
+    """Before each deterministic evaluation, score every deterministic mode (best of K, the noise-free
+    mean path) on ``eval_episodes`` other episodes (seeds ``seed + 2000003 + i``) and act in the better
+    one from then on: in the reported evaluation, in ``best/`` and ``checkpoint/`` (their
+    ``deterministic_act``), hence in ``load_policy`` and ``export``. Costs two more evaluations each time.
+    Which mode acts better changes between checkpoints, up to 2x (docs/algorithm.md section 9)."""
     max_episode_steps: int | None = None
     """Override the environment's registered time limit (offline in evaluation, online in training and
     evaluation)."""
@@ -277,6 +289,7 @@ class RunScaffold:
         resume state (the loop, the metrics' position, the tracked generators and ``stage_state()``'s
         JSON facts and tensors, taken now)."""
         target = self.out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
+        agent_cfg = dataclasses.replace(agent_cfg, deterministic_act=agent.cfg.deterministic_act)  # select_acting's choice
         writer = None
         if tag != "best":
             facts, tensors = stage_state() if stage_state is not None else (None, None)
@@ -284,6 +297,34 @@ class RunScaffold:
         save_checkpoint(target, agent, agent_cfg, normalization, dict(extra), spaces=spaces, env_id=env_id, resume_writer=writer)
         if tag != "best" and self.cfg.checkpoint_history:
             keep_in_history(target, self.out, step)
+
+    def evaluation(
+        self, agent: DIMEAgent, env_id: str, *, metadata: DatasetMetadata | None
+    ) -> Callable[[int], EpisodeStats]:
+        """The stage's evaluation at a step: ``eval_episodes`` episodes from the run's evaluation seeds,
+        acting as ``eval_deterministic`` says; with ``select_acting``, in the deterministic mode that did
+        better on the selection episodes just before (both modes' means are logged as
+        ``eval/selection_<mode>``)."""
+        cfg = self.cfg
+        episodes = {"max_episode_steps": cfg.max_episode_steps, "metadata": metadata}
+
+        def run_evaluation(step: int) -> EpisodeStats:
+            if cfg.select_acting and cfg.eval_deterministic:
+                scores = {}
+                for mode in DETERMINISTIC_MODES:
+                    agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=mode)
+                    stats = evaluate(agent, env_id, cfg.eval_episodes, seed=cfg.seed + SELECTION_SEED_OFFSET, deterministic=True, **episodes)
+                    scores[mode] = stats.return_mean
+                chosen = max(scores, key=lambda mode: scores[mode])
+                agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=chosen)
+                self.tracker.log(step, {f"eval/selection_{mode}": value for mode, value in scores.items()})
+                self.progress.notice(
+                    f"step {step}: acting {chosen} (selection episodes: "
+                    + ", ".join(f"{mode} {value:.1f}" for mode, value in scores.items()) + ")"
+                )
+            return evaluate(agent, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic, **episodes)
+
+        return run_evaluation
 
     def run_loop(
         self,

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -24,8 +23,7 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import load_checkpoint, resolve_checkpoint_dir
 from dime_offline.errors import ConfigError, RunInterruptedError
 from dime_offline.regularizers import OfflineConfig
-from dime_offline.trainers import offline as offline_trainer
-from dime_offline.trainers import online as online_trainer
+from dime_offline.trainers import scaffold
 from dime_offline.trainers.collect import CollectConfig, collect
 from dime_offline.trainers.offline import PretrainConfig, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
@@ -171,10 +169,10 @@ def test_ctrl_c_and_sigterm_save_whole_steps_and_the_run_resumes_exactly(tmp_pat
         _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
 
 
-def _signal_in_evaluation(patch: pytest.MonkeyPatch, stage: ModuleType, number: int) -> None:
-    """Send SIGINT to this process in the ``number``-th evaluation of the next run of ``stage``'s
-    trainer, at its policy's third action (so a stochastic policy has drawn noise by then)."""
-    original_evaluate, original_act = stage.evaluate, DIMEAgent.act
+def _signal_in_evaluation(patch: pytest.MonkeyPatch, number: int) -> None:
+    """Send SIGINT to this process in the ``number``-th evaluation of the next run (a stage evaluates
+    through its scaffold), at its policy's third action (so a stochastic policy has drawn noise by then)."""
+    original_evaluate, original_act = scaffold.evaluate, DIMEAgent.act
     seen = {"evaluations": 0, "evaluating": False, "actions": 0}
 
     def evaluate(*args, **kwargs):
@@ -192,7 +190,7 @@ def _signal_in_evaluation(patch: pytest.MonkeyPatch, stage: ModuleType, number: 
                 os.kill(os.getpid(), signal.SIGINT)
         return original_act(self, obs, deterministic)
 
-    patch.setattr(stage, "evaluate", evaluate)
+    patch.setattr(scaffold, "evaluate", evaluate)
     patch.setattr(DIMEAgent, "act", act)
 
 
@@ -207,19 +205,19 @@ def test_a_run_stopped_during_an_evaluation_resumes_with_that_evaluation(
     """Stochastic evaluations (they draw from the agent's acting noise, which fine-tuning acts with
     too): the stop saves the state before the evaluation, and the resumed run repeats it first."""
     if stage == "pretrain":  # evaluations at 15, 30 and 40; step 30 is no log step (its partial log is dropped again)
-        module, train = offline_trainer, pretrain
+        train = pretrain
 
         def cfg(out: Path, **changes):
             return _pretrain_cfg(out, data, eval_deterministic=False, log_every=7, **changes)
     else:  # evaluations at 40, 80 and 90, periodic checkpoints at 35 and 70
-        module, train = online_trainer, finetune
+        train = finetune
 
         def cfg(out: Path, **changes):
             return _finetune_cfg(out, eval_deterministic=False, **changes)
 
     whole = train(cfg(tmp_path / "whole"))
     with monkeypatch.context() as patch:
-        _signal_in_evaluation(patch, module, evaluation)
+        _signal_in_evaluation(patch, evaluation)
         with pytest.raises(RunInterruptedError, match=rf"steps 1-{step} are saved.*its evaluation at step {step} runs first"):
             train(cfg(tmp_path / "stopped"))
     saved = read_resume_state(resolve_checkpoint_dir(tmp_path / "stopped"))

@@ -90,9 +90,10 @@ LOADED_FINETUNE = {
     "keep_freed_memory": True,  # added later: an older config gets the defaults
     "acting_average_share": None,
     "checkpoint_history": False,
+    "select_acting": False,
 }
 LOADED_PRETRAIN = {
-    **SAVED_PRETRAIN, "keep_freed_memory": True, "checkpoint_history": False,
+    **SAVED_PRETRAIN, "keep_freed_memory": True, "checkpoint_history": False, "select_acting": False,
     "offline": {**SAVED_PRETRAIN["offline"], "behaviour_scored_steps": 4},  # added later, as keep_freed_memory
 }
 

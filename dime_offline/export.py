@@ -22,7 +22,6 @@ onnxruntime). ONNX needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import warnings
@@ -124,7 +123,7 @@ def export_policy(
             raise ConfigError(f"{ONNX_HINT} (missing: {', '.join(missing)})")
     agent, _, meta = load_checkpoint(checkpoint)
     if deterministic_act is not None:
-        agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=deterministic_act)
+        agent.set_deterministic_act(deterministic_act)
     graph = PolicyGraph(agent, meta.spaces, mode)
     out = Path(out)
     generator = torch.Generator().manual_seed(seed)

@@ -28,7 +28,6 @@ at batch 1, 16 chains and the critics, ~1.6x). Both give the same actions to flo
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib.util
 import io
 import warnings
@@ -140,7 +139,7 @@ class DeployedPolicy:
         if mode is not None:
             if mode not in DETERMINISTIC_MODES:
                 raise ConfigError(f"unknown deterministic mode '{mode}' (known: {', '.join(DETERMINISTIC_MODES)})")
-            agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=mode)
+            agent.set_deterministic_act(mode)
         agent.act_generator.manual_seed(seed)
         agent.adopt_acting_average()  # a deployed policy acts with the average in every mode
         # float32 throughout: a deployed action must not depend on the batch size or on bf16 rounding

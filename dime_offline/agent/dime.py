@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dime_offline.agent import losses
-from dime_offline.agent.config import DIMEConfig
+from dime_offline.agent.config import DIMEConfig, DeterministicMode
 from dime_offline.agent.regularization import (
     ActorRegularizer,
     ActorStepContext,
@@ -197,6 +197,21 @@ class DIMEAgent:
         self.actor_updates = 0
 
     # ----------------------------------------------------------------------------------------------
+    def set_deterministic_act(self, mode: DeterministicMode) -> None:
+        """Choose how deterministic actions are picked ('best_of_k' or 'noise_free'); an acting setting
+        only, so a loaded agent may change it."""
+        self.cfg = dataclasses.replace(self.cfg, deterministic_act=mode)
+
+    @contextlib.contextmanager
+    def acting_as(self, mode: DeterministicMode) -> Iterator[None]:
+        """Pick deterministic actions as ``mode`` within the block, as before after it."""
+        own = self.cfg.deterministic_act
+        self.set_deterministic_act(mode)
+        try:
+            yield
+        finally:
+            self.set_deterministic_act(own)
+
     def set_matmul_precision(self, precision: MatmulPrecision) -> None:
         """Choose the hidden layers' compute dtype ('auto', 'float32' or 'bfloat16'; see
         ``nets/precision.py``); a compute setting only, so a loaded agent may change it."""

@@ -3,7 +3,6 @@ optionally beside baselines (:mod:`dime_offline.evaluation.baselines`) on the sa
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -233,7 +232,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
     agent, _, _ = load_checkpoint(directory, device=cfg.device)
     recorded_act = agent.cfg.deterministic_act
     if cfg.deterministic_act is not None:
-        agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=cfg.deterministic_act)
+        agent.set_deterministic_act(cfg.deterministic_act)
     agent.adopt_acting_average()  # a checkpoint acts with its averaged weights, if kept, in every mode
     episodes = {"max_episode_steps": plan.max_episode_steps, "metadata": metadata}
     stats = evaluate(agent, env_id, plan.episodes, seed=plan.seed, deterministic=plan.deterministic, **episodes)
@@ -254,17 +253,14 @@ def evaluate_checkpoint(cfg: EvaluateConfig) -> EvaluateResult:
 def acting_baseline(agent: DIMEAgent, acting: str, env_id: str, n_episodes: int, seed: int, **episodes: Any) -> BaselineResult:
     """``agent`` acting as ``acting`` (one of :data:`ACTING_BASELINES`) on the episodes of an evaluation
     with ``n_episodes`` and ``seed``: paired with the policy's, so the table says per seed which way of
-    acting did better. ``agent.cfg`` is left as it was."""
-    own = agent.cfg
-    deterministic = acting != "stochastic"
-    if deterministic:
-        agent.cfg = dataclasses.replace(own, deterministic_act=acting)
-    try:
-        stats = evaluate(agent, env_id, n_episodes, seed=seed, deterministic=deterministic, **episodes)
-    finally:
-        agent.cfg = own
+    acting did better. The agent's own mode is left as it was."""
+    if acting == "stochastic":
+        stats = evaluate(agent, env_id, n_episodes, seed=seed, deterministic=False, **episodes)
+    else:
+        with agent.acting_as(acting):
+            stats = evaluate(agent, env_id, n_episodes, seed=seed, deterministic=True, **episodes)
     description = {
-        "best_of_k": f"this checkpoint, the best of {own.act_candidates} chain samples by its critics",
+        "best_of_k": f"this checkpoint, the best of {agent.cfg.act_candidates} chain samples by its critics",
         "noise_free": "this checkpoint, the chain's noise-free mean path",
         "stochastic": "this checkpoint, samples of its chain",
     }[acting]

@@ -312,11 +312,11 @@ class RunScaffold:
             if cfg.select_acting and cfg.eval_deterministic:
                 scores = {}
                 for mode in DETERMINISTIC_MODES:
-                    agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=mode)
-                    stats = evaluate(agent, env_id, cfg.eval_episodes, seed=cfg.seed + SELECTION_SEED_OFFSET, deterministic=True, **episodes)
+                    with agent.acting_as(mode):
+                        stats = evaluate(agent, env_id, cfg.eval_episodes, seed=cfg.seed + SELECTION_SEED_OFFSET, deterministic=True, **episodes)
                     scores[mode] = stats.return_mean
                 chosen = max(scores, key=lambda mode: scores[mode])
-                agent.cfg = dataclasses.replace(agent.cfg, deterministic_act=chosen)
+                agent.set_deterministic_act(chosen)
                 self.tracker.log(step, {f"eval/selection_{mode}": value for mode, value in scores.items()})
                 self.progress.notice(
                     f"step {step}: acting {chosen} (selection episodes: "

@@ -84,6 +84,8 @@ def finetune_command(
     typer.echo(f"final evaluation: {describe_evaluation(summary['final'])}")
     typer.echo(f"best evaluation at step {summary['best']['step']}: {describe_evaluation(summary['best'])}")
     typer.echo(f"checkpoint: {summary['checkpoint']} (best: {summary['best_checkpoint']})")
+    if summary["champion_checkpoint"]:
+        typer.echo(f"deployed policy (champion): {summary['champion_checkpoint']}")
     if summary["learning_curve"]:
         typer.echo(f"learning curve: {summary['learning_curve']}")
 

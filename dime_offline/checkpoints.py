@@ -61,6 +61,9 @@ RUN_CHECKPOINT_SUBDIR = "checkpoint"
 """Where a run directory keeps its latest checkpoint."""
 RUN_BEST_SUBDIR = "best"
 """Where a run directory keeps the checkpoint with the best evaluation."""
+RUN_CHAMPION_SUBDIR = "champion"
+"""Where a run directory keeps the policy it deploys when it keeps a champion (``trainers/champion.py``);
+a run directory given where a checkpoint is expected stands for this policy when it exists."""
 RUN_HISTORY_SUBDIR = "history"
 """Where a run directory keeps a copy of each periodic checkpoint's policy, ``history/step-000001000``
 (``checkpoint_history``)."""
@@ -136,17 +139,19 @@ class CheckpointMeta:
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """The checkpoint directory for ``path``: itself, or a run directory's ``checkpoint/``.
+    """The checkpoint directory for ``path``: itself, or a run directory's policy: its ``champion/``
+    when the run kept one (the policy it deploys), else its ``checkpoint/``.
 
     A versioned checkpoint resolves to the version its link names at this moment, so a reader
     sees one version throughout even while a run saves the next; when the link is missing (a crash
     mid-migration of an old layout) the newest complete version is used.
     """
     path = Path(path)
-    for candidate in (path, path / RUN_CHECKPOINT_SUBDIR):
+    candidates = (path, path / RUN_CHAMPION_SUBDIR, path / RUN_CHECKPOINT_SUBDIR)
+    for candidate in candidates:
         if (candidate / META_FILE).is_file():
             return _pinned(candidate)
-    for candidate in (path, path / RUN_CHECKPOINT_SUBDIR):
+    for candidate in candidates:
         newest = newest_version(candidate)
         if newest is not None and (newest / META_FILE).is_file():
             return newest
@@ -175,7 +180,7 @@ def stable_path(directory: str | Path) -> Path:
 
 def run_checkpoint_entries(out: str | Path) -> list[Path]:
     """Every path the checkpoints of run directory ``out`` occupy (links, versions, temporaries)."""
-    return [entry for name in (RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR) for entry in versioned_entries(Path(out) / name)]
+    return [entry for name in (RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR, RUN_CHAMPION_SUBDIR) for entry in versioned_entries(Path(out) / name)]
 
 
 def save_checkpoint(

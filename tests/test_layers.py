@@ -119,8 +119,9 @@ def test_imports_follow_the_layers(path: Path) -> None:
     assert not bad, f"{rel} imports {sorted(bad)}"
 
 
-TRAINERS_SHARED = ("loop", "resume", "scaffold")
-"""The trainers' modules every stage builds on: the loop, the resume state and a run's scaffolding."""
+TRAINERS_SHARED = ("loop", "resume", "scaffold", "champion")
+"""The trainers' modules every stage builds on: the loop, the resume state, a run's scaffolding and the
+policy it deploys."""
 
 
 @pytest.mark.parametrize("name", TRAINERS_SHARED)

@@ -25,6 +25,7 @@ import torch
 
 from dime_offline.checkpoints import (
     RUN_BEST_SUBDIR,
+    RUN_CHAMPION_SUBDIR,
     RUN_CHECKPOINT_SUBDIR,
     RUN_HISTORY_SUBDIR,
     run_checkpoint_entries,
@@ -41,7 +42,7 @@ from dime_offline.tracking import (
 )
 
 C = TypeVar("C")
-CheckpointTag = Literal["periodic", "best", "final"]
+CheckpointTag = Literal["periodic", "best", "final", "champion"]
 
 PROGRESS_ALPHA_KEY = "train/alpha/value"
 """Metric shown as the temperature in the progress bar."""
@@ -56,7 +57,7 @@ PRETRAIN_CONFIG_FILE = "pretrain_config.json"
 FINETUNE_CONFIG_FILE = "finetune_config.json"
 """The resolved config of a fine-tuning run."""
 RUN_ARTEFACTS = (
-    METRICS_FILE, TENSORBOARD_SUBDIR, RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR, RUN_HISTORY_SUBDIR, LEARNING_CURVE_FILE,
+    METRICS_FILE, TENSORBOARD_SUBDIR, RUN_CHECKPOINT_SUBDIR, RUN_BEST_SUBDIR, RUN_CHAMPION_SUBDIR, RUN_HISTORY_SUBDIR, LEARNING_CURVE_FILE,
     SUMMARY_FILE, PRETRAIN_CONFIG_FILE, FINETUNE_CONFIG_FILE, TRACKER_RUNS_FILE,
 )
 """Everything a training stage writes into its run directory: any of them marks the directory as
@@ -322,7 +323,8 @@ def run_loop(
         evaluate: returns evaluation statistics for the current policy; None skips evaluation.
         checkpoint: saves the current state, told why (``"periodic"``, ``"best"`` after an
             evaluation that beat every earlier one, ``"final"`` once at the end, also when
-            SIGINT/SIGTERM stops the run, which then raises :class:`RunInterruptedError`).
+            SIGINT/SIGTERM stops the run, which then raises :class:`RunInterruptedError`; the
+            fourth tag, ``"champion"``, is the evaluation's own: see ``trainers/champion.py``).
         state: the loop's state, updated in place as steps complete (a checkpoint function
             records it for a resume); one restored from a checkpoint continues after its step,
             after the evaluation a stop interrupted (``state.evaluation_owed``) and the rest of its
@@ -481,6 +483,7 @@ def run_dir_fields(out: Path, loop: LoopResult, learning_curve: Path | None) -> 
     return {
         "out_dir": str(out), "checkpoint": str(out / RUN_CHECKPOINT_SUBDIR),
         "best_checkpoint": str(out / RUN_BEST_SUBDIR) if loop.best is not None else None,
+        "champion_checkpoint": str(out / RUN_CHAMPION_SUBDIR) if (out / RUN_CHAMPION_SUBDIR).exists() else None,
         "metrics_csv": str(out / METRICS_FILE), "learning_curve": None if learning_curve is None else str(learning_curve),
     }
 
@@ -535,6 +538,8 @@ class RunResult:
     """Latest (final) checkpoint directory."""
     best_checkpoint: str | None
     """Checkpoint of the best evaluation, when evaluations ran."""
+    champion_checkpoint: str | None
+    """The policy the run deploys, when it kept a champion (``trainers/champion.py``)."""
     metrics_csv: str
     """Path of the metrics CSV."""
     learning_curve: str | None
@@ -564,6 +569,7 @@ class RunResult:
             "out_dir": self.out_dir,
             "checkpoint": self.checkpoint,
             "best_checkpoint": self.best_checkpoint,
+            "champion_checkpoint": self.champion_checkpoint,
             "metrics_csv": self.metrics_csv,
             "learning_curve": self.learning_curve,
         }

@@ -154,8 +154,6 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             metrics.update(regularizer_weights(agent, OFFLINE_METRIC_PREFIX))
             return StepReport(updates=1, metrics=metrics)
 
-        run_evaluation = None if env_id is None else run.evaluation(agent, env_id, metadata=store.metadata)
-
         def write_checkpoint(current: int, tag: CheckpointTag) -> None:
             extra = {
                 "stage": "pretrain",
@@ -171,8 +169,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             }
             run.save_checkpoint(current, tag, agent, online_cfg, norm_stats, extra, spaces=spaces, env_id=env_id)
 
+        run_evaluation = None
+        if env_id is not None and evaluate_in_env:
+            run_evaluation = run.evaluation(agent, env_id, metadata=store.metadata, checkpoint=write_checkpoint)
         loop = run.run_loop(
-            cadence, step, evaluate=run_evaluation if evaluate_in_env else None, checkpoint=write_checkpoint,
+            cadence, step, evaluate=run_evaluation, checkpoint=write_checkpoint,
             eval_generators=[agent.act_generator],
         )
         _enter_online_phase(agent, online_cfg, cfg)

@@ -305,8 +305,6 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
 
         eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
 
-        run_evaluation = run.evaluation(agent, cfg.env_id, metadata=eval_metadata)
-
         def resume_stage_state() -> tuple[dict[str, Any], dict[str, Any]]:
             """The running episode, and the online replay ring unless the run is finished."""
             tensors = episode.tensors() if run.state.finished else {**episode.tensors(), "replay": store.online_state()}
@@ -331,6 +329,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 stage_state=resume_stage_state,
             )
 
+        run_evaluation = run.evaluation(agent, cfg.env_id, metadata=eval_metadata, checkpoint=write_checkpoint)
         loop = run.run_loop(
             cadence, step, evaluate=run_evaluation, checkpoint=write_checkpoint, eval_generators=[agent.act_generator]
         )

@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import torch
 
 from dime_offline.agent.config import DETERMINISTIC_MODES, DIMEConfig
@@ -35,8 +37,10 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.allocator import keep_freed_memory
 from dime_offline.checkpoints import (
     RUN_BEST_SUBDIR,
+    RUN_CHAMPION_SUBDIR,
     RUN_CHECKPOINT_SUBDIR,
     keep_in_history,
+    load_checkpoint,
     save_checkpoint,
 )
 from dime_offline.config import save_config, to_dict
@@ -56,6 +60,7 @@ from dime_offline.tracking import (
     open_sinks,
     plot_learning_curve,
 )
+from dime_offline.trainers.champion import CHAMPION_KEY, Champion, acting_copy, challenger_wins
 from dime_offline.trainers.loop import (
     LEARNING_CURVE_FILE,
     SUMMARY_FILE,
@@ -155,6 +160,17 @@ class StageSettings(RunSettings):
     one from then on: in the reported evaluation, in ``best/`` and ``checkpoint/`` (their
     ``deterministic_act``), hence in ``load_policy`` and ``export``. Costs two more evaluations each time.
     Which mode acts better changes between checkpoints, up to 2x (docs/algorithm.md section 9)."""
+    champion: bool | None = None
+    """Deploy a champion (docs/algorithm.md section 8.9, ``trainers/champion.py``): evaluations, ``best/``,
+    ``champion/`` and the run directory's policy (``load_policy``, ``export``, ``evaluate``) hold the
+    policy that did best so far on selection episodes (seeds ``seed + 2000003 + i``), and the learner
+    replaces it only when it does at least as well there (one more evaluation each time); training is
+    unchanged. None: on where the stage interacts online (``finetune``), off offline (``pretrain``:
+    choosing among offline policies by environment episodes is not offline RL)."""
+    champion_margin: float = 0.0
+    """How much better the learner must do to replace the champion: its mean return on the selection
+    episodes at least the champion's plus this many standard errors of the paired difference (0: at
+    least as well)."""
     max_episode_steps: int | None = None
     """Override the environment's registered time limit (offline in evaluation, online in training and
     evaluation)."""
@@ -171,6 +187,11 @@ class StageSettings(RunSettings):
     """Stop early, with a final evaluation and checkpoint, after this much wall time."""
     tensorboard: bool = True
     """Also write TensorBoard event files (when the tensorboard package is installed)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (math.isfinite(self.champion_margin) and self.champion_margin >= 0):
+            raise ConfigError(f"field 'champion_margin': must be a finite number >= 0, got {self.champion_margin}")
 
 
 class Closeable(Protocol):
@@ -200,6 +221,7 @@ class RunScaffold:
         self._generators: dict[str, Any] = {}
         self._tracker: Tracker | None = None
         self._progress: ProgressDisplay | None = None
+        self._champion: Champion | None = None
 
     @classmethod
     def prepare(
@@ -285,46 +307,127 @@ class RunScaffold:
         env_id: str | None,
         stage_state: Callable[[], tuple[Mapping[str, Any], Mapping[str, Any]]] | None = None,
     ) -> None:
-        """Write the checkpoint ``tag`` asks for at ``step``: ``best/``, or ``checkpoint/`` with the
-        resume state (the loop, the metrics' position, the tracked generators and ``stage_state()``'s
-        JSON facts and tensors, taken now)."""
-        target = self.out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
+        """Write the checkpoint ``tag`` asks for at ``step``: ``checkpoint/`` with the resume state (the
+        loop, the metrics' position, the tracked generators and ``stage_state()``'s JSON facts and
+        tensors, taken now), or ``best/`` or ``champion/``: the evaluated policy, which is the
+        champion's, not ``agent``, when the run keeps one."""
+        if tag == "champion" or (tag == "best" and self._champion is not None):
+            assert self._champion is not None, "a champion checkpoint needs a champion"
+            target = self.out / (RUN_CHAMPION_SUBDIR if tag == "champion" else RUN_BEST_SUBDIR)
+            agent, extra = self._champion.agent, {**extra, CHAMPION_KEY: self._champion.facts()}
+        else:
+            target = self.out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
         agent_cfg = dataclasses.replace(agent_cfg, deterministic_act=agent.cfg.deterministic_act)  # select_acting's choice
         writer = None
-        if tag != "best":
+        if tag in ("periodic", "final"):
             facts, tensors = stage_state() if stage_state is not None else (None, None)
             writer = resume_writer(self.state, self.tracker, step, generators=self._generators, stage=facts, tensors=tensors)
         save_checkpoint(target, agent, agent_cfg, normalization, dict(extra), spaces=spaces, env_id=env_id, resume_writer=writer)
-        if tag != "best" and self.cfg.checkpoint_history:
+        if tag in ("periodic", "final") and self.cfg.checkpoint_history:
             keep_in_history(target, self.out, step)
 
+    def keeps_champion(self) -> bool:
+        """Whether this run deploys a champion (``champion``; None: in the online stage only)."""
+        return self.cfg.champion if self.cfg.champion is not None else self.stage == "finetune"
+
     def evaluation(
-        self, agent: DIMEAgent, env_id: str, *, metadata: DatasetMetadata | None
+        self,
+        agent: DIMEAgent,
+        env_id: str,
+        *,
+        metadata: DatasetMetadata | None,
+        checkpoint: Callable[[int, CheckpointTag], None],
     ) -> Callable[[int], EpisodeStats]:
         """The stage's evaluation at a step: ``eval_episodes`` episodes from the run's evaluation seeds,
         acting as ``eval_deterministic`` says; with ``select_acting``, in the deterministic mode that did
         better on the selection episodes just before (both modes' means are logged as
-        ``eval/selection_<mode>``)."""
+        ``eval/selection_<mode>``). With a champion (:meth:`keeps_champion`) the evaluated policy is the
+        champion, which the learner replaces when it does at least as well on the selection episodes
+        (``trainers/champion.py``; ``checkpoint(step, "champion")`` saves it). Call it before the loop
+        starts: a new run's first champion is ``agent`` as it is then, a resumed run's the one it saved."""
         cfg = self.cfg
         episodes = {"max_episode_steps": cfg.max_episode_steps, "metadata": metadata}
+        selection_seed = cfg.seed + SELECTION_SEED_OFFSET
+        if self.keeps_champion():
+            self._champion = self._saved_champion(agent) if self.resume is not None else None
+            if self._champion is None:  # saved at once: a resumed run contests the same first champion
+                self._champion = Champion(acting_copy(agent), self.state.step)
+                checkpoint(self.state.step, "champion")
+
+        def selection_returns(policy: DIMEAgent) -> tuple[float, ...]:
+            if policy is not agent:  # the champion's stream starts afresh, so a resumed run acts the same
+                policy.act_generator.manual_seed(selection_seed)
+            return evaluate(policy, env_id, cfg.eval_episodes, seed=selection_seed, deterministic=cfg.eval_deterministic, **episodes).returns
 
         def run_evaluation(step: int) -> EpisodeStats:
+            learner: tuple[float, ...] | None = None
+            selection: dict[str, float] = {}  # logged once the evaluation is done (a stopped one is repeated whole)
             if cfg.select_acting and cfg.eval_deterministic:
-                scores = {}
+                returns = {}
                 for mode in DETERMINISTIC_MODES:
                     with agent.acting_as(mode):
-                        stats = evaluate(agent, env_id, cfg.eval_episodes, seed=cfg.seed + SELECTION_SEED_OFFSET, deterministic=True, **episodes)
-                    scores[mode] = stats.return_mean
+                        returns[mode] = selection_returns(agent)
+                scores = {mode: float(np.mean(values)) for mode, values in returns.items()}
                 chosen = max(scores, key=lambda mode: scores[mode])
                 agent.set_deterministic_act(chosen)
-                self.tracker.log(step, {f"eval/selection_{mode}": value for mode, value in scores.items()})
+                learner = returns[chosen]
+                selection.update({f"eval/selection_{mode}": value for mode, value in scores.items()})
                 self.progress.notice(
                     f"step {step}: acting {chosen} (selection episodes: "
                     + ", ".join(f"{mode} {value:.1f}" for mode, value in scores.items()) + ")"
                 )
-            return evaluate(agent, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic, **episodes)
+            policy = agent
+            if self._champion is not None:
+                selection.update(self._contest(step, agent, learner if learner is not None else selection_returns(agent), selection_returns, checkpoint))
+                policy = self._champion.agent
+                policy.act_generator.manual_seed(cfg.seed + EVAL_SEED_OFFSET + step)
+            stats = evaluate(policy, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic, **episodes)
+            if selection:
+                self.tracker.log(step, selection)
+            return stats
 
         return run_evaluation
+
+    def _contest(
+        self,
+        step: int,
+        agent: DIMEAgent,
+        learner: tuple[float, ...],
+        selection_returns: Callable[[DIMEAgent], tuple[float, ...]],
+        checkpoint: Callable[[int, CheckpointTag], None],
+    ) -> dict[str, float]:
+        """The learner (returns ``learner`` on the selection episodes) against the champion; the learner
+        becomes champion when it wins, and the champion is saved whenever it is new. Returns the
+        contest's metrics."""
+        champion = self._champion
+        assert champion is not None
+        unsaved = champion.selection_returns is None
+        if champion.selection_returns is None:  # the run's first champion, measured once
+            champion.selection_returns = selection_returns(champion.agent)
+        if challenger_wins(learner, champion.selection_returns, self.cfg.champion_margin):
+            if champion.step != step:
+                self.progress.notice(
+                    f"step {step}: the learner replaces the champion of step {champion.step} "
+                    f"(selection episodes: {np.mean(learner):.1f} against {np.mean(champion.selection_returns):.1f})"
+                )
+            champion = self._champion = Champion(acting_copy(agent), step, learner)
+            unsaved = True
+        if unsaved:
+            checkpoint(step, "champion")
+        return {
+            "eval/selection_learner": float(np.mean(learner)),
+            "eval/selection_champion": float(np.mean(champion.selection_returns)),
+            "eval/champion_step": float(champion.step),
+        }
+
+    def _saved_champion(self, agent: DIMEAgent) -> Champion | None:
+        """The champion a resumed run saved (None when it saved none yet), acting on ``agent``'s device."""
+        directory = self.out / RUN_CHAMPION_SUBDIR
+        if not directory.exists():
+            return None
+        saved, _, meta = load_checkpoint(directory, device=str(agent.device))
+        saved.adopt_acting_average()
+        return Champion.from_facts(saved, meta.extra[CHAMPION_KEY])
 
     def run_loop(
         self,

@@ -94,12 +94,12 @@ def test_evaluate_uses_the_same_keys_and_the_checkpoint_reloads_identically(run_
     assert first["command"] == "evaluate" and first["env"] == "Pendulum-v1"  # env read from the checkpoint
     assert EVAL_KEYS <= set(first) and first["episodes"] == 2
     assert first["return_mean"] == second["return_mean"]  # fixed seed: identical actions after reload
-    assert first["checkpoint"] == finetune_summary["checkpoint"]
+    assert first["checkpoint"] == finetune_summary["champion_checkpoint"]  # the run deploys its champion
     assert first["acting"] == "best_of_k"  # deterministic by default, in the default mode
     sampled = _json(_invoke("evaluate", "--checkpoint", out, "--episodes", "2", "--seed", "7", "--stochastic", "--json"))
     assert sampled["acting"] == "stochastic" and sampled["return_mean"] != first["return_mean"]
     a, _, _ = load_checkpoint(out)
-    b, _, _ = load_checkpoint(out / "checkpoint")
+    b, _, _ = load_checkpoint(out / "champion")
     obs = np.zeros((4, 3), np.float32)
     np.testing.assert_array_equal(a.act(obs), b.act(obs))
 

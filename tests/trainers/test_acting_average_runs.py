@@ -37,12 +37,13 @@ def test_finetune_starts_an_average_on_a_checkpoint_and_evaluate_acts_with_it(pr
         env_id="Pendulum-v1", checkpoint=str(pretrained), steps=50, out_dir=str(out), agent={"acting_average_decay": 0.9},
         eval_every=0, eval_episodes=2, max_episode_steps=20, tensorboard=False, quiet=True,
     ))
-    directory = resolve_checkpoint_dir(out)
+    directory = resolve_checkpoint_dir(out / "checkpoint")  # the learner (the run directory stands for its champion)
     assert json.loads((directory / "config.json").read_text())["acting_average_decay"] == 0.9
-    agent, _, _ = load_checkpoint(out)
+    agent, _, _ = load_checkpoint(directory)
     assert agent.critic_updates > 0 and agent.acting_policy is not agent.policy
     assert any(not torch.equal(a, b) for a, b in zip(agent.acting_policy.parameters(), agent.policy.parameters()))
-    # evaluate acts with the average, as the run's deterministic evaluation did: the same score
+    # evaluate acts with the run's deployed policy (its champion, acting with the average) as the run's
+    # deterministic evaluation did: the same score
     evaluated = evaluate_checkpoint(EvaluateConfig(checkpoint=str(out)))
     assert evaluated.as_run and evaluated.stats.returns == result.loop.final.stats.returns
     # a decay outside [0, 1) is refused in one line
@@ -86,6 +87,6 @@ def test_finetune_records_the_decay_it_acted_with(pretrained: Path, tmp_path: Pa
         env_id="Pendulum-v1", checkpoint=str(pretrained), steps=50, out_dir=str(out), agent={"acting_average_decay": 0.5},
         acting_average_share=share, eval_every=0, eval_episodes=1, max_episode_steps=20, tensorboard=False, quiet=True,
     ))  # 50 env steps x utd 2 = 100 updates: a 10-update horizon is decay 0.9
-    assert json.loads((resolve_checkpoint_dir(out) / "config.json").read_text())["acting_average_decay"] == pytest.approx(expected)
+    assert json.loads((resolve_checkpoint_dir(out / "checkpoint") / "config.json").read_text())["acting_average_decay"] == pytest.approx(expected)
     with pytest.raises(ConfigError, match="acting_average_share"):
         FinetuneConfig(env_id="Pendulum-v1", acting_average_share=0.0)

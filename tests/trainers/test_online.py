@@ -76,13 +76,13 @@ def test_run_directory_holds_every_artefact_and_a_summary(scratch_run) -> None:
     assert summary["updates_per_second"] > 0 and summary["checkpoint"] == str(out / "checkpoint")
     saved = from_dict(FinetuneConfig, json.loads((out / "finetune_config.json").read_text()))
     assert saved.seed == 3 and saved.agent["learning_starts"] == tf.TINY_AGENT["learning_starts"]
-    meta = read_checkpoint_meta(out)
+    meta = read_checkpoint_meta(out / "checkpoint")
     assert meta.env_id == "Pendulum-v1" and meta.extra["env_steps"] == 200 and meta.extra["stage"] == "finetune"
     assert meta.spaces.action_high == (2.0,) and meta.normalization is None  # raw observations from scratch
 
 
 def test_the_final_checkpoint_reloads_to_the_returned_agent(scratch_run) -> None:
-    loaded, cfg, _ = load_checkpoint(scratch_run.out_dir)
+    loaded, cfg, _ = load_checkpoint(Path(scratch_run.out_dir) / "checkpoint")
     assert cfg == scratch_run.agent.cfg
     obs = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
     np.testing.assert_array_equal(loaded.act(obs), scratch_run.agent.act(obs))
@@ -100,12 +100,13 @@ def test_same_seed_same_run(tmp_path: Path) -> None:
 
 
 def test_fine_tuning_a_checkpoint_skips_the_warm_up_and_continues_its_counters(scratch_run, tmp_path: Path) -> None:
-    result = finetune(_cfg(tmp_path, "ft", checkpoint=scratch_run.out_dir, steps=60, eval_every=0))
+    learner = str(Path(scratch_run.out_dir) / "checkpoint")  # the run directory itself stands for its champion
+    result = finetune(_cfg(tmp_path, "ft", checkpoint=learner, steps=60, eval_every=0))
     batch_size = tf.TINY_AGENT["batch_size"]
     # no random warm-up: updates start as soon as the (online-only) store holds one batch
     assert result.loop.updates == 2 * (60 - batch_size + 1)
     assert result.agent.critic_updates == scratch_run.agent.critic_updates + result.loop.updates
-    assert read_checkpoint_meta(result.out_dir).extra["source_checkpoint"] == scratch_run.out_dir
+    assert read_checkpoint_meta(result.out_dir).extra["source_checkpoint"] == learner
 
 
 def test_a_checkpoint_takes_the_acting_overrides_for_its_own_evaluations(scratch_run, tmp_path: Path) -> None:

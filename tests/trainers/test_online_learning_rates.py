@@ -37,9 +37,9 @@ def test_fine_tuning_a_checkpoint_at_other_learning_rates_keeps_the_moments(pret
         env_id="Pendulum-v1", checkpoint=str(pretrained), steps=40, out_dir=str(out), agent=dict(ONLINE_RATES),
         eval_every=0, eval_episodes=1, max_episode_steps=20, tensorboard=False, quiet=True,
     ))
-    saved = json.loads((resolve_checkpoint_dir(out) / "config.json").read_text())
+    saved = json.loads((resolve_checkpoint_dir(out / "checkpoint") / "config.json").read_text())
     assert {name: saved[name] for name in ONLINE_RATES} == ONLINE_RATES
-    after, cfg, _ = load_checkpoint(out)
+    after, cfg, _ = load_checkpoint(out / "checkpoint")
     assert _rates(after) == (2e-4, 5e-5, 3e-4) and cfg.actor_lr == 5e-5
     # Adam went on from pretraining's moments: its step count continues past pretraining's
     assert after.actor_optimizer.state_dict()["state"][0]["step"] > steps_before
@@ -82,5 +82,5 @@ def test_a_fine_tuning_at_other_rates_killed_mid_run_resumes_to_the_same_run(
     resumed = finetune(_finetune_cfg(tmp_path / "killed", resume=True, **changes))
     assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
     _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
-    agent, _, _ = load_checkpoint(resumed.out_dir)
+    agent, _, _ = load_checkpoint(Path(resumed.out_dir) / "checkpoint")
     assert _rates(agent) == (2e-4, 5e-5, 3e-4)

@@ -72,7 +72,10 @@ def _metrics(out: str | Path) -> list[tuple[str, ...]]:
 
 
 def _state(out: str | Path) -> dict:
-    return torch.load(resolve_checkpoint_dir(out) / "state.pt", weights_only=True)
+    """The saved agent state of a run directory's learner (``checkpoint/``, not the champion it deploys),
+    or of the checkpoint directory ``out``."""
+    out = Path(out)
+    return torch.load(resolve_checkpoint_dir(out / "checkpoint" if (out / "checkpoint").exists() else out) / "state.pt", weights_only=True)
 
 
 def _assert_same_state(a: dict, b: dict, where: str = "") -> None:
@@ -170,12 +173,14 @@ def test_ctrl_c_and_sigterm_save_whole_steps_and_the_run_resumes_exactly(tmp_pat
 
 
 def _signal_in_evaluation(patch: pytest.MonkeyPatch, number: int) -> None:
-    """Send SIGINT to this process in the ``number``-th evaluation of the next run (a stage evaluates
-    through its scaffold), at its policy's third action (so a stochastic policy has drawn noise by then)."""
+    """Send SIGINT to this process in the ``number``-th reported evaluation of the next run (a stage
+    evaluates through its scaffold; after a fine-tuning's champion contest), at its policy's third action (so a stochastic policy has drawn noise by then)."""
     original_evaluate, original_act = scaffold.evaluate, DIMEAgent.act
     seen = {"evaluations": 0, "evaluating": False, "actions": 0}
 
     def evaluate(*args, **kwargs):
+        if kwargs["seed"] >= scaffold.SELECTION_SEED_OFFSET:  # a champion's or select_acting's episodes: not counted
+            return original_evaluate(*args, **kwargs)
         seen["evaluations"] += 1
         seen["evaluating"], seen["actions"] = True, 0
         try:
@@ -220,7 +225,7 @@ def test_a_run_stopped_during_an_evaluation_resumes_with_that_evaluation(
         _signal_in_evaluation(patch, evaluation)
         with pytest.raises(RunInterruptedError, match=rf"steps 1-{step} are saved.*its evaluation at step {step} runs first"):
             train(cfg(tmp_path / "stopped"))
-    saved = read_resume_state(resolve_checkpoint_dir(tmp_path / "stopped"))
+    saved = read_resume_state(resolve_checkpoint_dir(tmp_path / "stopped" / "checkpoint"))
     assert saved.loop.step == step and saved.loop.evaluation_owed
     assert [r.step for r in saved.loop.evaluations] == [r.step for r in whole.loop.evaluations[: evaluation - 1]]
     resumed = train(cfg(tmp_path / "stopped", resume=True))
@@ -228,17 +233,17 @@ def test_a_run_stopped_during_an_evaluation_resumes_with_that_evaluation(
     _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
     _assert_same_state(_state(tmp_path / "stopped" / "best"), _state(tmp_path / "whole" / "best"))
     assert [(r.step, r.stats) for r in resumed.loop.evaluations] == [(r.step, r.stats) for r in whole.loop.evaluations]
-    assert resumed.loop.updates == whole.loop.updates and not read_resume_state(resolve_checkpoint_dir(resumed.out_dir)).loop.evaluation_owed
+    assert resumed.loop.updates == whole.loop.updates and not read_resume_state(resolve_checkpoint_dir(Path(resumed.out_dir) / "checkpoint")).loop.evaluation_owed
 
 
 def test_the_resume_state_of_an_older_checkpoint_loads(tmp_path: Path, data: str) -> None:
     """Loop states written before ``evaluation_owed`` existed owe no evaluation."""
     pretrain(_pretrain_cfg(tmp_path / "run", data, steps=5))
-    state_file = resolve_checkpoint_dir(tmp_path / "run") / "resume" / "state.json"
+    state_file = resolve_checkpoint_dir(tmp_path / "run" / "checkpoint") / "resume" / "state.json"
     document = json.loads(state_file.read_text())
     del document["loop"]["evaluation_owed"]
     state_file.write_text(json.dumps(document))
-    loop = read_resume_state(resolve_checkpoint_dir(tmp_path / "run")).loop
+    loop = read_resume_state(resolve_checkpoint_dir(tmp_path / "run" / "checkpoint")).loop
     assert loop.step == 5 and loop.finished and not loop.evaluation_owed
     assert pretrain(_pretrain_cfg(tmp_path / "run", data, steps=5, resume=True)).loop.steps == 5
 
@@ -272,7 +277,7 @@ def test_the_cli_resumes_a_run_killed_with_sigkill(tmp_path: Path, data: str) ->
     assert whole.wait() == 0
     assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "whole")
     _assert_same_state(_state(tmp_path / "killed"), _state(tmp_path / "whole"))
-    loaded = load_checkpoint(tmp_path / "killed")[0]
+    loaded = load_checkpoint(tmp_path / "killed" / "checkpoint")[0]
     assert np.isfinite(loaded.alpha)
 
 

@@ -51,6 +51,7 @@ the same checkpoints in an ``--out`` of its own holding copies of the stored res
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import math
@@ -309,10 +310,24 @@ def finetune_dime(setup: Setup, method: str, seed: int) -> dict[str, Any]:
     return {
         "curve": curve,
         "noise": noise,
+        # with the champion (finetune's default) the curve is the deployed policy's; the learner's own returns
+        # on the selection episodes, and where the champion came from, are kept beside it
+        **_champion_series(Path(result.metrics_csv)),
         "wall_seconds": result.loop.wall_seconds,
         "updates": result.loop.updates,
         "updates_per_second": result.loop.updates_per_second,
     }
+
+
+def _champion_series(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """A run's ``eval/selection_learner`` and ``eval/champion_step`` series (empty without a champion)."""
+    series: dict[str, list[tuple[int, float]]] = {"learner_selection_curve": [], "champion_steps": []}
+    names = {"eval/selection_learner": "learner_selection_curve", "eval/champion_step": "champion_steps"}
+    with open(metrics_csv) as handle:
+        for row in csv.DictReader(handle):
+            if row["key"] in names:
+                series[names[row["key"]]].append((int(row["step"]), float(row["value"])))
+    return series
 
 
 # ----------------------------------------------------------------------------- one (method, seed)

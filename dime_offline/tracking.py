@@ -434,7 +434,8 @@ def plot_offline_to_online(
 
     The x axis runs over the offline gradient steps, then over the online env steps after them (a
     dashed line marks the switch). The online curve starts at the last offline evaluation (the
-    boundary policy). ``data_return``: the logged behaviour's mean episode return, drawn as a
+    boundary policy); with a champion (``eval/selection_learner`` logged) the learner's returns on
+    its selection episodes are drawn beside it. ``data_return``: the logged behaviour's mean episode return, drawn as a
     dotted line. Below: the panels of :data:`BOUNDARY_PANELS` over the same axis (solid: pretraining,
     dashed: fine-tuning). Returns the PNG path, or None when neither stage evaluated.
     """
@@ -459,7 +460,12 @@ def plot_offline_to_online(
         steps, mean = online_eval[0] + boundary, online_eval[1]
         if offline_eval is not None:  # start the online curve at the boundary policy's score
             steps, mean = np.concatenate([[boundary], steps]), np.concatenate([[offline_eval[1][-1]], mean])
-        axes.plot(steps, mean, marker="o", markersize=4, color="C1", label="online (fine-tuning)")
+        learner = online.get("eval/selection_learner")
+        axes.plot(steps, mean, marker="o", markersize=4, color="C1",
+                  label="online (fine-tuning)" if learner is None else "online (deployed: the champion)")
+        if learner is not None:  # with a champion, the learner's own course on its selection episodes
+            axes.plot(learner[0] + boundary, learner[1], color="C1", linestyle=":", linewidth=1.2, marker="x", markersize=3,
+                      label="learner (selection episodes)")
     if data_return is not None:
         axes.axhline(data_return, color="0.4", linestyle=":", label="logged data (mean episode return)")
     axes.axvline(boundary, color="k", linestyle="--", linewidth=1.0, label="offline -> online")

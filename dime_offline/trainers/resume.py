@@ -210,13 +210,19 @@ def holds_checkpoint(out: str | Path) -> bool:
 
 
 def check_same_run(cfg: Any, saved: Mapping[str, Any], out: Path) -> None:
-    """Refuse, with one line naming the first field that differs, a config that is not the run's own."""
+    """Refuse, with one line naming the first field that differs, a config that is not the run's own. A
+    field the run's saved config lacks (added to dime-offline after the run started) counts as its default."""
     current = json.loads(json.dumps(to_dict(cfg)))
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
     for name in sorted(current):
-        if name not in FREE_ON_RESUME and current[name] != saved.get(name):
+        started = saved[name] if name in saved else json.loads(json.dumps(to_dict(defaults[name]) if dataclasses.is_dataclass(defaults.get(name)) else defaults.get(name)))
+        if name not in FREE_ON_RESUME and current[name] != started:
             raise ConfigError(
                 f"cannot resume: field '{name}' is {current[name]!r} but the run in {out} was started with"
-                f" {saved.get(name)!r}; resume with the run's own settings, or start a new run"
+                f" {started!r}; resume with the run's own settings, or start a new run"
             )
 
 

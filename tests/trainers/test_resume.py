@@ -344,6 +344,27 @@ def test_a_run_started_with_overwrite_resumes_from_its_saved_settings(tmp_path: 
     assert both.exit_code == 2 and "overwrite would delete it" in both.output
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped by an older dime-offline has no entry for settings added since (here the champion's):
+    they count as their defaults, so ``--resume`` continues it instead of refusing."""
+    whole = finetune(_finetune_cfg(tmp_path / "whole"))
+    with monkeypatch.context() as patch:
+        _kill_at_update(patch, 100)  # after the periodic checkpoint at env step 70
+        with pytest.raises(Killed):
+            finetune(_finetune_cfg(tmp_path / "killed"))
+    run = tmp_path / "killed"
+    for path in (run / "finetune_config.json", resolve_checkpoint_dir(run / "checkpoint") / "meta.json"):
+        saved = json.loads(path.read_text())
+        run_config = saved["extra"]["run_config"] if "extra" in saved else saved
+        for name in ("champion", "champion_margin"):
+            del run_config[name]
+        path.write_text(json.dumps(saved))
+    resumed = finetune(_finetune_cfg(run, resume=True))
+    assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
+    with pytest.raises(ConfigError, match="field 'champion_margin' is 1.0 but the run .* was started with 0.0"):
+        finetune(_finetune_cfg(run, resume=True, champion_margin=1.0))
+
+
 def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch) -> None:
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     with monkeypatch.context() as patch:

@@ -78,3 +78,5 @@ def run_command(
         typer.echo(f"{name} (after {stages[stage]['steps']} {unit}): {describe_evaluation(stages[stage]['final'])}  [curve: {curve}]")
     typer.echo(f"figure: {summary['figure']}")
     typer.echo(f"checkpoint: {summary['checkpoint']}  ({summary['wall_seconds']:.0f} s in all; summary in {cfg.out_dir}/summary.json)")
+    if summary["deployed_checkpoint"] != summary["checkpoint"]:
+        typer.echo(f"deployed policy (the fine-tuning's champion, what the online score measures): {summary['deployed_checkpoint']}")

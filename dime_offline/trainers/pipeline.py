@@ -109,6 +109,7 @@ class PipelineResult:
             "offline_curve": [[r.step, r.stats.return_mean] for r in self.pretrain.loop.evaluations],
             "online_curve": [[r.step, r.stats.return_mean] for r in self.finetune.loop.evaluations],
             "checkpoint": self.finetune.checkpoint,
+            "deployed_checkpoint": self.finetune.champion_checkpoint or self.finetune.checkpoint,
             "figure": self.figure,
             "wall_seconds": round(self.wall_seconds, 3),
             "stages": {"pretrain": self.pretrain.to_dict(), "finetune": self.finetune.to_dict()},

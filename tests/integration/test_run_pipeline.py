@@ -42,6 +42,7 @@ def test_run_chains_every_stage_and_reports_before_and_after(tmp_path: Path) -> 
     assert json.loads((out / "summary.json").read_text())["online_return_mean"] == summary["online_return_mean"]
     agent, _, meta = load_checkpoint(summary["checkpoint"])
     assert meta.env_id == "Pendulum-v1" and agent.critic_updates > 6  # fine-tuning kept updating the pretrained agent
+    assert summary["deployed_checkpoint"] == str(out / "finetune" / "champion")  # what the online score measures
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "already holds a run" in again.stderr

@@ -10,22 +10,23 @@ deployed policy).
 
 At each evaluation of a run with the champion on (:class:`~dime_offline.trainers.scaffold.RunScaffold`):
 
-1. the learner acts on the *selection* episodes (reset seeds ``seed + SELECTION_SEED_OFFSET + i``,
-   never the training's or the reported evaluation's), in the deterministic mode ``select_acting``
-   chose when that is on, else in its own;
-2. the champion's returns on the same episodes are known: they were measured when it became
-   champion (the same reset seeds, and its actions do not change), so the comparison is paired and
-   costs one evaluation of the learner;
-3. the learner becomes champion when its mean return there is at least the champion's plus
-   ``champion_margin`` paired standard errors (:func:`challenger_wins`); the champion is then an
-   acting copy of the learner (:func:`acting_copy`), saved in the run's ``champion/``;
-4. the reported evaluation (the run's evaluation episodes) measures the champion: that is what the
-   run deploys, and what ``best/`` and the run directory's policy (``load_policy``, ``export``,
-   ``evaluate``) hold.
+1. the learner and the champion act on the same *selection* episodes, fresh at every evaluation
+   (reset seeds :func:`~dime_offline.trainers.scaffold.selection_seed` ``+ i``, never the training's or
+   the reported evaluation's); the learner in the deterministic mode ``select_acting`` chose when that
+   is on, else in its own;
+2. the learner becomes champion when its mean return there is at least the champion's plus
+   ``champion_margin`` standard errors of the paired difference (:func:`challenger_wins`); the champion
+   is then an acting copy of the learner (:func:`acting_copy`), saved in the run's ``champion/`` once the
+   evaluation is done;
+3. the reported evaluation (the run's evaluation episodes) measures the champion: that is what the run
+   deploys, and what ``best/`` and the run directory's policy (``load_policy``, ``export``, ``evaluate``)
+   hold.
 
-Training is untouched: the learner keeps learning from its own data whichever policy is champion.
-The selection's repeated comparisons on the same episodes favour the champion (its recorded score is
-the best of several on those episodes), which makes it slow to replace: the side a plant wants.
+Training is untouched: the learner keeps learning from its own data whichever policy is champion. The
+champion is scored afresh at every evaluation, on start states it was not chosen on: a champion that
+only looked good on the episodes of its own contest loses its place at the next one, instead of holding
+an inflated record that later learners must beat (what a fixed set of selection episodes did on the
+CSTR twin; docs/benchmarks.md, "A champion for the 20k runs").
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,8 @@ class Champion:
     Attributes:
         agent: an acting copy of the learner at ``step`` (:func:`acting_copy`).
         step: the run's step the copy was taken at.
-        selection_returns: its returns on the selection episodes, one per episode; None until measured.
+        selection_returns: its returns on the selection episodes of its latest contest, one per episode
+            (None before its first).
     """
 
     agent: DIMEAgent
@@ -57,14 +60,16 @@ class Champion:
     selection_returns: tuple[float, ...] | None = None
 
     def facts(self) -> dict[str, object]:
-        """What the champion's checkpoint records of it (JSON), read back by :meth:`from_facts`."""
-        return {"step": self.step, "selection_returns": None if self.selection_returns is None else list(self.selection_returns)}
+        """What checkpoints record of it (JSON; its weights travel separately), read by :meth:`from_facts`."""
+        returns = None if self.selection_returns is None else list(self.selection_returns)
+        return {"step": self.step, "deterministic_act": self.agent.cfg.deterministic_act, "selection_returns": returns}
 
     @classmethod
-    def from_facts(cls, agent: DIMEAgent, facts: dict[str, object]) -> Champion:
-        """The champion saved with ``facts`` (:meth:`facts`), acting as ``agent``."""
-        returns = facts.get("selection_returns")
-        return cls(agent, int(facts["step"]), None if returns is None else tuple(float(r) for r in returns))  # type: ignore[arg-type, union-attr]
+    def from_facts(cls, agent: DIMEAgent, facts: dict[str, Any]) -> Champion:
+        """The champion recorded with ``facts`` (:meth:`facts`), acting as ``agent`` (its weights loaded)."""
+        agent.set_deterministic_act(facts["deterministic_act"])
+        returns = facts["selection_returns"]
+        return cls(agent, int(facts["step"]), None if returns is None else tuple(float(r) for r in returns))
 
 
 def acting_copy(agent: DIMEAgent) -> DIMEAgent:

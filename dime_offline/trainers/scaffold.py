@@ -40,7 +40,6 @@ from dime_offline.checkpoints import (
     RUN_CHAMPION_SUBDIR,
     RUN_CHECKPOINT_SUBDIR,
     keep_in_history,
-    load_checkpoint,
     save_checkpoint,
 )
 from dime_offline.config import save_config, to_dict
@@ -91,8 +90,15 @@ EVAL_SEED_OFFSET = 1_000_003
 """Evaluation episodes are seeded ``seed + EVAL_SEED_OFFSET + i``: the same start states at every
 evaluation of a run, in every stage, and never the training episodes' seeds."""
 SELECTION_SEED_OFFSET = 2_000_003
-"""``select_acting``'s episodes are seeded ``seed + SELECTION_SEED_OFFSET + i``: never the evaluation's
-or the training's, so the reported score is not the one the choice was made on."""
+"""The selection episodes (``select_acting``, the champion) of the evaluation at step t are seeded
+``selection_seed(seed, t, episodes) + i``: fresh start states at every evaluation, never the evaluation's
+or the training's, so the reported score is not the one a choice was made on."""
+
+
+def selection_seed(seed: int, step: int, episodes: int) -> int:
+    """The first reset seed of the selection episodes of the evaluation at ``step`` (see
+    :data:`SELECTION_SEED_OFFSET`): consecutive blocks of ``episodes`` seeds, one per step."""
+    return seed + SELECTION_SEED_OFFSET + step * episodes
 
 
 @dataclass(frozen=True)
@@ -156,16 +162,17 @@ class StageSettings(RunSettings):
     default: docs/algorithm.md section 9); false samples the chain, the authors' protocol."""
     select_acting: bool = False
     """Before each deterministic evaluation, score every deterministic mode (best of K, the noise-free
-    mean path) on ``eval_episodes`` other episodes (seeds ``seed + 2000003 + i``) and act in the better
+    mean path) on ``eval_episodes`` selection episodes (fresh at each evaluation: seeds ``seed + 2000003 +
+    step x eval_episodes + i``) and act in the better
     one from then on: in the reported evaluation, in ``best/`` and ``checkpoint/`` (their
     ``deterministic_act``), hence in ``load_policy`` and ``export``. Costs two more evaluations each time.
     Which mode acts better changes between checkpoints, up to 2x (docs/algorithm.md section 9)."""
     champion: bool | None = None
     """Deploy a champion (docs/algorithm.md section 8.9, ``trainers/champion.py``): evaluations, ``best/``,
     ``champion/`` and the run directory's policy (``load_policy``, ``export``, ``evaluate``) hold the
-    policy that did best so far on selection episodes (seeds ``seed + 2000003 + i``), and the learner
-    replaces it only when it does at least as well there (one more evaluation each time); training is
-    unchanged. None: on where the stage interacts online (``finetune``), off offline (``pretrain``:
+    deployed policy, which the learner replaces only when it does at least as well on the evaluation's
+    selection episodes (fresh at each evaluation, as for ``select_acting``; the two policies on the same
+    episodes: two more evaluations each time); training is unchanged. None: on where the stage interacts online (``finetune``), off offline (``pretrain``:
     choosing among offline policies by environment episodes is not offline RL)."""
     champion_margin: float = 0.0
     """How much better the learner must do to replace the champion: its mean return on the selection
@@ -320,7 +327,10 @@ class RunScaffold:
         agent_cfg = dataclasses.replace(agent_cfg, deterministic_act=agent.cfg.deterministic_act)  # select_acting's choice
         writer = None
         if tag in ("periodic", "final"):
-            facts, tensors = stage_state() if stage_state is not None else (None, None)
+            facts, tensors = stage_state() if stage_state is not None else ({}, {})
+            if self._champion is not None:  # the champion of this moment, so a resume contests the same one
+                facts = {**facts, CHAMPION_KEY: self._champion.facts()}
+                tensors = {**tensors, CHAMPION_KEY: self._champion.agent.state_dict()}
             writer = resume_writer(self.state, self.tracker, step, generators=self._generators, stage=facts, tensors=tensors)
         save_checkpoint(target, agent, agent_cfg, normalization, dict(extra), spaces=spaces, env_id=env_id, resume_writer=writer)
         if tag in ("periodic", "final") and self.cfg.checkpoint_history:
@@ -344,20 +354,21 @@ class RunScaffold:
         ``eval/selection_<mode>``). With a champion (:meth:`keeps_champion`) the evaluated policy is the
         champion, which the learner replaces when it does at least as well on the selection episodes
         (``trainers/champion.py``; ``checkpoint(step, "champion")`` saves it). Call it before the loop
-        starts: a new run's first champion is ``agent`` as it is then, a resumed run's the one it saved."""
+        starts: a new run's first champion is ``agent`` as it is then, a resumed run's the one its
+        checkpoint recorded."""
         cfg = self.cfg
         episodes = {"max_episode_steps": cfg.max_episode_steps, "metadata": metadata}
-        selection_seed = cfg.seed + SELECTION_SEED_OFFSET
         if self.keeps_champion():
-            self._champion = self._saved_champion(agent) if self.resume is not None else None
-            if self._champion is None:  # saved at once: a resumed run contests the same first champion
+            self._champion = self._resumed_champion(agent)
+            if self._champion is None:  # deployable from the start
                 self._champion = Champion(acting_copy(agent), self.state.step)
                 checkpoint(self.state.step, "champion")
 
-        def selection_returns(policy: DIMEAgent) -> tuple[float, ...]:
+        def selection_returns(policy: DIMEAgent, step: int) -> tuple[float, ...]:
+            first = selection_seed(cfg.seed, step, cfg.eval_episodes)
             if policy is not agent:  # the champion's stream starts afresh, so a resumed run acts the same
-                policy.act_generator.manual_seed(selection_seed)
-            return evaluate(policy, env_id, cfg.eval_episodes, seed=selection_seed, deterministic=cfg.eval_deterministic, **episodes).returns
+                policy.act_generator.manual_seed(first)
+            return evaluate(policy, env_id, cfg.eval_episodes, seed=first, deterministic=cfg.eval_deterministic, **episodes).returns
 
         def run_evaluation(step: int) -> EpisodeStats:
             learner: tuple[float, ...] | None = None
@@ -366,7 +377,7 @@ class RunScaffold:
                 returns = {}
                 for mode in DETERMINISTIC_MODES:
                     with agent.acting_as(mode):
-                        returns[mode] = selection_returns(agent)
+                        returns[mode] = selection_returns(agent, step)
                 scores = {mode: float(np.mean(values)) for mode, values in returns.items()}
                 chosen = max(scores, key=lambda mode: scores[mode])
                 agent.set_deterministic_act(chosen)
@@ -376,12 +387,17 @@ class RunScaffold:
                     f"step {step}: acting {chosen} (selection episodes: "
                     + ", ".join(f"{mode} {value:.1f}" for mode, value in scores.items()) + ")"
                 )
-            policy = agent
-            if self._champion is not None:
-                selection.update(self._contest(step, agent, learner if learner is not None else selection_returns(agent), selection_returns, checkpoint))
-                policy = self._champion.agent
+            policy, deployed = agent, self._champion
+            if deployed is not None:
+                if learner is None:
+                    learner = selection_returns(agent, step)
+                deployed = self._contest(step, agent, learner, selection_returns(deployed.agent, step), selection)
+                policy = deployed.agent
                 policy.act_generator.manual_seed(cfg.seed + EVAL_SEED_OFFSET + step)
             stats = evaluate(policy, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic, **episodes)
+            if deployed is not self._champion:  # taken over once the evaluation is done: a stopped one is repeated whole
+                self._champion = deployed
+                checkpoint(step, "champion")
             if selection:
                 self.tracker.log(step, selection)
             return stats
@@ -393,41 +409,37 @@ class RunScaffold:
         step: int,
         agent: DIMEAgent,
         learner: tuple[float, ...],
-        selection_returns: Callable[[DIMEAgent], tuple[float, ...]],
-        checkpoint: Callable[[int, CheckpointTag], None],
-    ) -> dict[str, float]:
-        """The learner (returns ``learner`` on the selection episodes) against the champion; the learner
-        becomes champion when it wins, and the champion is saved whenever it is new. Returns the
-        contest's metrics."""
+        champion_returns: tuple[float, ...],
+        metrics: dict[str, float],
+    ) -> Champion:
+        """The learner against the champion on this evaluation's selection episodes (their returns there,
+        paired): the champion from now on, a new one (an acting copy of the learner) when the learner
+        wins. Adds the contest's figures to ``metrics``."""
         champion = self._champion
         assert champion is not None
-        unsaved = champion.selection_returns is None
-        if champion.selection_returns is None:  # the run's first champion, measured once
-            champion.selection_returns = selection_returns(champion.agent)
-        if challenger_wins(learner, champion.selection_returns, self.cfg.champion_margin):
+        learner_mean, champion_mean = float(np.mean(learner)), float(np.mean(champion_returns))
+        if challenger_wins(learner, champion_returns, self.cfg.champion_margin):
             if champion.step != step:
                 self.progress.notice(
                     f"step {step}: the learner replaces the champion of step {champion.step} "
-                    f"(selection episodes: {np.mean(learner):.1f} against {np.mean(champion.selection_returns):.1f})"
+                    f"(selection episodes: {learner_mean:.1f} against {champion_mean:.1f})"
                 )
-            champion = self._champion = Champion(acting_copy(agent), step, learner)
-            unsaved = True
-        if unsaved:
-            checkpoint(step, "champion")
-        return {
-            "eval/selection_learner": float(np.mean(learner)),
-            "eval/selection_champion": float(np.mean(champion.selection_returns)),
-            "eval/champion_step": float(champion.step),
-        }
+            champion = Champion(acting_copy(agent), step, learner)
+        else:
+            champion.selection_returns = champion_returns
+        metrics.update({
+            "eval/selection_learner": learner_mean, "eval/selection_champion": champion_mean, "eval/champion_step": float(champion.step),
+        })
+        return champion
 
-    def _saved_champion(self, agent: DIMEAgent) -> Champion | None:
-        """The champion a resumed run saved (None when it saved none yet), acting on ``agent``'s device."""
-        directory = self.out / RUN_CHAMPION_SUBDIR
-        if not directory.exists():
+    def _resumed_champion(self, agent: DIMEAgent) -> Champion | None:
+        """The champion a resumed run's checkpoint recorded (None for a new run, or a checkpoint without
+        one), acting as it did, on ``agent``'s device."""
+        if self.resume is None or CHAMPION_KEY not in self.resume.state.tensors:
             return None
-        saved, _, meta = load_checkpoint(directory, device=str(agent.device))
-        saved.adopt_acting_average()
-        return Champion.from_facts(saved, meta.extra[CHAMPION_KEY])
+        champion = acting_copy(agent)
+        champion.load_state_dict(self.resume.state.tensors[CHAMPION_KEY])
+        return Champion.from_facts(champion, self.resume.state.stage[CHAMPION_KEY])
 
     def run_loop(
         self,

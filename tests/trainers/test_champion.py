@@ -19,7 +19,7 @@ from dime_offline.trainers import scaffold
 from dime_offline.trainers.champion import acting_copy, challenger_wins
 from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
 from dime_offline.trainers.online import FinetuneConfig, finetune
-from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, SELECTION_SEED_OFFSET
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, SELECTION_SEED_OFFSET, selection_seed
 
 SEED = 5
 EVAL_EVERY = 20
@@ -54,7 +54,7 @@ def _scripted_evaluate(monkeypatch: pytest.MonkeyPatch, learner: Any, learner_wi
         who = "learner" if policy is learner else "champion"
         calls.append((at["step"], seed, who))
         stats = real_evaluate(policy, env_id, n, seed=seed, **kwargs)
-        if seed == SEED + SELECTION_SEED_OFFSET and who == "learner":
+        if seed >= SEED + SELECTION_SEED_OFFSET and who == "learner":
             shift = 1000.0 if at["step"] in learner_wins_at else -1000.0
             stats = dataclasses.replace(stats, returns=tuple(r + shift for r in stats.returns))
         return stats
@@ -77,11 +77,13 @@ def test_the_champion_is_replaced_only_by_a_learner_that_does_as_well(tmp_path: 
     calls = _scripted_evaluate(monkeypatch, learner_agent, learner_wins_at={40})
     out = tmp_path / "ft"
     result = finetune(_cfg(out), agent=learner_agent)
-    selection, report = SEED + SELECTION_SEED_OFFSET, SEED + EVAL_SEED_OFFSET
-    # first evaluation: the learner and the first champion on the selection episodes, then the report (the champion's)
-    assert calls[:3] == [(20, selection, "learner"), (20, selection, "champion"), (20, report, "champion")]
-    # later ones: the learner alone on the selection episodes (the champion's returns are known), then the report
-    assert calls[3:] == [(step, seed, who) for step in (40, 60, 80, 100) for seed, who in ((selection, "learner"), (report, "champion"))]
+    report = SEED + EVAL_SEED_OFFSET
+    # each evaluation: the learner and the champion on fresh selection episodes, then the report (the champion's)
+    assert calls == [
+        (step, seed, who) for step in (20, 40, 60, 80, 100)
+        for seed, who in ((selection_seed(SEED, step, 2), "learner"), (selection_seed(SEED, step, 2), "champion"), (report, "champion"))
+    ]
+    assert len({selection_seed(SEED, step, 2) + i for step in (20, 40) for i in range(2)}) == 4  # no episode repeats
     with open(out / "metrics.csv") as handle:
         champion_step = {int(r["step"]): float(r["value"]) for r in csv.DictReader(handle) if r["key"] == "eval/champion_step"}
     assert champion_step == {20: 0.0, 40: 40.0, 60: 40.0, 80: 40.0, 100: 40.0}

@@ -18,7 +18,7 @@ from dime_offline.trainers import scaffold
 from dime_offline.trainers.collect import CollectConfig, collect
 from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
 from dime_offline.trainers.offline import PretrainConfig, pretrain
-from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, SELECTION_SEED_OFFSET
+from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET, SELECTION_SEED_OFFSET, selection_seed
 
 SEED = 4
 
@@ -47,7 +47,7 @@ def _recording_evaluate(monkeypatch: pytest.MonkeyPatch, favoured: str) -> list[
     def evaluate(agent: Any, env_id: str, n: int, seed: int, **kwargs: Any):
         calls.append((seed, agent.cfg.deterministic_act))
         stats = real(agent, env_id, n, seed=seed, **kwargs)
-        if seed == SEED + SELECTION_SEED_OFFSET and agent.cfg.deterministic_act == favoured:
+        if seed >= SEED + SELECTION_SEED_OFFSET and agent.cfg.deterministic_act == favoured:
             stats = dataclasses.replace(stats, returns=tuple(r + 1000.0 for r in stats.returns))
         return stats
 
@@ -61,12 +61,12 @@ def test_the_better_mode_on_the_selection_episodes_acts_and_is_saved(
 ) -> None:
     calls = _recording_evaluate(monkeypatch, favoured)
     result = pretrain(_cfg(tmp_path / "run", data, select_acting=True))
-    selection, report = SEED + SELECTION_SEED_OFFSET, SEED + EVAL_SEED_OFFSET
+    report = SEED + EVAL_SEED_OFFSET
     # each evaluation (steps 10 and 20): both modes on the selection episodes, then the report in the winner
     expected_modes = {"noise_free", "best_of_k"}
     assert len(calls) == 6
-    for first in (0, 3):
-        assert {seed for seed, _ in calls[first:first + 2]} == {selection}
+    for first, step in ((0, 10), (3, 20)):
+        assert {seed for seed, _ in calls[first:first + 2]} == {selection_seed(SEED, step, 2)}
         assert {mode for _, mode in calls[first:first + 2]} == expected_modes
         assert calls[first + 2] == (report, favoured)
     for folder in ("checkpoint", "best"):

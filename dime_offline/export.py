@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from dime_offline.agent.config import DeterministicMode
-from dime_offline.checkpoints import load_checkpoint
+from dime_offline.checkpoints import load_checkpoint, resolve_checkpoint_dir, stable_path
 from dime_offline.data.spaces import SpaceSpec
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.io import atomic_path, atomic_write_text
@@ -205,7 +205,7 @@ def _describe(graph: PolicyGraph, meta: Any, checkpoint: str | Path, fmt: str, e
         "action_low": list(spaces.action_low),
         "action_high": list(spaces.action_high),
         "env_id": meta.env_id,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(stable_path(resolve_checkpoint_dir(checkpoint))),  # a run directory's champion or checkpoint
         "max_abs_error_vs_torch": error,
         "dime_offline_version": __version__,
     }

@@ -361,8 +361,8 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path:
         path.write_text(json.dumps(saved))
     resumed = finetune(_finetune_cfg(run, resume=True))
     assert _metrics(resumed.out_dir) == _metrics(whole.out_dir)
-    with pytest.raises(ConfigError, match="field 'champion_margin' is 1.0 but the run .* was started with 0.0"):
-        finetune(_finetune_cfg(run, resume=True, champion_margin=1.0))
+    with pytest.raises(ConfigError, match="field 'champion_margin' is 2.0 but the run .* was started with 1.0"):
+        finetune(_finetune_cfg(run, resume=True, champion_margin=2.0))
 
 
 def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path: Path, data: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,9 @@
-"""The policy a run deploys: a champion that the learner replaces only by doing at least as well.
+"""The policy a run deploys: a champion that the learner replaces only by doing better on episodes of its own.
 
 Fine-tuning finds large gains and can lose them again (docs/benchmarks.md, "The 20k online steps":
 Hopper runs reached 91-100 normalised and ended at 44). A plant does not run the learner as it is
 at every moment: it runs a *champion* and lets the learner (the *challenger*) take over only once
-it has done at least as well on episodes of its own, the champion/challenger practice of deployed
+it has done better on episodes of its own (by a margin of one standard error by default), the champion/challenger practice of deployed
 controllers and models, and a simple form of safe policy improvement (Thomas et al., "High
 Confidence Policy Improvement", ICML 2015, test a candidate on fresh data before it replaces the
 deployed policy).

@@ -170,8 +170,8 @@ class StageSettings(RunSettings):
     champion: bool | None = None
     """Deploy a champion (docs/algorithm.md section 8.9, ``trainers/champion.py``): evaluations, ``best/``,
     ``champion/`` and the run directory's policy (``load_policy``, ``export``, ``evaluate``) hold the
-    deployed policy, which the learner replaces only when it does at least as well on the evaluation's
-    selection episodes (fresh at each evaluation, as for ``select_acting``; the two policies on the same
+    deployed policy, which the learner replaces only when it does better by ``champion_margin`` on the
+    evaluation's selection episodes (fresh at each evaluation, as for ``select_acting``; the two policies on the same
     episodes: two more evaluations each time); training is unchanged. None: on where the stage interacts online (``finetune``), off offline (``pretrain``:
     choosing among offline policies by environment episodes is not offline RL)."""
     champion_margin: float = 1.0
@@ -353,8 +353,8 @@ class RunScaffold:
         acting as ``eval_deterministic`` says; with ``select_acting``, in the deterministic mode that did
         better on the selection episodes just before (both modes' means are logged as
         ``eval/selection_<mode>``). With a champion (:meth:`keeps_champion`) the evaluated policy is the
-        champion, which the learner replaces when it does at least as well on the selection episodes
-        (``trainers/champion.py``; ``checkpoint(step, "champion")`` saves it). Call it before the loop
+        champion, which the learner replaces when it does better by ``champion_margin`` on the selection
+        episodes (``trainers/champion.py``; ``checkpoint(step, "champion")`` saves it). Call it before the loop
         starts: a new run's first champion is ``agent`` as it is then, a resumed run's the one its
         checkpoint recorded."""
         cfg = self.cfg

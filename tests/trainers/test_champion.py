@@ -122,3 +122,30 @@ def test_the_champion_can_be_switched_off_and_its_margin_is_checked(tmp_path: Pa
         _cfg(tmp_path / "x", champion_margin=-1.0)
     run = finetune(_cfg(tmp_path / "off", champion=False, steps=40))
     assert run.champion_checkpoint is None and not (tmp_path / "off" / "champion").exists()
+
+
+@pytest.mark.slow
+def test_a_learner_that_unlearns_leaves_the_pretrained_policy_deployed(tmp_path: Path) -> None:
+    """Learning, not scripted: fine-tuning with learning rates 100x too high wrecks the learner within 100
+    env steps; the run keeps deploying (and reporting) the pretrained policy. 2-4 minutes on 2 cores."""
+    from dime_offline.trainers.offline import PretrainConfig, pretrain
+
+    pre = pretrain(PretrainConfig(
+        data=str(tf.PENDULUM_SAMPLE), steps=1500, out_dir=str(tmp_path / "pre"), eval_every=1500, eval_episodes=5,
+        quiet=True, tensorboard=False,
+    ))
+    boundary = pre.loop.final.stats.return_mean
+    assert boundary > -700  # a pretrained policy worth keeping (random actions: about -1240)
+    out = tmp_path / "ft"
+    run = finetune(FinetuneConfig(
+        env_id="Pendulum-v1", checkpoint=str(tmp_path / "pre"), data=str(tf.PENDULUM_SAMPLE), steps=300, out_dir=str(out),
+        eval_every=100, eval_episodes=5, quiet=True, tensorboard=False, agent={"actor_lr": 3e-2, "critic_lr": 3e-2},
+    ))
+    with open(out / "metrics.csv") as handle:
+        learner = [float(r["value"]) for r in csv.DictReader(handle) if r["key"] == "eval/selection_learner"]
+    assert len(learner) == 3 and max(learner) < boundary - 300  # the learner unlearned at every evaluation
+    reported = [r.stats.return_mean for r in run.loop.evaluations]
+    assert reported == pytest.approx([boundary] * 3)  # the pretrained policy, on the same episodes, every time
+    assert read_checkpoint_meta(out).extra["champion"]["step"] == 0
+    deployed = evaluate_checkpoint(EvaluateConfig(checkpoint=str(out)))
+    assert deployed.stats.return_mean == pytest.approx(boundary)

@@ -41,7 +41,8 @@ import numpy as np
 from dime_offline.agent.dime import DIMEAgent
 
 CHAMPION_KEY = "champion"
-"""Key of the champion's facts in its checkpoint's ``meta.json`` ``extra`` (see :meth:`Champion.facts`)."""
+"""Key of the champion's facts (:meth:`Champion.facts`) in its checkpoints' ``meta.json`` ``extra``, and of
+its facts and weights in a resume state."""
 
 
 @dataclass

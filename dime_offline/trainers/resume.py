@@ -40,7 +40,7 @@ from dime_offline.checkpoints import (
     read_checkpoint_meta,
     resolve_checkpoint_dir,
 )
-from dime_offline.config import load_run_config, to_dict
+from dime_offline.config import from_dict, load_run_config, to_dict
 from dime_offline.errors import CheckpointError, ConfigError
 from dime_offline.tracking import MetricsPosition, Tracker
 from dime_offline.trainers.loop import LoopState
@@ -210,19 +210,16 @@ def holds_checkpoint(out: str | Path) -> bool:
 
 
 def check_same_run(cfg: Any, saved: Mapping[str, Any], out: Path) -> None:
-    """Refuse, with one line naming the first field that differs, a config that is not the run's own. A
-    field the run's saved config lacks (added to dime-offline after the run started) counts as its default."""
+    """Refuse, with one line naming the first field that differs, a config that is not the run's own.
+    The saved config is read as a config file is, so a field it lacks (added to dime-offline after the
+    run started) counts as its default."""
     current = json.loads(json.dumps(to_dict(cfg)))
-    defaults = {
-        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-    }
+    started = json.loads(json.dumps(to_dict(from_dict(type(cfg), dict(saved)))))
     for name in sorted(current):
-        started = saved[name] if name in saved else json.loads(json.dumps(to_dict(defaults[name]) if dataclasses.is_dataclass(defaults.get(name)) else defaults.get(name)))
-        if name not in FREE_ON_RESUME and current[name] != started:
+        if name not in FREE_ON_RESUME and current[name] != started[name]:
             raise ConfigError(
                 f"cannot resume: field '{name}' is {current[name]!r} but the run in {out} was started with"
-                f" {started!r}; resume with the run's own settings, or start a new run"
+                f" {started[name]!r}; resume with the run's own settings, or start a new run"
             )
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from dime_offline.agent.dime import DIMEAgent
+from dime_offline.evaluation.metrics import EpisodeStats
 
 CHAMPION_KEY = "champion"
 """Key of the champion's facts (:meth:`Champion.facts`) in its checkpoints' ``meta.json`` ``extra``, and of
@@ -54,11 +55,14 @@ class Champion:
         step: the run's step the copy was taken at.
         selection_returns: its returns on the selection episodes of its latest contest, one per episode
             (None before its first).
+        reported: its latest deterministic evaluation on the run's evaluation episodes: the same policy
+            on the same episodes acts the same, so a run does not play them again while it stays champion.
     """
 
     agent: DIMEAgent
     step: int
     selection_returns: tuple[float, ...] | None = None
+    reported: EpisodeStats | None = None
 
     def facts(self) -> dict[str, object]:
         """What checkpoints record of it (JSON; its weights travel separately), read by :meth:`from_facts`."""

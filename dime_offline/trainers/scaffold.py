@@ -395,7 +395,12 @@ class RunScaffold:
                 deployed = self._contest(step, agent, learner, selection_returns(deployed.agent, step), selection)
                 policy = deployed.agent
                 policy.act_generator.manual_seed(cfg.seed + EVAL_SEED_OFFSET + step)
-            stats = evaluate(policy, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic, **episodes)
+            if deployed is not None and deployed.reported is not None and cfg.eval_deterministic:
+                stats = deployed.reported
+            else:
+                stats = evaluate(policy, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic, **episodes)
+                if deployed is not None:
+                    deployed.reported = stats
             if deployed is not self._champion:  # taken over once the evaluation is done: a stopped one is repeated whole
                 self._champion = deployed
                 checkpoint(step, "champion")

@@ -171,9 +171,10 @@ class StageSettings(RunSettings):
     """Deploy a champion (docs/algorithm.md section 8.9, ``trainers/champion.py``): evaluations, ``best/``,
     ``champion/`` and the run directory's policy (``load_policy``, ``export``, ``evaluate``) hold the
     deployed policy, which the learner replaces only when it does better by ``champion_margin`` on the
-    evaluation's selection episodes (fresh at each evaluation, as for ``select_acting``; the two policies on the same
-    episodes: two more evaluations each time); training is unchanged. None: on where the stage interacts online (``finetune``), off offline (``pretrain``:
-    choosing among offline policies by environment episodes is not offline RL)."""
+    evaluation's selection episodes (fresh each time, the two policies on the same ones: one more
+    evaluation each time, two when the champion changes); training is unchanged. None: on where the stage
+    interacts online (``finetune``), off offline (``pretrain``: choosing among offline policies by
+    environment episodes is not offline RL)."""
     champion_margin: float = 1.0
     """How much better the learner must do to replace the champion: its mean return on the selection
     episodes at least the champion's plus this many standard errors of the paired difference (0: at

@@ -22,12 +22,19 @@ before and after the runs (``update_speed.matmul_gflops``; the higher of the two
 table reports measured rate / bound rate: 1.0 means the job runs as fast as its matrix products
 alone would in fp32 at this machine's best rate. Load averages are printed with every run.
 
+``--peers cql iql td3bc`` also times d3rlpy 2.8.1's CQL, IQL or TD3+BC (o2o.py's D4RL-reproduction
+settings, batch 256) on the pretrain job's dataset in the same rounds: gradient steps per second of
+d3rlpy's own ``fit`` loop over ``--steps`` steps after a 50-step warm-up ``fit``, each in a fresh
+process of ``--peer-python`` (an interpreter with d3rlpy installed: benchmarks/README.md), with
+2 torch threads like the CLI.
+
 ``--trees LABEL=DIR ...`` also runs every variant with the library of another source tree (e.g. a
 ``git worktree`` of an earlier commit) first on the import path, alternating with this checkout's, so a
 change of implementation is measured side by side through the same CLI.
 
     python benchmarks/e2e_speed.py                              # both jobs, 2 rounds
     python benchmarks/e2e_speed.py --jobs online --steps 100 --warmup 100 --repeats 1   # smoke test
+    python benchmarks/e2e_speed.py --jobs pretrain --variants auto --peers cql --peer-python cache/venv-d3rlpy/bin/python
     git worktree add /tmp/base HEAD~3 && python benchmarks/e2e_speed.py --variants auto --trees base=/tmp/base
 """
 
@@ -99,6 +106,31 @@ def run_cli(args: list[str], tree: str | None = None) -> dict:
     return json.loads(out.stdout)
 
 
+PEER_WARMUP_STEPS = 50
+
+
+def peer_probe(method: str, data: str, steps: int) -> float:
+    """In a fresh process: d3rlpy ``method``'s gradient steps per second on ``data`` (see the docstring)."""
+    import time
+
+    from o2o import build_d3rlpy, fit_d3rlpy
+
+    from dime_offline.data.replay import ReplayStore
+
+    torch.set_num_threads(2)
+    algo, dataset = build_d3rlpy(method, ReplayStore.from_parquet(data, online_capacity=0), batch_size=256, seed=0)
+    fit_d3rlpy(algo, dataset, PEER_WARMUP_STEPS)  # builds the networks and optimisers
+    start = time.perf_counter()
+    fit_d3rlpy(algo, dataset, steps)
+    return steps / (time.perf_counter() - start)
+
+
+def run_peer(python: str, method: str, data: Path, steps: int) -> float:
+    out = subprocess.run([os.path.abspath(python), __file__, "--peer-probe", method, str(data), str(steps)],
+                         check=True, capture_output=True, text=True, cwd=Path(__file__).parent)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", nargs="+", default=["online", "pretrain"], choices=["online", "pretrain", "finetune"])
@@ -109,9 +141,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300, help="random env steps before learning (online)")
     parser.add_argument("--steps", type=int, default=300, help="learning env steps (online) / gradient steps (pretrain)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--peers", nargs="*", default=[], choices=["cql", "iql", "td3bc"],
+                        help="d3rlpy algorithms timed on the pretrain job's data in the same rounds")
+    parser.add_argument("--peer-python", default=sys.executable, help="an interpreter with d3rlpy installed")
+    parser.add_argument("--peer-probe", nargs=3, metavar=("METHOD", "DATA", "STEPS"), help=argparse.SUPPRESS)
     parser.add_argument("--trees", nargs="*", default=[], metavar="LABEL=DIR",
                         help="other source trees whose library runs each variant too (e.g. a worktree of an earlier commit)")
     args = parser.parse_args()
+    if args.peer_probe:
+        method, data, steps = args.peer_probe
+        print(peer_probe(method, data, int(steps)))
+        return
+    if args.peers and "pretrain" not in args.jobs:
+        parser.error("--peers times d3rlpy on the pretrain job's data: include pretrain in --jobs")
     trees: dict[str, str | None] = {"": None}
     for item in args.trees:
         label, sep, tree = item.partition("=")
@@ -156,6 +198,11 @@ def main() -> None:
                         rate = steady_rate(out / "metrics.csv")
                     results.setdefault((job, variant), []).append(rate)
                     print(f"round {round_} {job:<8} {variant:<9} {rate:6.2f}/s   load {load()}", flush=True)
+                if job == "pretrain":
+                    for peer in args.peers:
+                        rate = run_peer(args.peer_python, peer, data, args.steps)
+                        results.setdefault(("pretrain", f"d3rlpy-{peer}"), []).append(rate)
+                        print(f"round {round_} pretrain d3rlpy-{peer:<5} {rate:6.2f}/s   load {load()}", flush=True)
     rates_after = matmul_gflops(shapes, repeats=5)
     ceiling = max(max(rates_before.values()), max(rates_after.values()))
     print("fp32 matmul GFLOP/s before: " + ", ".join(f"{k} {v:.0f}" for k, v in rates_before.items())
@@ -182,6 +229,10 @@ def main() -> None:
             ref_cols = "" if reference is None else f" {reference:>9.1f} {ceiling / reference:>9.1f} {med / (ceiling / reference):>6.2f}"
             print(f"{job:<9} {variant:<{width}} {med:>8.2f} {f'[{min(r):.1f}-{max(r):.1f}]':>13} {per_step / 1e9:>10.2f} "
                   f"{bound:>8.1f} {med / bound:>7.2f}{ref_cols}")
+        if job == "pretrain":
+            for peer in args.peers:
+                r = results[("pretrain", f"d3rlpy-{peer}")]
+                print(f"{job:<9} {'d3rlpy-' + peer:<{width}} {statistics.median(r):>8.2f} {f'[{min(r):.1f}-{max(r):.1f}]':>13}")
         # Paired: each round's rate over the first variant's rate in the same round (the host's speed
         # drifts between rounds more than it does within one).
         first = results[(job, variants[0])]
@@ -189,6 +240,11 @@ def main() -> None:
             ratios = [a / b for a, b in zip(results[(job, variant)], first)]
             print(f"{job:<9} {variant} / {variants[0]}: rounds " + ", ".join(f"{x:.2f}" for x in ratios)
                   + f"; median {statistics.median(ratios):.2f}")
+        for peer in args.peers if job == "pretrain" else []:
+            for variant in variants:  # each DIME variant's rate over the peer's in the same round
+                ratios = [a / b for a, b in zip(results[(job, variant)], results[(job, f"d3rlpy-{peer}")])]
+                print(f"{job:<9} {variant} / d3rlpy-{peer}: rounds " + ", ".join(f"{x:.2f}" for x in ratios)
+                      + f"; median {statistics.median(ratios):.2f}")
     print(f"online, finetune: env steps/s (utd {DIMEConfig.preset('cpu').utd}); pretrain: gradient steps/s; bound = {ceiling:.0f} "
           "GFLOP/s (best fp32 matmul rate measured here) / FLOPs per step; load now " + load())
 

@@ -215,6 +215,14 @@ def import_d3rlpy() -> Any | None:
 
 def train_d3rlpy(method: str, store: ReplayStore, steps: int, batch_size: int, seed: int) -> D3rlpyPolicy:
     """IQL, TD3+BC or CQL with d3rlpy's D4RL-reproduction settings on the store's data ([-1, 1] actions)."""
+    algo, dataset = build_d3rlpy(method, store, batch_size, seed)
+    fit_d3rlpy(algo, dataset, steps)
+    return D3rlpyPolicy(algo)
+
+
+def build_d3rlpy(method: str, store: ReplayStore, batch_size: int, seed: int) -> tuple[Any, Any]:
+    """(algorithm, dataset): an unfitted d3rlpy IQL, TD3+BC or CQL with d3rlpy's D4RL-reproduction
+    settings, and the store's offline rows as a d3rlpy dataset (actions in [-1, 1])."""
     d3rlpy = import_d3rlpy()
     if d3rlpy is None:
         sys.exit(D3RLPY_HINT)
@@ -247,12 +255,17 @@ def train_d3rlpy(method: str, store: ReplayStore, steps: int, batch_size: int, s
             target_smoothing_clip=0.5, alpha=2.5, update_actor_interval=2,
             observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(),
         )
-    algo = config.create(device=False)
+    return config.create(device=False), dataset
+
+
+def fit_d3rlpy(algo: Any, dataset: Any, steps: int) -> None:
+    """``steps`` gradient steps of d3rlpy's own ``fit`` loop, without logging or saving (a second call
+    goes on training the same networks)."""
+    d3rlpy = import_d3rlpy()
     algo.fit(
         dataset, n_steps=steps, n_steps_per_epoch=steps, show_progress=False, save_interval=steps + 1,
         logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
     )
-    return D3rlpyPolicy(algo)
 
 
 # ----------------------------------------------------------------------------- DIME

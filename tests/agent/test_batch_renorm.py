@@ -116,3 +116,41 @@ def test_dead_feature_gives_finite_gradients_after_warm_up() -> None:
     x.requires_grad_()
     brn(x).pow(2).sum().backward()
     assert torch.isfinite(x.grad).all() and torch.isfinite(brn.weight.grad).all()
+
+
+def autograd_renorm(layer: BatchRenorm, x: torch.Tensor) -> torch.Tensor:
+    """The training pass written out for autograd (statistics differentiated, r and d constants),
+    with the layer's parameters and running statistics: the reference for the closed-form backward."""
+    weight, bias = layer.weight.unsqueeze(-2), layer.bias.unsqueeze(-2)
+    mean = x.mean(dim=-2, keepdim=True)
+    var = ((x * x).mean(dim=-2, keepdim=True) - mean.square()).clamp_min(0.0)
+    if int(layer.steps) >= layer.warmup_steps:
+        running_std = torch.sqrt(layer.running_var.unsqueeze(-2) + layer.eps)
+        r = (torch.sqrt(var + layer.eps) / running_std).clamp(1.0 / layer.r_max, layer.r_max).detach()
+        d = ((mean - layer.running_mean.unsqueeze(-2)) / running_std).clamp(-layer.d_max, layer.d_max).detach()
+        mean, var = mean - d * torch.sqrt(var.clamp_min(1e-12)) / r, var / r.square()
+    scale = weight * torch.rsqrt(var + layer.eps)
+    return torch.addcmul(bias - mean * scale, x, scale)
+
+
+def test_closed_form_gradients_equal_autograd_in_every_phase() -> None:
+    gen = torch.Generator().manual_seed(3)
+    for warmup_steps, clipped in ((100, False), (0, False), (0, True)):
+        layer = BatchRenorm(6, ensemble_shape=(2,), warmup_steps=warmup_steps).double()
+        with torch.no_grad():
+            layer.weight.copy_(torch.rand(2, 6, generator=gen, dtype=torch.float64) + 0.5)
+            layer.bias.copy_(torch.randn(2, 6, generator=gen, dtype=torch.float64))
+            layer.running_mean.copy_(torch.randn(2, 6, generator=gen, dtype=torch.float64) * (50.0 if clipped else 0.3))
+            layer.running_var.copy_(torch.rand(2, 6, generator=gen, dtype=torch.float64) * (1e-3 if clipped else 1.0) + 0.5 * (not clipped))
+        x = (2.0 + 1.5 * torch.randn(2, 40, 6, generator=gen, dtype=torch.float64)).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        upstream = torch.randn(2, 40, 6, generator=gen, dtype=torch.float64)
+        expected = autograd_renorm(layer, x_ref)  # before the pass below moves the running statistics
+        (expected * upstream).sum().backward()
+        ref_grads = [x_ref.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
+        layer.zero_grad()
+        out = layer(x)
+        (out * upstream).sum().backward()
+        assert torch.allclose(out, expected, atol=1e-12)
+        for got, want in zip((x.grad, layer.weight.grad, layer.bias.grad), ref_grads):
+            assert torch.allclose(got, want, atol=1e-10), (warmup_steps, clipped)

@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ import torch
 import dime_offline
 from dime_offline.data.parquet import read_parquet, write_parquet
 from dime_offline.data.schema import TransitionData
+from dime_offline.errors import DimeOfflineError
 from dime_offline.evaluation.metrics import D4RL_REFERENCE_RETURNS, env_family, normalized_score
 from dime_offline.trainers.collect import CollectConfig, collect
 from dime_offline.trainers.online import FinetuneConfig, finetune
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="cpu", help="DIME preset: cpu (small networks) or paper")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing online run")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing online run (without it, an existing one is an error)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.threads:
@@ -270,4 +272,8 @@ def _loadavg() -> list[float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DimeOfflineError as exc:  # a setting or file of the user's: one line and exit 2, as the CLI does
+        print(f"make_datasets.py: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -57,33 +57,24 @@ class Champion:
             (None before its first).
         reported: its latest deterministic evaluation on the run's evaluation episodes: the same policy
             on the same episodes acts the same, so a run does not play them again while it stays champion.
-        learner_losses: contests in a row the learner has lost to it clearly (:func:`challenger_wins` the
-            other way round, by the same margin), counted towards ``champion_restart``.
     """
 
     agent: DIMEAgent
     step: int
     selection_returns: tuple[float, ...] | None = None
     reported: EpisodeStats | None = None
-    learner_losses: int = 0
 
     def facts(self) -> dict[str, object]:
         """What checkpoints record of it (JSON; its weights travel separately), read by :meth:`from_facts`."""
         returns = None if self.selection_returns is None else list(self.selection_returns)
-        return {
-            "step": self.step, "deterministic_act": self.agent.cfg.deterministic_act, "selection_returns": returns,
-            "learner_losses": self.learner_losses,
-        }
+        return {"step": self.step, "deterministic_act": self.agent.cfg.deterministic_act, "selection_returns": returns}
 
     @classmethod
     def from_facts(cls, agent: DIMEAgent, facts: dict[str, Any]) -> Champion:
         """The champion recorded with ``facts`` (:meth:`facts`), acting as ``agent`` (its weights loaded)."""
         agent.set_deterministic_act(facts["deterministic_act"])
         returns = facts["selection_returns"]
-        return cls(
-            agent, int(facts["step"]), None if returns is None else tuple(float(r) for r in returns),
-            learner_losses=int(facts.get("learner_losses", 0)),
-        )
+        return cls(agent, int(facts["step"]), None if returns is None else tuple(float(r) for r in returns))
 
 
 def acting_copy(agent: DIMEAgent) -> DIMEAgent:
@@ -94,18 +85,6 @@ def acting_copy(agent: DIMEAgent) -> DIMEAgent:
     copy.load_state_dict(agent.state_dict())
     copy.adopt_acting_average()
     return copy
-
-
-def restart_learner(learner: DIMEAgent, champion: DIMEAgent) -> None:
-    """Put ``learner`` back where ``champion`` was: its networks (the acting average the champion acts
-    with), temperature and optimiser moments. The learner keeps its update counters and random streams,
-    so the run's schedules (policy delay, handover ramps) and sampling go on from where they are; the
-    replay store is the run's, untouched, so the restarted learner trains on everything seen since."""
-    state = champion.state_dict()
-    for own in ("critic_updates", "actor_updates"):
-        state[own] = getattr(learner, own)
-    state["update_rng"], state["act_rng"] = learner.update_generator.get_state(), learner.act_generator.get_state()
-    learner.load_state_dict(state)
 
 
 def challenger_wins(challenger: Sequence[float], champion: Sequence[float], margin: float) -> bool:

@@ -59,7 +59,7 @@ from dime_offline.tracking import (
     open_sinks,
     plot_learning_curve,
 )
-from dime_offline.trainers.champion import CHAMPION_KEY, Champion, acting_copy, challenger_wins, restart_learner
+from dime_offline.trainers.champion import CHAMPION_KEY, Champion, acting_copy, challenger_wins
 from dime_offline.trainers.loop import (
     LEARNING_CURVE_FILE,
     SUMMARY_FILE,
@@ -180,11 +180,6 @@ class StageSettings(RunSettings):
     episodes at least the champion's plus this many standard errors of the paired difference (0: at
     least as well). 1 by default: on the CSTR twin it halved the deepest fall of the deployed policy
     against 0 (docs/algorithm.md section 8.9)."""
-    champion_restart: int = 0
-    """Restart the learner from the champion (its networks, temperature and optimiser state; the replay
-    store, step counters and schedules go on) once it has lost this many contests in a row clearly: the
-    champion's mean on the selection episodes above the learner's by ``champion_margin`` standard errors.
-    0: never, the learner goes its own way (docs/algorithm.md section 8.9)."""
     max_episode_steps: int | None = None
     """Override the environment's registered time limit (offline in evaluation, online in training and
     evaluation)."""
@@ -206,8 +201,6 @@ class StageSettings(RunSettings):
         super().__post_init__()
         if not (math.isfinite(self.champion_margin) and self.champion_margin >= 0):
             raise ConfigError(f"field 'champion_margin': must be a finite number >= 0, got {self.champion_margin}")
-        if isinstance(self.champion_restart, bool) or not isinstance(self.champion_restart, int) or self.champion_restart < 0:
-            raise ConfigError(f"field 'champion_restart': must be a whole number >= 0 (0: never), got {self.champion_restart!r}")
 
 
 class Closeable(Protocol):
@@ -441,19 +434,6 @@ class RunScaffold:
             champion = Champion(acting_copy(agent), step, learner)
         else:
             champion.selection_returns = champion_returns
-            restart = self.cfg.champion_restart
-            if restart and challenger_wins(champion_returns, learner, self.cfg.champion_margin):
-                champion.learner_losses += 1
-            else:
-                champion.learner_losses = 0
-            if restart and champion.learner_losses >= restart:
-                self.progress.notice(
-                    f"step {step}: the learner restarts from the champion of step {champion.step} after "
-                    f"{champion.learner_losses} clear losses (selection episodes: {learner_mean:.1f} against {champion_mean:.1f})"
-                )
-                restart_learner(agent, champion.agent)
-                champion.learner_losses = 0
-                metrics["eval/learner_restarted"] = 1.0
         metrics.update({
             "eval/selection_learner": learner_mean, "eval/selection_champion": champion_mean, "eval/champion_step": float(champion.step),
         })

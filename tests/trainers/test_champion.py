@@ -106,35 +106,6 @@ def test_the_champion_is_replaced_only_by_a_learner_that_does_as_well(tmp_path: 
     assert all(torch.equal(a, b) for a, b in zip(best.policy.parameters(), champion.policy.parameters()))
 
 
-def test_a_learner_that_keeps_losing_clearly_restarts_from_the_champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    learner_agent, _, _ = load_checkpoint(tf.pretrained_pendulum(tmp_path / "pre"))
-    _scripted_evaluate(monkeypatch, learner_agent, learner_wins_at={20})
-    restarts: list[dict[str, Any]] = []
-    real_restart = scaffold.restart_learner
-
-    def restart_learner(learner: Any, champion: Any) -> None:
-        counters = (learner.critic_updates, learner.actor_updates)
-        real_restart(learner, champion)
-        restarts.append({
-            "same_networks": all(torch.equal(a, b) for a, b in zip(learner.state_dict()["policy"].values(), champion.policy.state_dict().values()))
-            and all(torch.equal(a, b) for a, b in zip(learner.critic.state_dict().values(), champion.critic.state_dict().values())),
-            "counters_kept": (learner.critic_updates, learner.actor_updates) == counters and counters[0] > 0,
-        })
-
-    monkeypatch.setattr(scaffold, "restart_learner", restart_learner)
-    out = tmp_path / "ft"
-    finetune(_cfg(out, champion_restart=2), agent=learner_agent)
-    with open(out / "metrics.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    restarted = {int(r["step"]) for r in rows if r["key"] == "eval/learner_restarted"}
-    champion_step = {int(r["step"]): float(r["value"]) for r in rows if r["key"] == "eval/champion_step"}
-    # the learner wins at 20 and loses clearly at 40, 60, 80, 100: two losses in a row, then a restart
-    assert champion_step == {20: 20.0, 40: 20.0, 60: 20.0, 80: 20.0, 100: 20.0}
-    assert restarted == {60, 100}
-    assert restarts == [{"same_networks": True, "counters_kept": True}] * 2
-    assert read_checkpoint_meta(out / "champion").extra["champion"]["learner_losses"] == 0
-
-
 def test_an_acting_copy_acts_as_the_agent_and_does_not_follow_it(tmp_path: Path) -> None:
     agent, _, _ = load_checkpoint(tf.pretrained_pendulum(tmp_path / "pre"))
     copy = acting_copy(agent)
@@ -151,8 +122,6 @@ def test_an_acting_copy_acts_as_the_agent_and_does_not_follow_it(tmp_path: Path)
 def test_the_champion_can_be_switched_off_and_its_margin_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="champion_margin"):
         _cfg(tmp_path / "x", champion_margin=-1.0)
-    with pytest.raises(ConfigError, match="champion_restart"):
-        _cfg(tmp_path / "x", champion_restart=-1)
     run = finetune(_cfg(tmp_path / "off", champion=False, steps=40))
     assert run.champion_checkpoint is None and not (tmp_path / "off" / "champion").exists()
 

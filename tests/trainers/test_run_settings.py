@@ -93,11 +93,10 @@ LOADED_FINETUNE = {
     "select_acting": False,
     "champion": None,
     "champion_margin": 1.0,
-    "champion_restart": 0,
 }
 LOADED_PRETRAIN = {
     **SAVED_PRETRAIN, "keep_freed_memory": True, "checkpoint_history": False, "select_acting": False,
-    "champion": None, "champion_margin": 1.0, "champion_restart": 0,
+    "champion": None, "champion_margin": 1.0,
     "offline": {**SAVED_PRETRAIN["offline"], "behaviour_scored_steps": 4},  # added later, as keep_freed_memory
 }
 

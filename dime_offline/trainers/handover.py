@@ -56,7 +56,7 @@ class HandoverConfig:
     pretraining's ``offline.conservative_weight_online``)."""
     behaviour_weight: float | None = None
     """Online weight of the actor's behaviour term (None: the checkpoint's, pretraining's
-    ``offline.behaviour_weight_online``, by default its pretraining weight)."""
+    ``offline.behaviour_weight_online``, by default its pretraining weight raised to at least 1)."""
     conservative_calibration: bool | None = None
     """Cal-QL calibration of the conservative penalty online (policy candidates' values raised to at
     least the Monte-Carlo return-to-go, online episodes' included once they end); None: the

@@ -126,7 +126,11 @@ def test_invalid_settings_name_the_field(field: str, value: float) -> None:
         from_dict(OfflineConfig, {**to_dict(OfflineConfig()), field: value})
 
 
-def test_the_behaviour_term_keeps_its_pretraining_weight_online_unless_told_otherwise() -> None:
+def test_the_behaviour_term_keeps_its_pretraining_weight_online_at_least_the_floor_unless_told_otherwise() -> None:
     assert OfflineConfig(behaviour_weight=3.0).actor_regularizer("online").weight == 3.0
+    assert OfflineConfig().actor_regularizer("offline").weight == 0.1
+    assert OfflineConfig().actor_regularizer("online").weight == 1.0  # the library's 0.1 raised to the floor
+    assert OfflineConfig().describe("online")["actor"]["weight"] == 1.0  # what the checkpoint records
+    assert OfflineConfig(behaviour_weight=0.0).actor_regularizer("online").weight == 0.0  # off stays off
     assert OfflineConfig(behaviour_weight=3.0, behaviour_weight_online=0.5).actor_regularizer("online").weight == 0.5
     assert OfflineConfig(behaviour_weight=3.0, behaviour_weight_online=0.0).actor_regularizer("offline").weight == 3.0

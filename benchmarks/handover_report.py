@@ -1,6 +1,8 @@
-"""Issue 9's offline -> online measures, read from sweep outputs (`dime-offline sweep --out DIR`).
+"""Issue 9's offline -> online measures, read from sweep outputs (`dime-offline sweep --out DIR`) and
+from plain `dime-offline finetune --out DIR` runs.
 
-For every fine-tuning trial (a ``finetune`` sweep, from a checkpoint or from scratch) this reads the
+For every fine-tuning trial (a ``finetune`` sweep's trial or a ``finetune`` run, from a checkpoint or
+from scratch) this reads the
 evaluations in its ``metrics.csv`` (``eval/return_mean``, the deterministic policy the run would
 deploy) and, for a trial that fine-tunes a checkpoint, the boundary score: the last evaluation of
 the pretraining run the checkpoint came from. Per trial it prints
@@ -20,9 +22,12 @@ the pretraining run the checkpoint came from. Per trial it prints
 * ``final``: the last evaluation (the final policy), and its gain over the boundary.
 
 Trials are grouped by their sweep setting (``trial.json``), the checkpoint aside (fine-tuning each
-pretraining seed's checkpoint is a seed of the setting), and each group's means are printed.
+pretraining seed's checkpoint is a seed of the setting), and each group's means are printed. A plain
+run has no setting: its folder's name without a trailing seed (``ft-s2`` -> ``ft``) stands for one, so
+runs named ``ARM-sSEED`` group by arm.
 
     python benchmarks/handover_report.py --runs cache/o2o-cstr/handover cache/o2o-cstr/scratch
+    python benchmarks/handover_report.py --runs cache/hc20k      # a folder of finetune runs (ft-s0, rlpd-s0, ...)
     python benchmarks/handover_report.py --runs DIR --json report.json
 """
 
@@ -32,6 +37,7 @@ import argparse
 import functools
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +46,7 @@ import numpy as np
 from dime_offline.config import dotted_items, setting_text
 from dime_offline.tracking import read_metrics_csv
 from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
+from dime_offline.trainers.loop import FINETUNE_CONFIG_FILE
 from dime_offline.trainers.scaffold import EVAL_SEED_OFFSET
 
 
@@ -108,10 +115,32 @@ def curve_measures(
     return dip, dip_ok, drawdown, drawdown_at, kept
 
 
+def _name_and_setting(run_dir: Path) -> tuple[str, str, dict]:
+    """A run's name, setting and finetune config: from a sweep's ``trial.json``, or for a plain
+    ``finetune`` output from its saved config, the folder's name less a trailing ``-sSEED`` standing for
+    the setting."""
+    if (run_dir / "trial.json").exists():
+        trial = json.loads((run_dir / "trial.json").read_text())
+        setting = setting_text((k, v) for k, v in dotted_items(trial.get("setting") or {}) if k != "checkpoint")
+        return trial["name"], setting or "(base)", trial["config"]
+    config = json.loads((run_dir / FINETUNE_CONFIG_FILE).read_text())
+    return run_dir.name, re.sub(r"-s\d+$", "", run_dir.name), config
+
+
+def finetune_runs(folder: Path) -> list[Path]:
+    """The fine-tuning runs in ``folder``: a sweep's trials, the folder itself when it is a ``finetune``
+    output, or the ``finetune`` outputs directly inside it (pretraining runs beside them are skipped)."""
+    trials = sorted(path.parent for path in folder.glob("trials/*/metrics.csv"))
+    if trials:
+        return trials
+    if (folder / FINETUNE_CONFIG_FILE).exists():
+        return [folder]
+    return sorted(path.parent for path in folder.glob(f"*/{FINETUNE_CONFIG_FILE}") if (path.parent / "metrics.csv").exists())
+
+
 def measure(trial_dir: Path, window: float) -> TrialMeasures:
-    """The measures of the fine-tuning run in sweep trial folder ``trial_dir``."""
-    trial = json.loads((trial_dir / "trial.json").read_text())
-    config = trial["config"]
+    """The measures of the fine-tuning run in ``trial_dir`` (a sweep trial or a ``finetune`` output)."""
+    name, setting, config = _name_and_setting(trial_dir)
     steps, means, stds, episodes = _evaluations(trial_dir)
     checkpoint = config.get("checkpoint")
     boundary = _boundary(checkpoint, int(config["seed"]) + EVAL_SEED_OFFSET, int(config["eval_episodes"]),
@@ -121,8 +150,7 @@ def measure(trial_dir: Path, window: float) -> TrialMeasures:
     dip, dip_ok, drawdown, drawdown_at, kept = curve_measures(boundary, steps, means, noise, window * float(config["steps"]))
     final = float(means[-1])
     return TrialMeasures(
-        setting=setting_text((k, v) for k, v in dotted_items(trial.get("setting") or {}) if k != "checkpoint") or "(base)",
-        trial=trial["name"], source=str(checkpoint or "scratch"), boundary=boundary,
+        setting=setting, trial=name, source=str(checkpoint or "scratch"), boundary=boundary,
         steps=[int(s) for s in steps], returns=[round(float(m), 1) for m in means],
         dip=dip, dip_ok=dip_ok, drawdown=drawdown, drawdown_at=drawdown_at, kept=kept,
         final=final, gain=None if boundary is None else final - boundary,
@@ -140,13 +168,14 @@ def group_trials(measured: list[tuple[str, TrialMeasures]], *, by_sweep: bool) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", required=True, help="sweep output folders of finetune sweeps")
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help="output folders of finetune sweeps, finetune runs, or folders of finetune runs")
     parser.add_argument("--window", type=float, default=0.1, help="share of the online steps the dip is looked for in")
     parser.add_argument("--json", default=None, help="also write every trial's measures here")
     args = parser.parse_args()
     measured = [
-        (Path(folder).name, measure(path.parent, args.window))
-        for folder in args.runs for path in sorted(Path(folder).glob("trials/*/metrics.csv"))
+        (Path(folder).name, measure(path, args.window))
+        for folder in args.runs for path in finetune_runs(Path(folder))
     ]
     trials = [t for _, t in measured]
     groups = group_trials(measured, by_sweep=len(args.runs) > 1)

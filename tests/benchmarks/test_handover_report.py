@@ -66,3 +66,21 @@ def test_trials_of_several_sweeps_group_by_sweep_then_setting(tmp_path: Path) ->
     # Both are the base setting of their sweep, and two different methods.
     assert report.group_trials(measured, by_sweep=True) == {"scratch: (base)": [scratch], "rlpd: (base)": [rlpd]}
     assert report.group_trials(measured, by_sweep=False) == {"(base)": [scratch, rlpd]}
+
+
+def test_plain_finetune_runs_are_read_and_group_by_their_folder_name_less_the_seed(tmp_path: Path) -> None:
+    curve = {100: -300.0, 1000: -200.0}
+    for arm, seed in (("ft", 0), ("ft", 1), ("rlpd", 0)):
+        run = _trial(tmp_path / "study" / f"{arm}-s{seed}", curve, {})
+        config = json.loads((run / "trial.json").read_text())["config"]
+        (run / "trial.json").unlink()  # a plain `finetune --out` has its config, no trial record
+        (run / report.FINETUNE_CONFIG_FILE).write_text(json.dumps(config))
+    (tmp_path / "study" / "pre-s0").mkdir()  # a pretraining run beside them is not a fine-tuning run
+    (tmp_path / "study" / "pre-s0" / "metrics.csv").write_text("step,wall_seconds,key,value\n")
+    runs = report.finetune_runs(tmp_path / "study")
+    assert [r.name for r in runs] == ["ft-s0", "ft-s1", "rlpd-s0"]
+    assert report.finetune_runs(runs[0]) == [runs[0]]  # one run named on its own
+    measured = [("study", report.measure(r, window=0.1)) for r in runs]
+    assert measured[0][1].trial == "ft-s0" and measured[0][1].final == -200.0
+    groups = report.group_trials(measured, by_sweep=False)
+    assert {k: [t.trial for t in v] for k, v in groups.items()} == {"ft": ["ft-s0", "ft-s1"], "rlpd": ["rlpd-s0"]}

@@ -112,8 +112,8 @@ class DIMEConfig:
     """The control term u_theta is clipped to +-this."""
     matmul_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Compute dtype of the score net's and critics' hidden-layer products: 'auto' uses bfloat16
-    where the device has native bfloat16 matrix units (CPUs with AMX or AVX512-BF16, CUDA GPUs
-    with bf16), float32 elsewhere. Costs, logits, the C51 terms, parameters and optimiser state
+    on CPUs with native bfloat16 matrix units (AMX or AVX512-BF16), float32 elsewhere (on CUDA GPUs
+    bfloat16 measured slower: the update is bound by kernel launches there). Costs, logits, the C51 terms, parameters and optimiser state
     stay float32 (``nets/precision.py``; speed and learning measurements in docs/benchmarks.md)."""
     deterministic_act: DeterministicMode = "best_of_k"
     """How ``act(obs, deterministic=True)`` picks its action, a function of the observation alone:

@@ -2,8 +2,10 @@
 
 DIME's cost is dominated by dense layers: the score net's three hidden layers, run once per chain
 step, and the critics' hidden layers. On CPUs with native bfloat16 matrix units (Intel AMX or
-AVX512-BF16) a bfloat16 product of these shapes runs 2-6x faster than float32 (docs/benchmarks.md);
-on GPUs with bfloat16 support likewise. Everything that carries the algorithm's numbers stays in
+AVX512-BF16) a bfloat16 product of these shapes runs 2-6x faster than float32 (docs/benchmarks.md).
+On a CUDA GPU the same update is bound by kernel launches, not by arithmetic, and the casts add
+kernels, so "auto" keeps float32 there (measured on an H200, docs/benchmarks.md "On a CUDA GPU").
+Everything that carries the algorithm's numbers stays in
 float32: the chain's state and its running and terminal costs, the score net's output layer, batch
 renormalisation statistics, the critics' atom logits and everything after them (softmax, the C51
 projection, cross-entropy and entropy terms), and all parameters and optimiser state (bfloat16 is a
@@ -38,8 +40,11 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_matmul_dtype(precision: MatmulPrecision, device: torch.device) -> torch.dtype:
-    """The compute dtype of the hidden layers: ``precision`` with "auto" decided by :func:`native_bf16`."""
-    if precision == "bfloat16" or (precision == "auto" and native_bf16(device)):
+    """The compute dtype of the hidden layers: ``precision``, with "auto" meaning bfloat16 where it measured
+    faster: CPUs with native bfloat16 units (:func:`native_bf16`). Not CUDA GPUs: at DIME's layer widths
+    an update there costs its kernel launches, and on an H200 the ``cpu`` and ``paper`` presets' updates
+    took 25 and 26 ms in float32 against 30 and 30 ms in bfloat16 (docs/benchmarks.md)."""
+    if precision == "bfloat16" or (precision == "auto" and device.type == "cpu" and native_bf16(device)):
         return torch.bfloat16
     return torch.float32
 

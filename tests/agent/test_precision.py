@@ -48,6 +48,16 @@ def test_resolve_matmul_dtype_honours_explicit_choices_and_decides_auto_by_the_h
     assert precision.score_net_dtype(torch.bfloat16, ROWS, cpu) == torch.bfloat16
 
 
+def test_auto_keeps_float32_on_a_cuda_gpu_even_with_bfloat16_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Launch-bound there: bfloat16 measured slower on an H200 (docs/benchmarks.md "On a CUDA GPU")."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    cuda = torch.device("cuda")
+    assert precision.native_bf16(cuda)
+    assert precision.resolve_matmul_dtype("auto", cuda) == torch.float32
+    assert precision.resolve_matmul_dtype("bfloat16", cuda) == torch.bfloat16
+
+
 @pytest.mark.skipif(not score_net._fused_linear_gelu_works(), reason="no oneDNN fused kernel in this torch build")
 def test_fused_no_gradient_chain_matches_the_eager_layers_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
     # The fused path is chosen by the CPU (AVX-512 only); its maths is checked wherever the kernel runs.

@@ -45,6 +45,10 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config field: key=value, section.field=value (repeatable; see: dime-offline config show COMMAND)."),
 ]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option("--device", help="Torch device of the networks and the replay store: cpu, cuda, cuda:N or mps (default cpu)."),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout (no progress bar).")]
 ResumeFlag = Annotated[
     bool,

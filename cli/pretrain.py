@@ -14,6 +14,7 @@ import typer
 from dime_offline.config_docs import ConfigSource
 
 from .common import (
+    DeviceOption,
     JsonFlag,
     ResumeFlag,
     app,
@@ -37,6 +38,7 @@ def pretrain_command(
         str | None, typer.Option("--env", help="Gymnasium id to evaluate in (default: the dataset's, when registered).")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=PRETRAIN.help("seed", "Random seed."))] = None,
+    device: DeviceOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PretrainConfig fields (all of them, documented: dime-offline config show pretrain).")] = None,
     overrides: Annotated[
         list[str] | None,
@@ -62,6 +64,7 @@ def pretrain_command(
         preset=preset,
         env_id=env,
         seed=seed,
+        device=device,
         overwrite=overwrite or None,
         resume=resume or None,
         quiet=json_output or None,

@@ -10,6 +10,7 @@ import typer
 from dime_offline.config_docs import ConfigSource
 
 from .common import (
+    DeviceOption,
     JsonFlag,
     app,
     describe_evaluation,
@@ -35,6 +36,7 @@ def run_command(
     ] = None,
     preset: Annotated[str | None, typer.Option("--preset", help=PIPELINE.help("preset", "DIME preset: cpu or paper."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=PIPELINE.help("seed", "Random seed."))] = None,
+    device: DeviceOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with PipelineConfig fields (all of them, documented: dime-offline config show run).")] = None,
     overrides: Annotated[
         list[str] | None,
@@ -61,6 +63,7 @@ def run_command(
         finetune_steps=finetune_steps,
         preset=preset,
         seed=seed,
+        device=device,
         overwrite=overwrite or None,
         resume=resume or None,
         quiet=json_output or None,

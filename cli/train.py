@@ -16,6 +16,7 @@ from dime_offline.config_docs import ConfigSource
 
 from .common import (
     ConfigFileOption,
+    DeviceOption,
     JsonFlag,
     ResumeFlag,
     SetOption,
@@ -44,6 +45,7 @@ def finetune_command(
     data: Annotated[Path | None, typer.Option("--data", help="Dataset kept in the replay store (Parquet, HDF5 or Minari).")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help=FINETUNE.help("preset", "DIME preset from scratch: cpu or paper."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=FINETUNE.help("seed", "Random seed."))] = None,
+    device: DeviceOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with FinetuneConfig fields (all of them, documented: dime-offline config show finetune).")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a field: key=value, agent.<field>=value (repeatable).")
@@ -69,6 +71,7 @@ def finetune_command(
         data=path_text(data),
         preset=preset,
         seed=seed,
+        device=device,
         overwrite=overwrite or None,
         resume=resume or None,
         quiet=json_output or None,
@@ -119,6 +122,7 @@ def evaluate_command(
             " (the logged episodes of --data). Repeatable.")),
     ] = None,
     data: Annotated[Path | None, typer.Option("--data", help=EVALUATE.help("data", "Dataset of the data baseline."))] = None,
+    device: DeviceOption = None,
     config: ConfigFileOption = None,
     overrides: SetOption = None,
     json_output: JsonFlag = False,
@@ -131,6 +135,7 @@ def evaluate_command(
         EvaluateConfig, path_text(config), overrides,
         checkpoint=path_text(checkpoint), env_id=env, episodes=episodes, seed=seed, deterministic=deterministic,
         deterministic_act=deterministic_act, baselines=tuple(baselines) if baselines else None, data=path_text(data),
+        device=device,
     )
     result = evaluate_checkpoint(cfg)
     summary = result.to_dict()
@@ -199,6 +204,7 @@ def collect_command(
         float | None, typer.Option("--noise", help=COLLECT.help("action_noise", "Gaussian action-noise std in [-1, 1] units."))
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help=COLLECT.help("seed", "Random seed."))] = None,
+    device: DeviceOption = None,
     config: ConfigFileOption = None,
     overrides: SetOption = None,
     json_output: JsonFlag = False,
@@ -209,7 +215,8 @@ def collect_command(
 
     cfg = resolve_config(
         CollectConfig, path_text(config), overrides,
-        env_id=env, policy=policy, steps=steps, out=path_text(out), action_noise=noise, seed=seed, quiet=json_output or None,
+        env_id=env, policy=policy, steps=steps, out=path_text(out), action_noise=noise, seed=seed, device=device,
+        quiet=json_output or None,
     )
     summary = collect(cfg).to_dict()
     if json_output:

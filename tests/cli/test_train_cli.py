@@ -238,11 +238,21 @@ def test_an_unavailable_or_unknown_device_is_one_line_before_anything_is_written
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)  # the same on a machine with CUDA
-    line = _error_line(_start(command, tmp_path / "run", "--set", "device=cuda"))
-    assert line == "error: field 'device': 'cuda' is not available (this torch build has no CUDA; use cpu)"
+    for given in (["--set", "device=cuda"], ["--device", "cuda"]):
+        line = _error_line(_start(command, tmp_path / "run", *given))
+        assert line == "error: field 'device': 'cuda' is not available (this torch build has no CUDA; use cpu)"
     line = _error_line(_start(command, tmp_path / "run", "--set", "device=tpu9"))
     assert "field 'device': 'tpu9' is not a supported torch device" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_and_collect_take_the_device_flag_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    expected = "error: field 'device': 'cuda' is not available (this torch build has no CUDA; use cpu)"
+    assert _error_line(_invoke("evaluate", "--checkpoint", tmp_path / "ckpt", "--device", "cuda")) == expected
+    line = _error_line(_invoke("collect", "--env", "Pendulum-v1", "--out", tmp_path / "d.parquet", "--device", "cuda"))
+    assert line == expected
+    assert not (tmp_path / "d.parquet").exists()
 
 
 @pytest.mark.parametrize("command", ["pretrain", "run"])

@@ -35,6 +35,13 @@ from dime_offline.types import Batch
 # Standard deviations below this are treated as this (constant observation features).
 _MIN_OBS_STD = 1e-6
 CANDIDATE_NOISE_SEED = 20250713
+NEW_ATOM_LOGIT_GAP = 1.0
+"""How far below the top atom's logit each atom appended by :meth:`DIMEAgent.extend_value_support`
+starts, per atom. A state's new atoms then hold its top atom's mass p times e^-1, e^-2, ...: a state
+with no mass on the top atom keeps its value, one whose value was clipped at v_max moves up, by at
+most p (0.58 (v_max - Q) + 0.92 atoms). A wider gap keeps values closer but leaves the new atoms
+too far down to learn: on a bandit whose true value lies above v_max the critic's mean value dipped
+after each extension and needed thousands of updates to recover at a gap of 10, none at 1."""
 """Seeds the fixed noise of the 'best_of_k' deterministic mode (any constant: it only has to stay fixed)."""
 
 
@@ -368,8 +375,15 @@ class DIMEAgent:
         critic_loss.backward()
         self.critic_optimizer.step()
         self.critic_updates += 1
-        q_data = logits.detach().softmax(-1) @ self.critic.support  # (E, B)
+        probs_data = logits.detach().softmax(-1)
+        q_data = probs_data @ self.critic.support  # (E, B)
         metrics["critic/q_data"] = float(q_data.mean())
+        # The support's ceiling: mass piling on the top atom means values clipped at v_max (see
+        # extend_value_support). Over the online rows when the batch has any: logged data never earns
+        # more than the support fitted to it, and its rows would hide the online policy's.
+        online = (batch.is_offline < 0.5).to(probs_data.dtype)
+        rows = online if bool(online.any()) else torch.ones_like(online)
+        metrics["critic/top_atom_mass"] = float((probs_data[..., -1] * rows).sum() / (rows.sum() * probs_data.shape[0]))
         has_return = torch.isfinite(batch.mc_return)
         if bool(has_return.any()):  # the boundary diagnostic: learned values against the logged returns
             metrics["critic/mc_return"] = float(batch.mc_return[has_return].mean())
@@ -429,6 +443,28 @@ class DIMEAgent:
         if self.acting_policy is self.policy:
             return
         move_average((self.acting_policy, self.acting_critic), (self.policy, self.critic), self.cfg.acting_average_decay)
+
+    def extend_value_support(self, extra_atoms: int) -> None:
+        """Append ``extra_atoms`` atoms above ``v_max`` at the support's spacing, when the policy's values
+        outgrow it (online, a policy can earn more than any logged one; the support fitted to the data
+        would clip its values at ``v_max`` and hide every further gain from the actor). Only states with
+        mass on the top atom change value, upwards (:data:`NEW_ATOM_LOGIT_GAP`,
+        :meth:`DistributionalCritic.extend_support`), the acting average's likewise; the new head rows
+        start with the top row's Adam moments. Recorded in ``cfg`` (``n_atoms``, ``v_max``)."""
+        if extra_atoms < 1:
+            raise ValueError(f"extra_atoms must be >= 1, got {extra_atoms}")
+        cfg = self.cfg
+        n_atoms = cfg.n_atoms + extra_atoms
+        v_max = cfg.v_min + (cfg.v_max - cfg.v_min) / (cfg.n_atoms - 1) * (n_atoms - 1)
+        head = self.critic.head
+        for param in (head.weight, head.bias):
+            state = self.critic_optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape:  # moments, not the step count
+                    state[key] = torch.cat([value, value[..., -1:].expand(*value.shape[:-1], extra_atoms)], -1)
+        for critic in {id(c): c for c in (self.critic, self.acting_critic)}.values():
+            critic.extend_support(extra_atoms, v_max, NEW_ATOM_LOGIT_GAP)
+        self.cfg = dataclasses.replace(cfg, n_atoms=n_atoms, v_max=v_max)
 
     def set_temperature(self, alpha: float) -> None:
         """Set alpha (> 0) of a built agent, e.g. at the offline -> online boundary; the temperature

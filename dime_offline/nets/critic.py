@@ -93,6 +93,25 @@ class DistributionalCritic(nn.Module):
         head.compute_dtype = torch.float32
 
     @property
+    def head(self) -> EnsembleDense:
+        """The last layer: one logit per atom."""
+        return self.net[-1]
+
+    @torch.no_grad()
+    def extend_support(self, extra_atoms: int, v_max: float, logit_gap: float) -> None:
+        """Append ``extra_atoms`` atoms above the top one, the support running on to ``v_max`` at its
+        spacing. Each new atom's head row copies the top atom's weights, its bias lower by ``logit_gap``
+        per atom: its logit follows the top atom's at that distance for every input, so only inputs
+        with mass on the top atom change their distribution (part of that mass moves up), and the new
+        rows learn from the features the top atom already uses."""
+        head = self.head
+        offsets = logit_gap * torch.arange(1, extra_atoms + 1, dtype=head.bias.dtype, device=head.bias.device)
+        head.weight.data = torch.cat([head.weight, head.weight[..., -1:].expand(*head.weight.shape[:-1], extra_atoms)], -1)
+        head.bias.data = torch.cat([head.bias, head.bias[..., -1:] - offsets], -1)
+        head.weight.grad = head.bias.grad = None
+        self.support = torch.linspace(self.v_min, v_max, self.support.shape[0] + extra_atoms, device=self.support.device)
+
+    @property
     def v_min(self) -> float:
         return float(self.support[0])
 

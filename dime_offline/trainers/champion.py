@@ -31,6 +31,7 @@ CSTR twin; docs/benchmarks.md, "A champion for the 20k runs").
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +68,9 @@ class Champion:
     def facts(self) -> dict[str, object]:
         """What checkpoints record of it (JSON; its weights travel separately), read by :meth:`from_facts`."""
         returns = None if self.selection_returns is None else list(self.selection_returns)
-        return {"step": self.step, "deterministic_act": self.agent.cfg.deterministic_act, "selection_returns": returns}
+        cfg = self.agent.cfg
+        return {"step": self.step, "deterministic_act": cfg.deterministic_act, "selection_returns": returns,
+                "value_support": {"n_atoms": cfg.n_atoms, "v_max": cfg.v_max}}
 
     @classmethod
     def from_facts(cls, agent: DIMEAgent, facts: dict[str, Any]) -> Champion:
@@ -77,12 +80,15 @@ class Champion:
         return cls(agent, int(facts["step"]), None if returns is None else tuple(float(r) for r in returns))
 
 
-def acting_copy(agent: DIMEAgent) -> DIMEAgent:
+def acting_copy(agent: DIMEAgent, state: dict[str, Any] | None = None, value_support: dict[str, Any] | None = None) -> DIMEAgent:
     """A copy of ``agent`` that acts as it does now and never changes with it: same configuration,
     weights, normaliser and acting streams, acting with its averaged weights in every mode (as a
-    loaded checkpoint does). It has no regularisers; it is not meant to train."""
-    copy = DIMEAgent(agent.obs_dim, agent.act_dim, agent.cfg, device=agent.device)
-    copy.load_state_dict(agent.state_dict())
+    loaded checkpoint does). It has no regularisers; it is not meant to train. ``state`` (and the
+    ``value_support`` it was saved with, which online growth may since have changed in ``agent``):
+    a saved agent of the same run instead of ``agent``'s present one."""
+    cfg = agent.cfg if value_support is None else dataclasses.replace(agent.cfg, **value_support)
+    copy = DIMEAgent(agent.obs_dim, agent.act_dim, cfg, device=agent.device)
+    copy.load_state_dict(agent.state_dict() if state is None else state)
     copy.adopt_acting_average()
     return copy
 

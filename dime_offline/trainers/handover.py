@@ -20,6 +20,7 @@ resumed run continues the ramp exactly; the start and end weights travel in the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -78,6 +79,12 @@ class HandoverConfig:
     """Alpha at the first online step (> 0); None: where pretraining left it (its offline temperature,
     by default 0.1 x the dataset's reward std). Applies to a pretrained agent only (from scratch:
     ``agent.alpha_init``)."""
+    grow_value_support: bool = True
+    """Extend the critics' support upwards when their values reach its top (:class:`SupportGrowth`):
+    the support pretraining fitted to the data caps values at what the logged returns reached, and a
+    policy that earns more online would see every further gain clipped at ``v_max`` (HalfCheetah from
+    a weak file: 93 % of the critics' mass on the top atom, values at half the true returns;
+    docs/benchmarks.md "The value support's ceiling online"). False keeps the support fixed."""
 
     def __post_init__(self) -> None:
         for name in ("offline_fraction", "offline_fraction_final"):
@@ -118,6 +125,43 @@ class HandoverConfig:
             return fraction
         weighted_online = self.online_reuse_limit * online_rows
         return max(fraction, offline_rows / (weighted_online + offline_rows))
+
+
+TOP_ATOM_MASS_LIMIT = 0.1
+"""Support growth's trigger: the critics' mean mass on the top atom (over batch rows and critics,
+averaged over about the last ``1 / (1 - TOP_ATOM_MASS_DECAY)`` env steps). A critic whose values stay
+inside the support keeps well under 1 % there (a fresh pretraining checkpoint on its own policy's
+states: 0.4 %); clipped values pile up on it (93 % above)."""
+TOP_ATOM_MASS_DECAY = 0.99
+SUPPORT_GROWTH = 0.5
+"""Each extension appends this share of the support's atom intervals: v_max rises by half the width."""
+MAX_GROWN_ATOMS = 1001
+"""No extension past this many atoms (ten times the presets' 101): a critic whose values keep running
+away is diverging, and a wider head would only hide it."""
+
+
+@dataclass
+class SupportGrowth:
+    """Online, extends the critics' support above ``v_max`` when their values reach it
+    (``HandoverConfig.grow_value_support``; :meth:`DIMEAgent.extend_value_support`).
+
+    ``top_atom_mass`` is the running average of the update's ``critic/top_atom_mass``; it is saved in
+    the run's checkpoints so that a resumed run grows where the uninterrupted one would.
+    """
+
+    top_atom_mass: float = 0.0
+
+    def observe(self, agent: Any, top_atom_mass: float) -> tuple[float, float] | None:
+        """Fold in one env step's top-atom mass; extend ``agent``'s support once the average passes
+        :data:`TOP_ATOM_MASS_LIMIT`. Returns (old v_max, new v_max) when it did."""
+        self.top_atom_mass += (1.0 - TOP_ATOM_MASS_DECAY) * (top_atom_mass - self.top_atom_mass)
+        if self.top_atom_mass <= TOP_ATOM_MASS_LIMIT or agent.cfg.n_atoms >= MAX_GROWN_ATOMS:
+            return None
+        old_v_max = agent.cfg.v_max
+        extra = math.ceil(SUPPORT_GROWTH * (agent.cfg.n_atoms - 1))
+        agent.extend_value_support(min(extra, MAX_GROWN_ATOMS - agent.cfg.n_atoms))
+        self.top_atom_mass = 0.0  # the new top atom starts empty
+        return old_v_max, agent.cfg.v_max
 
 
 @dataclass(frozen=True)

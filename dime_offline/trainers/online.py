@@ -57,6 +57,7 @@ from dime_offline.trainers.handover import (
     Handover,
     HandoverConfig,
     RegularizerWeights,
+    SupportGrowth,
 )
 from dime_offline.trainers.loop import (
     FINETUNE_CONFIG_FILE,
@@ -80,6 +81,8 @@ learning rates: the optimisers keep their moments), whereas every other field is
 weights and optimiser state."""
 _SET_BY_AGENT = ("acting_average_decay", "critic_lr", "actor_lr", "alpha_lr")
 """Tunable fields the agent applies itself (a new average starts, the optimisers change rate)."""
+SUPPORT_GROWTH_KEY = "support_growth"
+"""Key, in a fine-tuning checkpoint's ``meta.json`` ``extra``, of :class:`SupportGrowth`'s state."""
 MAX_DEFAULT_WARMUP_SHARE = 0.2
 """From scratch, the preset's ``learning_starts`` is capped at this share of ``steps`` unless the
 user set ``agent.learning_starts`` (the authors' 5,000 random steps assume runs of 10^5+ steps)."""
@@ -187,12 +190,14 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     return_tail = cfg.return_tail
     ramp_start: RegularizerWeights | None = None
     recorded_handover: dict[str, Any] | None = None
+    recorded_growth: dict[str, Any] | None = None
     if resume is not None:  # the run's own last checkpoint, whichever way the first session started
         check_checkpoint_fits(resume.directory, env_spaces, cfg.env_id)
         agent, agent_cfg, meta = load_checkpoint(resume.directory, device=cfg.device)
         attach_regularizers(agent, meta.extra.get(REGULARIZERS_KEY), file=str(resume.directory))
         norm_stats, return_tail = meta.normalization, meta.extra.get("return_tail")
         recorded_handover = meta.extra.get(WEIGHTS_KEY)
+        recorded_growth = meta.extra.get(SUPPORT_GROWTH_KEY)
     elif cfg.checkpoint is not None:
         check_checkpoint_fits(cfg.checkpoint, env_spaces, cfg.env_id)
         agent, saved_cfg, meta = load_checkpoint(cfg.checkpoint, device=cfg.device)
@@ -276,8 +281,10 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         if resume is not None and not run.state.finished:
             episode = RunningEpisode.replay(env, resume.state, notice=run.progress.notice)
         run.track_generators(agent, {"sampler": sample_generator, "warmup": warmup_policy.rng})
+        growth = SupportGrowth(**(recorded_growth or {})) if cfg.handover.grow_value_support else None
 
         def step(current: int) -> StepReport:
+            nonlocal agent_cfg  # a grown value support changes it, and checkpoints record it
             policy = warmup_policy if current <= warmup_steps else agent
             obs = episode.obs
             action = policy.act(np.asarray(obs, np.float32)[None])[0]
@@ -301,6 +308,15 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                     sums[key] = sums.get(key, 0.0) + value
                     counts[key] = counts.get(key, 0) + 1
             metrics.update({f"train/{k}": sums[k] / counts[k] for k in sums})
+            if growth is not None:
+                extended = growth.observe(agent, metrics["train/critic/top_atom_mass"])
+                if extended is not None:
+                    agent_cfg = dataclasses.replace(agent_cfg, n_atoms=agent.cfg.n_atoms, v_max=agent.cfg.v_max)
+                    run.progress.notice(
+                        f"step {current}: the critics' values reached the top of their support (v_max {extended[0]:.1f}):"
+                        f" extended to v_max {extended[1]:.1f}, {agent.cfg.n_atoms} atoms"
+                    )
+            metrics["online/v_max"] = agent.cfg.v_max
             return StepReport(updates=agent_cfg.utd, metrics=metrics, episodes=finished)
 
         eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
@@ -322,6 +338,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 "run_config": to_dict(cfg),
                 REGULARIZERS_KEY: describe_regularizers(agent),
                 WEIGHTS_KEY: None if handover is None else handover.to_dict(),
+                SUPPORT_GROWTH_KEY: None if growth is None else dataclasses.asdict(growth),
                 REFERENCES_KEY: reference_returns(None, eval_metadata),
             }
             run.save_checkpoint(

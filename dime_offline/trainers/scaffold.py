@@ -326,7 +326,11 @@ class RunScaffold:
             agent, extra = self._champion.agent, {**extra, CHAMPION_KEY: self._champion.facts()}
         else:
             target = self.out / (RUN_BEST_SUBDIR if tag == "best" else RUN_CHECKPOINT_SUBDIR)
-        agent_cfg = dataclasses.replace(agent_cfg, deterministic_act=agent.cfg.deterministic_act)  # select_acting's choice
+        # What the saved agent decided itself: select_acting's choice, and its value support, which online
+        # growth widens (a champion taken earlier keeps the narrower one).
+        agent_cfg = dataclasses.replace(
+            agent_cfg, deterministic_act=agent.cfg.deterministic_act, n_atoms=agent.cfg.n_atoms, v_max=agent.cfg.v_max
+        )
         writer = None
         if tag in ("periodic", "final"):
             facts, tensors = stage_state() if stage_state is not None else ({}, {})
@@ -444,9 +448,9 @@ class RunScaffold:
         one), acting as it did, on ``agent``'s device."""
         if self.resume is None or CHAMPION_KEY not in self.resume.state.tensors:
             return None
-        champion = acting_copy(agent)
-        champion.load_state_dict(self.resume.state.tensors[CHAMPION_KEY])
-        return Champion.from_facts(champion, self.resume.state.stage[CHAMPION_KEY])
+        facts = self.resume.state.stage[CHAMPION_KEY]
+        champion = acting_copy(agent, self.resume.state.tensors[CHAMPION_KEY], facts.get("value_support"))
+        return Champion.from_facts(champion, facts)
 
     def run_loop(
         self,

@@ -27,7 +27,7 @@ from dime_offline.agent.regularization import (
 )
 from dime_offline.errors import TrainingDivergedError
 from dime_offline.nets.acting import ActingConstants, ActingConstantsCache
-from dime_offline.nets.critic import DistributionalCritic
+from dime_offline.nets.critic import DistributionalCritic, repeat_last_atom
 from dime_offline.nets.diffusion import ChainSample, DiffusionPolicy
 from dime_offline.nets.precision import MatmulPrecision, resolve_matmul_dtype
 from dime_offline.types import Batch
@@ -35,6 +35,7 @@ from dime_offline.types import Batch
 # Standard deviations below this are treated as this (constant observation features).
 _MIN_OBS_STD = 1e-6
 CANDIDATE_NOISE_SEED = 20250713
+"""Seeds the fixed noise of the 'best_of_k' deterministic mode (any constant: it only has to stay fixed)."""
 NEW_ATOM_LOGIT_GAP = 1.0
 """How far below the top atom's logit each atom appended by :meth:`DIMEAgent.extend_value_support`
 starts, per atom. A state's new atoms then hold its top atom's mass p times e^-1, e^-2, ...: a state
@@ -42,7 +43,6 @@ with no mass on the top atom keeps its value, one whose value was clipped at v_m
 most p (0.58 (v_max - Q) + 0.92 atoms). A wider gap keeps values closer but leaves the new atoms
 too far down to learn: on a bandit whose true value lies above v_max the critic's mean value dipped
 after each extension and needed thousands of updates to recover at a gap of 10, none at 1."""
-"""Seeds the fixed noise of the 'best_of_k' deterministic mode (any constant: it only has to stay fixed)."""
 
 
 def best_of_k_actions(
@@ -382,7 +382,7 @@ class DIMEAgent:
         # extend_value_support). Over the online rows when the batch has any: logged data never earns
         # more than the support fitted to it, and its rows would hide the online policy's.
         online = (batch.is_offline < 0.5).to(probs_data.dtype)
-        rows = online if bool(online.any()) else torch.ones_like(online)
+        rows = torch.where(online.any(), online, torch.ones_like(online))  # no host sync on the hot path
         metrics["critic/top_atom_mass"] = float((probs_data[..., -1] * rows).sum() / (rows.sum() * probs_data.shape[0]))
         has_return = torch.isfinite(batch.mc_return)
         if bool(has_return.any()):  # the boundary diagnostic: learned values against the logged returns
@@ -461,7 +461,7 @@ class DIMEAgent:
             state = self.critic_optimizer.state.get(param, {})
             for key, value in state.items():
                 if torch.is_tensor(value) and value.shape == param.shape:  # moments, not the step count
-                    state[key] = torch.cat([value, value[..., -1:].expand(*value.shape[:-1], extra_atoms)], -1)
+                    state[key] = repeat_last_atom(value, extra_atoms)
         for critic in {id(c): c for c in (self.critic, self.acting_critic)}.values():
             critic.extend_support(extra_atoms, v_max, NEW_ATOM_LOGIT_GAP)
         self.cfg = dataclasses.replace(cfg, n_atoms=n_atoms, v_max=v_max)

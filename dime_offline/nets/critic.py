@@ -19,6 +19,11 @@ from dime_offline.nets.batch_renorm import BatchRenorm
 from dime_offline.nets.mlp import lecun_normal_
 
 
+def repeat_last_atom(tensor: torch.Tensor, copies: int) -> torch.Tensor:
+    """``tensor`` (..., K) with its last entry along the atoms axis appended ``copies`` times: (..., K + copies)."""
+    return torch.cat([tensor, tensor[..., -1:].expand(*tensor.shape[:-1], copies)], -1)
+
+
 class EnsembleDense(nn.Module):
     """E independent dense layers: x (E, B, in) -> (E, B, out); LeCun-normal weights, zero bias.
 
@@ -106,7 +111,7 @@ class DistributionalCritic(nn.Module):
         rows learn from the features the top atom already uses."""
         head = self.head
         offsets = logit_gap * torch.arange(1, extra_atoms + 1, dtype=head.bias.dtype, device=head.bias.device)
-        head.weight.data = torch.cat([head.weight, head.weight[..., -1:].expand(*head.weight.shape[:-1], extra_atoms)], -1)
+        head.weight.data = repeat_last_atom(head.weight, extra_atoms)
         head.bias.data = torch.cat([head.bias, head.bias[..., -1:] - offsets], -1)
         head.weight.grad = head.bias.grad = None
         self.support = torch.linspace(self.v_min, v_max, self.support.shape[0] + extra_atoms, device=self.support.device)

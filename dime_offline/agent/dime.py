@@ -379,11 +379,15 @@ class DIMEAgent:
         q_data = probs_data @ self.critic.support  # (E, B)
         metrics["critic/q_data"] = float(q_data.mean())
         # The support's ceiling: mass piling on the top atom means values clipped at v_max (see
-        # extend_value_support). Over the online rows when the batch has any: logged data never earns
-        # more than the support fitted to it, and its rows would hide the online policy's.
-        online = (batch.is_offline < 0.5).to(probs_data.dtype)
+        # extend_value_support). Read at (s', a' ~ the current policy), the values the policy earns now:
+        # the replay's actions are older policies' and read lower (HalfCheetah at 20k: a third of the
+        # mass on the top atom at the policy's own states while the logged actions' average stayed
+        # under the growth trigger). Over the online rows when the batch has any: logged data never
+        # earns more than the support fitted to it, and its rows would hide the online policy's.
+        top_atom_mass = next_logits.detach().softmax(-1)[..., -1]
+        online = (batch.is_offline < 0.5).to(top_atom_mass.dtype)
         rows = torch.where(online.any(), online, torch.ones_like(online))  # no host sync on the hot path
-        metrics["critic/top_atom_mass"] = float((probs_data[..., -1] * rows).sum() / (rows.sum() * probs_data.shape[0]))
+        metrics["critic/top_atom_mass"] = float((top_atom_mass * rows).sum() / (rows.sum() * top_atom_mass.shape[0]))
         has_return = torch.isfinite(batch.mc_return)
         if bool(has_return.any()):  # the boundary diagnostic: learned values against the logged returns
             metrics["critic/mc_return"] = float(batch.mc_return[has_return].mean())

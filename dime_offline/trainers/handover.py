@@ -128,8 +128,9 @@ class HandoverConfig:
 
 
 TOP_ATOM_MASS_LIMIT = 0.1
-"""Support growth's trigger: the critics' mean mass on the top atom (over the batch's online rows and
-the critics, averaged over about the last ``1 / (1 - TOP_ATOM_MASS_DECAY)`` env steps). A critic whose values stay
+"""Support growth's trigger: the critics' mean mass on the top atom at the batch's next states and the
+current policy's actions there (over the online rows and the critics, averaged over about the last
+``1 / (1 - TOP_ATOM_MASS_DECAY)`` env steps). A critic whose values stay
 inside the support keeps well under 1 % there (a fresh pretraining checkpoint on its own policy's
 states: 0.4 %); clipped values pile up on it (93 % above)."""
 TOP_ATOM_MASS_DECAY = 0.99

@@ -79,6 +79,13 @@ class HandoverConfig:
     """Alpha at the first online step (> 0); None: where pretraining left it (its offline temperature,
     by default 0.1 x the dataset's reward std). Applies to a pretrained agent only (from scratch:
     ``agent.alpha_init``)."""
+    warmup_steps: int = 0
+    """Env steps at the start of fine-tuning in which the pretrained policy acts and nothing updates, so
+    that the first online batches draw on that many of its own transitions instead of replaying the
+    first few (WSRL, Zhou et al., ICLR 2025, "Efficient Online Reinforcement Learning Fine-Tuning Need Not
+    Retain Offline Data", warm-starts this way and then fine-tunes without the offline data:
+    ``offline_fraction=0``). 0: updates from the first step that has a batch. Applies to a pretrained
+    agent only (from scratch: ``agent.learning_starts`` uniform-random steps)."""
     grow_value_support: bool = True
     """Extend the critics' support upwards when their values reach its top (:class:`SupportGrowth`):
     the support pretraining fitted to the data caps values at what the logged returns reached, and a
@@ -99,6 +106,8 @@ class HandoverConfig:
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ConfigError(f"field 'handover.{name}': must be >= 0, got {value}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"field 'handover.warmup_steps': must be >= 0, got {self.warmup_steps}")
         if self.ramp_steps < 0:
             raise ConfigError(f"field 'handover.ramp_steps': must be >= 0, got {self.ramp_steps}")
         if self.conservative_candidates is not None and self.conservative_candidates < 1:

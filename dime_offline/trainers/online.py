@@ -8,7 +8,8 @@ Two starts, one loop (:func:`finetune`):
   them at ``offline_fraction`` from the first update (RLPD-style, no pretraining).
 * **From a checkpoint**: the pretrained actor, critics, temperature, optimiser states and
   observation normaliser are loaded; an environment whose shapes or bounds differ is refused
-  with one line. There is no random warm-up: the policy acts from the first step. Offline data,
+  with one line. There is no random warm-up: the policy acts from the first step (and updates
+  from the first, or after ``handover.warmup_steps`` steps of its own). Offline data,
   when given, stays in the store; batches take the configured offline fraction (50/50 by default,
   optionally annealed linearly) once enough online rows exist (``online_reuse_limit``).
 
@@ -256,7 +257,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
     if resume is not None and "replay" in resume.state.tensors:  # a finished run's checkpoint keeps no ring
         store.load_online_state(resume.state.tensors["replay"])
     with run.recording(description=f"finetune {cfg.env_id}", resources=[env]):
-        warmup_steps = 0 if pretrained else agent_cfg.learning_starts
+        warmup_steps = cfg.handover.warmup_steps if pretrained else agent_cfg.learning_starts
         if not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
             # The presets' 5,000 random steps are sized for runs of 10^5-10^6 steps; in a short run they
             # would leave little or no learning (a user-set value is kept as it is).
@@ -265,11 +266,9 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 f"note: {warmup_steps} uniform-random warm-up steps ({MAX_DEFAULT_WARMUP_SHARE:.0%} of --steps) instead of"
                 f" the preset's {agent_cfg.learning_starts}; set agent.learning_starts to choose"
             )
-        elif not pretrained and warmup_steps >= cfg.steps:
-            run.progress.notice(
-                f"note: agent.learning_starts={warmup_steps} >= --steps {cfg.steps}: the run only collects random steps,"
-                " no update"
-            )
+        elif warmup_steps >= cfg.steps:
+            setting = "handover.warmup_steps" if pretrained else "agent.learning_starts"
+            run.progress.notice(f"note: {setting}={warmup_steps} >= --steps {cfg.steps}: the run only collects steps, no update")
         decay = run_length_decay(agent_cfg.acting_average_decay, cfg.acting_average_share, (cfg.steps - warmup_steps) * agent_cfg.utd)
         if decay != agent_cfg.acting_average_decay:  # recorded with the agent's config in every checkpoint
             agent_cfg = dataclasses.replace(agent_cfg, acting_average_decay=decay)
@@ -285,7 +284,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
 
         def step(current: int) -> StepReport:
             nonlocal agent_cfg  # a grown value support changes it, and checkpoints record it
-            policy = warmup_policy if current <= warmup_steps else agent
+            policy = warmup_policy if current <= warmup_steps and not pretrained else agent
             obs = episode.obs
             action = policy.act(np.asarray(obs, np.float32)[None])[0]
             next_obs, reward, terminated, truncated, _ = env.step(action)

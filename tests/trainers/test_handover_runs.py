@@ -4,6 +4,7 @@ resumes to the same run, bad requests are one line."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,23 @@ def test_the_temperature_starts_where_set_and_is_held_or_tuned(pretrained: Path,
     _, alpha = _logged(tmp_path / "started", "train/alpha/value")
     assert abs(np.log(alpha[0] / 0.05)) < 0.01 and alpha[-1] != alpha[0]
     assert load_checkpoint(tmp_path / "started" / "checkpoint")[1].alpha_mode == "auto"
+
+
+def test_a_warm_start_lets_the_pretrained_policy_act_before_the_first_update(
+    pretrained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_random_actions(*_: object, **__: object) -> None:
+        raise AssertionError("a pretrained agent's warm-up must act with its own policy")
+
+    monkeypatch.setattr("dime_offline.trainers.online.UniformRandomPolicy.act", no_random_actions)
+    cfg = _cfg(pretrained, tmp_path / "wsrl", warmup_steps=30, offline_fraction=0.0)
+    finetune(dataclasses.replace(cfg, data=None))  # WSRL: warm start, then no offline data
+    logged = read_metrics_csv(tmp_path / "wsrl" / "metrics.csv")
+    steps, _ = logged["train/critic/loss"]
+    assert steps.min() == 31 and steps.max() == 60
+    assert logged["train/episode_return"][0].min() <= 30  # episodes ran during the warm-up
+    with pytest.raises(ConfigError, match="handover.warmup_steps"):
+        HandoverConfig(warmup_steps=-1)
 
 
 def test_a_run_killed_mid_ramp_resumes_to_the_same_run(pretrained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,8 +83,8 @@ class HandoverConfig:
     """Env steps at the start of fine-tuning in which the pretrained policy acts and nothing updates, so
     that the first online batches draw on that many of its own transitions instead of replaying the
     first few (WSRL, Zhou et al., ICLR 2025, "Efficient Online Reinforcement Learning Fine-Tuning Need Not
-    Retain Offline Data", warm-starts this way and then fine-tunes without the offline data:
-    ``offline_fraction=0``). 0: updates from the first step that has a batch. Applies to a pretrained
+    Retain Offline Data", warm-starts this way and then fine-tunes without the offline data: no
+    ``data``). 0: updates from the first step that has a batch. Applies to a pretrained
     agent only (from scratch: ``agent.learning_starts`` uniform-random steps)."""
     grow_value_support: bool = True
     """Extend the critics' support upwards when their values reach its top (:class:`SupportGrowth`):

@@ -94,7 +94,7 @@ def test_a_warm_start_lets_the_pretrained_policy_act_before_the_first_update(
         raise AssertionError("a pretrained agent's warm-up must act with its own policy")
 
     monkeypatch.setattr("dime_offline.trainers.online.UniformRandomPolicy.act", no_random_actions)
-    cfg = _cfg(pretrained, tmp_path / "wsrl", warmup_steps=30, offline_fraction=0.0)
+    cfg = _cfg(pretrained, tmp_path / "wsrl", warmup_steps=30)
     finetune(dataclasses.replace(cfg, data=None))  # WSRL: warm start, then no offline data
     logged = read_metrics_csv(tmp_path / "wsrl" / "metrics.csv")
     steps, _ = logged["train/critic/loss"]

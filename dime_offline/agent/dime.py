@@ -352,8 +352,9 @@ class DIMEAgent:
                 " (a learning rate or reward scale far too large?)"
             )
         logits, next_logits, extra_logits = logits[:, :n], logits[:, n : 2 * n], logits[:, 2 * n :]
+        next_probs = next_logits.detach().softmax(-1)  # the target's, and the support's ceiling below
         target = losses.soft_distributional_target(
-            next_logits.softmax(-1),
+            next_probs,
             batch.reward,
             batch.terminated,
             next_log_prob,
@@ -384,7 +385,7 @@ class DIMEAgent:
         # mass on the top atom at the policy's own states while the logged actions' average stayed
         # under the growth trigger). Over the online rows when the batch has any: logged data never
         # earns more than the support fitted to it, and its rows would hide the online policy's.
-        top_atom_mass = next_logits.detach().softmax(-1)[..., -1]
+        top_atom_mass = next_probs[..., -1]
         online = (batch.is_offline < 0.5).to(top_atom_mass.dtype)
         rows = torch.where(online.any(), online, torch.ones_like(online))  # no host sync on the hot path
         metrics["critic/top_atom_mass"] = float((top_atom_mass * rows).sum() / (rows.sum() * top_atom_mass.shape[0]))

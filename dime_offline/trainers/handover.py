@@ -86,12 +86,16 @@ class HandoverConfig:
     Retain Offline Data", warm-starts this way and then fine-tunes without the offline data: no
     ``data``). 0: updates from the first step that has a batch. Applies to a pretrained
     agent only (from scratch: ``agent.learning_starts`` uniform-random steps)."""
-    grow_value_support: bool = True
+    grow_value_support: bool | None = None
     """Extend the critics' support upwards when their values reach its top (:class:`SupportGrowth`):
     the support pretraining fitted to the data caps values at what the logged returns reached, and a
     policy that earns more online would see every further gain clipped at ``v_max`` (HalfCheetah from
     a weak file: 93 % of the critics' mass on the top atom, values at half the true returns;
-    docs/benchmarks.md "The value support's ceiling online"). False keeps the support fixed."""
+    docs/benchmarks.md "The value support's ceiling online"). None: grow when fine-tuning a
+    pretrained agent, keep the support fixed from scratch, where it is the preset's (the authors'
+    ±1600 for gym tasks) and the top atom fills only in the first few hundred updates, while the
+    temperature is near 1 and the critics untrained (docs/algorithm.md §8.1). True or False: always or
+    never."""
 
     def __post_init__(self) -> None:
         for name in ("offline_fraction", "offline_fraction_final"):

@@ -280,7 +280,8 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         if resume is not None and not run.state.finished:
             episode = RunningEpisode.replay(env, resume.state, notice=run.progress.notice)
         run.track_generators(agent, {"sampler": sample_generator, "warmup": warmup_policy.rng})
-        growth = SupportGrowth(**(recorded_growth or {})) if cfg.handover.grow_value_support else None
+        grows = pretrained if cfg.handover.grow_value_support is None else cfg.handover.grow_value_support
+        growth = SupportGrowth(**(recorded_growth or {})) if grows else None
 
         def step(current: int) -> StepReport:
             nonlocal agent_cfg  # a grown value support changes it, and checkpoints record it

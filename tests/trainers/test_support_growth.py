@@ -19,6 +19,7 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.checkpoints import load_checkpoint
 from dime_offline.trainers import handover
 from dime_offline.trainers.handover import HandoverConfig, SupportGrowth
+from dime_offline.trainers.offline import PretrainConfig, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
 from dime_offline.types import Batch
 
@@ -123,7 +124,7 @@ def _finetune_cfg(out: Path, **changes) -> FinetuneConfig:
         env_id="Pendulum-v1", steps=90, out_dir=str(out), seed=4,
         agent={**tf.TINY_AGENT, "learning_starts": 30, "v_min": -2000.0, "v_max": -1990.0, "n_atoms": 11, "critic_lr": 3e-3},
         eval_every=40, eval_episodes=1, checkpoint_every=35, log_every=10, max_episode_steps=25,
-        tensorboard=False, quiet=True,
+        handover=HandoverConfig(grow_value_support=True), tensorboard=False, quiet=True,
     )
     return dataclasses.replace(cfg, **changes)
 
@@ -151,6 +152,23 @@ def test_fine_tuning_grows_the_support_records_it_and_resumes_to_the_same_run(
     _assert_same_state(_state(resumed.out_dir), _state(whole.out_dir))
     assert first_grown <= 70  # grown before the checkpoint the resumed run started from
 
-    fixed = finetune(_finetune_cfg(tmp_path / "fixed", handover=HandoverConfig(grow_value_support=False)))
-    saved = json.loads((Path(fixed.out_dir) / "checkpoint" / "config.json").read_text())
-    assert saved.get("agent", saved)["v_max"] == -1990.0
+    for name, setting in (("never", False), ("default", None)):  # from scratch the default keeps the preset's support
+        fixed = finetune(_finetune_cfg(tmp_path / name, handover=HandoverConfig(grow_value_support=setting)))
+        saved = json.loads((Path(fixed.out_dir) / "checkpoint" / "config.json").read_text())
+        assert saved.get("agent", saved)["v_max"] == -1990.0, name
+
+
+def test_fine_tuning_a_pretrained_agent_grows_its_support_by_default(tmp_path: Path) -> None:
+    low_support = {"v_min": -2000.0, "v_max": -1990.0, "n_atoms": 11, "critic_lr": 3e-3}
+    pretrain(PretrainConfig(
+        data=str(tf.PENDULUM_SAMPLE), steps=3, out_dir=str(tmp_path / "pre"), agent={**tf.TINY_AGENT, **low_support},
+        eval_every=0, eval_episodes=1, max_episode_steps=5, tensorboard=False, quiet=True,
+    ))
+    # Pendulum's values lie far above this support: the top atom fills and the support grows at ~65 env steps
+    # (updates start once the store holds a batch); "never" (False) is the from-scratch test's.
+    run = finetune(FinetuneConfig(
+        env_id="Pendulum-v1", steps=85, out_dir=str(tmp_path / "tuned"), checkpoint=str(tmp_path / "pre"), seed=4,
+        eval_every=0, eval_episodes=1, max_episode_steps=25, tensorboard=False, quiet=True,
+    ))
+    saved = json.loads((Path(run.out_dir) / "checkpoint" / "config.json").read_text())
+    assert saved.get("agent", saved)["v_max"] > -1990.0

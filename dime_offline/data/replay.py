@@ -166,6 +166,10 @@ class ReplayStore:
         """Online transitions ever added (including overwritten ones)."""
         self.online_episode_start = 0
         """Value of ``online_added`` at the first row of the running online episode."""
+        self.last_episode_top_return = float("nan")
+        """The highest discounted return-to-go of the last online episode that ended, over its rows the
+        ring held then (NaN before one has, or if the ring held none of them): a value the critics must
+        be able to hold for the states that episode's policy reached."""
         rows = offline_size + self.config.online_capacity
         kw: dict[str, Any] = {"device": self.device}
         self.obs = torch.empty((rows, obs_dim), dtype=torch.float32, **kw)
@@ -325,6 +329,7 @@ class ReplayStore:
         first = max(self.online_episode_start, self.online_added - self.online_size, episode_stop - capacity)
         self.online_episode_start = episode_stop
         if first >= episode_stop:
+            self.last_episode_top_return = float("nan")
             return
         rows = self.offline_size + torch.arange(first, episode_stop, device=self.device) % capacity
         reward = self.reward.index_select(0, rows).cpu().numpy()
@@ -334,6 +339,7 @@ class ReplayStore:
         gamma, tail = self.config.gamma, self.config.truncation
         returns = discounted_returns_to_go(reward, ends, terminated, gamma, truncation=tail)
         self.mc_return[rows] = torch.from_numpy(returns).to(self.mc_return)
+        self.last_episode_top_return = float(returns.max())
         self.mc_horizon[rows] = torch.from_numpy(discounted_horizon(ends, terminated, gamma)).to(self.mc_horizon)
 
     def _as_rows(

@@ -147,6 +147,14 @@ current policy's actions there (over the online rows and the critics, averaged o
 inside the support keeps well under 1 % there (a fresh pretraining checkpoint on its own policy's
 states: 0.4 %); clipped values pile up on it (93 % above)."""
 TOP_ATOM_MASS_DECAY = 0.99
+RETURN_HEADROOM = 1.0 / 6.0
+"""Support growth's second trigger: an online episode whose highest discounted return-to-go lies in the
+support's top sixth, the share of the width that pretraining's fit (``offline.value_support_margin``
+0.25 on each side of the logged returns' range) leaves above the best logged return. The mass trigger
+alone reacts late: it averages over a batch's online rows, mostly older and worse than the current
+policy, and let fine-tuned HalfCheetah policies earn returns above ``v_max`` for thousands of steps
+(17-37 % of the critics' mass on the top atom on the policy's own states at 10k env steps;
+docs/benchmarks.md "The support's top under the policy's own returns")."""
 SUPPORT_GROWTH = 0.5
 """Each extension appends this share of the support's atom intervals: v_max rises by half the width."""
 MAX_GROWN_ATOMS = 1001
@@ -156,8 +164,9 @@ away is diverging, and a wider head would only hide it."""
 
 @dataclass
 class SupportGrowth:
-    """Online, extends the critics' support above ``v_max`` when their values reach it
-    (``HandoverConfig.grow_value_support``; :meth:`DIMEAgent.extend_value_support`).
+    """Online, extends the critics' support above ``v_max`` when their values reach it or an online
+    episode's returns come near it (``HandoverConfig.grow_value_support``;
+    :meth:`DIMEAgent.extend_value_support`).
 
     ``top_atom_mass`` is the running average of the update's ``critic/top_atom_mass``; it is saved in
     the run's checkpoints so that a resumed run grows where the uninterrupted one would.
@@ -175,6 +184,23 @@ class SupportGrowth:
         extra = math.ceil(SUPPORT_GROWTH * (agent.cfg.n_atoms - 1))
         agent.extend_value_support(min(extra, MAX_GROWN_ATOMS - agent.cfg.n_atoms))
         self.top_atom_mass = 0.0  # the new top atom starts empty
+        return old_v_max, agent.cfg.v_max
+
+    def observe_return(self, agent: Any, top_return: float) -> tuple[float, float] | None:
+        """After an online episode ends: extend ``agent``'s support, as often as it takes (up to
+        :data:`MAX_GROWN_ATOMS`), until the episode's highest discounted return-to-go ``top_return``
+        lies below the top :data:`RETURN_HEADROOM` of the support. Returns (old v_max, new v_max) when
+        it grew."""
+        old_v_max = agent.cfg.v_max
+        while agent.cfg.n_atoms < MAX_GROWN_ATOMS:
+            cfg = agent.cfg
+            if not top_return > cfg.v_max - RETURN_HEADROOM * (cfg.v_max - cfg.v_min):  # NaN: no episode yet
+                break
+            extra = math.ceil(SUPPORT_GROWTH * (cfg.n_atoms - 1))
+            agent.extend_value_support(min(extra, MAX_GROWN_ATOMS - cfg.n_atoms))
+        if agent.cfg.v_max == old_v_max:
+            return None
+        self.top_atom_mass = 0.0
         return old_v_max, agent.cfg.v_max
 
 

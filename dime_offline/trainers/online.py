@@ -283,14 +283,25 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         grows = pretrained if cfg.handover.grow_value_support is None else cfg.handover.grow_value_support
         growth = SupportGrowth(**(recorded_growth or {})) if grows else None
 
-        def step(current: int) -> StepReport:
+        def grew(current: int, extended: tuple[float, float] | None, cause: str) -> None:
             nonlocal agent_cfg  # a grown value support changes it, and checkpoints record it
+            if extended is None:
+                return
+            agent_cfg = dataclasses.replace(agent_cfg, n_atoms=agent.cfg.n_atoms, v_max=agent.cfg.v_max)
+            run.progress.notice(
+                f"step {current}: {cause} the top of the critics' support (v_max {extended[0]:.1f}):"
+                f" extended to v_max {extended[1]:.1f}, {agent.cfg.n_atoms} atoms"
+            )
+
+        def step(current: int) -> StepReport:
             policy = warmup_policy if current <= warmup_steps and not pretrained else agent
             obs = episode.obs
             action = policy.act(np.asarray(obs, np.float32)[None])[0]
             next_obs, reward, terminated, truncated, _ = env.step(action)
             store.add(obs, action, reward, next_obs, terminated, truncated)
             finished = episode.advance(env, action, next_obs, float(reward), terminated or truncated)
+            if growth is not None and finished:
+                grew(current, growth.observe_return(agent, store.last_episode_top_return), "an episode's returns reached")
             if current <= warmup_steps or len(store) < agent_cfg.batch_size:
                 return StepReport(episodes=finished)
             if pretrained:
@@ -309,13 +320,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                     counts[key] = counts.get(key, 0) + 1
             metrics.update({f"train/{k}": sums[k] / counts[k] for k in sums})
             if growth is not None:
-                extended = growth.observe(agent, metrics["train/critic/top_atom_mass"])
-                if extended is not None:
-                    agent_cfg = dataclasses.replace(agent_cfg, n_atoms=agent.cfg.n_atoms, v_max=agent.cfg.v_max)
-                    run.progress.notice(
-                        f"step {current}: the critics' values reached the top of their support (v_max {extended[0]:.1f}):"
-                        f" extended to v_max {extended[1]:.1f}, {agent.cfg.n_atoms} atoms"
-                    )
+                grew(current, growth.observe(agent, metrics["train/critic/top_atom_mass"]), "the critics' values reached")
             metrics["online/v_max"] = agent.cfg.v_max
             return StepReport(updates=agent_cfg.utd, metrics=metrics, episodes=finished)
 

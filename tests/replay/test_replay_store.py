@@ -406,6 +406,14 @@ def test_online_rows_get_returns_when_their_episode_ends(
     horizon = store.mc_horizon[slots].numpy()
     assert np.array_equal(np.isnan(horizon), np.isnan(expected[kept]))
     assert store.mc_return[: store.offline_size].isfinite().all()  # the offline part is untouched
+    if finished:  # the last finished episode's highest return-to-go among the rows the ring held when it ended
+        last = np.arange(sum(finished) - finished[-1], sum(finished))
+        added_by_then = min(n, (last[-1] // chunk + 1) * chunk)  # the end of the chunk that ended it
+        last = last[last >= added_by_then - capacity]
+        top = store.last_episode_top_return
+        assert np.isnan(top) if last.size == 0 else top == pytest.approx(expected[last].max(), abs=1e-5)
+    else:
+        assert np.isnan(store.last_episode_top_return)
 
 
 def test_horizon_counts_the_discounted_steps_after_each_row() -> None:

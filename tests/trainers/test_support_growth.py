@@ -118,6 +118,24 @@ def test_growth_waits_for_the_running_average_and_stops_at_the_cap() -> None:
     assert growth.observe(capped, 1.0) is None
 
 
+def test_an_episodes_returns_near_the_top_grow_the_support_until_they_lie_below_its_top_sixth() -> None:
+    agent = _agent()  # support [-2, 4]: the top sixth starts at 3
+    growth = SupportGrowth(top_atom_mass=0.05)
+    assert growth.observe_return(agent, float("nan")) is None  # no episode has ended
+    assert growth.observe_return(agent, 2.9) is None and agent.cfg.v_max == 4.0 and growth.top_atom_mass == 0.05
+    assert growth.observe_return(agent, 3.1) == (4.0, pytest.approx(7.0))  # one extension: 12 atoms, width 9
+    assert agent.cfg.n_atoms == 37 and growth.top_atom_mass == 0.0
+    old_v_max, new_v_max = growth.observe_return(agent, 40.0)  # several extensions in one go
+    cfg = agent.cfg
+    assert old_v_max == pytest.approx(7.0) and new_v_max == pytest.approx(cfg.v_max)
+    assert 40.0 <= cfg.v_max - handover.RETURN_HEADROOM * (cfg.v_max - cfg.v_min)
+    spacing = (cfg.v_max - cfg.v_min) / (cfg.n_atoms - 1)
+    assert spacing == pytest.approx(6.0 / 24)  # the spacing pretraining fitted stays
+    capped = _agent(n_atoms=handover.MAX_GROWN_ATOMS - 3)
+    assert growth.observe_return(capped, 1e9) is not None and capped.cfg.n_atoms == handover.MAX_GROWN_ATOMS
+    assert growth.observe_return(capped, 1e9) is None
+
+
 def _finetune_cfg(out: Path, **changes) -> FinetuneConfig:
     # Pendulum's values (-100 to -1600) lie far above this support: the top atom fills within a few updates.
     cfg = FinetuneConfig(
@@ -137,8 +155,9 @@ def test_fine_tuning_grows_the_support_records_it_and_resumes_to_the_same_run(
     agent_cfg = saved.get("agent", saved)
     assert agent_cfg["v_max"] > -1990.0 and agent_cfg["n_atoms"] > 11
     v_max_logged = {int(step): float(v) for step, k, v in _metrics(whole.out_dir) if k == "online/v_max"}
-    assert min(v_max_logged.values()) == -1990.0 and v_max_logged[90] == pytest.approx(agent_cfg["v_max"])
-    first_grown = min(step for step, v in v_max_logged.items() if v > -1990.0)
+    # the first episode (25 steps, returns near -100) ends before the first update and grows the support
+    assert all(v > -1990.0 for v in v_max_logged.values()) and v_max_logged[90] == pytest.approx(agent_cfg["v_max"])
+    first_grown = min(v_max_logged)
     for deployed in ("champion", "best"):  # a champion taken before the growth keeps its own support
         agent, _, _ = load_checkpoint(Path(whole.out_dir) / deployed)
         assert agent.critic.support.shape[0] == agent.cfg.n_atoms

@@ -424,19 +424,22 @@ class ReplayStore:
         }
 
     def load_online_state(self, state: dict[str, Any]) -> None:
-        """Refill the ring from :meth:`online_state` of a store with the same widths and capacity
-        (ValueError, naming the difference, otherwise)."""
-        size = int(state["online_size"])
+        """Refill the ring from :meth:`online_state` of a store with the same widths, and the same
+        capacity or, if the saved ring never wrapped, at least its rows (a run extended with more steps
+        gets a larger ring); ValueError, naming the difference, otherwise."""
+        size, added = int(state["online_size"]), int(state["online_added"])
         if not 0 <= size <= self.online_capacity:
             raise ValueError(f"the saved ring holds {size} rows, this store's ring only {self.online_capacity}")
+        if added > size and size != self.online_capacity:
+            raise ValueError(f"the saved ring wrapped at {size} rows; this store's ring holds {self.online_capacity}")
         for name, tensor in self._tensors().items():
             saved = state["fields"][name]
             if tuple(saved.shape) != (size, *tensor.shape[1:]) or saved.dtype != tensor.dtype:
                 raise ValueError(f"saved ring field '{name}' is {saved.dtype} {tuple(saved.shape)}, expected {(size, *tensor.shape[1:])}")
             tensor[self.offline_size : self.offline_size + size] = saved.to(self.device)
         self.online_size = size
-        self.online_cursor = int(state["online_cursor"])
-        self.online_added = int(state["online_added"])
+        self.online_cursor = added % max(self.online_capacity, 1)  # the saved cursor, unless a larger ring took the rows
+        self.online_added = added
         self.online_episode_start = int(state["online_episode_start"])
 
     def save(self, path: PathLike) -> Path:

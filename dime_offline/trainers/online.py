@@ -83,6 +83,9 @@ weights and optimiser state."""
 _SET_BY_AGENT = ("acting_average_decay", "critic_lr", "actor_lr", "alpha_lr")
 """Tunable fields the agent applies itself (a new average starts, the optimisers change rate)."""
 SUPPORT_GROWTH_KEY = "support_growth"
+WARMUP_KEY = "warmup_steps"
+"""Checkpoint meta key: the run's warm-up steps as it resolved them (the from-scratch default scales
+with ``steps``; an extended run keeps the one it started with)."""
 """Key, in a fine-tuning checkpoint's ``meta.json`` ``extra``, of :class:`SupportGrowth`'s state."""
 MAX_DEFAULT_WARMUP_SHARE = 0.2
 """From scratch, the preset's ``learning_starts`` is capped at this share of ``steps`` unless the
@@ -254,11 +257,18 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             f"cannot resume: the run in {run.out} kept {resume.meta.extra['offline_rows']} offline rows in its replay store,"
             f" its data now gives {store.offline_size} (a run started from a store in memory resumes only with the same data)"
         )
-    if resume is not None and "replay" in resume.state.tensors:  # a finished run's checkpoint keeps no ring
+    if resume is not None and "replay" in resume.state.tensors:  # runs finished before extensions existed kept no ring
         store.load_online_state(resume.state.tensors["replay"])
+    elif resume is not None and resume.state.loop.step > 0 and not resume.state.loop.finished:
+        raise ConfigError(
+            f"cannot extend the run in {run.out}: its final checkpoint keeps no replay ring (written by an older"
+            " dime-offline); start a new fine-tuning run from it with --checkpoint"
+        )
     with run.recording(description=f"finetune {cfg.env_id}", resources=[env]):
         warmup_steps = cfg.handover.warmup_steps if pretrained else agent_cfg.learning_starts
-        if not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
+        if resume is not None and WARMUP_KEY in resume.meta.extra:  # an extended run keeps the warm-up it had
+            warmup_steps = int(resume.meta.extra[WARMUP_KEY])
+        elif not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
             # The presets' 5,000 random steps are sized for runs of 10^5-10^6 steps; in a short run they
             # would leave little or no learning (a user-set value is kept as it is).
             warmup_steps = int(cfg.steps * MAX_DEFAULT_WARMUP_SHARE)
@@ -327,9 +337,9 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
 
         def resume_stage_state() -> tuple[dict[str, Any], dict[str, Any]]:
-            """The running episode, and the online replay ring unless the run is finished."""
-            tensors = episode.tensors() if run.state.finished else {**episode.tensors(), "replay": store.online_state()}
-            return episode.facts(), tensors
+            """The running episode and the online replay ring (a finished run's too: ``--resume --steps``
+            extends it)."""
+            return episode.facts(), {**episode.tensors(), "replay": store.online_state()}
 
         def write_checkpoint(current: int, tag: CheckpointTag) -> None:
             extra = {
@@ -344,6 +354,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 REGULARIZERS_KEY: describe_regularizers(agent),
                 WEIGHTS_KEY: None if handover is None else handover.to_dict(),
                 SUPPORT_GROWTH_KEY: None if growth is None else dataclasses.asdict(growth),
+                WARMUP_KEY: warmup_steps,
                 REFERENCES_KEY: reference_returns(None, eval_metadata),
             }
             run.save_checkpoint(

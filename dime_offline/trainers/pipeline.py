@@ -26,7 +26,7 @@ from dime_offline.io import atomic_write_text
 from dime_offline.regularizers import OfflineConfig
 from dime_offline.tracking import plot_offline_to_online
 from dime_offline.trainers.handover import HandoverConfig
-from dime_offline.trainers.loop import SUMMARY_FILE, RunResult
+from dime_offline.trainers.loop import FINETUNE_CONFIG_FILE, PRETRAIN_CONFIG_FILE, SUMMARY_FILE, RunResult
 from dime_offline.trainers.offline import PretrainConfig, PretrainResult, pretrain
 from dime_offline.trainers.online import FinetuneConfig, finetune
 from dime_offline.trainers.resume import holds_checkpoint
@@ -133,7 +133,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
             data=cfg.data, env_id=cfg.env_id, steps=cfg.pretrain_steps, out_dir=str(out / "pretrain"),
             preset=cfg.preset, agent=dict(cfg.agent), offline=cfg.offline, eval_episodes=cfg.eval_episodes,
             eval_every=_every(cfg.pretrain_steps, cfg.evaluations), log_every=_every(cfg.pretrain_steps, 4 * cfg.evaluations),
-            **common, **_stage_start(cfg, out / "pretrain"),
+            **common, **_stage_start(cfg, out / "pretrain", PRETRAIN_CONFIG_FILE, cfg.pretrain_steps),
         )
     )
     env_id = cfg.env_id or pre.env
@@ -145,7 +145,8 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         FinetuneConfig(
             env_id=env_id, steps=cfg.finetune_steps, out_dir=str(out / "finetune"), checkpoint=pre.checkpoint, handover=cfg.handover,
             data=cfg.data, eval_episodes=cfg.eval_episodes, eval_every=_every(cfg.finetune_steps, cfg.evaluations),
-            log_every=_every(cfg.finetune_steps, 4 * cfg.evaluations), **common, **_stage_start(cfg, out / "finetune"),
+            log_every=_every(cfg.finetune_steps, 4 * cfg.evaluations), **common,
+            **_stage_start(cfg, out / "finetune", FINETUNE_CONFIG_FILE, cfg.finetune_steps),
         )
     )
     data_return = pre.data_return_mean
@@ -166,12 +167,27 @@ FIGURE_FILE = "offline_to_online.png"
 """The combined figure in the run directory."""
 
 
-def _stage_start(cfg: PipelineConfig, stage_dir: Path) -> dict[str, bool]:
+def _stage_start(cfg: PipelineConfig, stage_dir: Path, config_file: str, steps: int) -> dict[str, bool]:
     """How a stage starts: resumed when ``cfg.resume`` and it saved a checkpoint, else afresh (over
-    what a stage that saved nothing left behind, when resuming)."""
+    what a stage that saved nothing left behind, when resuming). A resumed ``run`` takes the first
+    command's step counts: a stage started with other ones is refused in one line (fine-tuning from
+    an extended pretraining would not be the run's second stage; ``pretrain``/``finetune --resume
+    --steps`` extend one stage)."""
     if not cfg.resume:
         return {"overwrite": cfg.overwrite}
-    return {"resume": True} if holds_checkpoint(stage_dir) else {"overwrite": True}
+    if not holds_checkpoint(stage_dir):
+        return {"overwrite": True}
+    try:
+        started = json.loads((stage_dir / config_file).read_text()).get("steps")
+    except (OSError, ValueError):
+        started = None  # the stage's own resume names what is missing
+    if started is not None and started != steps:
+        raise ConfigError(
+            f"cannot resume: the stage in {stage_dir} was started with {started} steps, this run asks for {steps};"
+            f" resume with the first command's steps (`dime-offline {stage_dir.name} --resume --out {stage_dir} --steps N`"
+            " extends that stage alone)"
+        )
+    return {"resume": True}
 
 
 def _every(steps: int, times: int) -> int:

@@ -54,7 +54,14 @@ FREE_ON_RESUME = (
     "resume", "overwrite", "quiet", "max_wall_seconds", "torch_threads", "tensorboard", "trackers", "checkpoint_history",
 )
 """Run-config fields a resumed run may set differently from the first session (they change
-neither the steps nor their numbers); every other field must match."""
+neither the steps nor their numbers); every other field must match, except ``steps``, which may rise
+(:data:`EXTENSIBLE_ON_RESUME`)."""
+EXTENSIBLE_ON_RESUME = ("steps",)
+"""Run-config fields a resumed run may raise: ``--resume --steps N`` with N above the run's own extends
+it, a finished run included, from its last checkpoint; the steps it already took stay as they were.
+What a stage sizes by its length follows the new one from there on (fine-tuning: an
+``offline_fraction_final`` anneal, an ``acting_average_share`` decay); what it fixed at the start
+stays (the warm-up)."""
 
 
 @dataclass
@@ -181,7 +188,8 @@ def open_resume(cfg: Any, stage: str) -> ResumePoint | None:
     """The checkpoint that ``cfg`` (a run config with ``resume``, ``overwrite`` and ``out_dir``)
     continues, checked: None when ``cfg.resume`` is off; a one-line ConfigError when the run
     directory holds no resumable checkpoint of this stage or ``cfg`` differs from the run's own
-    settings in anything but :data:`FREE_ON_RESUME`."""
+    settings in anything but :data:`FREE_ON_RESUME` (and a raised :data:`EXTENSIBLE_ON_RESUME`).
+    A finished run given more steps than it took is open again."""
     if not cfg.resume:
         return None
     out = Path(cfg.out_dir)
@@ -197,7 +205,11 @@ def open_resume(cfg: Any, stage: str) -> ResumePoint | None:
     if not (directory / RESUME_SUBDIR).is_dir():
         raise ConfigError(f"cannot resume: the checkpoint in {out} has no resume state (written by an older dime-offline)")
     check_same_run(cfg, meta.extra.get("run_config") or {}, out)
-    return ResumePoint(directory, meta, read_resume_state(directory))
+    point = ResumePoint(directory, meta, read_resume_state(directory))
+    loop = point.state.loop
+    if loop.finished and cfg.steps > loop.step:  # extended: the steps left are the new ones
+        point.state.loop = dataclasses.replace(loop, finished=False, stopped_by_target=False)
+    return point
 
 
 def holds_checkpoint(out: str | Path) -> bool:
@@ -216,7 +228,14 @@ def check_same_run(cfg: Any, saved: Mapping[str, Any], out: Path) -> None:
     current = json.loads(json.dumps(to_dict(cfg)))
     started = json.loads(json.dumps(to_dict(from_dict(type(cfg), dict(saved)))))
     for name in sorted(current):
+        if name in EXTENSIBLE_ON_RESUME and current[name] > started[name]:
+            continue
         if name not in FREE_ON_RESUME and current[name] != started[name]:
+            if name in EXTENSIBLE_ON_RESUME:
+                raise ConfigError(
+                    f"cannot resume: field '{name}' is {current[name]!r} but the run in {out} was started with"
+                    f" {started[name]!r}; a resumed run can raise it, not lower it"
+                )
             raise ConfigError(
                 f"cannot resume: field '{name}' is {current[name]!r} but the run in {out} was started with"
                 f" {started[name]!r}; resume with the run's own settings, or start a new run"

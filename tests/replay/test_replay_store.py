@@ -421,3 +421,20 @@ def test_horizon_counts_the_discounted_steps_after_each_row() -> None:
     # Terminated: 0.5 + 0.25 after the first row, 0.5 after the second, nothing after the last;
     # truncated: the value runs on past the cut, gamma / (1 - gamma) = 1 after every row.
     np.testing.assert_allclose(store.mc_horizon.numpy(), [0.75, 0.5, 0.0, 1.0, 1.0])
+
+
+def test_a_ring_that_never_wrapped_moves_into_a_larger_one_and_a_wrapped_one_does_not() -> None:
+    full = _offline_store(capacity=6)
+    full.add(**_online_rows(0, 6))  # exactly full: its cursor is back at slot 0
+    larger = _offline_store(capacity=9)
+    larger.load_online_state(full.online_state())
+    assert (larger.online_size, larger.online_cursor, larger.online_added) == (6, 6, 6)
+    larger.add(**_online_rows(6, 2))  # appended after the six, nothing overwritten
+    both = _offline_store(capacity=9)
+    both.add(**_online_rows(0, 8))
+    online = slice(both.offline_size, both.offline_size + 8)
+    assert torch.equal(larger.obs[online], both.obs[online])
+    torch.testing.assert_close(larger.mc_return[online], both.mc_return[online], equal_nan=True)  # returns filled alike
+    full.add(**_online_rows(6, 1))  # wrapped: slot order is no longer time order
+    with pytest.raises(ValueError, match="wrapped at 6 rows; this store's ring holds 9"):
+        _offline_store(capacity=9).load_online_state(full.online_state())

@@ -135,6 +135,39 @@ def test_a_fine_tuning_killed_mid_episode_resumes_to_the_same_run(tmp_path: Path
     assert resumed.loop.updates == whole.loop.updates
 
 
+def test_a_finished_pretraining_resumed_with_more_steps_becomes_the_longer_run(tmp_path: Path, data: str) -> None:
+    whole = pretrain(_pretrain_cfg(tmp_path / "whole", data))
+    pretrain(_pretrain_cfg(tmp_path / "extended", data, steps=30))  # ends on an evaluation step of the 40-step run
+    extended = pretrain(_pretrain_cfg(tmp_path / "extended", data, resume=True))
+    assert extended.loop.steps == 40 and extended.loop.updates == whole.loop.updates
+    assert _metrics(extended.out_dir) == _metrics(whole.out_dir)
+    _assert_same_state(_state(extended.out_dir), _state(whole.out_dir))
+    assert json.loads((Path(extended.out_dir) / "summary.json").read_text())["steps"] == 40
+    with pytest.raises(ConfigError, match="field 'steps' is 35 .* started with 40; a resumed run can raise it, not lower it"):
+        pretrain(_pretrain_cfg(tmp_path / "extended", data, steps=35, resume=True))
+
+
+def test_a_finished_fine_tuning_resumed_with_more_steps_becomes_the_longer_run(tmp_path: Path) -> None:
+    whole = finetune(_finetune_cfg(tmp_path / "whole"))
+    finetune(_finetune_cfg(tmp_path / "extended", steps=80))  # mid-episode, on an evaluation step of the 90-step run
+    extended = finetune(_finetune_cfg(tmp_path / "extended", resume=True))
+    assert extended.loop.steps == 90 and extended.loop.updates == whole.loop.updates
+    assert _metrics(extended.out_dir) == _metrics(whole.out_dir)  # the same ring, episode and warm-up
+    _assert_same_state(_state(extended.out_dir), _state(whole.out_dir))
+
+
+def test_a_fine_tuning_finished_without_its_ring_is_not_extended(tmp_path: Path) -> None:
+    finetune(_finetune_cfg(tmp_path / "old", steps=40))
+    tensors_file = resolve_checkpoint_dir(tmp_path / "old" / "checkpoint") / "resume" / "tensors.pt"
+    saved = torch.load(tensors_file, weights_only=True)
+    del saved["tensors"]["replay"]  # as final checkpoints were written before runs could be extended
+    torch.save(saved, tensors_file)
+    again = finetune(_finetune_cfg(tmp_path / "old", steps=40, resume=True))  # still complete: its result
+    assert again.loop.steps == 40
+    with pytest.raises(ConfigError, match="cannot extend the run in .*keeps no replay ring.*--checkpoint"):
+        finetune(_finetune_cfg(tmp_path / "old", steps=60, resume=True))
+
+
 def test_resume_refuses_a_missing_run_a_changed_setting_and_overwrite(tmp_path: Path, data: str) -> None:
     with pytest.raises(ConfigError, match="nothing to resume: .* holds no checkpoint of a pretrain run"):
         pretrain(_pretrain_cfg(tmp_path / "none", data, resume=True))
@@ -287,9 +320,10 @@ def test_run_resumes_the_stage_that_was_stopped_and_reuses_the_finished_one(
     from dime_offline.trainers.pipeline import PipelineConfig, run_pipeline
 
     def cfg(out: str, **changes) -> PipelineConfig:
+        fields = {"pretrain_steps": 12, "finetune_steps": 40, **changes}
         return PipelineConfig(
-            data=data, out_dir=str(tmp_path / out), pretrain_steps=12, finetune_steps=40, evaluations=2, eval_episodes=1,
-            seed=1, quiet=True, agent={k: v for k, v in tf.TINY_AGENT.items() if k != "learning_starts"}, **changes,
+            data=data, out_dir=str(tmp_path / out), evaluations=2, eval_episodes=1,
+            seed=1, quiet=True, agent={k: v for k, v in tf.TINY_AGENT.items() if k != "learning_starts"}, **fields,
         )
 
     whole = run_pipeline(cfg("whole"))
@@ -304,6 +338,8 @@ def test_run_resumes_the_stage_that_was_stopped_and_reuses_the_finished_one(
         assert _metrics(tmp_path / "killed" / stage) == _metrics(tmp_path / "whole" / stage)
     _assert_same_state(_state(tmp_path / "killed" / "finetune"), _state(tmp_path / "whole" / "finetune"))
     assert resumed.online_stats == whole.online_stats and resumed.offline_stats == whole.offline_stats
+    with pytest.raises(ConfigError, match="started with 40 steps, this run asks for 60; .*finetune --resume"):
+        run_pipeline(cfg("killed", resume=True, finetune_steps=60))  # one stage extended: not this run's second stage
 
 
 def test_cli_resume_mistakes_are_one_line_with_exit_code_2(tmp_path: Path, data: str) -> None:
@@ -317,11 +353,15 @@ def test_cli_resume_mistakes_are_one_line_with_exit_code_2(tmp_path: Path, data:
     assert missing.exit_code == 2 and missing.output.count("\n") == 1
     assert "nothing to resume" in missing.output and "Traceback" not in missing.output
     pretrain(_pretrain_cfg(tmp_path / "run", data, steps=5))
-    changed = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--steps", 9)
-    assert changed.exit_code == 2 and "field 'steps' is 9 but the run" in changed.output
+    changed = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--steps", 3)
+    assert changed.exit_code == 2 and changed.output.count("\n") == 1
+    assert "field 'steps' is 3 but the run" in changed.output and "can raise it, not lower it" in changed.output
     same = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--json")  # the run's saved settings
     assert same.exit_code == 0, same.output
     assert json.loads(same.stdout)["steps"] == 5
+    extended = invoke("pretrain", "--out", tmp_path / "run", "--resume", "--steps", 9, "--json")
+    assert extended.exit_code == 0, extended.output
+    assert json.loads(extended.stdout)["steps"] == 9
 
 
 def test_a_run_started_with_overwrite_resumes_from_its_saved_settings(tmp_path: Path, data: str) -> None:

@@ -87,7 +87,8 @@ class HandoverConfig:
     ``data``). 0: updates from the first step that has a batch. Applies to a pretrained
     agent only (from scratch: ``agent.learning_starts`` uniform-random steps)."""
     grow_value_support: bool | None = None
-    """Extend the critics' support upwards when their values reach its top (:class:`SupportGrowth`):
+    """Extend the critics' support upwards when their values, or an online episode's returns, reach
+    its top (:class:`SupportGrowth`):
     the support pretraining fitted to the data caps values at what the logged returns reached, and a
     policy that earns more online would see every further gain clipped at ``v_max`` (HalfCheetah from
     a weak file: 93 % of the critics' mass on the top atom, values at half the true returns;

@@ -266,12 +266,15 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
         )
     with run.recording(description=f"finetune {cfg.env_id}", resources=[env]):
         warmup_steps = cfg.handover.warmup_steps if pretrained else agent_cfg.learning_starts
-        if resume is not None and WARMUP_KEY in resume.meta.extra:  # an extended run keeps the warm-up it had
+        # The run's own length sets the default warm-up: an extended run keeps the one it started with
+        # (recorded; in checkpoints from before extensions, the length its checkpoint recorded).
+        planned_steps = cfg.steps if resume is None else int((resume.meta.extra.get("run_config") or {}).get("steps", cfg.steps))
+        if resume is not None and WARMUP_KEY in resume.meta.extra:
             warmup_steps = int(resume.meta.extra[WARMUP_KEY])
-        elif not pretrained and "learning_starts" not in cfg.agent and warmup_steps > cfg.steps * MAX_DEFAULT_WARMUP_SHARE:
+        elif not pretrained and "learning_starts" not in cfg.agent and warmup_steps > planned_steps * MAX_DEFAULT_WARMUP_SHARE:
             # The presets' 5,000 random steps are sized for runs of 10^5-10^6 steps; in a short run they
             # would leave little or no learning (a user-set value is kept as it is).
-            warmup_steps = int(cfg.steps * MAX_DEFAULT_WARMUP_SHARE)
+            warmup_steps = int(planned_steps * MAX_DEFAULT_WARMUP_SHARE)
             run.progress.notice(
                 f"note: {warmup_steps} uniform-random warm-up steps ({MAX_DEFAULT_WARMUP_SHARE:.0%} of --steps) instead of"
                 f" the preset's {agent_cfg.learning_starts}; set agent.learning_starts to choose"

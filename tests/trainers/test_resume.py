@@ -156,6 +156,24 @@ def test_a_finished_fine_tuning_resumed_with_more_steps_becomes_the_longer_run(t
     _assert_same_state(_state(extended.out_dir), _state(whole.out_dir))
 
 
+def test_an_extended_run_from_scratch_keeps_the_warm_up_its_length_gave_it(tmp_path: Path) -> None:
+    from dime_offline.trainers.online import MAX_DEFAULT_WARMUP_SHARE, WARMUP_KEY
+
+    agent = {k: v for k, v in tf.TINY_AGENT.items() if k != "learning_starts"}  # the default scales with --steps
+    warmup = int(40 * MAX_DEFAULT_WARMUP_SHARE)
+    for name, recorded in (("new", True), ("old", False)):
+        first = finetune(_finetune_cfg(tmp_path / name, steps=40, agent=agent))
+        meta_file = resolve_checkpoint_dir(tmp_path / name / "checkpoint") / "meta.json"
+        meta = json.loads(meta_file.read_text())
+        assert meta["extra"][WARMUP_KEY] == warmup
+        if not recorded:  # a checkpoint from before the warm-up was recorded: its run_config's steps size it
+            del meta["extra"][WARMUP_KEY]
+            meta_file.write_text(json.dumps(meta))
+        extended = finetune(_finetune_cfg(tmp_path / name, steps=300, agent=agent, resume=True))
+        # two updates (utd) in every added step: 300 x the share (60) would have acted at random again to step 60
+        assert extended.loop.updates == first.loop.updates + (300 - 40) * 2, name
+
+
 def test_a_fine_tuning_finished_without_its_ring_is_not_extended(tmp_path: Path) -> None:
     finetune(_finetune_cfg(tmp_path / "old", steps=40))
     tensors_file = resolve_checkpoint_dir(tmp_path / "old" / "checkpoint") / "resume" / "tensors.pt"

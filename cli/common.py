@@ -52,7 +52,10 @@ DeviceOption = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout (no progress bar).")]
 ResumeFlag = Annotated[
     bool,
-    typer.Option("--resume", help="Continue the run in --out from its last checkpoint, with the run's saved settings."),
+    typer.Option(
+        "--resume",
+        help="Continue the run in --out from its last checkpoint, with the run's saved settings; with a larger --steps, extend it (a finished run too).",
+    ),
 ]
 
 

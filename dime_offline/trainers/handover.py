@@ -182,8 +182,7 @@ class SupportGrowth:
         if self.top_atom_mass <= TOP_ATOM_MASS_LIMIT or agent.cfg.n_atoms >= MAX_GROWN_ATOMS:
             return None
         old_v_max = agent.cfg.v_max
-        extra = math.ceil(SUPPORT_GROWTH * (agent.cfg.n_atoms - 1))
-        agent.extend_value_support(min(extra, MAX_GROWN_ATOMS - agent.cfg.n_atoms))
+        _extend_once(agent)
         self.top_atom_mass = 0.0  # the new top atom starts empty
         return old_v_max, agent.cfg.v_max
 
@@ -197,12 +196,18 @@ class SupportGrowth:
             cfg = agent.cfg
             if not top_return > cfg.v_max - RETURN_HEADROOM * (cfg.v_max - cfg.v_min):  # NaN: no episode yet
                 break
-            extra = math.ceil(SUPPORT_GROWTH * (cfg.n_atoms - 1))
-            agent.extend_value_support(min(extra, MAX_GROWN_ATOMS - cfg.n_atoms))
+            _extend_once(agent)
         if agent.cfg.v_max == old_v_max:
             return None
         self.top_atom_mass = 0.0
         return old_v_max, agent.cfg.v_max
+
+
+def _extend_once(agent: Any) -> None:
+    """One extension: :data:`SUPPORT_GROWTH` of the support's intervals more atoms, at most up to
+    :data:`MAX_GROWN_ATOMS`."""
+    extra = math.ceil(SUPPORT_GROWTH * (agent.cfg.n_atoms - 1))
+    agent.extend_value_support(min(extra, MAX_GROWN_ATOMS - agent.cfg.n_atoms))
 
 
 @dataclass(frozen=True)

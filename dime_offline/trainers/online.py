@@ -83,10 +83,10 @@ weights and optimiser state."""
 _SET_BY_AGENT = ("acting_average_decay", "critic_lr", "actor_lr", "alpha_lr")
 """Tunable fields the agent applies itself (a new average starts, the optimisers change rate)."""
 SUPPORT_GROWTH_KEY = "support_growth"
+"""Key, in a fine-tuning checkpoint's ``meta.json`` ``extra``, of :class:`SupportGrowth`'s state."""
 WARMUP_KEY = "warmup_steps"
 """Checkpoint meta key: the run's warm-up steps as it resolved them (the from-scratch default scales
 with ``steps``; an extended run keeps the one it started with)."""
-"""Key, in a fine-tuning checkpoint's ``meta.json`` ``extra``, of :class:`SupportGrowth`'s state."""
 MAX_DEFAULT_WARMUP_SHARE = 0.2
 """From scratch, the preset's ``learning_starts`` is capped at this share of ``steps`` unless the
 user set ``agent.learning_starts`` (the authors' 5,000 random steps assume runs of 10^5+ steps)."""

@@ -7,7 +7,9 @@ runs them, HalfCheetah shapes: obs 17, action 6):
 * ``before``: the chain as ``act`` ran it before the cache (every call recomputes the step sizes and
   the score net's time conditioning; torch for every step);
 * ``training``: ``agent.act`` as a training agent runs it (cached constants, checked against the
-  parameters by value on every call; NumPy steps for <= 4 rows);
+  parameters by value on every call; NumPy steps for up to ``acting.SMALL_BATCH_MAX_ROWS`` rows);
+* ``torch steps``: ``training`` with the NumPy steps turned off (bare torch steps at every batch), the
+  baseline of the NumPy steps;
 * ``deployed``: ``agent.act`` with the cache frozen, as ``load_policy`` sets it up (no check);
 * ``onnxruntime``: ``load_policy(..., backend="onnxruntime")``'s actions (the policy traced to ONNX,
   one onnxruntime thread), where the ``onnx`` extra is installed.
@@ -39,6 +41,7 @@ import torch
 from dime_offline.agent.config import DIMEConfig
 from dime_offline.agent.dime import DIMEAgent
 from dime_offline.data.spaces import SpaceSpec
+from dime_offline.nets import acting
 from dime_offline.policy import DeployedPolicy
 
 MODES = ("stochastic", "noise_free", "best_of_k")
@@ -69,6 +72,19 @@ def act_after(agent: DIMEAgent, frozen: bool) -> Callable[[np.ndarray, bool], np
     return act
 
 
+def act_torch_steps(agent: DIMEAgent) -> Callable[[np.ndarray, bool], np.ndarray]:
+    """``training`` with every chain on the bare torch steps (no NumPy steps)."""
+    def act(obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        agent.acting_constants.frozen = False
+        applies, acting.small_batch_applies = acting.small_batch_applies, lambda *_: False
+        try:
+            return agent.act(obs, deterministic=deterministic)
+        finally:
+            acting.small_batch_applies = applies
+
+    return act
+
+
 def bench(agent: DIMEAgent, mode: str, batch: int, repeats: int, inner: int) -> dict[str, float]:
     """Median ms per call of each variant (alternating), and each variant's largest difference from 'before'."""
     agent.cfg = dataclasses.replace(agent.cfg, deterministic_act="best_of_k" if mode == "best_of_k" else "noise_free")
@@ -77,6 +93,7 @@ def bench(agent: DIMEAgent, mode: str, batch: int, repeats: int, inner: int) -> 
     variants: dict[str, Callable[[np.ndarray, bool], np.ndarray]] = {
         "before": lambda o, d: act_before(agent, o, d),
         "training": act_after(agent, frozen=False),
+        "torch_steps": act_torch_steps(agent),
         "deployed": act_after(agent, frozen=True),
     }
     if importlib.util.find_spec("onnxruntime") is not None:
@@ -123,7 +140,7 @@ def main() -> None:
         agent.policy.score_net.out.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
     print(f"torch {torch.__version__}, preset {args.preset}, obs {args.obs_dim}, action {args.act_dim}, "
           f"median of {args.repeats} blocks of {args.inner} calls, variants alternating")
-    header = (f"{'threads':>7} {'mode':>10} {'batch':>5} {'before ms':>9} {'training ms':>11} {'deployed ms':>11} "
+    header = (f"{'threads':>7} {'mode':>10} {'batch':>5} {'before ms':>9} {'torch-steps ms':>14} {'training ms':>11} {'deployed ms':>11} "
               f"{'speed-up':>8} {'onnxrt ms':>9} {'speed-up':>8} {'max |diff|':>10}")
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -135,11 +152,11 @@ def main() -> None:
                 r = bench(agent, mode, batch, args.repeats, args.inner)
                 ort = r.get("onnxruntime", float("nan"))
                 diff = max(value for name, value in r.items() if name.endswith("_diff"))
-                print(f"{threads:>7} {mode:>10} {batch:>5} {r['before']:>9.3f} {r['training']:>11.3f} {r['deployed']:>11.3f} "
+                print(f"{threads:>7} {mode:>10} {batch:>5} {r['before']:>9.3f} {r['torch_steps']:>14.3f} {r['training']:>11.3f} {r['deployed']:>11.3f} "
                       f"{r['before'] / r['deployed']:>7.2f}x {ort:>9.3f} {r['before'] / ort:>7.2f}x {diff:>10.1e}")
         print(f"load after: {load_average()}")
-    print("\nbefore: the chain as act ran it before nets/acting.py; training: act with the cache checked by value "
-          "each call; deployed: the frozen cache of load_policy; onnxrt: load_policy(..., backend='onnxruntime') "
+    print("\nbefore: the chain as act ran it before nets/acting.py; torch-steps: training without the NumPy steps; "
+          "training: act with the cache checked by value each call; deployed: the frozen cache of load_policy; onnxrt: load_policy(..., backend='onnxruntime') "
           "(nan: the onnx extra is not installed); speed-up = before / deployed and before / onnxrt; max |diff|: "
           "the largest action difference of any variant from before on the same noise.")
 

@@ -14,10 +14,12 @@ it changes only when the policy trains. Three levers, all rewrites of the same c
 * :func:`final_state` runs the steps as bare tensor operations (no module calls, weights sliced and
   transposed once per chain, not per step): the same operations as ``DiffusionPolicy._denoise``'s
   float32 chain, so the same bits, at ~2/3 of its time for 16 rows.
-* For up to 4 rows of the 256-wide score net (:func:`small_batch_applies`) the steps run in NumPy: a
+* For up to 16 rows of the 256-wide score net (:func:`small_batch_applies`) the steps run in NumPy: a
   float32 product through NumPy's BLAS costs ~3 us against ~8 us through torch's dispatcher at one
   row, and in-place arithmetic on preallocated rows ~0.5 us an operation; the GELUs run torch's own
-  kernel on the same memory. Its products run in another BLAS, so these actions agree with the torch
+  kernel on the same memory. Products are taken in blocks of rows small enough for OpenBLAS to stay
+  on one thread (:data:`SMALL_BATCH_MAX_PRODUCT`), so a batch of 10 (a stepped-together evaluation)
+  costs three 4-row products per layer instead of one threaded one. Its products run in another BLAS, so these actions agree with the torch
   chain to float32 rounding (a few 1e-7), not bit for bit (``tests/agent/test_acting.py``).
 """
 
@@ -37,10 +39,15 @@ if TYPE_CHECKING:
     from dime_offline.nets.score_net import ScoreNet
 
 SMALL_BATCH_MAX_PRODUCT = 4 * 256 * 256
-"""The largest rows x inputs x outputs of one layer's product that :func:`final_state` runs through
-NumPy: OpenBLAS (NumPy's wheels) keeps a product of up to 65536 x 4 multiply-adds on one thread, and
-above it starts threads that wait for each other: on a loaded 2-core machine 5-16 rows of the 256-wide
-score net took 40-360 us per product against 4-6 us for 1-4 rows."""
+"""The largest rows x inputs x outputs of one NumPy product in :func:`final_state` (larger batches are
+multiplied in blocks of rows): OpenBLAS (NumPy's wheels) keeps a product of up to 65536 x 4
+multiply-adds on one thread, and above it starts threads that wait for each other: on a loaded 2-core
+machine 5-16 rows of the 256-wide score net took 40-360 us per product against 4-6 us for 1-4 rows."""
+SMALL_BATCH_MAX_ROWS = 16
+"""Most rows a NumPy chain takes in blocks (a net small enough for one block of more rows takes that
+many). For the 256-wide score net at 10 rows a blocked NumPy action took 1.38-1.41 ms against
+1.63-1.96 ms for the bare torch steps, at 16 rows 1.82-1.87 against 1.97-2.39, at 24 rows they tie
+on one thread (docs/benchmarks.md, "Blocked NumPy products for batched actions")."""
 
 
 class ActingConstants(NamedTuple):
@@ -100,10 +107,14 @@ def _still_valid(kept: _KeptConstants, policy: DiffusionPolicy) -> bool:
 
 def small_batch_applies(score_net: ScoreNet, rows: int, device: torch.device) -> bool:
     """Whether :func:`final_state_small_batch` runs a chain over ``rows`` rows (float32 on the CPU)."""
-    if device.type != "cpu":
-        return False
+    block = _block_rows(score_net)
+    return device.type == "cpu" and block >= 1 and rows <= max(block, SMALL_BATCH_MAX_ROWS)
+
+
+def _block_rows(score_net: ScoreNet) -> int:
+    """Rows per single-threaded NumPy product of the score net's widest layer (0: not even one)."""
     products = [layer.in_features * layer.out_features for layer in score_net.dense_hidden_layers()]
-    return rows * max(products + [score_net.x_dim * score_net.first.out_features]) <= SMALL_BATCH_MAX_PRODUCT
+    return SMALL_BATCH_MAX_PRODUCT // max(products + [score_net.x_dim * score_net.first.out_features])
 
 
 def final_state(
@@ -143,15 +154,18 @@ def _final_state_numpy(
     pre = [np.empty((rows, w.shape[1]), np.float32) for w in [w_x_np] + [w for w, _ in dense_np]]
     pre_t = [torch.from_numpy(a) for a in pre]
     u = np.empty((rows, w_out_np.shape[1]), np.float32)
+    # Row blocks per layer, each product small enough for one OpenBLAS thread (SMALL_BATCH_MAX_PRODUCT).
+    blocks_x, blocks_out = (_row_blocks(rows, w) for w in (w_x_np, w_out_np))
+    blocks = [_row_blocks(rows, weight) for weight, _ in dense_np]
     for n in range(len(eta_np)):
-        np.matmul(x_np, w_x_np, out=pre[0])
+        _blocked_matmul(x_np, w_x_np, pre[0], blocks_x)
         pre[0] += cond_np[n]
         h = F.gelu(pre_t[0], approximate="tanh").numpy()
-        for (weight, bias), z, z_t in zip(dense_np, pre[1:], pre_t[1:]):
-            np.matmul(h, weight, out=z)
+        for (weight, bias), z, z_t, layer_blocks in zip(dense_np, pre[1:], pre_t[1:], blocks):
+            _blocked_matmul(h, weight, z, layer_blocks)
             z += bias
             h = F.gelu(z_t, approximate="tanh").numpy()
-        np.matmul(h, w_out_np, out=u)
+        _blocked_matmul(h, w_out_np, u, blocks_out)
         u += b_out_np
         np.minimum(u, clip, out=u)
         np.maximum(u, -clip, out=u)
@@ -161,3 +175,19 @@ def _final_state_numpy(
         x_np *= decay_np[n]
         x_np += u
     return torch.from_numpy(x_np)
+
+
+def _row_blocks(rows: int, weight: np.ndarray) -> list[slice]:
+    """Consecutive slices covering ``rows`` rows, each small enough that its product with ``weight``
+    stays within :data:`SMALL_BATCH_MAX_PRODUCT` multiply-adds (at least one row each)."""
+    step = max(SMALL_BATCH_MAX_PRODUCT // weight.size, 1)
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _blocked_matmul(a: np.ndarray, weight: np.ndarray, out: np.ndarray, blocks: list[slice]) -> None:
+    """``out = a @ weight``, one product per row block (one block: a single call on whole arrays)."""
+    if len(blocks) == 1:
+        np.matmul(a, weight, out=out)
+        return
+    for block in blocks:
+        np.matmul(a[block], weight, out=out[block])

@@ -14,7 +14,7 @@ it changes only when the policy trains. Three levers, all rewrites of the same c
 * :func:`final_state` runs the steps as bare tensor operations (no module calls, weights sliced and
   transposed once per chain, not per step): the same operations as ``DiffusionPolicy._denoise``'s
   float32 chain, so the same bits, at ~2/3 of its time for 16 rows.
-* For up to 16 rows of the 256-wide score net (:func:`small_batch_applies`) the steps run in NumPy: a
+* For up to 10 rows of the 256-wide score net (:func:`small_batch_applies`) the steps run in NumPy: a
   float32 product through NumPy's BLAS costs ~3 us against ~8 us through torch's dispatcher at one
   row, and in-place arithmetic on preallocated rows ~0.5 us an operation; the GELUs run torch's own
   kernel on the same memory. Products are taken in blocks of rows small enough for OpenBLAS to stay
@@ -43,11 +43,11 @@ SMALL_BATCH_MAX_PRODUCT = 4 * 256 * 256
 multiplied in blocks of rows): OpenBLAS (NumPy's wheels) keeps a product of up to 65536 x 4
 multiply-adds on one thread, and above it starts threads that wait for each other: on a loaded 2-core
 machine 5-16 rows of the 256-wide score net took 40-360 us per product against 4-6 us for 1-4 rows."""
-SMALL_BATCH_MAX_ROWS = 16
+SMALL_BATCH_MAX_ROWS = 10
 """Most rows a NumPy chain takes in blocks (a net small enough for one block of more rows takes that
-many). For the 256-wide score net at 10 rows a blocked NumPy action took 1.38-1.41 ms against
-1.63-1.96 ms for the bare torch steps, at 16 rows 1.82-1.87 against 1.97-2.39, at 24 rows they tie
-on one thread (docs/benchmarks.md, "Blocked NumPy products for batched actions")."""
+many). For the 256-wide score net at 10 rows (a stepped-together evaluation's batch) a blocked NumPy
+action took 1.49-1.52 ms against 1.66-1.69 ms on the bare torch steps; at 16 rows they tie on one
+thread and torch's steps won on two (docs/benchmarks.md, "Blocked NumPy products for batched actions")."""
 
 
 class ActingConstants(NamedTuple):

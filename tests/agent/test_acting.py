@@ -52,16 +52,16 @@ def test_cached_constants_give_the_same_actions_on_the_same_noise(rows: int, noi
     assert torch.equal(generator.get_state(), reference_generator.get_state())  # the same draws from the stream
 
 
-@pytest.mark.parametrize("rows", [4, 10, 16, 17])
+@pytest.mark.parametrize("rows", [4, 10, 11, 16])
 def test_a_256_wide_net_multiplies_batches_in_single_thread_blocks(rows: int) -> None:
-    """The presets' 256-wide score net: up to 16 rows run NumPy steps whose hidden products are taken
+    """The presets' 256-wide score net: up to 10 rows run NumPy steps whose hidden products are taken
     4 rows at a time (so OpenBLAS stays on one thread), and give the module chain's actions."""
     torch.manual_seed(1)
     policy = DiffusionPolicy(OBS, ACT, n_steps=4, score_hidden=(256, 256), n_frequencies=8, time_hidden=16)
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    assert acting.small_batch_applies(policy.score_net, rows, torch.device("cpu")) == (rows <= 16)
+    assert acting.small_batch_applies(policy.score_net, rows, torch.device("cpu")) == (rows <= 10)
     blocks = acting._row_blocks(rows, np.empty((256, 256), np.float32))
     assert [b.stop - b.start for b in blocks] == [4] * (rows // 4) + ([rows % 4] if rows % 4 else [])
     obs, noise = torch.randn(rows, OBS), torch.randn(policy.n_steps + 1, rows, ACT)
@@ -69,7 +69,7 @@ def test_a_256_wide_net_multiplies_batches_in_single_thread_blocks(rows: int) ->
         got = policy.action_from_noise(obs, noise, acting.ActingConstantsCache().get(policy))
         reference = policy.action_from_noise(obs, noise)
     assert reference.abs().max() > 0.1
-    torch.testing.assert_close(got, reference, atol=1e-6 if rows <= 16 else 0.0, rtol=0)
+    torch.testing.assert_close(got, reference, atol=1e-6 if rows <= 10 else 0.0, rtol=0)
 
 
 def test_the_cache_follows_in_place_parameter_changes_and_a_frozen_one_does_not() -> None:

@@ -106,15 +106,15 @@ def _still_valid(kept: _KeptConstants, policy: DiffusionPolicy) -> bool:
 
 
 def small_batch_applies(score_net: ScoreNet, rows: int, device: torch.device) -> bool:
-    """Whether :func:`final_state_small_batch` runs a chain over ``rows`` rows (float32 on the CPU)."""
-    block = _block_rows(score_net)
+    """Whether :func:`final_state` runs a chain over ``rows`` rows in NumPy (float32 on the CPU)."""
+    products = [layer.in_features * layer.out_features for layer in score_net.dense_hidden_layers()]
+    block = _rows_per_product(max(products + [score_net.x_dim * score_net.first.out_features]))
     return device.type == "cpu" and block >= 1 and rows <= max(block, SMALL_BATCH_MAX_ROWS)
 
 
-def _block_rows(score_net: ScoreNet) -> int:
-    """Rows per single-threaded NumPy product of the score net's widest layer (0: not even one)."""
-    products = [layer.in_features * layer.out_features for layer in score_net.dense_hidden_layers()]
-    return SMALL_BATCH_MAX_PRODUCT // max(products + [score_net.x_dim * score_net.first.out_features])
+def _rows_per_product(multiply_adds_per_row: int) -> int:
+    """Rows of one single-threaded NumPy product (:data:`SMALL_BATCH_MAX_PRODUCT`; 0: not even one)."""
+    return SMALL_BATCH_MAX_PRODUCT // multiply_adds_per_row
 
 
 def final_state(
@@ -180,7 +180,7 @@ def _final_state_numpy(
 def _row_blocks(rows: int, weight: np.ndarray) -> list[slice]:
     """Consecutive slices covering ``rows`` rows, each small enough that its product with ``weight``
     stays within :data:`SMALL_BATCH_MAX_PRODUCT` multiply-adds (at least one row each)."""
-    step = max(SMALL_BATCH_MAX_PRODUCT // weight.size, 1)
+    step = max(_rows_per_product(weight.size), 1)
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 

@@ -92,6 +92,12 @@ class OfflineConfig:
     more weight held more on every task measured: on Hopper at 20k + 20k the learners averaged 93
     normalised from 5k env steps on at 1.0 against 55 at pretraining's 0.1, and 0 was worse still; on the CSTR
     twin 10 beat 1 and 1 beat 0 (docs/algorithm.md section 8.7); 0 drops it online."""
+    behaviour_advantage_filter: bool = False
+    """Clone, in the behaviour term, only the logged actions the critics value at least as highly as
+    the policy's own action at that state (CRR's binary filter), averaged over all offline rows, so the
+    term fades where the policy has outgrown the logs (``regularizers/behaviour.py``)."""
+    behaviour_advantage_filter_online: bool | None = None
+    """The filter online; None: as pretraining ran (``behaviour_advantage_filter``)."""
     behaviour_paths: int = 1
     """Noising paths averaged per data action in the behaviour term."""
     behaviour_scored_steps: int | None = 4
@@ -193,9 +199,15 @@ class OfflineConfig:
         )
 
     def actor_regularizer(self, phase: Phase, seed: int = 0) -> BehaviourLikelihood:
-        """The behaviour term with the ``phase``'s weight."""
-        weight = self.online_behaviour_weight if phase == "online" else self.behaviour_weight
-        return BehaviourLikelihood(weight, n_paths=self.behaviour_paths, scored_steps=self.behaviour_scored_steps, seed=seed)
+        """The behaviour term with the ``phase``'s weight and filter."""
+        online = phase == "online"
+        weight = self.online_behaviour_weight if online else self.behaviour_weight
+        advantage_filter = self.behaviour_advantage_filter
+        if online and self.behaviour_advantage_filter_online is not None:
+            advantage_filter = self.behaviour_advantage_filter_online
+        return BehaviourLikelihood(
+            weight, n_paths=self.behaviour_paths, scored_steps=self.behaviour_scored_steps, advantage_filter=advantage_filter, seed=seed
+        )
 
     def attach(self, agent: RegularizedAgent, phase: Phase, seed: int = 0) -> None:
         """Give ``agent`` both regularisers as ``phase`` uses them (replacing any it had)."""

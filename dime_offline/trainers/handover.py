@@ -58,6 +58,10 @@ class HandoverConfig:
     behaviour_weight: float | None = None
     """Online weight of the actor's behaviour term (None: the checkpoint's, pretraining's
     ``offline.behaviour_weight_online``, by default its pretraining weight raised to at least 1)."""
+    behaviour_advantage_filter: bool | None = None
+    """Online, clone only the logged actions the critics value at least as highly as the policy's own
+    (CRR's binary filter; ``regularizers/behaviour.py``); None: the checkpoint's, i.e. pretraining's
+    ``offline.behaviour_advantage_filter_online`` (off at the library's defaults)."""
     conservative_calibration: bool | None = None
     """Cal-QL calibration of the conservative penalty online (policy candidates' values raised to at
     least the Monte-Carlo return-to-go, online episodes' included once they end); None: the
@@ -270,8 +274,8 @@ class Handover:
         return cls(cfg, None if start is None else RegularizerWeights.from_dict(start), RegularizerWeights.from_dict(data["end"]))
 
     def apply(self, agent: RegularizedAgent, step: int) -> None:
-        """Give ``agent``'s regularisers their weights for env step ``step``, and the penalty its online
-        calibration and candidate count where the handover sets them."""
+        """Give ``agent``'s regularisers their weights for env step ``step``, the penalty its online
+        calibration and candidate count and the behaviour term its filter where the handover sets them."""
         penalty = agent.critic_regularizer
         if penalty is not None and self.cfg.conservative_calibration is not None:
             penalty.lower_bound = self.cfg.conservative_calibration  # type: ignore[attr-defined]
@@ -280,5 +284,8 @@ class Handover:
         weights = self.weights_at(step)
         if penalty is not None and weights.conservative is not None:
             penalty.weight = weights.conservative  # type: ignore[attr-defined]
-        if agent.actor_regularizer is not None and weights.behaviour is not None:
-            agent.actor_regularizer.weight = weights.behaviour  # type: ignore[attr-defined]
+        behaviour = agent.actor_regularizer
+        if behaviour is not None and self.cfg.behaviour_advantage_filter is not None:
+            behaviour.advantage_filter = self.cfg.behaviour_advantage_filter  # type: ignore[attr-defined]
+        if behaviour is not None and weights.behaviour is not None:
+            behaviour.weight = weights.behaviour  # type: ignore[attr-defined]

@@ -411,7 +411,8 @@ def _handover(cfg: FinetuneConfig, agent: DIMEAgent | None, ramp_start: Regulari
     for name, value, present in (("conservative_weight", settings.conservative_weight, has.conservative),
                                  ("conservative_calibration", settings.conservative_calibration, has.conservative),
                                  ("conservative_candidates", settings.conservative_candidates, has.conservative),
-                                 ("behaviour_weight", settings.behaviour_weight, has.behaviour)):
+                                 ("behaviour_weight", settings.behaviour_weight, has.behaviour),
+                                 ("behaviour_advantage_filter", settings.behaviour_advantage_filter, has.behaviour)):
         if value is not None and present is None:
             raise ConfigError(f"field 'handover.{name}': this agent has no such regulariser (it needs a pretraining checkpoint)")
     for name, scratch_field in (("alpha_mode", "agent.alpha_mode"), ("alpha_start", "agent.alpha_init")):

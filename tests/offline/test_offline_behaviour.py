@@ -11,6 +11,7 @@ from dime_offline.agent.dime import DIMEAgent
 from dime_offline.agent.regularization import ActorStepContext
 from dime_offline.data.replay import ReplayStore
 from dime_offline.regularizers import BehaviourLikelihood, behaviour_penalty
+from dime_offline.regularizers.behaviour import advantage_kept
 
 
 def test_penalty_is_minus_weight_times_unit_times_the_mean_bound() -> None:
@@ -49,12 +50,44 @@ def test_only_offline_rows_are_cloned() -> None:
     assert metrics["behaviour/weight"] == 2.0
 
 
+def test_a_filtered_penalty_averages_over_every_offline_row() -> None:
+    kept_bounds = torch.tensor([-1.0, -3.0], requires_grad=True)
+    penalty, _ = behaviour_penalty(kept_bounds, weight=0.5, value_unit=4.0, rows=8)  # 6 of 8 rows filtered out
+    assert penalty.item() == pytest.approx(-0.5 * 4.0 * (-4.0 / 8))
+    assert advantage_kept(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 2.0])).tolist() == [False, True, True]
+
+
+def test_the_advantage_filter_clones_only_logged_actions_valued_above_the_policys() -> None:
+    store = ReplayStore.from_transitions(bandit_dataset(episodes=5), online_capacity=0)
+    agent = DIMEAgent(2, 1, tiny_config(), seed=0)
+    agent.critic.eval()  # as in the actor step: batch renorm's running statistics, the same values in any pass
+    ctx = _actor_context(agent, store, torch.cat([torch.ones(12), torch.zeros(4)]))
+    with torch.no_grad():
+        q_data = agent.critic.expected_q(ctx.obs[:12], ctx.batch.action[:12]).mean(0)
+        q_policy = agent.critic.expected_q(ctx.obs[:12], ctx.sample.action[:12]).mean(0)
+    kept = q_data >= q_policy
+    assert 0 < int(kept.sum()) < 12  # an untrained critic splits them: the case worth checking
+    penalty, metrics = BehaviourLikelihood(2.0, advantage_filter=True, seed=3)(ctx)
+    # the kept rows' bounds, with the same noising paths, summed over the kept rows and averaged over all 12
+    bound = agent.policy.path_log_likelihood_bound(ctx.obs[:12][kept], ctx.batch.action[:12][kept], generator=torch.Generator().manual_seed(3))
+    atom = float(agent.critic.support[1] - agent.critic.support[0])
+    assert penalty.item() == pytest.approx(-2.0 * atom * bound.sum().item() / 12, rel=1e-5)
+    assert metrics["behaviour/kept_share"] == pytest.approx(float(kept.float().mean()))
+    # where the policy samples the logged actions themselves, every row is kept and nothing changes
+    same = ActorStepContext(ctx.policy, ctx.critic, ctx.obs, ctx.batch, ctx.sample._replace(action=ctx.batch.action), ctx.q)
+    filtered, metrics = BehaviourLikelihood(2.0, advantage_filter=True, seed=3)(same)
+    unfiltered, _ = BehaviourLikelihood(2.0, seed=3)(same)
+    assert metrics["behaviour/kept_share"] == 1.0 and filtered.item() == pytest.approx(unfiltered.item(), rel=1e-6)
+
+
 def test_the_description_carries_the_scored_steps_and_older_ones_score_every_step() -> None:
     term = BehaviourLikelihood(0.5, n_paths=2, scored_steps=4, seed=9)
     again = BehaviourLikelihood.from_dict(term.to_dict())
-    assert (again.weight, again.n_paths, again.scored_steps, again.seed) == (0.5, 2, 4, 9)
-    older = {k: v for k, v in term.to_dict().items() if k != "scored_steps"}  # a checkpoint from before the option
+    assert (again.weight, again.n_paths, again.scored_steps, again.seed, again.advantage_filter) == (0.5, 2, 4, 9, False)
+    assert BehaviourLikelihood.from_dict(BehaviourLikelihood(0.5, advantage_filter=True).to_dict()).advantage_filter
+    older = {k: v for k, v in term.to_dict().items() if k not in ("scored_steps", "advantage_filter")}  # before the options
     assert BehaviourLikelihood.from_dict(older).scored_steps is None
+    assert not BehaviourLikelihood.from_dict(older).advantage_filter
     with pytest.raises(ValueError, match="scored_steps"):
         BehaviourLikelihood(0.5, scored_steps=0)
 

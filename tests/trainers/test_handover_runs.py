@@ -12,7 +12,7 @@ import pytest
 import trainer_factories as tf
 from test_resume import Killed, _assert_same_state, _kill_at_update, _metrics, _state
 
-from dime_offline.checkpoints import load_checkpoint
+from dime_offline.checkpoints import load_checkpoint, read_checkpoint_meta
 from dime_offline.config import apply_overrides, from_dict, load_run_config, to_dict
 from dime_offline.errors import ConfigError
 from dime_offline.regularizers import OfflineConfig
@@ -62,6 +62,12 @@ def test_the_weights_ramp_from_pretraining_to_online_over_ramp_steps(pretrained:
     finetune(_cfg(pretrained, tmp_path / "kept", behaviour_weight=2.0, conservative_weight=0.0))
     assert set(_logged(tmp_path / "kept", "online/behaviour_weight")[1]) == {2.0}
     assert set(_logged(tmp_path / "kept", "online/conservative_weight")[1]) == {0.0}
+    # the behaviour term's advantage filter: off unless the handover switches it on, then recorded
+    assert "train/behaviour/kept_share" not in read_metrics_csv(tmp_path / "kept" / "metrics.csv")
+    finetune(_cfg(pretrained, tmp_path / "filtered", behaviour_weight=2.0, behaviour_advantage_filter=True))
+    _, kept = _logged(tmp_path / "filtered", "train/behaviour/kept_share")
+    assert len(kept) and ((kept >= 0) & (kept <= 1)).all()
+    assert read_checkpoint_meta(tmp_path / "filtered").extra["regularizers"]["actor"]["advantage_filter"] is True
     # the penalty's calibration: pretraining's online setting (on) unless the handover switches it
     assert set(_logged(tmp_path / "step", "online/calibration")[1]) == {1.0}
     finetune(_cfg(pretrained, tmp_path / "uncalibrated", conservative_calibration=False))
@@ -123,6 +129,8 @@ def test_requests_the_agent_cannot_honour_are_one_line_errors(tmp_path: Path) ->
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(ramp_steps=10)))
     with pytest.raises(ConfigError, match="handover.behaviour_weight"):  # from scratch there is no behaviour term
         finetune(FinetuneConfig(**scratch, handover=HandoverConfig(behaviour_weight=1.0)))
+    with pytest.raises(ConfigError, match="handover.behaviour_advantage_filter"):
+        finetune(FinetuneConfig(**scratch, handover=HandoverConfig(behaviour_advantage_filter=True)))
     for setting in ({"conservative_calibration": True}, {"conservative_candidates": 1}):  # nor a penalty
         with pytest.raises(ConfigError, match=f"handover.{next(iter(setting))}"):
             finetune(FinetuneConfig(**scratch, handover=HandoverConfig(**setting)))

@@ -85,7 +85,7 @@ SAVED_PRETRAIN = {
 MOVED = ("offline_anneal_steps", "offline_fraction", "offline_fraction_final", "online_reuse_limit")
 LOADED_FINETUNE = {
     **{k: v for k, v in SAVED_FINETUNE.items() if k not in MOVED},
-    "handover": {**{k: SAVED_FINETUNE[k] for k in MOVED}, "conservative_weight": None, "conservative_calibration": None, "conservative_candidates": None, "behaviour_weight": None, "ramp_steps": 0,
+    "handover": {**{k: SAVED_FINETUNE[k] for k in MOVED}, "conservative_weight": None, "conservative_calibration": None, "conservative_candidates": None, "behaviour_weight": None, "behaviour_advantage_filter": None, "ramp_steps": 0,
                  "alpha_mode": None, "alpha_start": None, "warmup_steps": 0, "grow_value_support": None},
     "keep_freed_memory": True,  # added later: an older config gets the defaults
     "acting_average_share": None,
@@ -97,7 +97,8 @@ LOADED_FINETUNE = {
 LOADED_PRETRAIN = {
     **SAVED_PRETRAIN, "keep_freed_memory": True, "checkpoint_history": False, "select_acting": False,
     "champion": None, "champion_margin": 1.0,
-    "offline": {**SAVED_PRETRAIN["offline"], "behaviour_scored_steps": 4},  # added later, as keep_freed_memory
+    "offline": {**SAVED_PRETRAIN["offline"], "behaviour_scored_steps": 4,  # added later, as keep_freed_memory
+                "behaviour_advantage_filter": False, "behaviour_advantage_filter_online": None},
 }
 
 

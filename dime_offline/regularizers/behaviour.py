@@ -20,8 +20,10 @@ kernels, so the policy it pulls toward is the one DIME samples.
 * **Advantage filter** (``advantage_filter``, off by default). Only the logged actions the critics value at
   least as highly as the policy's own sample at that state are cloned (CRR's binary filter, Wang et
   al., NeurIPS 2020, "Critic Regularized Regression", with a one-sample value estimate: the actor's
-  sample, already drawn). The mean still runs over every offline row, so the term fades as the policy
-  outgrows the logged behaviour and keeps its full weight where the logs are better than the policy.
+  sample, already drawn). The mean still runs over every offline row, so the term weakens as the policy
+  outgrows the logged behaviour and keeps its full weight where the logs are better than the policy, to
+  the extent that the critics separate one action's value from another's: on locomotion that gap is
+  within their noise and about half the logged actions pass whatever their quality (docs/algorithm.md 8.2).
 """
 
 from __future__ import annotations

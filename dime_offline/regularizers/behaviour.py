@@ -129,7 +129,7 @@ class BehaviourLikelihood:
             )
         else:
             bound = obs.new_zeros((0,))
-        penalty, terms = behaviour_penalty(bound, self.weight, float(support[1] - support[0]), rows=max(rows, 1))
+        penalty, terms = behaviour_penalty(bound, self.weight, float(support[1] - support[0]), rows=rows)
         metrics.update({METRIC_PREFIX + k: v for k, v in terms.items()})
         metrics[METRIC_PREFIX + "penalty"] = float(penalty.detach())
         metrics[METRIC_PREFIX + "weight"] = float(self.weight)

@@ -54,7 +54,9 @@ def finetune_command(
     resume: ResumeFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Train DIME online: from scratch, or fine-tune a pretrained checkpoint (offline data optional)."""
+    """Train DIME online: from scratch, or fine-tune a pretrained checkpoint (offline data optional).
+
+    The defaults were chosen by measurement; docs/finetuning.md says which settings to change for which kind of logs."""
     from dime_offline.trainers.loop import FINETUNE_CONFIG_FILE
     from dime_offline.trainers.online import FinetuneConfig, finetune
     from dime_offline.trainers.resume import load_resumable_run_config

@@ -8,7 +8,6 @@ turn those lines into one-line errors for whoever copies them. Each documented s
 from __future__ import annotations
 
 import re
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -34,10 +33,12 @@ def documented_settings() -> list[tuple[str, str]]:
     return sorted(set(found))
 
 
-@cache
+def accepts(command: str, setting: str) -> bool:
+    return CliRunner().invoke(app, ["config", "show", command, "--set", setting]).exit_code == 0
+
+
 def accepted_by(setting: str) -> tuple[str, ...]:
-    runner = CliRunner()
-    return tuple(c for c in COMMANDS if runner.invoke(app, ["config", "show", c, "--set", setting]).exit_code == 0)
+    return tuple(c for c in COMMANDS if accepts(c, setting))
 
 
 def test_the_guides_document_settings() -> None:
@@ -48,7 +49,7 @@ def test_the_guides_document_settings() -> None:
 
 @pytest.mark.parametrize(("guide", "setting"), documented_settings())
 def test_documented_setting_is_accepted(guide: str, setting: str) -> None:
-    assert accepted_by(setting), f"{guide}: --set {setting} is rejected by every command"
+    assert any(accepts(c, setting) for c in COMMANDS), f"{guide}: --set {setting} is rejected by every command"
 
 
 def test_a_renamed_field_is_caught() -> None:

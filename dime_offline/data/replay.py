@@ -59,6 +59,7 @@ from dime_offline.data.normalization import (
 )
 from dime_offline.data.returns import (
     TRUNCATION_TAILS,
+    LoggedEpisodes,
     TruncationTail,
     discounted_horizon,
     discounted_returns_to_go,
@@ -157,6 +158,8 @@ class ReplayStore:
         self.device = torch.device(device)
         self.normalization: NormalizationStats | None = None
         """Statistics of the offline observations and rewards (None while there is no offline data)."""
+        self.logged_episodes: LoggedEpisodes | None = None
+        """Return, length and ending of each offline episode (None while there is no offline data)."""
         self.offline_size = offline_size
         self.online_size = 0
         """Filled ring slots (grows to ``online_capacity``, then stays there)."""
@@ -677,10 +680,9 @@ class _OfflineFiller:
         )
         store.mc_return[:n].copy_(torch.from_numpy(returns))
         store.mc_horizon[:n].copy_(torch.from_numpy(discounted_horizon(ends, host["terminated"], store.config.gamma)))
-        starts = np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1])
-        episode_returns = np.add.reduceat(host["reward"], starts, dtype=np.float64)
+        store.logged_episodes = LoggedEpisodes.from_rows(host["reward"], ends, host["terminated"])
         store.normalization = NormalizationStats.from_moments(
-            self.obs_moments, self.reward_moments, episode_returns=episode_returns,
+            self.obs_moments, self.reward_moments, episode_returns=store.logged_episodes.returns,
             std_floor=store.config.std_floor, reward_scaling=store.config.reward_scaling,
         )
         del self.episode_id, self.step, self.views

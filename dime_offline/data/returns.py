@@ -42,6 +42,7 @@ runs once over the concatenated rewards.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -58,6 +59,45 @@ def episode_ends_from_ids(episode_id: np.ndarray) -> np.ndarray:
         np.not_equal(episode_id[1:], episode_id[:-1], out=ends[:-1])
         ends[-1] = True
     return ends
+
+
+@dataclass(frozen=True)
+class LoggedEpisodes:
+    """Where each logged episode lies in the data, how long it ran and how it ended, with its return.
+
+    Fine-tuning compares the pretrained policy's evaluation with them (``trainers/handover.py``).
+    """
+
+    starts: np.ndarray
+    """(E,) int64 first row of each episode."""
+    lengths: np.ndarray
+    """(E,) int64 number of transitions."""
+    terminated: np.ndarray
+    """(E,) bool, True where the episode ended in a true terminal state (else it was truncated or cut)."""
+    returns: np.ndarray
+    """(E,) float64 sum of each episode's rewards."""
+
+    @classmethod
+    def from_rows(cls, reward: np.ndarray, episode_end: np.ndarray, terminated: np.ndarray) -> LoggedEpisodes:
+        """From (N,) per-row rewards, episode-end marks (:func:`episode_ends_from_ids`) and termination flags."""
+        last = np.flatnonzero(episode_end)
+        if not len(last):
+            return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0))
+        starts = np.concatenate([[0], last[:-1] + 1]).astype(np.int64)
+        return cls(starts, last - starts + 1, terminated[last].astype(bool), np.add.reduceat(reward, starts, dtype=np.float64))
+
+    def best_return(self, reward: np.ndarray, horizon: int) -> float | None:
+        """The best return a logged episode earned in its first ``horizon`` steps, over the episodes that
+        terminated or ran at least that long (a fragment cut earlier leaves out rewards an episode of that
+        length would have had). ``reward``: the (N,) per-row rewards these episodes index. None when no
+        episode qualifies."""
+        complete = self.terminated | (self.lengths >= horizon)
+        if not complete.any():
+            return None
+        cumulative = np.concatenate([[0.0], np.cumsum(reward, dtype=np.float64)])
+        starts = self.starts[complete]
+        stops = starts + np.minimum(self.lengths[complete], horizon)
+        return float((cumulative[stops] - cumulative[starts]).max())
 
 
 def discounted_returns_to_go(

@@ -8,7 +8,9 @@ learned if it changes abruptly (docs/algorithm.md section 8.7):
   hundreds of times each), optionally annealed;
 * **the regularisers' weights**: pretraining's conservative penalty and behaviour term give way to
   their online weights, at once or along a linear ramp of ``ramp_steps`` env steps; the penalty's
-  calibration and its number of candidate actions may change for the online stage;
+  calibration and its number of candidate actions may change for the online stage; with
+  ``surpassed_logs="drop"`` both go off when the pretrained policy already beats every logged episode
+  (:class:`LogsComparison`, one evaluation before the first online step);
 * **the temperature**: by default alpha auto-tunes online from where pretraining left it; it may
   start elsewhere (``alpha_start``) or be held (``alpha_mode="fixed"``). Batch renorm keeps its
   statistics (a fixed choice, listed here so the whole handover reads in one place).
@@ -20,11 +22,16 @@ resumed run continues the ramp exactly; the start and end weights travel in the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
+from dime_offline.data.returns import LoggedEpisodes
 from dime_offline.errors import ConfigError
+from dime_offline.evaluation.metrics import EpisodeStats
 from dime_offline.regularizers.schedule import RegularizedAgent
 
 WEIGHTS_KEY = "handover_weights"
@@ -90,6 +97,16 @@ class HandoverConfig:
     Retain Offline Data", warm-starts this way and then fine-tunes without the offline data: no
     ``data``). 0: updates from the first step that has a batch. Applies to a pretrained
     agent only (from scratch: ``agent.learning_starts`` uniform-random steps)."""
+    surpassed_logs: Literal["drop", "keep"] = "keep"
+    """What the regularisers do online when the pretrained policy already scores above every complete
+    logged episode: its mean return on the run's evaluation episodes, evaluated once at the boundary,
+    less one standard error, above the best return a logged episode earned in as many steps as the
+    env's time limit allows (episodes cut shorter than that, unless terminated, do not count;
+    :class:`LogsComparison`). "drop": the conservative penalty and the behaviour
+    term go off online, since the logs then hold nothing better than the policy to keep it near; "keep":
+    they keep their online weights. An explicit ``conservative_weight`` or ``behaviour_weight`` wins.
+    Applies to a pretrained agent with offline data, when a run starts (a resumed run keeps its
+    weights). Evidence in docs/algorithm.md section 8.7."""
     grow_value_support: bool | None = None
     """Extend the critics' support upwards when their values, or an online episode's returns, reach
     its top (:class:`SupportGrowth`):
@@ -123,6 +140,8 @@ class HandoverConfig:
             raise ConfigError(f"field 'handover.conservative_candidates': must be >= 1, got {self.conservative_candidates}")
         if self.alpha_mode not in (None, "auto", "fixed"):
             raise ConfigError(f"field 'handover.alpha_mode': must be auto or fixed, got {self.alpha_mode!r}")
+        if self.surpassed_logs not in ("drop", "keep"):
+            raise ConfigError(f"field 'handover.surpassed_logs': must be drop or keep, got {self.surpassed_logs!r}")
         if self.alpha_start is not None and not self.alpha_start > 0:
             raise ConfigError(f"field 'handover.alpha_start': must be > 0, got {self.alpha_start}")
 
@@ -214,6 +233,40 @@ def _extend_once(agent: Any) -> None:
     agent.extend_value_support(min(extra, MAX_GROWN_ATOMS - agent.cfg.n_atoms))
 
 
+LOGS_COMPARISON_KEY = "boundary_vs_logs"
+"""Key, in a fine-tuning checkpoint's ``meta.json`` ``extra``, of the boundary's :class:`LogsComparison`."""
+
+
+@dataclass(frozen=True)
+class LogsComparison:
+    """The pretrained policy at the boundary against the logged episodes (``surpassed_logs``)."""
+
+    boundary_return: float
+    """Mean return of the boundary policy's evaluation episodes."""
+    boundary_error: float
+    """Standard error of that mean (0 for one episode)."""
+    logs_best: float | None
+    """Best return a logged episode earned over as many steps as an evaluation episode may run (None:
+    no logged episode ran that long or terminated)."""
+
+    @classmethod
+    def of(cls, stats: EpisodeStats, logged: LoggedEpisodes, reward: np.ndarray, horizon: int) -> LogsComparison:
+        """Compare an evaluation whose episodes run at most ``horizon`` steps (the env's time limit) with
+        the logged episodes' returns over as many steps (:meth:`LoggedEpisodes.best_return`; ``reward``:
+        the logged rows' rewards)."""
+        returns = np.asarray(stats.returns, dtype=np.float64)
+        error = float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0
+        return cls(float(returns.mean()), error, logged.best_return(reward, horizon))
+
+    @property
+    def surpassed(self) -> bool:
+        """Whether the boundary policy scores above every comparable logged episode, beyond its noise."""
+        return self.logs_best is not None and self.boundary_return - self.boundary_error > self.logs_best
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "surpassed": self.surpassed}
+
+
 @dataclass(frozen=True)
 class RegularizerWeights:
     """The two regularisers' weights (None: that regulariser is absent)."""
@@ -272,6 +325,15 @@ class Handover:
         """The schedule a checkpoint recorded with :meth:`to_dict`, under the run's ``cfg``."""
         start = data.get("start")
         return cls(cfg, None if start is None else RegularizerWeights.from_dict(start), RegularizerWeights.from_dict(data["end"]))
+
+    def without_regularizers(self) -> Handover:
+        """The schedule with both online weights 0, except one the run's ``cfg`` sets explicitly
+        (``surpassed_logs="drop"``); a ramp then runs from pretraining's weights down to 0."""
+        end = RegularizerWeights(
+            self.end.conservative if self.cfg.conservative_weight is not None or self.end.conservative is None else 0.0,
+            self.end.behaviour if self.cfg.behaviour_weight is not None or self.end.behaviour is None else 0.0,
+        )
+        return Handover(self.cfg, self.start, end)
 
     def apply(self, agent: RegularizedAgent, step: int) -> None:
         """Give ``agent``'s regularisers their weights for env step ``step``, the penalty its online

@@ -39,6 +39,7 @@ from dime_offline.data.load import load_replay_store
 from dime_offline.data.normalization import NormalizationStats
 from dime_offline.data.replay import ReplayConfig, ReplayStore
 from dime_offline.data.returns import TRUNCATION_TAILS, TruncationTail
+from dime_offline.data.schema import DatasetMetadata
 from dime_offline.data.spaces import SpaceSpec, check_spaces_match
 from dime_offline.envs.make import make_env, recorded_env_id, spaces_of
 from dime_offline.errors import ConfigError
@@ -54,9 +55,11 @@ from dime_offline.regularizers import (
     regularizer_weights,
 )
 from dime_offline.trainers.handover import (
+    LOGS_COMPARISON_KEY,
     WEIGHTS_KEY,
     Handover,
     HandoverConfig,
+    LogsComparison,
     RegularizerWeights,
     SupportGrowth,
 )
@@ -338,6 +341,17 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             return StepReport(updates=agent_cfg.utd, metrics=metrics, episodes=finished)
 
         eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
+        logs_comparison = None if resume is None else resume.meta.extra.get(LOGS_COMPARISON_KEY)
+        if (
+            resume is None and pretrained and handover is not None and cfg.handover.surpassed_logs == "drop"
+            and handover.without_regularizers().end != handover.end  # something left to drop
+        ):
+            compared = _compare_with_logs(run, agent, cfg.env_id, store, eval_metadata, getattr(env.spec, "max_episode_steps", None))
+            if compared is not None:
+                logs_comparison = compared.to_dict()
+                if compared.surpassed:
+                    handover = handover.without_regularizers()
+                run.progress.notice(_logs_notice(compared, handover))
 
         def resume_stage_state() -> tuple[dict[str, Any], dict[str, Any]]:
             """The running episode and the online replay ring (a finished run's too: ``--resume --steps``
@@ -356,6 +370,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 "run_config": to_dict(cfg),
                 REGULARIZERS_KEY: describe_regularizers(agent),
                 WEIGHTS_KEY: None if handover is None else handover.to_dict(),
+                LOGS_COMPARISON_KEY: logs_comparison,
                 SUPPORT_GROWTH_KEY: None if growth is None else dataclasses.asdict(growth),
                 WARMUP_KEY: warmup_steps,
                 REFERENCES_KEY: reference_returns(None, eval_metadata),
@@ -379,6 +394,36 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
             loop, lambda run_dir: RunResult(command="finetune", env=cfg.env_id, loop=loop, agent=agent, **run_dir),
             curve_title=f"DIME fine-tuning on {cfg.env_id}",
         )
+
+
+def _compare_with_logs(
+    run: RunScaffold, agent: DIMEAgent, env_id: str, store: ReplayStore, metadata: DatasetMetadata | None, time_limit: int | None
+) -> LogsComparison | None:
+    """The boundary policy's evaluation against the logged episodes (``handover.surpassed_logs``), over
+    the env's ``time_limit`` or, for an env that truncates its own episodes, the length its truncated
+    evaluation episodes ran; None without logged episodes or such a length to compare over."""
+    if store.logged_episodes is None or not len(store.logged_episodes.returns):
+        return None
+    stats = run.evaluate_as_is(agent, env_id, metadata=metadata)
+    truncated = [length for length, ended in zip(stats.lengths, stats.terminated) if not ended]
+    horizon = time_limit or (max(truncated) if truncated else None)
+    if horizon is None:
+        return None
+    reward = store.reward[: store.offline_size].cpu().numpy()
+    return LogsComparison.of(stats, store.logged_episodes, reward, horizon)
+
+
+def _logs_notice(compared: LogsComparison, handover: Handover) -> str:
+    """One line on what the comparison at the boundary decided."""
+    measured = f"boundary policy {compared.boundary_return:.1f} ± {compared.boundary_error:.1f} (s.e.)"
+    if compared.logs_best is None:
+        return f"note: {measured}; no logged episode ran as long as the evaluation's may or terminated: regularisers kept online"
+    if not compared.surpassed:
+        return f"note: {measured}, best comparable logged episode {compared.logs_best:.1f}: regularisers kept online"
+    return (
+        f"note: {measured} above the best comparable logged episode ({compared.logs_best:.1f}): online weights"
+        f" conservative {handover.end.conservative}, behaviour {handover.end.behaviour} (handover.surpassed_logs=keep keeps them)"
+    )
 
 
 def _pretraining_weights(agent: DIMEAgent, pretraining: dict[str, Any] | None) -> RegularizerWeights | None:

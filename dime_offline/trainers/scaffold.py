@@ -342,6 +342,18 @@ class RunScaffold:
         if tag in ("periodic", "final") and self.cfg.checkpoint_history:
             keep_in_history(target, self.out, step)
 
+    def evaluate_as_is(self, agent: DIMEAgent, env_id: str, *, metadata: DatasetMetadata | None) -> EpisodeStats:
+        """An acting copy of ``agent`` as it is now on the run's evaluation episodes (no champion, no
+        selection), e.g. the boundary policy before fine-tuning updates it. The copy acts from its own
+        seeded stream, so the learner's acting draws are the ones a run without this evaluation makes."""
+        cfg = self.cfg
+        policy = acting_copy(agent)
+        policy.act_generator.manual_seed(cfg.seed + EVAL_SEED_OFFSET)
+        return evaluate(
+            policy, env_id, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, deterministic=cfg.eval_deterministic,
+            max_episode_steps=cfg.max_episode_steps, metadata=metadata,
+        )
+
     def keeps_champion(self) -> bool:
         """Whether this run deploys a champion (``champion``; None: in the online stage only)."""
         return self.cfg.champion if self.cfg.champion is not None else self.stage == "finetune"

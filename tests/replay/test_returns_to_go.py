@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dime_offline.data.returns import discounted_returns_to_go, episode_ends_from_ids, value_support
+from dime_offline.data.returns import LoggedEpisodes, discounted_returns_to_go, episode_ends_from_ids, value_support
 from replay_factories import direct_returns_to_go
 
 
@@ -132,3 +132,24 @@ def test_value_support_without_held_rewards_is_the_returns_range() -> None:
     assert value_support(returns, reward, 0.9, margin=0.5, hold_rewards=False) == pytest.approx((-5.5, 4.5))
     assert value_support(returns, reward, 0.9, margin=0.0) == pytest.approx((-50.0, 10.0))  # held for ever
 
+
+
+def test_logged_episodes_compare_only_as_many_steps_of_episodes_that_ran_that_long_or_ended() -> None:
+    # four episodes: 5 steps cut by the log's end, 3 steps terminated, 6 steps truncated, 4 steps truncated
+    lengths = [5, 3, 6, 4]
+    reward = np.concatenate([np.full(5, 10.0), np.full(3, 2.0), np.arange(6, dtype=float), np.full(4, 9.0)])
+    terminated = np.zeros(18, dtype=bool)
+    terminated[7] = True  # the second episode's last row
+    logged = LoggedEpisodes.from_rows(reward, _ends(lengths), terminated)
+    np.testing.assert_array_equal(logged.lengths, lengths)
+    np.testing.assert_array_equal(logged.starts, [0, 5, 8, 14])
+    np.testing.assert_array_equal(logged.terminated, [False, True, False, False])
+    np.testing.assert_allclose(logged.returns, [50.0, 6.0, 15.0, 36.0])
+    # over 6 steps only the terminated episode and the 6-step one count: 6 against 0+1+...+5 = 15
+    assert logged.best_return(reward, 6) == 15.0
+    # over 4 steps the first, third and fourth count with their first 4 rewards: 40, 0+1+2+3, 36
+    assert logged.best_return(reward, 4) == 40.0
+    # over 7 steps nothing ran that long: the terminated one alone
+    assert logged.best_return(reward, 7) == 6.0
+    unterminated = LoggedEpisodes.from_rows(reward, _ends(lengths), np.zeros(18, dtype=bool))
+    assert unterminated.best_return(reward, 7) is None

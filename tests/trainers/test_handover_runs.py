@@ -14,6 +14,7 @@ from test_resume import Killed, _assert_same_state, _kill_at_update, _metrics, _
 
 from dime_offline.checkpoints import load_checkpoint, read_checkpoint_meta
 from dime_offline.config import apply_overrides, from_dict, load_run_config, to_dict
+from dime_offline.data.parquet import read_parquet, write_parquet
 from dime_offline.errors import ConfigError
 from dime_offline.regularizers import OfflineConfig
 from dime_offline.tracking import read_metrics_csv
@@ -72,6 +73,44 @@ def test_the_weights_ramp_from_pretraining_to_online_over_ramp_steps(pretrained:
     assert set(_logged(tmp_path / "step", "online/calibration")[1]) == {1.0}
     finetune(_cfg(pretrained, tmp_path / "uncalibrated", conservative_calibration=False))
     assert set(_logged(tmp_path / "uncalibrated", "online/calibration")[1]) == {0.0}
+
+
+def _sample_with_rewards(value: float, path: Path) -> Path:
+    """The Pendulum sample with every logged reward set to ``value``."""
+    data, _ = read_parquet(tf.PENDULUM_SAMPLE)
+    return write_parquet(dataclasses.replace(data, reward=np.full_like(data.reward, value)), path)
+
+
+def test_the_regularisers_go_off_online_when_the_boundary_policy_beats_every_logged_episode(pretrained: Path, tmp_path: Path) -> None:
+    # Pendulum's rewards lie in [-16.3, 0]: over the runs' 10-step episodes every policy beats logs that
+    # lost 20 per step, none beats logs that lost nothing
+    worse, better = _sample_with_rewards(-20.0, tmp_path / "worse.parquet"), _sample_with_rewards(0.0, tmp_path / "better.parquet")
+
+    def run(name: str, data: Path, **handover: object) -> dict:
+        finetune(dataclasses.replace(_cfg(pretrained, tmp_path / name, **handover), data=str(data), eval_episodes=3))
+        assert set(_logged(tmp_path / name, "online/behaviour_weight")[1]) == {0.0}  # the fixture's online weight
+        return read_checkpoint_meta(tmp_path / name).extra
+
+    dropped = run("dropped", worse, surpassed_logs="drop")
+    assert set(_logged(tmp_path / "dropped", "online/conservative_weight")[1]) == {0.0}
+    compared = dropped["boundary_vs_logs"]
+    assert compared["surpassed"] and compared["logs_best"] == pytest.approx(-200.0)  # 10 steps of -20
+    assert -16.3 * 10 <= compared["boundary_return"] <= 0 and compared["boundary_error"] >= 0
+    assert dropped["handover_weights"]["end"] == {"conservative": 0.0, "behaviour": 0.0}
+    # the boundary's evaluation acts from its own stream: the run is the one the weights set by hand give
+    run("by_hand", worse, conservative_weight=0.0)
+    by_hand, automatic = _logged(tmp_path / "by_hand", "train/critic/loss"), _logged(tmp_path / "dropped", "train/critic/loss")
+    np.testing.assert_array_equal(by_hand[0], automatic[0])
+    np.testing.assert_array_equal(by_hand[1], automatic[1])
+
+    kept = run("kept", better, surpassed_logs="drop")
+    assert set(_logged(tmp_path / "kept", "online/conservative_weight")[1]) == {0.5}
+    assert kept["boundary_vs_logs"]["surpassed"] is False and kept["boundary_vs_logs"]["logs_best"] == 0.0
+    # a weight set explicitly stays; the default ("keep") neither evaluates nor drops
+    run("explicit", worse, surpassed_logs="drop", conservative_weight=0.25)
+    assert set(_logged(tmp_path / "explicit", "online/conservative_weight")[1]) == {0.25}
+    assert run("default", worse)["boundary_vs_logs"] is None
+    assert set(_logged(tmp_path / "default", "online/conservative_weight")[1]) == {0.5}
 
 
 def test_the_temperature_starts_where_set_and_is_held_or_tuned(pretrained: Path, tmp_path: Path) -> None:

@@ -106,11 +106,12 @@ def test_the_regularisers_go_off_online_when_the_boundary_policy_beats_every_log
     kept = run("kept", better, surpassed_logs="drop")
     assert set(_logged(tmp_path / "kept", "online/conservative_weight")[1]) == {0.5}
     assert kept["boundary_vs_logs"]["surpassed"] is False and kept["boundary_vs_logs"]["logs_best"] == 0.0
-    # a weight set explicitly stays; the default ("keep") neither evaluates nor drops
+    # a weight set explicitly stays; "keep" neither evaluates nor drops; "drop" is the default
     run("explicit", worse, surpassed_logs="drop", conservative_weight=0.25)
     assert set(_logged(tmp_path / "explicit", "online/conservative_weight")[1]) == {0.25}
-    assert run("default", worse)["boundary_vs_logs"] is None
-    assert set(_logged(tmp_path / "default", "online/conservative_weight")[1]) == {0.5}
+    assert run("keep", worse, surpassed_logs="keep")["boundary_vs_logs"] is None
+    assert set(_logged(tmp_path / "keep", "online/conservative_weight")[1]) == {0.5}
+    assert HandoverConfig().surpassed_logs == "drop"
 
 
 def test_the_temperature_starts_where_set_and_is_held_or_tuned(pretrained: Path, tmp_path: Path) -> None:

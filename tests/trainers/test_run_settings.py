@@ -86,7 +86,7 @@ MOVED = ("offline_anneal_steps", "offline_fraction", "offline_fraction_final", "
 LOADED_FINETUNE = {
     **{k: v for k, v in SAVED_FINETUNE.items() if k not in MOVED},
     "handover": {**{k: SAVED_FINETUNE[k] for k in MOVED}, "conservative_weight": None, "conservative_calibration": None, "conservative_candidates": None, "behaviour_weight": None, "behaviour_advantage_filter": None, "ramp_steps": 0,
-                 "alpha_mode": None, "alpha_start": None, "warmup_steps": 0, "surpassed_logs": "keep", "grow_value_support": None},
+                 "alpha_mode": None, "alpha_start": None, "warmup_steps": 0, "surpassed_logs": "drop", "grow_value_support": None},
     "keep_freed_memory": True,  # added later: an older config gets the defaults
     "acting_average_share": None,
     "checkpoint_history": False,

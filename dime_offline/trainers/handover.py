@@ -106,10 +106,11 @@ class HandoverConfig:
     term go off online, since the logs then hold nothing better than the policy to keep it near; "keep":
     they keep their online weights. An explicit ``conservative_weight`` or ``behaviour_weight`` wins.
     Applies to a pretrained agent with offline data, when a run starts (a resumed run keeps its
-    weights). "drop" (default) ended higher on every run where it fired and changes nothing where the
-    logs hold a better episode: Pendulum sample 3/3 and the README main job 3/3 (finals 28-33 higher),
-    a near-random HalfCheetah file 2 of 3 seeds (+205 and +1831 at 20k), kept on Hopper and the CSTR
-    twin (docs/algorithm.md section 8.7). "keep" where the online learner must stay near the logged
+    weights). "drop" (default) ended higher in every run where it fired and changes nothing where the
+    logs hold a better episode: it fired in the README main job 3/3 (finals 29-33 higher), on the
+    Pendulum sample at 1500 + 1500 in 2 of 3 seeds (9-13 higher), on a near-random HalfCheetah file in
+    2 of 3 (+205 and +1831 at 20k), and kept the terms on Hopper and the CSTR twin (docs/algorithm.md
+    section 8.7). "keep" where the online learner must stay near the logged
     behaviour whatever it scores (a plant with states to keep away from)."""
     grow_value_support: bool | None = None
     """Extend the critics' support upwards when their values, or an online episode's returns, reach

@@ -271,6 +271,16 @@ class LogsComparison:
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "surpassed": self.surpassed}
 
+    def to_metrics(self) -> dict[str, float]:
+        """The comparison as ``online/boundary_*`` metrics (logged at step 0 of the run)."""
+        metrics = {
+            "online/boundary_return": self.boundary_return, "online/boundary_return_error": self.boundary_error,
+            "online/boundary_above_logs": float(self.surpassed),
+        }
+        if self.logs_best is not None:
+            metrics["online/logs_best_return"] = self.logs_best
+        return metrics
+
 
 @dataclass(frozen=True)
 class RegularizerWeights:

@@ -352,6 +352,7 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
                 if compared.surpassed:
                     handover = handover.without_regularizers()
                 run.progress.notice(_logs_notice(compared, handover))
+                run.tracker.log(0, compared.to_metrics())
 
         def resume_stage_state() -> tuple[dict[str, Any], dict[str, Any]]:
             """The running episode and the online replay ring (a finished run's too: ``--resume --steps``

@@ -97,6 +97,9 @@ def test_the_regularisers_go_off_online_when_the_boundary_policy_beats_every_log
     assert compared["surpassed"] and compared["logs_best"] == pytest.approx(-200.0)  # 10 steps of -20
     assert -16.3 * 10 <= compared["boundary_return"] <= 0 and compared["boundary_error"] >= 0
     assert dropped["handover_weights"]["end"] == {"conservative": 0.0, "behaviour": 0.0}
+    logged = read_metrics_csv(tmp_path / "dropped" / "metrics.csv")
+    assert logged["online/boundary_above_logs"][1].tolist() == [1.0] and logged["online/logs_best_return"][0].tolist() == [0]
+    assert logged["online/boundary_return"][1][0] == pytest.approx(compared["boundary_return"])
     # the boundary's evaluation acts from its own stream: the run is the one the weights set by hand give
     run("by_hand", worse, conservative_weight=0.0)
     by_hand, automatic = _logged(tmp_path / "by_hand", "train/critic/loss"), _logged(tmp_path / "dropped", "train/critic/loss")

@@ -422,6 +422,17 @@ def boundary_series(
     return panels
 
 
+def best_logged_line(online: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[float, str] | None:
+    """(return, legend label) of the best comparable logged episode that fine-tuning compared the boundary
+    policy with (``online/logs_best_return``, ``handover.surpassed_logs``), or None when it made no comparison."""
+    if "online/logs_best_return" not in online:
+        return None
+    above = online.get("online/boundary_above_logs")
+    dropped = above is not None and bool(above[1][-1])
+    label = "best logged episode" + (": the boundary beat it, regularisers off online" if dropped else "")
+    return float(online["online/logs_best_return"][1][-1]), label
+
+
 def plot_offline_to_online(
     pretrain_csv: str | Path,
     finetune_csv: str | Path,
@@ -436,7 +447,8 @@ def plot_offline_to_online(
     dashed line marks the switch). The online curve starts at the last offline evaluation (the
     boundary policy); with a champion (``eval/selection_learner`` logged) the learner's returns on
     its selection episodes are drawn beside it. ``data_return``: the logged behaviour's mean episode return, drawn as a
-    dotted line. Below: the panels of :data:`BOUNDARY_PANELS` over the same axis (solid: pretraining,
+    dotted line; the best logged episode fine-tuning compared the boundary policy with, when it did
+    (:func:`best_logged_line`), dash-dotted. Below: the panels of :data:`BOUNDARY_PANELS` over the same axis (solid: pretraining,
     dashed: fine-tuning). Returns the PNG path, or None when neither stage evaluated.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -468,6 +480,9 @@ def plot_offline_to_online(
                       label="learner (selection episodes)")
     if data_return is not None:
         axes.axhline(data_return, color="0.4", linestyle=":", label="logged data (mean episode return)")
+    logs_best = best_logged_line(online)
+    if logs_best is not None:
+        axes.axhline(logs_best[0], color="0.4", linestyle="-.", label=logs_best[1])
     axes.axvline(boundary, color="k", linestyle="--", linewidth=1.0, label="offline -> online")
     axes.set_ylabel("evaluation return (mean)")
     axes.set_xlim(left=0)

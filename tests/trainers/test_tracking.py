@@ -16,6 +16,7 @@ from dime_offline.tracking import (
     boundary_series,
     open_sinks,
     plot_learning_curve,
+    best_logged_line,
     plot_offline_to_online,
     read_metrics_csv,
 )
@@ -110,3 +111,11 @@ def test_the_offline_to_online_figure_draws_the_handover_schedule_past_the_bound
     assert [stage for _, stage, _, _ in panels["temperature alpha"]] == ["offline"]  # nothing logged online
     png = plot_offline_to_online(offline_csv, online_csv, tmp_path / "o2o.png", title="t", data_return=-600.0)
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert best_logged_line(read_metrics_csv(online_csv)) is None  # no comparison at the boundary: no line
+    compared_csv = tmp_path / "ft-compared.csv"
+    with Tracker([CSVSink(compared_csv)]) as tracker:
+        tracker.log(0, {"online/logs_best_return": -575.0, "online/boundary_above_logs": 1.0})
+        tracker.log(20, {"eval/return_mean": -300.0})
+    value, label = best_logged_line(read_metrics_csv(compared_csv))
+    assert value == -575.0 and "regularisers off online" in label
+    assert plot_offline_to_online(offline_csv, compared_csv, tmp_path / "o2o-logs.png", title="t") is not None

@@ -106,7 +106,8 @@ class HandoverConfig:
     term go off online, since the logs then hold nothing better than the policy to keep it near; "keep":
     they keep their online weights. An explicit ``conservative_weight`` or ``behaviour_weight`` wins.
     Applies to a pretrained agent with offline data, when a run starts (a resumed run keeps its
-    weights). "drop" (default) ended higher in every run where it fired and changes nothing where the
+    weights); it costs one evaluation (``eval_episodes`` episodes) before the first online step, and
+    none when nothing is left to drop (both weights 0 or set explicitly). "drop" (default) ended higher in every run where it fired and changes nothing where the
     logs hold a better episode: it fired in the README main job 3/3 (finals 29-33 higher), on the
     Pendulum sample at 1500 + 1500 in 2 of 3 seeds (9-13 higher), on a near-random HalfCheetah file in
     2 of 3 (+205 and +1831 at 20k), and kept the terms on Hopper and the CSTR twin (docs/algorithm.md

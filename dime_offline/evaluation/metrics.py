@@ -50,6 +50,12 @@ def reference_returns(env_id: str | None, metadata: DatasetMetadata | None = Non
     return D4RL_REFERENCE_RETURNS.get(env_family(env_id))
 
 
+def standard_error(values: Any) -> float:
+    """Standard error of the mean of ``values`` (sample standard deviation / sqrt(n); 0 for fewer than two)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
 def normalized_score(episode_return: float, references: tuple[float, float] | None) -> float | None:
     """100 * (R - R_min) / (R_max - R_min), or None when there are no references."""
     if references is None:

@@ -32,7 +32,6 @@ CSTR twin; docs/benchmarks.md, "A champion for the 20k runs").
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from dime_offline.agent.dime import DIMEAgent
-from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.evaluation.metrics import EpisodeStats, standard_error
 
 CHAMPION_KEY = "champion"
 """Key of the champion's facts (:meth:`Champion.facts`) in its checkpoints' ``meta.json`` ``extra``, and of
@@ -99,5 +98,4 @@ def challenger_wins(challenger: Sequence[float], champion: Sequence[float], marg
     if len(challenger) != len(champion):
         raise ValueError(f"paired returns needed: {len(challenger)} against {len(champion)} episodes")
     difference = np.subtract(challenger, champion, dtype=np.float64)
-    standard_error = float(difference.std(ddof=1)) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
-    return float(difference.mean()) >= margin * standard_error
+    return float(difference.mean()) >= margin * standard_error(difference)

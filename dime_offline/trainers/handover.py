@@ -31,7 +31,7 @@ import numpy as np
 
 from dime_offline.data.returns import LoggedEpisodes
 from dime_offline.errors import ConfigError
-from dime_offline.evaluation.metrics import EpisodeStats
+from dime_offline.evaluation.metrics import EpisodeStats, standard_error
 from dime_offline.regularizers.schedule import RegularizedAgent
 
 WEIGHTS_KEY = "handover_weights"
@@ -260,9 +260,7 @@ class LogsComparison:
         """Compare an evaluation whose episodes run at most ``horizon`` steps (the env's time limit) with
         the logged episodes' returns over as many steps (:meth:`LoggedEpisodes.best_return`; ``reward``:
         the logged rows' rewards)."""
-        returns = np.asarray(stats.returns, dtype=np.float64)
-        error = float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0
-        return cls(float(returns.mean()), error, logged.best_return(reward, horizon))
+        return cls(stats.return_mean, standard_error(stats.returns), logged.best_return(reward, horizon))
 
     @property
     def surpassed(self) -> bool:

@@ -342,15 +342,13 @@ def finetune(cfg: FinetuneConfig, agent: DIMEAgent | None = None, offline: Repla
 
         eval_metadata = store.metadata if store.offline_size else None  # the logged data's reference returns, if any
         logs_comparison = None if resume is None else resume.meta.extra.get(LOGS_COMPARISON_KEY)
-        if (
-            resume is None and pretrained and handover is not None and cfg.handover.surpassed_logs == "drop"
-            and handover.without_regularizers().end != handover.end  # something left to drop
-        ):
+        dropped = handover.without_regularizers() if handover is not None else None  # compared only if it changes something
+        if resume is None and pretrained and cfg.handover.surpassed_logs == "drop" and dropped is not None and dropped.end != handover.end:
             compared = _compare_with_logs(run, agent, cfg.env_id, store, eval_metadata, getattr(env.spec, "max_episode_steps", None))
             if compared is not None:
                 logs_comparison = compared.to_dict()
                 if compared.surpassed:
-                    handover = handover.without_regularizers()
+                    handover = dropped
                 run.progress.notice(_logs_notice(compared, handover))
                 run.tracker.log(0, compared.to_metrics())
 

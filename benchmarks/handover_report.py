@@ -29,6 +29,14 @@ runs named ``ARM-sSEED`` group by arm.
     python benchmarks/handover_report.py --runs cache/o2o-cstr/handover cache/o2o-cstr/scratch
     python benchmarks/handover_report.py --runs cache/hc20k      # a folder of finetune runs (ft-s0, rlpd-s0, ...)
     python benchmarks/handover_report.py --runs DIR --json report.json
+    python benchmarks/handover_report.py --runs cache/p20k --paired-episodes 50
+
+``--paired-episodes N`` tells a tie from a gain: each trial's deployed policy (and, for a trial that
+fine-tunes a checkpoint, that checkpoint: the boundary) plays the same N fresh episodes (reset seeds
+``--paired-seed + i``, shared by every trial), and each setting is compared with the first one printed,
+trial by trial where their seeds match: the mean per-episode difference and its standard error, per seed
+and pooled. Ten evaluation episodes from each seed's own start states cannot separate policies that
+differ by less than their spread; the same 50 episodes for both can.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from dime_offline.config import dotted_items, setting_text
+from dime_offline.evaluation.metrics import standard_error
 from dime_offline.tracking import read_metrics_csv
 from dime_offline.trainers.evaluate import EvaluateConfig, evaluate_checkpoint
 from dime_offline.trainers.loop import FINETUNE_CONFIG_FILE
@@ -157,6 +166,58 @@ def measure(trial_dir: Path, window: float) -> TrialMeasures:
     )
 
 
+def _deployed_returns(run: str, seed: int, episodes: int) -> np.ndarray:
+    """Per-episode returns of what ``run`` deploys (a run directory: its champion; a checkpoint: itself),
+    acting as its run evaluated, on the episodes that start from reset(seed + i)."""
+    cfg = EvaluateConfig(checkpoint=run, seed=seed, episodes=episodes)
+    return np.asarray(evaluate_checkpoint(cfg).stats.returns, dtype=np.float64)
+
+
+def paired_differences(
+    reference: dict[int, np.ndarray], other: dict[int, np.ndarray]
+) -> tuple[dict[int, tuple[float, float]], tuple[float, float] | None]:
+    """``other`` minus ``reference``, per seed both have (their per-episode returns on the same
+    episodes): mean difference and its standard error per seed, and over every matched episode pooled
+    (None when no seed matches)."""
+    per_seed: dict[int, tuple[float, float]] = {}
+    pooled: list[np.ndarray] = []
+    for seed in sorted(reference.keys() & other.keys()):
+        difference = np.subtract(other[seed], reference[seed])
+        per_seed[seed] = (float(difference.mean()), standard_error(difference))
+        pooled.append(difference)
+    if not pooled:
+        return per_seed, None
+    everything = np.concatenate(pooled)
+    return per_seed, (float(everything.mean()), standard_error(everything))
+
+
+def paired_report(trial_dirs: dict[str, list[Path]], episodes: int, seed: int) -> list[str]:
+    """Lines comparing every setting's deployed policies with the first setting's, and the first
+    setting's with its boundaries, on the same ``episodes`` fresh episodes (module docstring)."""
+    returns: dict[str, dict[int, np.ndarray]] = {}
+    for setting, dirs in trial_dirs.items():
+        for run in dirs:
+            config = _name_and_setting(run)[2]
+            run_seed = int(config["seed"])
+            returns.setdefault(setting, {})[run_seed] = _deployed_returns(str(run), seed, episodes)
+            if config.get("checkpoint"):
+                returns.setdefault(f"{setting} (boundary)", {})[run_seed] = _deployed_returns(config["checkpoint"], seed, episodes)
+    reference = next(iter(trial_dirs))
+    lines = [f"paired: deployed policies on the same {episodes} episodes (reset seeds {seed} + i)"]
+    for setting, by_seed in returns.items():
+        means = ", ".join(f"s{s} {r.mean():.1f}" for s, r in sorted(by_seed.items()))
+        lines.append(f"  {setting}: {means}")
+    for setting, by_seed in returns.items():
+        if setting == reference:
+            continue
+        per_seed, pooled = paired_differences(by_seed, returns[reference])
+        if pooled is None:
+            continue
+        seeds = ", ".join(f"s{s} {m:+.1f} ± {e:.1f}" for s, (m, e) in per_seed.items())
+        lines.append(f"  {reference} − {setting}: {seeds}; pooled {pooled[0]:+.2f} ± {pooled[1]:.2f}")
+    return lines
+
+
 def group_trials(measured: list[tuple[str, TrialMeasures]], *, by_sweep: bool) -> dict[str, list[TrialMeasures]]:
     """Trials grouped by setting, and by sweep folder first when ``by_sweep`` (several sweeps read at
     once: a scratch and an RLPD-style sweep both have the base setting, and are different methods)."""
@@ -172,11 +233,12 @@ def main() -> None:
                         help="output folders of finetune sweeps, finetune runs, or folders of finetune runs")
     parser.add_argument("--window", type=float, default=0.1, help="share of the online steps the dip is looked for in")
     parser.add_argument("--json", default=None, help="also write every trial's measures here")
+    parser.add_argument("--paired-episodes", type=int, default=0,
+                        help="also score every deployed policy and boundary on these many shared fresh episodes")
+    parser.add_argument("--paired-seed", type=int, default=7_000_000, help="first reset seed of the paired episodes")
     args = parser.parse_args()
-    measured = [
-        (Path(folder).name, measure(path, args.window))
-        for folder in args.runs for path in finetune_runs(Path(folder))
-    ]
+    runs = [(Path(folder).name, path) for folder in args.runs for path in finetune_runs(Path(folder))]
+    measured = [(sweep, measure(path, args.window)) for sweep, path in runs]
     trials = [t for _, t in measured]
     groups = group_trials(measured, by_sweep=len(args.runs) > 1)
 
@@ -195,6 +257,11 @@ def main() -> None:
         dips = f" dips within 10 %: {sum(bool(t.dip_ok) for t in judged)}/{len(judged)}," if judged else ""
         print(f"  mean final {np.mean(finals):.1f} (std {np.std(finals):.1f}), mean drawdown {np.mean([t.drawdown for t in members]):.1f},"
               f"{dips} kept: {sum(t.kept for t in members)}/{len(members)}")
+    if args.paired_episodes > 0:
+        dirs: dict[str, list[Path]] = {}
+        for (sweep, trial), (_, path) in zip(measured, runs):
+            dirs.setdefault(f"{sweep}: {trial.setting}" if len(args.runs) > 1 else trial.setting, []).append(path)
+        print("\n".join(paired_report(dirs, args.paired_episodes, args.paired_seed)))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(t) for t in trials], indent=2) + "\n")
 

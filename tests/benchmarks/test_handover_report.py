@@ -84,3 +84,45 @@ def test_plain_finetune_runs_are_read_and_group_by_their_folder_name_less_the_se
     assert measured[0][1].trial == "ft-s0" and measured[0][1].final == -200.0
     groups = report.group_trials(measured, by_sweep=False)
     assert {k: [t.trial for t in v] for k, v in groups.items()} == {"ft": ["ft-s0", "ft-s1"], "rlpd": ["rlpd-s0"]}
+
+
+def test_paired_differences_match_trials_by_seed_and_pool_their_episodes() -> None:
+    np = report.np
+    reference = {0: np.array([-100.0, -120.0, -140.0]), 1: np.array([-200.0, -210.0, -220.0]), 2: np.array([-1.0, -2.0, -3.0])}
+    other = {0: np.array([-98.0, -121.0, -137.0]), 1: np.array([-200.0, -208.0, -221.0]), 3: np.array([0.0, 0.0, 0.0])}
+    per_seed, pooled = report.paired_differences(reference, other)
+    assert sorted(per_seed) == [0, 1]  # seeds 2 and 3 have no partner
+    assert per_seed[0][0] == pytest.approx((2 - 1 + 3) / 3)
+    assert per_seed[1][0] == pytest.approx((0 + 2 - 1) / 3)
+    differences = np.array([2.0, -1.0, 3.0, 0.0, 2.0, -1.0])
+    assert pooled[0] == pytest.approx(differences.mean())
+    assert pooled[1] == pytest.approx(differences.std(ddof=1) / np.sqrt(6))
+    assert report.paired_differences({0: reference[0]}, {1: other[1]}) == ({}, None)
+
+
+def test_the_paired_report_compares_every_setting_and_the_boundaries_with_the_first_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(name: str, seed: int, checkpoint: str | None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"seed": seed, "checkpoint": checkpoint}
+        (folder / "trial.json").write_text(json.dumps({"name": name, "setting": {}, "config": config}))
+        return folder
+
+    scores = {"ft-s0": 10.0, "ft-s1": 20.0, "pre-s0": 4.0, "pre-s1": 15.0, "rlpd-s0": 9.0, "rlpd-s1": 21.0}
+    played: list[tuple[str, int, int]] = []
+
+    def deployed(path: str, seed: int, episodes: int):
+        played.append((Path(path).name, seed, episodes))
+        return report.np.full(episodes, scores[Path(path).name]) + report.np.arange(episodes)
+
+    monkeypatch.setattr(report, "_deployed_returns", deployed)
+    dirs = {"ft": [run("ft-s0", 0, str(tmp_path / "pre-s0")), run("ft-s1", 1, str(tmp_path / "pre-s1"))],
+            "rlpd": [run("rlpd-s0", 0, None), run("rlpd-s1", 1, None)]}
+    lines = report.paired_report(dirs, episodes=4, seed=77)
+    assert {seed for _, seed, _ in played} == {77} and {n for _, _, n in played} == {4}  # the same episodes for all
+    assert len(played) == 6  # four deployed policies and two boundaries
+    text = "\n".join(lines)
+    assert "ft − ft (boundary): s0 +6.0 ± 0.0, s1 +5.0 ± 0.0; pooled +5.50 ± 0.19" in text
+    assert "ft − rlpd: s0 +1.0 ± 0.0, s1 -1.0 ± 0.0; pooled +0.00 ± 0.38" in text

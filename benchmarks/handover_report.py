@@ -166,11 +166,15 @@ def measure(trial_dir: Path, window: float) -> TrialMeasures:
     )
 
 
+@functools.cache
 def _deployed_returns(run: str, seed: int, episodes: int) -> np.ndarray:
     """Per-episode returns of what ``run`` deploys (a run directory: its champion; a checkpoint: itself),
-    acting as its run evaluated, on the episodes that start from reset(seed + i)."""
+    acting as its run evaluated, on the episodes that start from reset(seed + i). Cached: settings that
+    fine-tune the same checkpoint share its boundary."""
     cfg = EvaluateConfig(checkpoint=run, seed=seed, episodes=episodes)
-    return np.asarray(evaluate_checkpoint(cfg).stats.returns, dtype=np.float64)
+    returns = np.asarray(evaluate_checkpoint(cfg).stats.returns, dtype=np.float64)
+    returns.flags.writeable = False
+    return returns
 
 
 def paired_differences(
@@ -223,8 +227,13 @@ def group_trials(measured: list[tuple[str, TrialMeasures]], *, by_sweep: bool) -
     once: a scratch and an RLPD-style sweep both have the base setting, and are different methods)."""
     groups: dict[str, list[TrialMeasures]] = {}
     for sweep, t in measured:
-        groups.setdefault(f"{sweep}: {t.setting}" if by_sweep else t.setting, []).append(t)
+        groups.setdefault(group_name(sweep, t.setting, by_sweep=by_sweep), []).append(t)
     return groups
+
+
+def group_name(sweep: str, setting: str, *, by_sweep: bool) -> str:
+    """The name of the group a trial of ``setting`` in the sweep folder ``sweep`` belongs to (:func:`group_trials`)."""
+    return f"{sweep}: {setting}" if by_sweep else setting
 
 
 def main() -> None:
@@ -260,7 +269,7 @@ def main() -> None:
     if args.paired_episodes > 0:
         dirs: dict[str, list[Path]] = {}
         for (sweep, trial), (_, path) in zip(measured, runs):
-            dirs.setdefault(f"{sweep}: {trial.setting}" if len(args.runs) > 1 else trial.setting, []).append(path)
+            dirs.setdefault(group_name(sweep, trial.setting, by_sweep=len(args.runs) > 1), []).append(path)
         print("\n".join(paired_report(dirs, args.paired_episodes, args.paired_seed)))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(t) for t in trials], indent=2) + "\n")
